@@ -1,0 +1,178 @@
+//! The CTranslate2 backend (`ct2rs::sys::Whisper`): the engine behind faster-whisper, reading the same
+//! model directories with no conversion; int8 on CPU, float16 on CUDA.
+
+use std::path::Path;
+
+use ct2rs::sys;
+
+use crate::mel::N_FRAMES;
+use crate::{
+    Alignment, Device, Encoded, Engine, EngineError, EngineOptions, GenerateOptions, Generation, ModelConfig,
+    Tokenizer,
+};
+
+/// A loaded CTranslate2 Whisper model.
+pub struct Ct2Engine {
+    model: sys::Whisper,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+}
+
+impl std::fmt::Debug for Ct2Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ct2Engine").field("n_mels", &self.config.n_mels).finish()
+    }
+}
+
+/// Encoder output kept in the runtime's memory.
+struct Ct2Encoded(sys::StorageView<'static>);
+
+impl Ct2Engine {
+    pub fn load(dir: &Path, options: &EngineOptions) -> Result<Ct2Engine, EngineError> {
+        let mut config = ModelConfig::from_model_dir(dir)?;
+        let tokenizer = Tokenizer::from_model_dir(dir)?;
+        let (device, compute_type) = match options.device {
+            Device::Cpu => (sys::Device::CPU, sys::ComputeType::INT8),
+            Device::Cuda => (sys::Device::CUDA, sys::ComputeType::INT8_FLOAT16),
+        };
+        let ct2_config = sys::Config {
+            device,
+            compute_type,
+            num_threads_per_replica: options.threads,
+            device_indices: vec![0; options.replicas.max(1)],
+            ..Default::default()
+        };
+        let model = sys::Whisper::new(dir, ct2_config).map_err(|e| EngineError::model(dir, e))?;
+        config.n_mels = model.n_mels();
+        config.multilingual = model.is_multilingual();
+        Ok(Ct2Engine { model, config, tokenizer })
+    }
+
+    fn encoded<'a>(&self, encoded: &'a Encoded) -> Result<&'a sys::StorageView<'static>, EngineError> {
+        encoded
+            .downcast_ref::<Ct2Encoded>()
+            .map(|e| &e.0)
+            .ok_or_else(|| EngineError::InvalidInput("encoder output from another backend".to_owned()))
+    }
+
+    fn token_strings(&self, ids: &[u32]) -> Result<Vec<&str>, EngineError> {
+        ids.iter()
+            .map(|&id| {
+                self.tokenizer.token(id).ok_or_else(|| EngineError::InvalidInput(format!("token id {id} out of range")))
+            })
+            .collect()
+    }
+}
+
+impl Engine for Ct2Engine {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn encode(&self, mels: &mut [f32], batch: usize) -> Result<Encoded, EngineError> {
+        let n_mels = self.config.n_mels;
+        if batch == 0 || mels.len() != batch * n_mels * N_FRAMES {
+            return Err(EngineError::InvalidInput(format!(
+                "expected {batch} windows of {n_mels}x{N_FRAMES} mel frames, got {} values",
+                mels.len()
+            )));
+        }
+        let view = sys::StorageView::new(&[batch, n_mels, N_FRAMES], mels, sys::Device::CPU)
+            .map_err(|e| EngineError::Inference(e.to_string()))?;
+        let out = self.model.encode(&view, false).map_err(|e| EngineError::Inference(e.to_string()))?;
+        Ok(Encoded::new(batch, Ct2Encoded(out)))
+    }
+
+    fn generate(
+        &self,
+        encoded: &Encoded,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Vec<Generation>, EngineError> {
+        if prompts.len() != encoded.batch {
+            return Err(EngineError::InvalidInput(format!(
+                "{} prompts for a batch of {}",
+                prompts.len(),
+                encoded.batch
+            )));
+        }
+        let view = self.encoded(encoded)?;
+        let prompts = prompts.iter().map(|p| self.token_strings(p)).collect::<Result<Vec<_>, _>>()?;
+        let sampling = options.temperature > 0.0;
+        let ct2_options = sys::WhisperOptions {
+            beam_size: if sampling { 1 } else { options.beam_size },
+            patience: options.patience,
+            length_penalty: options.length_penalty,
+            repetition_penalty: options.repetition_penalty,
+            no_repeat_ngram_size: options.no_repeat_ngram_size,
+            max_length: options.max_length,
+            sampling_topk: if sampling { 0 } else { 1 },
+            sampling_temperature: if sampling { options.temperature } else { 1.0 },
+            num_hypotheses: options.num_hypotheses.max(1),
+            return_scores: true,
+            return_logits_vocab: false,
+            return_no_speech_prob: true,
+            max_initial_timestamp_index: options.max_initial_timestamp_index,
+            suppress_blank: options.suppress_blank,
+            suppress_tokens: options.suppress_tokens.clone(),
+        };
+        let results =
+            self.model.generate(view, &prompts, &ct2_options).map_err(|e| EngineError::Inference(e.to_string()))?;
+        results
+            .into_iter()
+            .map(|r| {
+                let tokens = r.sequences_ids.first().cloned().unwrap_or_default();
+                Ok(Generation {
+                    tokens: tokens.into_iter().map(|t| t as u32).collect(),
+                    score: r.scores.first().copied().unwrap_or(f32::NEG_INFINITY),
+                    no_speech_prob: r.no_speech_prob,
+                })
+            })
+            .collect()
+    }
+
+    fn align(
+        &self,
+        encoded: &Encoded,
+        start_sequence: &[u32],
+        text_tokens: &[Vec<u32>],
+        num_frames: &[usize],
+        median_filter_width: i64,
+    ) -> Result<Vec<Alignment>, EngineError> {
+        let view = self.encoded(encoded)?;
+        let start: Vec<usize> = start_sequence.iter().map(|&t| t as usize).collect();
+        let text: Vec<Vec<usize>> = text_tokens.iter().map(|s| s.iter().map(|&t| t as usize).collect()).collect();
+        let results = self
+            .model
+            .align(view, &start, &text, num_frames, median_filter_width)
+            .map_err(|e| EngineError::Inference(e.to_string()))?;
+        Ok(results
+            .into_iter()
+            .map(|r| Alignment {
+                path: r.alignments.iter().map(|a| (a.token_x, a.frame_x)).collect(),
+                text_token_probs: r.text_token_probs,
+            })
+            .collect())
+    }
+
+    fn detect_language(&self, encoded: &Encoded) -> Result<Vec<Vec<(String, f32)>>, EngineError> {
+        if !self.config.multilingual {
+            return Ok(vec![vec![("en".to_owned(), 1.0)]; encoded.batch]);
+        }
+        let view = self.encoded(encoded)?;
+        let results = self.model.detect_language(view).map_err(|e| EngineError::Inference(e.to_string()))?;
+        Ok(results
+            .into_iter()
+            .map(|langs| {
+                langs
+                    .into_iter()
+                    .map(|d| (d.language.trim_start_matches("<|").trim_end_matches("|>").to_owned(), d.probability))
+                    .collect()
+            })
+            .collect())
+    }
+}

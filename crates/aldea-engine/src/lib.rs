@@ -1,0 +1,154 @@
+//! Speech recognition: Whisper models behind one [`Engine`] trait, the exact log-mel front end, the
+//! long-form transcription loop (the algorithm faster-whisper runs, written here) with word
+//! timestamps, and the Silero voice-activity detector that keeps silence free of words.
+//!
+//! The CTranslate2 backend ([`ct2::Ct2Engine`]) reads CTranslate2 model directories as
+//! faster-whisper does; another backend implements [`Engine`] and every caller keeps working.
+//!
+//! Invariant: never serializes anything to the wire — `aldea-stt` converts these types to `proto`.
+//! Invariant: never reads environment variables or configuration files; callers pass paths and options.
+//! Invariant: the only crate that names an ML runtime (`ct2rs`, `tract-onnx`).
+#![forbid(unsafe_code)]
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+
+pub mod ct2;
+pub mod mel;
+pub mod model;
+pub mod tokenizer;
+pub mod transcribe;
+pub mod vad;
+
+pub use model::ModelConfig;
+pub use tokenizer::Tokenizer;
+pub use transcribe::{Segment, TranscribeOptions, Transcriber, Transcript, Word};
+pub use vad::{SpeechSpan, Vad, VadOptions};
+
+/// Errors of the engine crate.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model files at {path}: {msg}")]
+    ModelFile { path: PathBuf, msg: String },
+    #[error("model: {0}")]
+    Model(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("voice activity detector: {0}")]
+    Vad(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+impl EngineError {
+    pub(crate) fn model(path: &Path, e: impl std::fmt::Display) -> EngineError {
+        EngineError::ModelFile { path: path.to_owned(), msg: e.to_string() }
+    }
+}
+
+/// Where to run and how many threads to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub device: Device,
+    /// Intra-op threads per replica (0 = the runtime's default).
+    pub threads: usize,
+    /// Parallel model replicas (each runs one batch at a time).
+    pub replicas: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { device: Device::Cpu, threads: 0, replicas: 1 }
+    }
+}
+
+/// Encoder output of a batch, opaque to callers: a backend downcasts its own handle.
+pub struct Encoded {
+    pub batch: usize,
+    inner: Box<dyn Any + Send + Sync>,
+}
+
+impl Encoded {
+    pub fn new<T: Any + Send + Sync>(batch: usize, inner: T) -> Encoded {
+        Encoded { batch, inner: Box::new(inner) }
+    }
+
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.inner.downcast_ref::<T>()
+    }
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded").field("batch", &self.batch).finish()
+    }
+}
+
+/// Decoding settings for one `generate` call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    pub beam_size: usize,
+    pub patience: f32,
+    pub length_penalty: f32,
+    pub repetition_penalty: f32,
+    pub no_repeat_ngram_size: usize,
+    pub max_length: usize,
+    /// 0 = greedy / beam search; above 0 samples with this temperature.
+    pub temperature: f32,
+    pub num_hypotheses: usize,
+    pub suppress_blank: bool,
+    pub suppress_tokens: Vec<i32>,
+    pub max_initial_timestamp_index: usize,
+}
+
+/// One decoded sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Generated token ids (the prompt excluded, end-of-text excluded).
+    pub tokens: Vec<u32>,
+    /// The runtime's score: cumulative log-probability divided by `len ^ length_penalty`.
+    pub score: f32,
+    pub no_speech_prob: f32,
+}
+
+/// Token-level alignment of one sequence: for each text token, its encoder frame (DTW path jumps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alignment {
+    /// `(text token index, encoder frame index)` path of the DTW.
+    pub path: Vec<(i64, i64)>,
+    pub text_token_probs: Vec<f32>,
+}
+
+/// A Whisper model that can encode batches of mel windows, decode from prompts, align tokens to
+/// frames and detect the language. All batched: the stt service gathers concurrent work into one call.
+pub trait Engine: Send + Sync {
+    fn config(&self) -> &ModelConfig;
+    fn tokenizer(&self) -> &Tokenizer;
+    /// Runs the encoder on `batch` windows of `[n_mels, 3000]` log-mel frames laid out one after
+    /// another in `mels`.
+    fn encode(&self, mels: &mut [f32], batch: usize) -> Result<Encoded, EngineError>;
+    /// Decodes one sequence per prompt from the encoded batch (`prompts.len() == encoded.batch`).
+    fn generate(
+        &self,
+        encoded: &Encoded,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Vec<Generation>, EngineError>;
+    /// Aligns text tokens to encoder frames with the alignment heads' cross-attention (DTW).
+    fn align(
+        &self,
+        encoded: &Encoded,
+        start_sequence: &[u32],
+        text_tokens: &[Vec<u32>],
+        num_frames: &[usize],
+        median_filter_width: i64,
+    ) -> Result<Vec<Alignment>, EngineError>;
+    /// Language probabilities per batch item, best first, as `("en", p)`.
+    fn detect_language(&self, encoded: &Encoded) -> Result<Vec<Vec<(String, f32)>>, EngineError>;
+}

@@ -1,0 +1,66 @@
+//! The `aldea` binary: command-line parsing, configuration, and the wiring of every crate. Subcommands
+//! `models`, `transcribe` and `eval` for now; the services (`stt`, `gateway`, `platform`, `web`, `all`)
+//! join here as they land.
+//!
+//! Invariant: the only crate that reads environment variables or knows `clap`, and the only place that
+//! picks adapters and backends.
+//! Invariant: results go to stdout through `output`; progress and logs go to stderr.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod eval;
+mod models;
+mod output;
+mod response;
+mod settings;
+mod transcribe;
+
+pub use settings::Settings;
+
+#[derive(Debug, Parser)]
+#[command(name = "aldea", version, about = "Self-hosted speech-to-text")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the models under $ALDEA_MODELS.
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
+    /// Transcribe audio files or directories (walked recursively).
+    Transcribe(transcribe::TranscribeArgs),
+    /// Transcribe `<dir>/refs.tsv`'s files and print word error rates and the real-time factor.
+    Eval(eval::EvalArgs),
+}
+
+/// Runs the command line; the process exit code says whether everything succeeded.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let settings = Settings::from_env();
+    let result = match cli.command {
+        Command::Models { command } => models::run(&settings, command),
+        Command::Transcribe(args) => transcribe::run(&settings, &args),
+        Command::Eval(args) => eval::run(&settings, &args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(&format!("error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALDEA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

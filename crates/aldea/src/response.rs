@@ -1,0 +1,131 @@
+//! Engine transcripts in the forms users read: the Deepgram/Aldea pre-recorded JSON, SRT and WebVTT.
+
+use std::collections::BTreeMap;
+
+use aldea_engine::Transcript;
+use aldea_proto as proto;
+use sha2::{Digest, Sha256};
+
+/// Fixed namespace for model UUIDs, so a model's UUID is the same on every host and every run.
+const MODEL_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b28_e919_8427_5f1a_a5e6_4b1b_d2ad_6b57);
+
+pub(crate) fn model_uuid(model_name: &str) -> String {
+    uuid::Uuid::new_v5(&MODEL_NAMESPACE, model_name.as_bytes()).to_string()
+}
+
+pub(crate) fn prerecorded(transcript: &Transcript, model_name: &str, audio: &[u8]) -> proto::PrerecordedResponse {
+    let model_id = model_uuid(model_name);
+    let mut model_info = BTreeMap::new();
+    model_info.insert(
+        model_id.clone(),
+        proto::ModelInfo { name: model_name.to_owned(), version: "1".to_owned(), arch: "whisper".to_owned() },
+    );
+    let words: Vec<proto::Word> = transcript
+        .words()
+        .map(|w| proto::Word::from_punctuated(&w.text, w.start, w.end, w.probability))
+        .filter(|w| !w.word.is_empty())
+        .collect();
+    let confidence =
+        if words.is_empty() { 0.0 } else { words.iter().map(|w| w.confidence).sum::<f64>() / words.len() as f64 };
+    proto::PrerecordedResponse {
+        metadata: proto::PrerecordedMetadata {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            duration: transcript.duration,
+            channels: 1,
+            models: vec![model_id],
+            model_info,
+            sha256: hex::encode(Sha256::digest(audio)),
+            tags: Vec::new(),
+            warnings: Vec::new(),
+        },
+        results: proto::PrerecordedResults {
+            channels: vec![proto::Channel {
+                detected_language: Some(transcript.language.clone()),
+                alternatives: vec![proto::Alternative { transcript: transcript.text(), confidence, words }],
+            }],
+        },
+    }
+}
+
+fn timestamp(seconds: f64, decimal: char) -> String {
+    let ms = (seconds.max(0.0) * 1000.0).round() as u64;
+    format!("{:02}:{:02}:{:02}{decimal}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
+pub(crate) fn srt(transcript: &Transcript) -> String {
+    let mut out = String::new();
+    for (idx, segment) in transcript.segments.iter().enumerate() {
+        out.push_str(&format!(
+            "{}\n{} --> {}\n{}\n\n",
+            idx + 1,
+            timestamp(segment.start, ','),
+            timestamp(segment.end, ','),
+            segment.text.trim()
+        ));
+    }
+    out
+}
+
+pub(crate) fn vtt(transcript: &Transcript) -> String {
+    let mut out = String::from("WEBVTT\n\n");
+    for segment in &transcript.segments {
+        out.push_str(&format!(
+            "{} --> {}\n{}\n\n",
+            timestamp(segment.start, '.'),
+            timestamp(segment.end, '.'),
+            segment.text.trim()
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use aldea_engine::{Segment, Word};
+
+    use super::*;
+
+    fn transcript() -> Transcript {
+        Transcript {
+            segments: vec![Segment {
+                start: 0.0,
+                end: 3661.5,
+                text: " Hello, world.".to_owned(),
+                tokens: vec![],
+                temperature: 0.0,
+                avg_logprob: -0.2,
+                compression_ratio: 1.0,
+                no_speech_prob: 0.01,
+                words: vec![
+                    Word { text: " Hello,".to_owned(), start: 0.0, end: 0.4, probability: 0.9 },
+                    Word { text: " world.".to_owned(), start: 0.5, end: 0.9, probability: 0.7 },
+                ],
+            }],
+            duration: 3662.0,
+            language: "en".to_owned(),
+            language_probability: 1.0,
+            speech: vec![],
+        }
+    }
+
+    #[test]
+    fn subtitles() {
+        assert_eq!(srt(&transcript()), "1\n00:00:00,000 --> 01:01:01,500\nHello, world.\n\n");
+        assert_eq!(vtt(&transcript()), "WEBVTT\n\n00:00:00.000 --> 01:01:01.500\nHello, world.\n\n");
+    }
+
+    #[test]
+    fn prerecorded_body_follows_the_contract() {
+        let body = prerecorded(&transcript(), "tiny.en", b"abc");
+        let alt = &body.results.channels[0].alternatives[0];
+        assert_eq!(alt.transcript, "Hello, world.");
+        assert_eq!(alt.words[0].word, "hello");
+        assert_eq!(alt.words[0].punctuated_word, "Hello,");
+        assert!((alt.confidence - 0.8).abs() < 1e-9);
+        assert_eq!(body.metadata.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(body.metadata.models, vec![model_uuid("tiny.en")]);
+        assert!(uuid::Uuid::parse_str(&body.metadata.request_id).is_ok());
+        assert!(chrono::DateTime::parse_from_rfc3339(&body.metadata.created).is_ok());
+    }
+}

@@ -1,0 +1,46 @@
+# Shared set-up for scripts/run.sh, scripts/test.sh and the benchmark: installs what is missing on a
+# fresh Debian machine and exports the paths the build and the tests use. Source it; do not run it.
+set -euo pipefail
+
+ALDEA_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ALDEA_REPO
+# Builds live outside the clone so that CI and fresh clones reuse them (CTranslate2 + oneDNN take
+# ~25 minutes to compile on 2 cores).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aldea/target}"
+export CMAKE_PARALLEL="${CMAKE_PARALLEL:-$(nproc)}"
+ALDEA_VENV="${ALDEA_VENV:-$HOME/.cache/aldea/venv}"
+export ALDEA_VENV
+
+aldea_log() { printf '[aldea] %s\n' "$*" >&2; }
+
+# System packages the build needs: cmake and a C++ compiler for CTranslate2/oneDNN.
+aldea_ensure_system_packages() {
+  local missing=()
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v g++ >/dev/null 2>&1 || missing+=(g++)
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  [ -x /usr/bin/time ] || missing+=(time)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ ${#missing[@]} -gt 0 ]; then
+    aldea_log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# A Python venv with the reference tools (faster-whisper, numpy, whisper-normalizer), pinned.
+aldea_ensure_venv() {
+  if ! "$ALDEA_VENV/bin/python" -c 'import faster_whisper, numpy, whisper_normalizer' >/dev/null 2>&1; then
+    aldea_log "creating the Python venv at $ALDEA_VENV"
+    python3 -m venv "$ALDEA_VENV"
+    "$ALDEA_VENV/bin/pip" install -q --disable-pip-version-check \
+      faster-whisper==1.2.1 numpy==2.4.6 whisper-normalizer==0.1.15
+  fi
+}
+
+aldea_build_release() {
+  aldea_log "building aldea (release)"
+  cargo build --release --locked -p aldea --bin aldea
+  ALDEA_BIN="$CARGO_TARGET_DIR/release/aldea"
+  export ALDEA_BIN
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine too: installs what is missing, then formatting, clippy,
+# the tests (real model, real audio, real servers), and the workspace rules.
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ALDEA_REPO"
+aldea_ensure_system_packages
+aldea_ensure_venv
+
+# Servers the tests may use; started when they are not up.
+export ALDEA_TEST_POSTGRES_URL="${ALDEA_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export ALDEA_TEST_REDIS_URL="${ALDEA_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+if command -v redis-cli >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  aldea_log "starting redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true
+fi
+if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
+  aldea_log "starting postgresql"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+
+export ALDEA_TEST_PYTHON="$ALDEA_VENV/bin/python"
+export ALDEA_SHARED="${ALDEA_SHARED:-$ALDEA_REPO/../shared}"
+export ALDEA_TEST_HOME="${ALDEA_TEST_HOME:-$HOME/.cache/aldea/test-home}"
+export ALDEA_TEST_MODELS="$ALDEA_TEST_HOME/models"
+
+aldea_log "cargo fmt --check"
+cargo fmt --all -- --check
+aldea_log "clippy"
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+aldea_build_release
+aldea_log "pulling test models with aldea models pull"
+ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull tiny.en >/dev/null
+ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull silero-vad >/dev/null
+aldea_log "tests"
+cargo test --release --locked --workspace
+aldea_log "xtask tidy"
+cargo run -q --release --locked -p xtask -- tidy
