@@ -32,6 +32,6 @@ aldea_log "pulling test models with aldea models pull"
 ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull tiny.en >/dev/null
 ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull silero-vad >/dev/null
 aldea_log "tests"
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --no-fail-fast
 aldea_log "xtask tidy"
 cargo run -q --release --locked -p xtask -- tidy

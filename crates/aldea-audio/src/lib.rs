@@ -58,9 +58,7 @@ impl Decoded {
             n_channels => {
                 let scale = 1.0 / n_channels as f32;
                 (0..self.n_frames())
-                    .map(|frame_idx| {
-                        self.channels.iter().map(|ch| ch[frame_idx]).sum::<f32>() * scale
-                    })
+                    .map(|frame_idx| self.channels.iter().map(|ch| ch[frame_idx]).sum::<f32>() * scale)
                     .collect()
             }
         }
@@ -121,19 +119,12 @@ pub fn resample(samples: &[f32], from_rate: u32, to_rate: u32) -> Result<Vec<f32
     if from_rate == 0 || to_rate == 0 {
         return Err(AudioError::InvalidParams("sample rates must be positive".to_owned()));
     }
-    let mut resampler = rubato::Fft::<f32>::new(
-        from_rate as usize,
-        to_rate as usize,
-        1024,
-        1,
-        rubato::FixedSync::Input,
-    )
-    .map_err(|e| AudioError::Resample(e.to_string()))?;
+    let mut resampler =
+        rubato::Fft::<f32>::new(from_rate as usize, to_rate as usize, 1024, 1, rubato::FixedSync::Input)
+            .map_err(|e| AudioError::Resample(e.to_string()))?;
     let input = audioadapter_buffers::owned::InterleavedOwned::new_from(samples.to_vec(), 1, samples.len())
         .map_err(|e| AudioError::Resample(e.to_string()))?;
-    let output = resampler
-        .process_all(&input, samples.len(), None)
-        .map_err(|e| AudioError::Resample(e.to_string()))?;
+    let output = resampler.process_all(&input, samples.len(), None).map_err(|e| AudioError::Resample(e.to_string()))?;
     Ok(output.take_data())
 }
 
@@ -156,14 +147,9 @@ fn decode_wav<R: Read>(reader: R) -> Result<Decoded, AudioError> {
         (hound::SampleFormat::Float, 32) => wav.samples::<f32>().collect::<Result<_, _>>().map_err(wav_error)?,
         (hound::SampleFormat::Int, bits @ 1..=32) => {
             let scale = 1.0 / (1u64 << (bits - 1)) as f32;
-            wav.samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()
-                .map_err(wav_error)?
+            wav.samples::<i32>().map(|s| s.map(|v| v as f32 * scale)).collect::<Result<_, _>>().map_err(wav_error)?
         }
-        (format, bits) => {
-            return Err(AudioError::Unsupported(format!("WAV {format:?} with {bits} bits per sample")))
-        }
+        (format, bits) => return Err(AudioError::Unsupported(format!("WAV {format:?} with {bits} bits per sample"))),
     };
     if interleaved.is_empty() {
         return Err(AudioError::Empty);

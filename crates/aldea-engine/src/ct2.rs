@@ -7,8 +7,7 @@ use ct2rs::sys;
 
 use crate::mel::N_FRAMES;
 use crate::{
-    Alignment, Device, Encoded, Engine, EngineError, EngineOptions, GenerateOptions, Generation, ModelConfig,
-    Tokenizer,
+    Alignment, Device, Encoded, Engine, EngineError, EngineOptions, GenerateOptions, Generation, ModelConfig, Tokenizer,
 };
 
 /// A loaded CTranslate2 Whisper model.

@@ -44,16 +44,17 @@ impl Tokenizer {
 
     pub fn from_tokens(tokens: Vec<String>) -> Result<Tokenizer, EngineError> {
         let decoder = byte_decoder();
-        let bytes = tokens
-            .iter()
-            .map(|t| {
-                if is_special(t) {
-                    Vec::new()
-                } else {
-                    t.chars().filter_map(|c| decoder.get(&c).copied()).collect()
-                }
-            })
-            .collect();
+        let bytes =
+            tokens
+                .iter()
+                .map(|t| {
+                    if is_special(t) {
+                        Vec::new()
+                    } else {
+                        t.chars().filter_map(|c| decoder.get(&c).copied()).collect()
+                    }
+                })
+                .collect();
         let ids: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let get = |name: &str| ids.get(name).copied();
         let need = |name: &str| {

