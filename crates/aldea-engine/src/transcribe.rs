@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::mel::{MelExtractor, HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use crate::vad::{SpeechSpan, Vad, VadOptions};
@@ -130,6 +131,16 @@ impl std::fmt::Debug for Transcriber {
     }
 }
 
+/// Where the time of one transcription went (logged at debug level).
+#[derive(Debug, Default)]
+struct StageTimes {
+    encode: Duration,
+    generate: Duration,
+    align: Duration,
+    n_windows: usize,
+    n_fallbacks: usize,
+}
+
 /// What one window's decoding gave, after fallback.
 struct Decoded {
     generation: Generation,
@@ -165,6 +176,7 @@ impl Transcriber {
         progress: &mut dyn FnMut(f64),
     ) -> Result<Transcript, EngineError> {
         let duration = samples.len() as f64 / SAMPLE_RATE as f64;
+        let started = Instant::now();
         let speech = match (&options.vad, &self.vad) {
             (Some(vad_options), Some(vad)) => Some(vad.speech_spans(samples, vad_options)?),
             (Some(_), None) => {
@@ -184,8 +196,23 @@ impl Transcriber {
             progress(duration);
             return Ok(transcript);
         }
+        let vad_done = Instant::now();
         let mel = self.mel.compute(samples, HOP_LENGTH);
-        let segments = self.generate_segments(&mel, options, &mut transcript, progress)?;
+        let mel_done = Instant::now();
+        let mut times = StageTimes::default();
+        let segments = self.generate_segments(&mel, options, &mut transcript, &mut times, progress)?;
+        tracing::debug!(
+            audio_s = duration,
+            vad_ms = (vad_done - started).as_millis() as u64,
+            mel_ms = (mel_done - vad_done).as_millis() as u64,
+            encode_ms = times.encode.as_millis() as u64,
+            generate_ms = times.generate.as_millis() as u64,
+            align_ms = times.align.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            windows = times.n_windows,
+            fallbacks = times.n_fallbacks,
+            "transcribed"
+        );
         transcript.segments = match &speech {
             Some(spans) => keep_speech(segments, spans),
             None => segments,
@@ -198,6 +225,7 @@ impl Transcriber {
         mel: &crate::mel::Mel,
         options: &TranscribeOptions,
         transcript: &mut Transcript,
+        times: &mut StageTimes,
         progress: &mut dyn FnMut(f64),
     ) -> Result<Vec<Segment>, EngineError> {
         let tokenizer = self.engine.tokenizer();
@@ -217,7 +245,10 @@ impl Transcriber {
             let segment_size = N_FRAMES.min(content_frames - seek);
             let segment_duration = segment_size as f64 / FRAMES_PER_SECOND;
             mel.window(seek, segment_size, &mut window);
+            let encode_started = Instant::now();
             let encoded = self.engine.encode(&mut window, 1)?;
+            times.encode += encode_started.elapsed();
+            times.n_windows += 1;
 
             if !language_known {
                 sot_sequence = self.sot_sequence(&encoded, options, transcript)?;
@@ -226,7 +257,12 @@ impl Transcriber {
 
             let previous_tokens = &all_tokens[prompt_reset_since.min(all_tokens.len())..];
             let prompt = prompt_for(tokenizer, previous_tokens, &sot_sequence);
+            let generate_started = Instant::now();
             let decoded = self.generate_with_fallback(&encoded, &prompt, options, &suppress_tokens)?;
+            times.generate += generate_started.elapsed();
+            if decoded.temperature > 0.0 {
+                times.n_fallbacks += 1;
+            }
 
             if let Some(no_speech_threshold) = options.no_speech_threshold {
                 let mut should_skip = f64::from(decoded.generation.no_speech_prob) > f64::from(no_speech_threshold);
@@ -252,6 +288,7 @@ impl Transcriber {
             seek = new_seek;
 
             if options.word_timestamps {
+                let align_started = Instant::now();
                 last_speech_timestamp = self.add_word_timestamps(
                     &mut current,
                     &encoded,
@@ -259,6 +296,7 @@ impl Transcriber {
                     segment_size,
                     last_speech_timestamp,
                 )?;
+                times.align += align_started.elapsed();
                 if !single_timestamp_ending {
                     if let Some(last_word_end) = last_end(&current) {
                         if last_word_end > time_offset {

