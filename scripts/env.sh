@@ -20,6 +20,7 @@ aldea_ensure_system_packages() {
   command -v g++ >/dev/null 2>&1 || missing+=(g++)
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   [ -x /usr/bin/time ] || missing+=(time)
+  command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     aldea_log "installing ${missing[*]}"

@@ -1,20 +1,34 @@
 //! Audio input: decodes what users send into the one form the recognizer reads — 16 kHz mono `f32`
 //! samples in [-1, 1] — and keeps per-channel access for multichannel requests.
 //!
-//! This first cut reads WAV (PCM 8/16/24/32-bit integer and 32-bit float) and headerless little-endian
-//! 16-bit PCM; every other container and codec arrives in its own change.
+//! Containers and codecs: WAV (PCM 8/16/24/32, float, mu-law, a-law), FLAC, MP3, OGG (Vorbis, Opus),
+//! WebM/Matroska (Opus, Vorbis), MP4/M4A (AAC), AAC ADTS — through symphonia, with libopus for Opus —
+//! and headerless `linear16`, `mulaw` and `alaw` declared by the caller. The format rule of the Speech
+//! API: a declared headerless encoding is authoritative (only a leading RIFF/WAVE header is stripped);
+//! otherwise containers are detected by their magic bytes.
 //!
-//! Invariant: sync and pure — no threads, no I/O beyond the `Read` it is handed, no async runtime.
-//! Invariant: never panics on bad input; every failure is an [`AudioError`].
+//! Invariant: sync and pure — no threads, no I/O beyond the bytes it is handed, no async runtime.
+//! Invariant: never panics on bad input; every failure is an [`AudioError`], and limits on bytes and
+//! decoded duration are enforced while decoding.
 #![forbid(unsafe_code)]
 
-use std::io::{Cursor, Read};
+use std::io::Cursor;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::registry::CodecRegistry;
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::probe::{Hint, Probe};
+use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
 
 /// The sample rate the recognizer works at.
 pub const TARGET_RATE: u32 = 16_000;
 
-/// What can go wrong reading audio. Each variant says whether the input was bad or empty so that
-/// services can answer 415 (undecodable) or 400 (empty) with a clear message.
+/// What can go wrong reading audio. Services answer 415 (`Unsupported`, `Corrupt`), 413 (`TooLarge`,
+/// `TooLong`) or 400 (`Empty`, `InvalidParams`).
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
     #[error("the audio is empty")]
@@ -25,10 +39,143 @@ pub enum AudioError {
     Corrupt(String),
     #[error("invalid audio parameters: {0}")]
     InvalidParams(String),
+    #[error("the audio is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the audio is longer than the limit of {limit_s} seconds")]
+    TooLong { limit_s: f64 },
     #[error("resampling failed: {0}")]
     Resample(String),
     #[error("reading the audio failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// A headerless encoding declared by the caller (`encoding=` in the Speech API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Signed 16-bit little-endian PCM.
+    Linear16,
+    /// G.711 mu-law.
+    Mulaw,
+    /// G.711 a-law.
+    Alaw,
+}
+
+impl FromStr for Encoding {
+    type Err = AudioError;
+
+    fn from_str(s: &str) -> Result<Encoding, AudioError> {
+        match s.to_ascii_lowercase().as_str() {
+            "linear16" | "pcm" | "pcm_s16le" | "s16le" => Ok(Encoding::Linear16),
+            "mulaw" | "mu-law" | "ulaw" | "pcm_mulaw" => Ok(Encoding::Mulaw),
+            "alaw" | "a-law" | "pcm_alaw" => Ok(Encoding::Alaw),
+            other => Err(AudioError::InvalidParams(format!(
+                "{other:?} is not a headerless encoding (linear16, mulaw, alaw); containers are detected from their bytes"
+            ))),
+        }
+    }
+}
+
+/// Containers recognized by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    Wav,
+    Flac,
+    Mp3,
+    Ogg,
+    /// WebM and Matroska (EBML).
+    Matroska,
+    /// MP4 / M4A (ISO base media).
+    Mp4,
+    /// AAC in ADTS frames.
+    Adts,
+}
+
+impl Container {
+    fn extension(self) -> &'static str {
+        match self {
+            Container::Wav => "wav",
+            Container::Flac => "flac",
+            Container::Mp3 => "mp3",
+            Container::Ogg => "ogg",
+            Container::Matroska => "webm",
+            Container::Mp4 => "m4a",
+            Container::Adts => "aac",
+        }
+    }
+}
+
+/// Recognizes a container from its magic bytes.
+pub fn detect(bytes: &[u8]) -> Option<Container> {
+    let starts = |magic: &[u8]| bytes.len() >= magic.len() && &bytes[..magic.len()] == magic;
+    if bytes.len() >= 12 && starts(b"RIFF") && &bytes[8..12] == b"WAVE" {
+        return Some(Container::Wav);
+    }
+    if starts(b"fLaC") {
+        return Some(Container::Flac);
+    }
+    if starts(b"OggS") {
+        return Some(Container::Ogg);
+    }
+    if starts(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        return Some(Container::Matroska);
+    }
+    if bytes.len() >= 8 && &bytes[4..8] == b"ftyp" {
+        return Some(Container::Mp4);
+    }
+    if starts(b"ID3") {
+        return Some(Container::Mp3);
+    }
+    if bytes.len() >= 2 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0 {
+        // Frame sync: the layer bits are 00 in ADTS and non-zero in MPEG audio.
+        let layer = (bytes[1] >> 1) & 0x03;
+        if bytes[1] & 0xF0 == 0xF0 && layer == 0 {
+            return Some(Container::Adts);
+        }
+        if layer != 0 && (bytes[1] >> 3) & 0x03 != 0x01 {
+            return Some(Container::Mp3);
+        }
+    }
+    None
+}
+
+/// Limits enforced while decoding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub max_duration_s: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: 2 * 1024 * 1024 * 1024, max_duration_s: 4.0 * 3600.0 }
+    }
+}
+
+/// How to read the bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeOptions {
+    /// A declared headerless encoding; `None` detects the container.
+    pub encoding: Option<Encoding>,
+    /// Rate of headerless audio (declared, or the fallback below).
+    pub sample_rate: u32,
+    /// Channels of headerless audio.
+    pub channels: u16,
+    /// When nothing is recognized, read the bytes as linear16 (the Speech API's rule) instead of
+    /// refusing them.
+    pub unknown_as_linear16: bool,
+    pub limits: Limits,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            encoding: None,
+            sample_rate: TARGET_RATE,
+            channels: 1,
+            unknown_as_linear16: false,
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// Decoded audio: samples per channel at the source rate.
@@ -37,6 +184,8 @@ pub struct Decoded {
     pub sample_rate: u32,
     /// One vector per channel, all the same length.
     pub channels: Vec<Vec<f32>>,
+    /// The input ended in the middle of the data: what could be decoded is here.
+    pub truncated: bool,
 }
 
 impl Decoded {
@@ -70,16 +219,9 @@ impl Decoded {
     }
 }
 
-/// Decodes a whole file's bytes. RIFF/WAVE is detected by its magic; anything else is refused here
-/// (headerless PCM must be declared with [`decode_linear16`]).
+/// Decodes a whole file's bytes, detecting the container; unrecognized bytes are refused.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, AudioError> {
-    if bytes.is_empty() {
-        return Err(AudioError::Empty);
-    }
-    if is_wav(bytes) {
-        return decode_wav(Cursor::new(bytes));
-    }
-    Err(AudioError::Unsupported(format!("unrecognized container (first bytes {:02x?})", head(bytes))))
+    decode_with(bytes, &DecodeOptions::default())
 }
 
 /// Reads a file and decodes it to 16 kHz mono.
@@ -88,8 +230,43 @@ pub fn load_mono_16k(path: &std::path::Path) -> Result<Vec<f32>, AudioError> {
     decode(&bytes)?.to_mono_16k()
 }
 
+/// Decodes whole-file bytes following the Speech API's format rule.
+pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<Decoded, AudioError> {
+    if bytes.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    if bytes.len() > options.limits.max_bytes {
+        return Err(AudioError::TooLarge { limit: options.limits.max_bytes });
+    }
+    if let Some(encoding) = options.encoding {
+        let payload = if detect(bytes) == Some(Container::Wav) { wav_data(bytes)? } else { bytes };
+        return decode_headerless(payload, encoding, options.sample_rate, options.channels, &options.limits);
+    }
+    match detect(bytes) {
+        Some(container) => decode_container(bytes, container, &options.limits),
+        None if options.unknown_as_linear16 => {
+            decode_headerless(bytes, Encoding::Linear16, options.sample_rate, options.channels, &options.limits)
+        }
+        None => Err(AudioError::Unsupported(format!(
+            "unrecognized container (first bytes {:02x?})",
+            &bytes[..bytes.len().min(8)]
+        ))),
+    }
+}
+
 /// Headerless little-endian signed 16-bit PCM, interleaved.
 pub fn decode_linear16(bytes: &[u8], sample_rate: u32, n_channels: u16) -> Result<Decoded, AudioError> {
+    decode_headerless(bytes, Encoding::Linear16, sample_rate, n_channels, &Limits::default())
+}
+
+/// Headerless audio in a declared encoding, interleaved.
+pub fn decode_headerless(
+    bytes: &[u8],
+    encoding: Encoding,
+    sample_rate: u32,
+    n_channels: u16,
+    limits: &Limits,
+) -> Result<Decoded, AudioError> {
     if sample_rate == 0 || n_channels == 0 {
         return Err(AudioError::InvalidParams("sample_rate and channels must be positive".to_owned()));
     }
@@ -97,15 +274,253 @@ pub fn decode_linear16(bytes: &[u8], sample_rate: u32, n_channels: u16) -> Resul
         return Err(AudioError::Empty);
     }
     let n_channels = usize::from(n_channels);
-    let frame_bytes = 2 * n_channels;
-    let n_frames = bytes.len() / frame_bytes;
+    let bytes_per_sample = if encoding == Encoding::Linear16 { 2 } else { 1 };
+    let n_frames = bytes.len() / (bytes_per_sample * n_channels);
+    if n_frames as f64 / f64::from(sample_rate) > limits.max_duration_s {
+        return Err(AudioError::TooLong { limit_s: limits.max_duration_s });
+    }
     let mut channels = vec![Vec::with_capacity(n_frames); n_channels];
-    for frame in bytes.chunks_exact(frame_bytes) {
-        for (ch_idx, sample) in frame.chunks_exact(2).enumerate() {
-            channels[ch_idx].push(f32::from(i16::from_le_bytes([sample[0], sample[1]])) / 32768.0);
+    for frame in bytes.chunks_exact(bytes_per_sample * n_channels) {
+        for (ch_idx, sample) in frame.chunks_exact(bytes_per_sample).enumerate() {
+            let value = match encoding {
+                Encoding::Linear16 => i16::from_le_bytes([sample[0], sample[1]]),
+                Encoding::Mulaw => mulaw_to_linear(sample[0]),
+                Encoding::Alaw => alaw_to_linear(sample[0]),
+            };
+            channels[ch_idx].push(f32::from(value) / 32768.0);
         }
     }
-    Ok(Decoded { sample_rate, channels })
+    if n_frames == 0 {
+        return Err(AudioError::Empty);
+    }
+    Ok(Decoded { sample_rate, channels, truncated: false })
+}
+
+/// G.711 mu-law to 16-bit linear.
+pub fn mulaw_to_linear(code: u8) -> i16 {
+    let code = !code;
+    let exponent = (code >> 4) & 0x07;
+    let mantissa = i32::from(code & 0x0F);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if code & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+}
+
+/// G.711 a-law to 16-bit linear.
+pub fn alaw_to_linear(code: u8) -> i16 {
+    let code = code ^ 0x55;
+    let mut magnitude = i32::from(code & 0x0F) << 4;
+    let segment = (code & 0x70) >> 4;
+    match segment {
+        0 => magnitude += 8,
+        1 => magnitude += 0x108,
+        _ => magnitude = (magnitude + 0x108) << (segment - 1),
+    }
+    (if code & 0x80 != 0 { magnitude } else { -magnitude }) as i16
+}
+
+/// The payload of a RIFF/WAVE file's `data` chunk (to the end of the bytes when the declared size
+/// runs past them, as streaming writers leave it).
+fn wav_data(bytes: &[u8]) -> Result<&[u8], AudioError> {
+    let mut offset = 12;
+    while offset + 8 <= bytes.len() {
+        let id = &bytes[offset..offset + 4];
+        let size = u32::from_le_bytes([bytes[offset + 4], bytes[offset + 5], bytes[offset + 6], bytes[offset + 7]]);
+        let body = offset + 8;
+        if id == b"data" {
+            let end = body.saturating_add(size as usize).min(bytes.len());
+            return Ok(&bytes[body..end]);
+        }
+        offset = body.saturating_add(size as usize).saturating_add(size as usize & 1);
+    }
+    Err(AudioError::Corrupt("the WAV header has no data chunk".to_owned()))
+}
+
+fn codecs() -> &'static CodecRegistry {
+    static REGISTRY: OnceLock<CodecRegistry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut registry = CodecRegistry::new();
+        symphonia::default::register_enabled_codecs(&mut registry);
+        registry.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
+        registry
+    })
+}
+
+fn probe() -> &'static Probe {
+    symphonia::default::get_probe()
+}
+
+fn symphonia_error(e: SymphoniaError) -> AudioError {
+    match e {
+        SymphoniaError::Unsupported(what) => AudioError::Unsupported(what.to_owned()),
+        SymphoniaError::LimitError(what) => AudioError::Corrupt(format!("limit exceeded: {what}")),
+        other => AudioError::Corrupt(other.to_string()),
+    }
+}
+
+fn is_end_of_data(e: &SymphoniaError) -> bool {
+    matches!(e, SymphoniaError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+}
+
+fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Result<Decoded, AudioError> {
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+    let mut hint = Hint::new();
+    hint.with_extension(container.extension());
+    let mut format =
+        probe().probe(&hint, source, FormatOptions::default(), MetadataOptions::default()).map_err(symphonia_error)?;
+    let track =
+        format.default_track(TrackType::Audio).ok_or_else(|| AudioError::Unsupported("no audio track".to_owned()))?;
+    let track_id = track.id;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or_else(|| AudioError::Unsupported("the track has no audio codec parameters".to_owned()))?
+        .clone();
+    // Gapless: decoders drop the encoder delay and padding the container signals, as players do.
+    let mut decoder_options = AudioDecoderOptions::default();
+    decoder_options.gapless = true;
+    let mut decoder = codecs().make_audio_decoder(&params, &decoder_options).map_err(symphonia_error)?;
+
+    let mut channels: Vec<Vec<f32>> = Vec::new();
+    let mut sample_rate = params.sample_rate.unwrap_or(0);
+    let mut truncated = false;
+    let mut n_bad_packets = 0usize;
+    let mut planar: Vec<Vec<f32>> = Vec::new();
+    loop {
+        let packet = match format.next_packet() {
+            Ok(Some(packet)) => packet,
+            Ok(None) => break,
+            Err(e) if is_end_of_data(&e) => {
+                truncated = true;
+                break;
+            }
+            Err(SymphoniaError::ResetRequired) => break,
+            Err(e) if channels.is_empty() => return Err(symphonia_error(e)),
+            Err(_) => {
+                truncated = true;
+                break;
+            }
+        };
+        if packet.track_id != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(decoded) => decoded,
+            Err(SymphoniaError::DecodeError(_)) | Err(SymphoniaError::IoError(_)) => {
+                n_bad_packets += 1;
+                continue;
+            }
+            Err(e) => return Err(symphonia_error(e)),
+        };
+        let spec = decoded.spec();
+        sample_rate = spec.rate();
+        let n_channels = spec.channels().count().max(1);
+        planar.clear();
+        decoded.copy_to_vecs_planar::<f32>(&mut planar);
+        if channels.is_empty() {
+            channels = vec![Vec::new(); n_channels];
+        }
+        if planar.len() != channels.len() {
+            return Err(AudioError::Corrupt("the channel count changes inside the stream".to_owned()));
+        }
+        for (out, plane) in channels.iter_mut().zip(&planar) {
+            out.extend_from_slice(plane);
+        }
+        if sample_rate > 0 && channels[0].len() as f64 / f64::from(sample_rate) > limits.max_duration_s {
+            return Err(AudioError::TooLong { limit_s: limits.max_duration_s });
+        }
+    }
+    if container == Container::Mp4 {
+        // symphonia does not apply MP4 edit lists: drop the encoder's priming frames as players do.
+        if let Some(priming_s) = mp4_audio_priming_seconds(bytes) {
+            let skip = (priming_s * f64::from(sample_rate)).round() as usize;
+            for channel in &mut channels {
+                channel.drain(..skip.min(channel.len()));
+            }
+        }
+    }
+    if channels.first().is_none_or(Vec::is_empty) {
+        return Err(if n_bad_packets > 0 {
+            AudioError::Corrupt(format!("none of {n_bad_packets} packets could be decoded"))
+        } else if truncated {
+            AudioError::Corrupt("the file ends before any audio".to_owned())
+        } else {
+            AudioError::Empty
+        });
+    }
+    if sample_rate == 0 {
+        return Err(AudioError::Corrupt("the stream declares no sample rate".to_owned()));
+    }
+    Ok(Decoded { sample_rate, channels, truncated: truncated || n_bad_packets > 0 })
+}
+
+/// Walks ISO-BMFF boxes in `bytes[start..end]`, yielding `(type, body range)`.
+fn mp4_boxes(bytes: &[u8], start: usize, end: usize) -> Vec<([u8; 4], std::ops::Range<usize>)> {
+    let mut boxes = Vec::new();
+    let mut offset = start;
+    while offset + 8 <= end {
+        let size32 = u32::from_be_bytes([bytes[offset], bytes[offset + 1], bytes[offset + 2], bytes[offset + 3]]);
+        let kind = [bytes[offset + 4], bytes[offset + 5], bytes[offset + 6], bytes[offset + 7]];
+        let (header, size) = match size32 {
+            0 => (8, end - offset),
+            1 if offset + 16 <= end => {
+                let mut large = [0u8; 8];
+                large.copy_from_slice(&bytes[offset + 8..offset + 16]);
+                (16, usize::try_from(u64::from_be_bytes(large)).unwrap_or(usize::MAX))
+            }
+            n => (8, n as usize),
+        };
+        if size < header || offset.saturating_add(size) > end {
+            break;
+        }
+        boxes.push((kind, offset + header..offset + size));
+        offset += size;
+    }
+    boxes
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn be_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at + 8)?;
+    Some(u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+}
+
+/// The encoder delay of the first audio track of an MP4, in seconds, from its edit list's media time
+/// (`moov/trak/edts/elst`) over the media timescale (`mdia/mdhd`).
+fn mp4_audio_priming_seconds(bytes: &[u8]) -> Option<f64> {
+    let find = |range: &std::ops::Range<usize>, kind: &[u8; 4]| {
+        mp4_boxes(bytes, range.start, range.end).into_iter().find(|(k, _)| k == kind).map(|(_, r)| r)
+    };
+    let moov = find(&(0..bytes.len()), b"moov")?;
+    for (kind, trak) in mp4_boxes(bytes, moov.start, moov.end) {
+        if &kind != b"trak" {
+            continue;
+        }
+        let mdia = find(&trak, b"mdia")?;
+        let hdlr = find(&mdia, b"hdlr")?;
+        if bytes.get(hdlr.start + 8..hdlr.start + 12)? != b"soun" {
+            continue;
+        }
+        let mdhd = find(&mdia, b"mdhd")?;
+        let timescale = match bytes.get(mdhd.start)? {
+            0 => be_u32(bytes, mdhd.start + 12)?,
+            _ => be_u32(bytes, mdhd.start + 20)?,
+        };
+        let elst = find(&find(&trak, b"edts")?, b"elst")?;
+        let version = *bytes.get(elst.start)?;
+        if be_u32(bytes, elst.start + 4)? == 0 || timescale == 0 {
+            return None;
+        }
+        let media_time = match version {
+            0 => i64::from(be_u32(bytes, elst.start + 12)? as i32),
+            _ => be_u64(bytes, elst.start + 16)? as i64,
+        };
+        return (media_time > 0).then(|| media_time as f64 / f64::from(timescale));
+    }
+    None
 }
 
 /// Resamples mono audio with rubato's FFT resampler (fixed ratio, anti-aliased). A no-op when the
@@ -128,131 +543,5 @@ pub fn resample(samples: &[f32], from_rate: u32, to_rate: u32) -> Result<Vec<f32
     Ok(output.take_data())
 }
 
-fn is_wav(bytes: &[u8]) -> bool {
-    bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE"
-}
-
-fn head(bytes: &[u8]) -> &[u8] {
-    &bytes[..bytes.len().min(8)]
-}
-
-fn decode_wav<R: Read>(reader: R) -> Result<Decoded, AudioError> {
-    let mut wav = hound::WavReader::new(reader).map_err(wav_error)?;
-    let spec = wav.spec();
-    if spec.channels == 0 || spec.sample_rate == 0 {
-        return Err(AudioError::Corrupt("WAV header declares zero channels or rate".to_owned()));
-    }
-    let n_channels = usize::from(spec.channels);
-    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
-        (hound::SampleFormat::Float, 32) => wav.samples::<f32>().collect::<Result<_, _>>().map_err(wav_error)?,
-        (hound::SampleFormat::Int, bits @ 1..=32) => {
-            let scale = 1.0 / (1u64 << (bits - 1)) as f32;
-            wav.samples::<i32>().map(|s| s.map(|v| v as f32 * scale)).collect::<Result<_, _>>().map_err(wav_error)?
-        }
-        (format, bits) => return Err(AudioError::Unsupported(format!("WAV {format:?} with {bits} bits per sample"))),
-    };
-    if interleaved.is_empty() {
-        return Err(AudioError::Empty);
-    }
-    let n_frames = interleaved.len() / n_channels;
-    let mut channels = vec![Vec::with_capacity(n_frames); n_channels];
-    for frame in interleaved.chunks_exact(n_channels) {
-        for (ch_idx, &sample) in frame.iter().enumerate() {
-            channels[ch_idx].push(sample);
-        }
-    }
-    Ok(Decoded { sample_rate: spec.sample_rate, channels })
-}
-
-fn wav_error(e: hound::Error) -> AudioError {
-    match e {
-        hound::Error::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            AudioError::Corrupt("the WAV data is truncated".to_owned())
-        }
-        hound::Error::IoError(io) => AudioError::Io(io),
-        hound::Error::Unsupported => AudioError::Unsupported("this WAV sample format".to_owned()),
-        other => AudioError::Corrupt(other.to_string()),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn wav_bytes(spec: hound::WavSpec, samples: &[i32]) -> Vec<u8> {
-        let mut cursor = Cursor::new(Vec::new());
-        {
-            let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
-            for &s in samples {
-                writer.write_sample(s).unwrap();
-            }
-            writer.finalize().unwrap();
-        }
-        cursor.into_inner()
-    }
-
-    #[test]
-    fn decodes_stereo_16_bit_and_downmixes() {
-        let spec = hound::WavSpec {
-            channels: 2,
-            sample_rate: 16_000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let bytes = wav_bytes(spec, &[16384, -16384, 8192, 8192]);
-        let decoded = decode(&bytes).unwrap();
-        assert_eq!(decoded.sample_rate, 16_000);
-        assert_eq!(decoded.channels, vec![vec![0.5, 0.25], vec![-0.5, 0.25]]);
-        assert_eq!(decoded.to_mono(), vec![0.0, 0.25]);
-        assert_eq!(decoded.to_mono_16k().unwrap(), vec![0.0, 0.25]);
-    }
-
-    #[test]
-    fn decodes_24_bit() {
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: 8_000,
-            bits_per_sample: 24,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let decoded = decode(&wav_bytes(spec, &[1 << 22, -(1 << 23)])).unwrap();
-        assert_eq!(decoded.channels[0], vec![0.5, -1.0]);
-    }
-
-    #[test]
-    fn resampling_keeps_duration_and_a_tone() {
-        let from = 44_100;
-        let tone: Vec<f32> =
-            (0..from).map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / from as f32).sin() * 0.5).collect();
-        let out = resample(&tone, from, TARGET_RATE).unwrap();
-        assert_eq!(out.len(), 16_000);
-        // The tone's amplitude survives: RMS of a 0.5 sine is 0.354.
-        let rms = (out[1000..15000].iter().map(|s| s * s).sum::<f32>() / 14000.0).sqrt();
-        assert!((rms - 0.3536).abs() < 0.01, "rms {rms}");
-    }
-
-    #[test]
-    fn bad_input_is_an_error_not_a_panic() {
-        assert!(matches!(decode(b""), Err(AudioError::Empty)));
-        assert!(matches!(decode(b"hello world, not audio"), Err(AudioError::Unsupported(_))));
-        // A RIFF header that stops short.
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: 16_000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let bytes = wav_bytes(spec, &[1, 2, 3, 4]);
-        assert!(decode(&bytes[..30]).is_err());
-        // Header only: no samples.
-        assert!(matches!(decode(&wav_bytes(spec, &[])), Err(AudioError::Empty)));
-        assert!(decode_linear16(b"\x00\x01", 0, 1).is_err());
-    }
-
-    #[test]
-    fn linear16_is_read_interleaved() {
-        let decoded = decode_linear16(&[0x00, 0x40, 0x00, 0xc0], 8_000, 2).unwrap();
-        assert_eq!(decoded.channels, vec![vec![0.5], vec![-0.5]]);
-        assert!((decoded.duration_s() - 1.0 / 8000.0).abs() < 1e-12);
-    }
-}
+mod tests;

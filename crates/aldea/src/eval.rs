@@ -53,14 +53,15 @@ pub(crate) fn run(settings: &Settings, args: &EvalArgs) -> anyhow::Result<ExitCo
     for (file, reference) in &refs {
         let path = args.dir.join(file);
         let started = Instant::now();
-        let (transcript, _) = match transcribe::transcribe_file(&loaded, &path, &options) {
-            Ok(done) => done,
-            Err(e) => {
-                n_failed += 1;
-                output::error(&format!("error: {e:#}"));
-                continue;
-            }
-        };
+        let (transcript, _) =
+            match transcribe::transcribe_file(&loaded, &path, &aldea_audio::DecodeOptions::default(), &options) {
+                Ok(done) => done,
+                Err(e) => {
+                    n_failed += 1;
+                    output::error(&format!("error: {e:#}"));
+                    continue;
+                }
+            };
         let elapsed = started.elapsed().as_secs_f64();
         audio_s += transcript.duration;
         compute_s += elapsed;

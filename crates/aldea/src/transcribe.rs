@@ -31,6 +31,34 @@ pub(crate) struct TranscribeArgs {
     model: ModelArgs,
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
+    #[command(flatten)]
+    audio: AudioArgs,
+}
+
+/// How to read the input bytes (the Speech API's `encoding`, `sample_rate`, `channels`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct AudioArgs {
+    /// A headerless encoding (linear16, mulaw, alaw); without it the container is detected.
+    #[arg(long)]
+    encoding: Option<String>,
+    /// Sample rate of headerless audio.
+    #[arg(long, default_value_t = 16_000)]
+    sample_rate: u32,
+    /// Channels of headerless audio.
+    #[arg(long, default_value_t = 1)]
+    channels: u16,
+}
+
+impl AudioArgs {
+    pub(crate) fn options(&self) -> anyhow::Result<aldea_audio::DecodeOptions> {
+        let encoding = self.encoding.as_deref().map(str::parse).transpose()?;
+        Ok(aldea_audio::DecodeOptions {
+            encoding,
+            sample_rate: self.sample_rate,
+            channels: self.channels,
+            ..aldea_audio::DecodeOptions::default()
+        })
+    }
 }
 
 /// Model choice and decoding settings shared by `transcribe` and `eval`.
@@ -118,10 +146,18 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 pub(crate) fn transcribe_file(
     loaded: &Loaded,
     path: &Path,
+    audio: &aldea_audio::DecodeOptions,
     options: &TranscribeOptions,
 ) -> anyhow::Result<(Transcript, Vec<u8>)> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let decoded = aldea_audio::decode(&bytes).with_context(|| format!("{}: cannot decode", path.display()))?;
+    let decoded =
+        aldea_audio::decode_with(&bytes, audio).with_context(|| format!("{}: cannot decode", path.display()))?;
+    if decoded.truncated {
+        output::info(&format!(
+            "warning: {}: the audio is truncated or damaged; transcribing what decoded",
+            path.display()
+        ));
+    }
     let samples = decoded.to_mono_16k().with_context(|| format!("{}: cannot resample", path.display()))?;
     let bar = progress_bar(decoded.duration_s(), path);
     let transcript = loaded
@@ -149,12 +185,13 @@ pub(crate) fn run(settings: &Settings, args: &TranscribeArgs) -> anyhow::Result<
     if files.is_empty() {
         anyhow::bail!("no audio files found in the inputs");
     }
+    let audio = args.audio.options()?;
     let loaded = load(settings, &args.model)?;
     let options = args.model.options();
     let several = files.len() > 1 || args.inputs.iter().any(|i| i.is_dir());
     let mut n_failed = 0;
     for path in &files {
-        match transcribe_file(&loaded, path, &options) {
+        match transcribe_file(&loaded, path, &audio, &options) {
             Ok((transcript, bytes)) => emit(&loaded, path, &transcript, &bytes, args.format, several)?,
             Err(e) => {
                 n_failed += 1;
