@@ -7,7 +7,8 @@
 //! API: a declared headerless encoding is authoritative (only a leading RIFF/WAVE header is stripped);
 //! otherwise containers are detected by their magic bytes.
 //!
-//! Invariant: sync and pure — no threads, no I/O beyond the bytes it is handed, no async runtime.
+//! Invariant: sync — no async runtime, no I/O beyond the bytes it is handed; the one thread it starts
+//! is a stream's demuxer, owned by its `StreamDecoder` and joined when it ends or is dropped.
 //! Invariant: never panics on bad input; every failure is an [`AudioError`], and limits on bytes and
 //! decoded duration are enforced while decoding.
 #![forbid(unsafe_code)]
@@ -23,6 +24,10 @@ use symphonia::core::formats::probe::{Hint, Probe};
 use symphonia::core::formats::{FormatOptions, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
+
+mod stream;
+
+pub use stream::{Pcm, StreamDecoder};
 
 /// The sample rate the recognizer works at.
 pub const TARGET_RATE: u32 = 16_000;
