@@ -35,3 +35,5 @@ aldea_log "tests"
 cargo test --release --locked --workspace --no-fail-fast
 aldea_log "xtask tidy"
 cargo run -q --release --locked -p xtask -- tidy
+aldea_log "fuzz targets, ${ALDEA_FUZZ_SECONDS:-15} s each"
+bash "$ALDEA_REPO/scripts/fuzz.sh" "${ALDEA_FUZZ_SECONDS:-15}"

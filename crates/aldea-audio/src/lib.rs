@@ -248,7 +248,16 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<Decoded, Aud
         return decode_headerless(payload, encoding, options.sample_rate, options.channels, &options.limits);
     }
     match detect(bytes) {
-        Some(container) => decode_container(bytes, container, &options.limits),
+        Some(Container::Wav) => {
+            let decoded = stream::decode_wav(bytes)?;
+            if decoded.duration_s() > options.limits.max_duration_s {
+                return Err(AudioError::TooLong { limit_s: options.limits.max_duration_s });
+            }
+            Ok(decoded)
+        }
+        // A panic inside a third-party demuxer or codec is an undecodable input, never a crash.
+        Some(container) => std::panic::catch_unwind(|| decode_container(bytes, container, &options.limits))
+            .unwrap_or_else(|_| Err(AudioError::Corrupt("the decoder failed on this input".to_owned()))),
         None if options.unknown_as_linear16 => {
             decode_headerless(bytes, Encoding::Linear16, options.sample_rate, options.channels, &options.limits)
         }

@@ -273,6 +273,37 @@ impl StreamDecoder {
     }
 }
 
+/// Whole-file WAV decoding by the same framing as streams: the data chunk's declared size bounds the
+/// samples when it is real (not the 0 or 0xFFFFFFFF that streaming writers leave), and a file that ends
+/// before that size is reported truncated.
+pub(crate) fn decode_wav(bytes: &[u8]) -> Result<crate::Decoded, AudioError> {
+    let Some((format, sample_rate, channels, data_offset)) = parse_wav_header(bytes)? else {
+        return Err(AudioError::Corrupt("the WAV header is incomplete".to_owned()));
+    };
+    let declared = u32::from_le_bytes([
+        bytes[data_offset - 4],
+        bytes[data_offset - 3],
+        bytes[data_offset - 2],
+        bytes[data_offset - 1],
+    ]) as usize;
+    let available = bytes.len() - data_offset;
+    let (len, truncated) = match declared {
+        0 | 0xFFFF_FFFF => (available, false),
+        d if d > available => (available, true),
+        d => (d, false),
+    };
+    let mut framed = Framed { format, sample_rate, n_channels: usize::from(channels), leftover: Vec::new() };
+    let pcm = framed.push(&bytes[data_offset..data_offset + len]);
+    if pcm.n_frames() == 0 {
+        return Err(if truncated {
+            AudioError::Corrupt("the file ends before any audio".to_owned())
+        } else {
+            AudioError::Empty
+        });
+    }
+    Ok(crate::Decoded { sample_rate, channels: pcm.channels, truncated })
+}
+
 fn declared_format(encoding: Encoding) -> SampleFormat {
     match encoding {
         Encoding::Linear16 => SampleFormat::S16,
