@@ -32,8 +32,13 @@ aldea_log "pulling test models with aldea models pull"
 ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull tiny.en >/dev/null
 ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull silero-vad >/dev/null
 aldea_log "tests"
-cargo test --release --locked --workspace --no-fail-fast
+test_log="$(mktemp)"
+trap 'rm -f "$test_log"' EXIT
+cargo test --release --locked --workspace --no-fail-fast 2>&1 | tee "$test_log"
 aldea_log "xtask tidy"
 cargo run -q --release --locked -p xtask -- tidy
 aldea_log "fuzz targets, ${ALDEA_FUZZ_SECONDS:-15} s each"
 bash "$ALDEA_REPO/scripts/fuzz.sh" "${ALDEA_FUZZ_SECONDS:-15}"
+# One closing line with the totals of every test binary (cargo prints one line per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$test_log"

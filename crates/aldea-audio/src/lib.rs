@@ -405,7 +405,8 @@ fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Resu
             Ok(Some(packet)) => packet,
             Ok(None) => break,
             Err(e) if is_end_of_data(&e) => {
-                truncated = true;
+                // Live Matroska (MediaRecorder) has no sizes: its data simply stops at the end.
+                truncated = container != Container::Matroska;
                 break;
             }
             Err(SymphoniaError::ResetRequired) => break,
