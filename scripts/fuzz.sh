@@ -2,6 +2,7 @@
 # Runs every fuzz target of aldea-audio for SECONDS each (default 20), seeded from fuzz/seeds; a crash
 # stops the script with the failing input under crates/aldea-audio/fuzz/artifacts/<target>/.
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+# With ALDEA_FUZZ_RUNS=N each target instead runs N inputs from a fixed seed, the same every time (CI).
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 seconds="${1:-20}"
 shift || true
@@ -13,11 +14,18 @@ cd "$ALDEA_REPO/crates/aldea-audio/fuzz"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="$HOME/.cache/aldea/fuzz-target"
 cargo fuzz build
+corpus_root="${ALDEA_FUZZ_CORPUS:-corpus}"
 for target in "${targets[@]}"; do
-  mkdir -p "corpus/$target"
-  cp -n seeds/* "corpus/$target/" 2>/dev/null || true
-  aldea_log "fuzzing $target for ${seconds} s"
-  cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+  mkdir -p "$corpus_root/$target"
+  cp -n seeds/* "$corpus_root/$target/" 2>/dev/null || true
+  if [ -n "${ALDEA_FUZZ_RUNS:-}" ]; then
+    budget=(-runs="$ALDEA_FUZZ_RUNS" -seed=1)
+    aldea_log "fuzzing $target: $ALDEA_FUZZ_RUNS inputs from seed 1"
+  else
+    budget=(-max_total_time="$seconds")
+    aldea_log "fuzzing $target for ${seconds} s"
+  fi
+  cargo fuzz run "$target" "$corpus_root/$target" -- "${budget[@]}" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|Done [0-9]+ runs|==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)" || true
   if [ -n "$(ls -A "artifacts/$target" 2>/dev/null)" ]; then
     aldea_log "fuzz target $target found a failing input: artifacts/$target/"
