@@ -17,11 +17,11 @@ use std::io::Cursor;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::codecs::registry::CodecRegistry;
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::{Hint, Probe};
-use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 
@@ -375,11 +375,19 @@ fn is_end_of_data(e: &SymphoniaError) -> bool {
     matches!(e, SymphoniaError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
 }
 
-fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Result<Decoded, AudioError> {
-    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+/// A container opened by symphonia: its reader, the audio track's id, a decoder for that track and the
+/// rate the track declares.
+struct OpenedTrack<'s> {
+    format: Box<dyn FormatReader + 's>,
+    track_id: u32,
+    decoder: Box<dyn AudioDecoder>,
+    declared_rate: Option<u32>,
+}
+
+fn open_track<'s>(source: MediaSourceStream<'s>, container: Container) -> Result<OpenedTrack<'s>, AudioError> {
     let mut hint = Hint::new();
     hint.with_extension(container.extension());
-    let mut format =
+    let format =
         probe().probe(&hint, source, FormatOptions::default(), MetadataOptions::default()).map_err(symphonia_error)?;
     let track =
         format.default_track(TrackType::Audio).ok_or_else(|| AudioError::Unsupported("no audio track".to_owned()))?;
@@ -393,10 +401,16 @@ fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Resu
     // Gapless: decoders drop the encoder delay and padding the container signals, as players do.
     let mut decoder_options = AudioDecoderOptions::default();
     decoder_options.gapless = true;
-    let mut decoder = codecs().make_audio_decoder(&params, &decoder_options).map_err(symphonia_error)?;
+    let decoder = codecs().make_audio_decoder(&params, &decoder_options).map_err(symphonia_error)?;
+    Ok(OpenedTrack { format, track_id, decoder, declared_rate: params.sample_rate })
+}
+
+fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Result<Decoded, AudioError> {
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+    let OpenedTrack { mut format, track_id, mut decoder, declared_rate } = open_track(source, container)?;
 
     let mut channels: Vec<Vec<f32>> = Vec::new();
-    let mut sample_rate = params.sample_rate.unwrap_or(0);
+    let mut sample_rate = declared_rate.unwrap_or(0);
     let mut truncated = false;
     let mut n_bad_packets = 0usize;
     let mut planar: Vec<Vec<f32>> = Vec::new();

@@ -13,14 +13,11 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use symphonia::core::errors::Error as SymphoniaError;
-use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, TrackType};
 use symphonia::core::io::{MediaSourceStream, ReadOnlySource};
-use symphonia::core::meta::MetadataOptions;
 
 use crate::{
-    alaw_to_linear, codecs, decode_with, detect, mulaw_to_linear, probe, symphonia_error, AudioError, Container,
-    DecodeOptions, Encoding,
+    alaw_to_linear, decode_with, detect, mulaw_to_linear, open_track, symphonia_error, AudioError, Container,
+    DecodeOptions, Encoding, OpenedTrack,
 };
 
 /// A piece of decoded audio: planar samples at `sample_rate`.
@@ -523,22 +520,7 @@ impl Read for ChannelReader {
 
 fn demux(container: Container, reader: ChannelReader, events: &SyncSender<Event>) -> Result<(), AudioError> {
     let source = MediaSourceStream::new(Box::new(ReadOnlySource::new(reader)), Default::default());
-    let mut hint = Hint::new();
-    hint.with_extension(container.extension());
-    let mut format =
-        probe().probe(&hint, source, FormatOptions::default(), MetadataOptions::default()).map_err(symphonia_error)?;
-    let track =
-        format.default_track(TrackType::Audio).ok_or_else(|| AudioError::Unsupported("no audio track".to_owned()))?;
-    let track_id = track.id;
-    let params = track
-        .codec_params
-        .as_ref()
-        .and_then(|p| p.audio())
-        .ok_or_else(|| AudioError::Unsupported("the track has no audio codec parameters".to_owned()))?
-        .clone();
-    let mut decoder_options = symphonia::core::codecs::audio::AudioDecoderOptions::default();
-    decoder_options.gapless = true;
-    let mut decoder = codecs().make_audio_decoder(&params, &decoder_options).map_err(symphonia_error)?;
+    let OpenedTrack { mut format, track_id, mut decoder, .. } = open_track(source, container)?;
     let mut planar: Vec<Vec<f32>> = Vec::new();
     loop {
         let packet = match format.next_packet() {

@@ -3,16 +3,8 @@
 
 use aldea_audio::{decode, DecodeOptions, StreamDecoder};
 
-/// The `containers` fuzz target's prefixes.
-const MAGICS: [&[u8]; 7] = [
-    b"RIFF\x24\x00\x00\x00WAVE",
-    b"fLaC",
-    b"OggS",
-    b"\x1a\x45\xdf\xa3",
-    b"\x00\x00\x00\x18ftyp",
-    b"\xff\xfb",
-    b"\xff\xf1",
-];
+#[path = "../fuzz/common.rs"]
+mod common;
 
 #[test]
 fn past_crashes_are_errors_or_audio() {
@@ -22,11 +14,8 @@ fn past_crashes_are_errors_or_audio() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
         let _ = decode(&bytes);
-        // What the `containers` target made of it: a magic chosen by the first byte, prepended.
-        let (selector, rest) = bytes.split_first().unwrap();
-        let magic = MAGICS[usize::from(*selector) % MAGICS.len()];
-        let mut prefixed = if rest.starts_with(magic) { Vec::new() } else { magic.to_vec() };
-        prefixed.extend_from_slice(rest);
+        // What the `containers` target made of it.
+        let prefixed = common::with_magic(&bytes).unwrap();
         let _ = decode(&prefixed);
         let mut decoder = StreamDecoder::new(DecodeOptions::default());
         let _ = decoder.push(&bytes).and_then(|_| decoder.finish());

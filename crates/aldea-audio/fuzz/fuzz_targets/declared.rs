@@ -1,21 +1,14 @@
 //! Declared headerless encodings (with or without a WAV header in front) at any rate and channel count.
 #![no_main]
 
+#[path = "../common.rs"]
+mod common;
+
 use aldea_audio::{decode_with, DecodeOptions, Encoding, Limits};
 use libfuzzer_sys::fuzz_target;
 
-/// aldea-audio catches panics inside third-party demuxers and codecs and reports them as undecodable
-/// input; libfuzzer's own hook would abort on them even when caught. This hook only reports, so a crash
-/// here is a panic that escaped the API (libfuzzer-sys still aborts on those) or a sanitizer finding.
-fn report_panics_without_aborting() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
-    });
-}
-
 fuzz_target!(|data: &[u8]| {
-    report_panics_without_aborting();
+    common::report_panics_without_aborting();
     let Some((&selector, rest)) = data.split_first() else { return };
     let encoding = match selector % 4 {
         0 => Some(Encoding::Linear16),

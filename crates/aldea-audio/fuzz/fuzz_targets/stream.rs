@@ -2,6 +2,9 @@
 //! finished; the PCM must equal what the same bytes give in one push.
 #![no_main]
 
+#[path = "../common.rs"]
+mod common;
+
 use aldea_audio::{DecodeOptions, StreamDecoder};
 use libfuzzer_sys::fuzz_target;
 
@@ -23,18 +26,8 @@ fn run(chunks: &[&[u8]]) -> Result<Vec<f32>, String> {
     Ok(out)
 }
 
-/// aldea-audio catches panics inside third-party demuxers and codecs and reports them as undecodable
-/// input; libfuzzer's own hook would abort on them even when caught. This hook only reports, so a crash
-/// here is a panic that escaped the API (libfuzzer-sys still aborts on those) or a sanitizer finding.
-fn report_panics_without_aborting() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
-    });
-}
-
 fuzz_target!(|data: &[u8]| {
-    report_panics_without_aborting();
+    common::report_panics_without_aborting();
     let Some((&step, rest)) = data.split_first() else { return };
     let step = usize::from(step).max(1);
     let chunks: Vec<&[u8]> = rest.chunks(step).collect();
