@@ -37,10 +37,10 @@ trap 'rm -f "$test_log"' EXIT
 cargo test --release --locked --workspace --no-fail-fast 2>&1 | tee "$test_log"
 aldea_log "xtask tidy"
 cargo run -q --release --locked -p xtask -- tidy
-# Fuzz targets on a fresh corpus (the seeds), a fixed number of inputs from a fixed seed: bounded and
-# the same on every run. Long runs: scripts/fuzz.sh 600.
+# Fuzz targets on a fresh corpus (the seeds): a fixed number of inputs from a fixed seed, at most 30 s
+# each. Long runs: scripts/fuzz.sh 600.
 fuzz_corpus="$(mktemp -d)"
-ALDEA_FUZZ_RUNS="${ALDEA_FUZZ_RUNS:-20000}" ALDEA_FUZZ_CORPUS="$fuzz_corpus" bash "$ALDEA_REPO/scripts/fuzz.sh"
+ALDEA_FUZZ_RUNS="${ALDEA_FUZZ_RUNS:-20000}" ALDEA_FUZZ_CORPUS="$fuzz_corpus" bash "$ALDEA_REPO/scripts/fuzz.sh" 30
 rm -rf "$fuzz_corpus"
 # One closing line with the totals of every test binary (cargo prints one line per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
