@@ -515,28 +515,28 @@ impl EnglishNumberNormalizer {
             } else if let Some(&(ones, suffix)) = self.ones_suffixed.get(current) {
                 let text = match value.take() {
                     None => format!("{ones}{suffix}"),
-                    Some(v) if matches!(v, Value::Str(_)) || prev_in_ones => {
-                        if prev_in_tens && ones < 10 {
-                            format!("{}{suffix}", replace_last_zero(&v.text(), ones))
-                        } else {
-                            format!("{}{ones}{suffix}", v.text())
-                        }
-                    }
-                    Some(Value::Int(i)) if ones < 10 => {
+                    Some(Value::Int(i)) if !prev_in_ones && ones < 10 => {
                         if i % 10 == 0 {
                             format!("{}{suffix}", i + ones)
                         } else {
                             format!("{i}{ones}{suffix}")
                         }
                     }
-                    Some(Value::Int(i)) => {
+                    Some(Value::Int(i)) if !prev_in_ones => {
                         if i % 100 == 0 {
                             format!("{}{suffix}", i + ones)
                         } else {
                             format!("{i}{ones}{suffix}")
                         }
                     }
-                    Some(Value::Str(_)) => unreachable_case(),
+                    // Digits kept as text, or a number right after a single digit: concatenate.
+                    Some(v) => {
+                        if prev_in_tens && ones < 10 {
+                            format!("{}{suffix}", replace_last_zero(&v.text(), ones))
+                        } else {
+                            format!("{}{ones}{suffix}", v.text())
+                        }
+                    }
                 };
                 emit(&mut out, &mut prefix, &mut value, text);
             } else if let Some(&tens) = self.tens.get(current) {
@@ -679,11 +679,6 @@ impl EnglishNumberNormalizer {
         }
         out
     }
-}
-
-/// Not reachable: the match arm before it takes every `Str`. Kept total without panicking.
-fn unreachable_case() -> String {
-    String::new()
 }
 
 /// `value[:-1] + str(ones)` when the value ends in zero ("twenty one" → "21" on digit strings).
