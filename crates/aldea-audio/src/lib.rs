@@ -27,7 +27,7 @@ use symphonia::core::meta::MetadataOptions;
 
 mod stream;
 
-pub use stream::{Pcm, StreamDecoder};
+pub use stream::{Pcm, StreamDecoder, StreamResampler};
 
 /// The sample rate the recognizer works at.
 pub const TARGET_RATE: u32 = 16_000;

@@ -547,3 +547,103 @@ fn demux(container: Container, reader: ChannelReader, events: &SyncSender<Event>
         }
     }
 }
+
+/// Resamples a live mono stream to a fixed rate with the same FFT resampler as [`crate::resample`]:
+/// samples in, samples out as whole input chunks fill, the resampler's delay removed, so the output
+/// lines up with the input's timeline. Memory stays at one chunk.
+pub struct StreamResampler {
+    resampler: Option<rubato::Fft<f32>>,
+    pending: Vec<f32>,
+    /// Output frames still to drop (the filter delay).
+    to_skip: usize,
+    n_in: u64,
+    n_out: u64,
+    ratio: f64,
+}
+
+impl std::fmt::Debug for StreamResampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamResampler").field("ratio", &self.ratio).field("pending", &self.pending.len()).finish()
+    }
+}
+
+impl StreamResampler {
+    pub fn new(from_rate: u32, to_rate: u32) -> Result<StreamResampler, AudioError> {
+        use rubato::Resampler;
+
+        if from_rate == 0 || to_rate == 0 {
+            return Err(AudioError::InvalidParams("sample rates must be positive".to_owned()));
+        }
+        let ratio = f64::from(to_rate) / f64::from(from_rate);
+        if from_rate == to_rate {
+            return Ok(StreamResampler { resampler: None, pending: Vec::new(), to_skip: 0, n_in: 0, n_out: 0, ratio });
+        }
+        let resampler =
+            rubato::Fft::<f32>::new(from_rate as usize, to_rate as usize, 1024, 1, rubato::FixedSync::Input)
+                .map_err(|e| AudioError::Resample(e.to_string()))?;
+        let to_skip = resampler.output_delay();
+        Ok(StreamResampler { resampler: Some(resampler), pending: Vec::new(), to_skip, n_in: 0, n_out: 0, ratio })
+    }
+
+    /// Feeds samples; returns the resampled samples that are ready.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, AudioError> {
+        self.n_in += samples.len() as u64;
+        let Some(resampler) = self.resampler.as_mut() else {
+            self.n_out += samples.len() as u64;
+            return Ok(samples.to_vec());
+        };
+        self.pending.extend_from_slice(samples);
+        let mut out = Vec::new();
+        Self::run(resampler, &mut self.pending, &mut out)?;
+        Ok(self.emit(out, None))
+    }
+
+    /// Ends the stream: the rest of the input, padded through the filter, cut to the exact length.
+    pub fn finish(&mut self) -> Result<Vec<f32>, AudioError> {
+        use rubato::Resampler;
+
+        let Some(resampler) = self.resampler.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let expected = (self.n_in as f64 * self.ratio).round() as u64;
+        let mut out = Vec::new();
+        // Zeros push the last real samples (and the filter delay) out.
+        let mut n_zero_chunks = 0;
+        while self.n_out + (out.len() as u64).saturating_sub(self.to_skip as u64) < expected && n_zero_chunks < 4 {
+            let chunk = resampler.input_frames_next();
+            let fill = chunk - self.pending.len() % chunk.max(1);
+            self.pending.extend(std::iter::repeat_n(0.0, fill));
+            Self::run(resampler, &mut self.pending, &mut out)?;
+            n_zero_chunks += 1;
+        }
+        self.pending.clear();
+        Ok(self.emit(out, Some(expected)))
+    }
+
+    fn run(resampler: &mut rubato::Fft<f32>, pending: &mut Vec<f32>, out: &mut Vec<f32>) -> Result<(), AudioError> {
+        use rubato::Resampler;
+
+        loop {
+            let needed = resampler.input_frames_next();
+            if pending.len() < needed {
+                return Ok(());
+            }
+            let input = audioadapter_buffers::owned::InterleavedOwned::new_from(pending[..needed].to_vec(), 1, needed)
+                .map_err(|e| AudioError::Resample(e.to_string()))?;
+            let output = resampler.process(&input, None).map_err(|e| AudioError::Resample(e.to_string()))?;
+            out.extend(output.take_data());
+            pending.drain(..needed);
+        }
+    }
+
+    fn emit(&mut self, mut out: Vec<f32>, limit: Option<u64>) -> Vec<f32> {
+        let skip = self.to_skip.min(out.len());
+        out.drain(..skip);
+        self.to_skip -= skip;
+        if let Some(limit) = limit {
+            out.truncate(limit.saturating_sub(self.n_out) as usize);
+        }
+        self.n_out += out.len() as u64;
+        out
+    }
+}

@@ -139,3 +139,24 @@ fn truncated_wav_decodes_what_it_can() {
     let decoded = decode(&bytes[..bytes.len() / 2]).unwrap();
     assert!(decoded.n_frames() > 7_000 && decoded.n_frames() < 8_100, "{}", decoded.n_frames());
 }
+
+#[test]
+fn stream_resampler_matches_the_whole_file_resampler() {
+    let rate = 44_100;
+    let samples: Vec<f32> =
+        (0..rate * 2).map(|i| (i as f32 * 440.0 * std::f32::consts::TAU / rate as f32).sin() * 0.5).collect();
+    let whole = resample(&samples, rate as u32, 16_000).unwrap();
+    let mut stream = StreamResampler::new(rate as u32, 16_000).unwrap();
+    let mut streamed = Vec::new();
+    for chunk in samples.chunks(777) {
+        streamed.extend(stream.push(chunk).unwrap());
+    }
+    streamed.extend(stream.finish().unwrap());
+    assert_eq!(streamed.len(), whole.len());
+    // Same filter and alignment: equal except for float rounding across chunk edges.
+    let max_diff = whole.iter().zip(&streamed).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(max_diff < 1e-3, "streamed resampling differs by {max_diff}");
+    let mut same_rate = StreamResampler::new(16_000, 16_000).unwrap();
+    assert_eq!(same_rate.push(&[0.1, 0.2]).unwrap(), vec![0.1, 0.2]);
+    assert!(same_rate.finish().unwrap().is_empty());
+}

@@ -41,6 +41,10 @@ impl Ct2Engine {
             device_indices: vec![0; options.replicas.max(1)],
             ..Default::default()
         };
+        if let Some(seed) = options.random_seed {
+            // The runtime seeds each worker thread's generator from this when it first samples.
+            sys::set_random_seed(seed);
+        }
         let model = sys::Whisper::new(dir, ct2_config).map_err(|e| EngineError::model(dir, e))?;
         config.n_mels = model.n_mels();
         config.multilingual = model.is_multilingual();

@@ -22,8 +22,10 @@ pub mod vad;
 
 pub use model::ModelConfig;
 pub use tokenizer::Tokenizer;
-pub use transcribe::{Segment, TranscribeOptions, Transcriber, Transcript, Word};
-pub use vad::{SpeechSpan, Vad, VadOptions};
+pub use transcribe::{
+    Segment, TranscribeOptions, Transcriber, Transcript, WindowJob, WindowOutput, WindowTimes, Word, WordTiming,
+};
+pub use vad::{SpeechSpan, Vad, VadOptions, VadStream};
 
 /// Errors of the engine crate.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +62,15 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Parallel model replicas (each runs one batch at a time).
     pub replicas: usize,
+    /// Seed of the sampling used by the temperature fallback; `None` seeds from the system's
+    /// entropy (results then vary from run to run on audio that needs the fallback).
+    pub random_seed: Option<u32>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { device: Device::Cpu, threads: 0, replicas: 1 }
+        // A fixed seed: the same audio gives the same transcript on every run and every replica.
+        EngineOptions { device: Device::Cpu, threads: 0, replicas: 1, random_seed: Some(0x41_6c_64_65) }
     }
 }
 

@@ -27,7 +27,7 @@ const APPEND_PUNCTUATIONS: &str = "\"'.。,，!！?？:：”)]}、";
 
 /// How to transcribe. Defaults are faster-whisper's (`beam_size=5`, temperatures 0.0…1.0, thresholds
 /// 2.4 / -1.0 / 0.6), with word timestamps on and the VAD guard on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TranscribeOptions {
     /// `Some("en")`; `None` detects the language (multilingual models only).
     pub language: Option<String>,
@@ -79,6 +79,8 @@ pub struct Word {
     pub start: f64,
     pub end: f64,
     pub probability: f64,
+    /// The model's token ids of the word (a streaming prompt is built from committed words).
+    pub tokens: Vec<u32>,
 }
 
 /// A stretch of transcript between two timestamps.
@@ -141,7 +143,78 @@ struct StageTimes {
     n_fallbacks: usize,
 }
 
+impl StageTimes {
+    fn add(&mut self, window: &WindowTimes) {
+        self.encode += window.encode;
+        self.generate += window.generate;
+        self.align += window.align;
+        self.n_windows += 1;
+    }
+}
+
+/// One window of at most 30 s for the model: the unit the stt scheduler gathers into batches.
+#[derive(Debug, Clone)]
+pub struct WindowJob {
+    /// `[n_mels, 3000]` log-mel frames, zero beyond `n_frames` ([`Transcriber::mel_window`]).
+    pub mel: Vec<f32>,
+    /// Frames of real audio in the window.
+    pub n_frames: usize,
+    /// Text tokens of what came before (the prompt keeps the last 223).
+    pub previous_tokens: Vec<u32>,
+    /// `None` detects the language on this window (multilingual models).
+    pub language: Option<String>,
+    pub options: Arc<TranscribeOptions>,
+    /// Keep the unfinished segment after the last timestamp pair (a streaming buffer decoded whole)
+    /// instead of leaving it to the next window (the long-form loop).
+    pub keep_tail: bool,
+}
+
+impl WindowJob {
+    /// Whether two windows can share one batched model call: same decoding options and a known,
+    /// equal language (windows that detect their language run alone).
+    pub fn batches_with(&self, other: &WindowJob) -> bool {
+        self.language.is_some()
+            && self.language == other.language
+            && self.keep_tail == other.keep_tail
+            && (Arc::ptr_eq(&self.options, &other.options) || *self.options == *other.options)
+    }
+}
+
+/// What the model made of one window.
+#[derive(Debug, Clone)]
+pub struct WindowOutput {
+    pub language: String,
+    pub language_probability: f64,
+    decoded: Decoded,
+    /// The no-speech check said the window holds no speech.
+    pub skipped: bool,
+    alignment: Vec<WordTiming>,
+    pub times: WindowTimes,
+}
+
+impl WindowOutput {
+    /// Tokens the model generated (timestamps included).
+    pub fn tokens(&self) -> &[u32] {
+        &self.decoded.generation.tokens
+    }
+
+    pub fn no_speech_prob(&self) -> f64 {
+        f64::from(self.decoded.generation.no_speech_prob)
+    }
+}
+
+/// Time spent on the batch a window ran in, by stage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WindowTimes {
+    pub encode: Duration,
+    pub generate: Duration,
+    pub align: Duration,
+    /// Windows in the batch.
+    pub batch: usize,
+}
+
 /// What one window's decoding gave, after fallback.
+#[derive(Debug, Clone)]
 struct Decoded {
     generation: Generation,
     avg_logprob: f64,
@@ -175,6 +248,25 @@ impl Transcriber {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(f64),
     ) -> Result<Transcript, EngineError> {
+        let direct = self.clone();
+        let mut runner = move |job: WindowJob| {
+            direct
+                .run_windows(std::slice::from_ref(&job))?
+                .pop()
+                .ok_or_else(|| EngineError::Inference("no result for the window".to_owned()))
+        };
+        self.transcribe_with(samples, options, &mut runner, progress)
+    }
+
+    /// [`Transcriber::transcribe`] with each window's model work handed to `runner` (the stt
+    /// service's scheduler, which batches windows of concurrent requests).
+    pub fn transcribe_with(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+        runner: &mut dyn FnMut(WindowJob) -> Result<WindowOutput, EngineError>,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<Transcript, EngineError> {
         let duration = samples.len() as f64 / SAMPLE_RATE as f64;
         let started = Instant::now();
         let speech = match (&options.vad, &self.vad) {
@@ -200,7 +292,7 @@ impl Transcriber {
         let mel = self.mel.compute(samples, HOP_LENGTH);
         let mel_done = Instant::now();
         let mut times = StageTimes::default();
-        let segments = self.generate_segments(&mel, options, &mut transcript, &mut times, progress)?;
+        let segments = self.generate_segments(&mel, options, &mut transcript, &mut times, runner, progress)?;
         tracing::debug!(
             audio_s = duration,
             vad_ms = (vad_done - started).as_millis() as u64,
@@ -226,55 +318,51 @@ impl Transcriber {
         options: &TranscribeOptions,
         transcript: &mut Transcript,
         times: &mut StageTimes,
+        runner: &mut dyn FnMut(WindowJob) -> Result<WindowOutput, EngineError>,
         progress: &mut dyn FnMut(f64),
     ) -> Result<Vec<Segment>, EngineError> {
         let tokenizer = self.engine.tokenizer();
         let content_frames = mel.n_frames.saturating_sub(1);
-        let mut sot_sequence = vec![tokenizer.sot];
-        let suppress_tokens = self.suppress_tokens();
         let mut seek = 0usize;
         let mut all_tokens: Vec<u32> = options.initial_prompt.clone();
         let mut prompt_reset_since = 0usize;
         let mut last_speech_timestamp = 0.0f64;
-        let mut window = Vec::new();
         let mut out = Vec::new();
-        let mut language_known = false;
+        let mut language = options.language.clone();
+        let window_options = Arc::new(options.clone());
 
         while seek < content_frames {
             let time_offset = seek as f64 / FRAMES_PER_SECOND;
             let segment_size = N_FRAMES.min(content_frames - seek);
             let segment_duration = segment_size as f64 / FRAMES_PER_SECOND;
+            let mut window = Vec::new();
             mel.window(seek, segment_size, &mut window);
-            let encode_started = Instant::now();
-            let encoded = self.engine.encode(&mut window, 1)?;
-            times.encode += encode_started.elapsed();
-            times.n_windows += 1;
-
-            if !language_known {
-                sot_sequence = self.sot_sequence(&encoded, options, transcript)?;
-                language_known = true;
-            }
-
-            let previous_tokens = &all_tokens[prompt_reset_since.min(all_tokens.len())..];
-            let prompt = prompt_for(tokenizer, previous_tokens, &sot_sequence);
-            let generate_started = Instant::now();
-            let decoded = self.generate_with_fallback(&encoded, &prompt, options, &suppress_tokens)?;
-            times.generate += generate_started.elapsed();
-            if decoded.temperature > 0.0 {
+            let previous_tokens = all_tokens[prompt_reset_since.min(all_tokens.len())..].to_vec();
+            let output = runner(WindowJob {
+                mel: window,
+                n_frames: segment_size,
+                previous_tokens,
+                language: language.clone(),
+                options: window_options.clone(),
+                keep_tail: false,
+            })?;
+            times.add(&output.times);
+            if output.decoded.temperature > 0.0 {
                 times.n_fallbacks += 1;
             }
-
-            if let Some(no_speech_threshold) = options.no_speech_threshold {
-                let mut should_skip = f64::from(decoded.generation.no_speech_prob) > f64::from(no_speech_threshold);
-                if options.log_prob_threshold.is_some_and(|t| decoded.avg_logprob > f64::from(t)) {
-                    should_skip = false;
-                }
-                if should_skip {
-                    seek += segment_size;
-                    progress(seek.min(content_frames) as f64 / FRAMES_PER_SECOND);
-                    continue;
-                }
+            if language.is_none() {
+                transcript.language = output.language.clone();
+                transcript.language_probability = output.language_probability;
+                language = Some(output.language.clone());
+            } else {
+                transcript.language = output.language.clone();
             }
+            if output.skipped {
+                seek += segment_size;
+                progress(seek.min(content_frames) as f64 / FRAMES_PER_SECOND);
+                continue;
+            }
+            let decoded = &output.decoded;
 
             let previous_seek = seek;
             let (mut current, new_seek, single_timestamp_ending) = split_segments_by_timestamps(
@@ -284,19 +372,13 @@ impl Transcriber {
                 segment_size,
                 segment_duration,
                 seek,
+                false,
             );
             seek = new_seek;
 
             if options.word_timestamps {
-                let align_started = Instant::now();
-                last_speech_timestamp = self.add_word_timestamps(
-                    &mut current,
-                    &encoded,
-                    &sot_sequence,
-                    segment_size,
-                    last_speech_timestamp,
-                )?;
-                times.align += align_started.elapsed();
+                last_speech_timestamp =
+                    self.add_word_timestamps(&mut current, output.alignment.clone(), last_speech_timestamp);
                 if !single_timestamp_ending {
                     if let Some(last_word_end) = last_end(&current) {
                         if last_word_end > time_offset {
@@ -341,37 +423,163 @@ impl Transcriber {
         Ok(out)
     }
 
-    /// `[sot]` for English-only models; `[sot, <|lang|>, <|transcribe|>]` for multilingual ones, with
-    /// the language detected on the first window when none was given.
-    fn sot_sequence(
-        &self,
-        encoded: &Encoded,
-        options: &TranscribeOptions,
-        transcript: &mut Transcript,
-    ) -> Result<Vec<u32>, EngineError> {
-        let tokenizer = self.engine.tokenizer();
-        if !self.engine.config().multilingual {
-            transcript.language = "en".to_owned();
-            return Ok(vec![tokenizer.sot]);
+    /// The segments and words of one window decoded whole (a streaming buffer): every segment,
+    /// including the unfinished one after the last timestamp pair, on the timeline from `time_offset`.
+    pub fn window_segments(&self, output: &WindowOutput, n_frames: usize, time_offset: f64) -> Vec<Segment> {
+        if output.skipped {
+            return Vec::new();
         }
-        let language = match &options.language {
-            Some(language) => language.clone(),
-            None => {
-                let detected = self.engine.detect_language(encoded)?;
-                let (language, probability) =
-                    detected.first().and_then(|d| d.first()).cloned().unwrap_or_else(|| ("en".to_owned(), 0.0));
-                transcript.language_probability = f64::from(probability);
-                language
-            }
+        let tokenizer = self.engine.tokenizer();
+        let decoded = &output.decoded;
+        let (mut current, _, _) = split_segments_by_timestamps(
+            tokenizer,
+            &decoded.generation.tokens,
+            time_offset,
+            n_frames,
+            n_frames as f64 / FRAMES_PER_SECOND,
+            (time_offset * FRAMES_PER_SECOND).round() as usize,
+            true,
+        );
+        self.add_word_timestamps(&mut current, output.alignment.clone(), time_offset);
+        current
+            .into_iter()
+            .filter_map(|raw| {
+                let text = tokenizer.decode(&raw.tokens);
+                (raw.start != raw.end && !text.trim().is_empty()).then(|| Segment {
+                    start: raw.start,
+                    end: raw.end,
+                    text,
+                    tokens: raw.tokens,
+                    temperature: decoded.temperature,
+                    avg_logprob: decoded.avg_logprob,
+                    compression_ratio: decoded.compression_ratio,
+                    no_speech_prob: f64::from(decoded.generation.no_speech_prob),
+                    words: raw.words,
+                })
+            })
+            .collect()
+    }
+
+    /// Mel window of up to 30 s of 16 kHz samples: `(frames laid out [n_mels, 3000], content frames)`.
+    pub fn mel_window(&self, samples: &[f32]) -> (Vec<f32>, usize) {
+        let mel = self.mel.compute(samples, HOP_LENGTH);
+        let n_frames = mel.n_frames.saturating_sub(1).min(N_FRAMES);
+        let mut window = Vec::new();
+        mel.window(0, n_frames, &mut window);
+        (window, n_frames)
+    }
+
+    /// Runs a batch of windows through the model in batched calls: one encode, one generate per
+    /// temperature (only the windows that need a fallback go on), one align. Every job must share
+    /// options and language (the scheduler groups them with [`WindowJob::batches_with`]).
+    pub fn run_windows(&self, jobs: &[WindowJob]) -> Result<Vec<WindowOutput>, EngineError> {
+        let Some(first) = jobs.first() else {
+            return Ok(Vec::new());
         };
-        let language_token = tokenizer
-            .id(&format!("<|{language}|>"))
-            .ok_or_else(|| EngineError::InvalidInput(format!("the model does not know the language {language:?}")))?;
-        transcript.language = language;
-        let transcribe = tokenizer
-            .transcribe
-            .ok_or_else(|| EngineError::Model("multilingual vocabulary lacks <|transcribe|>".to_owned()))?;
-        Ok(vec![tokenizer.sot, language_token, transcribe])
+        if jobs.iter().any(|j| !first.batches_with(j)) {
+            return Err(EngineError::InvalidInput("windows with different options in one batch".to_owned()));
+        }
+        let options = &first.options;
+        let tokenizer = self.engine.tokenizer();
+        let window_len = self.engine.config().n_mels * N_FRAMES;
+        if jobs.iter().any(|j| j.mel.len() != window_len || j.n_frames > N_FRAMES) {
+            return Err(EngineError::InvalidInput("a window is not one [n_mels, 3000] mel window".to_owned()));
+        }
+        let mut times = WindowTimes::default();
+        let started = Instant::now();
+        let mut mels: Vec<f32> = jobs.iter().flat_map(|j| j.mel.iter().copied()).collect();
+        let encoded = self.engine.encode(&mut mels, jobs.len())?;
+        times.encode += started.elapsed();
+
+        let mut language = first.language.clone().unwrap_or_else(|| "en".to_owned());
+        let mut language_probability = 1.0;
+        let sot_sequence = if !self.engine.config().multilingual {
+            language = "en".to_owned();
+            vec![tokenizer.sot]
+        } else {
+            if first.language.is_none() {
+                let detected = self.engine.detect_language(&encoded)?;
+                let (best, probability) =
+                    detected.first().and_then(|d| d.first()).cloned().unwrap_or_else(|| ("en".to_owned(), 0.0));
+                language = best;
+                language_probability = f64::from(probability);
+            }
+            let language_token = tokenizer.id(&format!("<|{language}|>")).ok_or_else(|| {
+                EngineError::InvalidInput(format!("the model does not know the language {language:?}"))
+            })?;
+            let transcribe = tokenizer
+                .transcribe
+                .ok_or_else(|| EngineError::Model("multilingual vocabulary lacks <|transcribe|>".to_owned()))?;
+            vec![tokenizer.sot, language_token, transcribe]
+        };
+
+        let prompts: Vec<Vec<u32>> =
+            jobs.iter().map(|j| prompt_for(tokenizer, &j.previous_tokens, &sot_sequence)).collect();
+        let generate_started = Instant::now();
+        let decoded = self.generate_batch_with_fallback(&encoded, jobs, &prompts, options)?;
+        times.generate += generate_started.elapsed();
+
+        let skipped: Vec<bool> = decoded
+            .iter()
+            .map(|d| {
+                let Some(no_speech_threshold) = options.no_speech_threshold else {
+                    return false;
+                };
+                f64::from(d.generation.no_speech_prob) > f64::from(no_speech_threshold)
+                    && !options.log_prob_threshold.is_some_and(|t| d.avg_logprob > f64::from(t))
+            })
+            .collect();
+        // The text tokens each window keeps (those of its segments), aligned in one batched call.
+        let kept: Vec<Vec<u32>> = jobs
+            .iter()
+            .zip(&decoded)
+            .zip(&skipped)
+            .map(|((job, d), &skip)| {
+                if skip || !options.word_timestamps {
+                    return Vec::new();
+                }
+                let (segments, _, _) = split_segments_by_timestamps(
+                    tokenizer,
+                    &d.generation.tokens,
+                    0.0,
+                    job.n_frames,
+                    0.0,
+                    0,
+                    job.keep_tail,
+                );
+                segments.iter().flat_map(|s| s.tokens.iter().copied().filter(|&t| t < tokenizer.eot)).collect()
+            })
+            .collect();
+        let align_started = Instant::now();
+        let mut alignments = vec![Vec::new(); jobs.len()];
+        if kept.iter().any(|k| !k.is_empty()) {
+            // Every batch item needs a sequence; windows without text get a placeholder whose result
+            // is thrown away.
+            let text_tokens: Vec<Vec<u32>> =
+                kept.iter().map(|k| if k.is_empty() { vec![tokenizer.eot] } else { k.clone() }).collect();
+            let num_frames: Vec<usize> = jobs.iter().map(|j| j.n_frames.max(1)).collect();
+            let results = self.engine.align(&encoded, &sot_sequence, &text_tokens, &num_frames, 7)?;
+            for (idx, result) in results.into_iter().enumerate() {
+                if !kept[idx].is_empty() {
+                    alignments[idx] = self.word_timings(&kept[idx], &result);
+                }
+            }
+        }
+        times.align += align_started.elapsed();
+
+        Ok(decoded
+            .into_iter()
+            .zip(skipped)
+            .zip(alignments)
+            .map(|((decoded, skipped), alignment)| WindowOutput {
+                language: language.clone(),
+                language_probability,
+                decoded,
+                skipped,
+                alignment,
+                times: WindowTimes { batch: jobs.len(), ..times },
+            })
+            .collect())
     }
 
     /// The model's non-speech symbols plus the special tokens that must never be generated, as
@@ -393,21 +601,39 @@ impl Transcriber {
         ids
     }
 
-    fn generate_with_fallback(
+    /// Decodes every window of the batch, retrying with the next temperature the windows whose output
+    /// is too repetitive or too improbable (faster-whisper's `generate_with_fallback`). The windows
+    /// that fall back are encoded again as a smaller batch.
+    fn generate_batch_with_fallback(
         &self,
         encoded: &Encoded,
-        prompt: &[u32],
+        jobs: &[WindowJob],
+        prompts: &[Vec<u32>],
         options: &TranscribeOptions,
-        suppress_tokens: &[i32],
-    ) -> Result<Decoded, EngineError> {
+    ) -> Result<Vec<Decoded>, EngineError> {
         let tokenizer = self.engine.tokenizer();
+        let suppress_tokens = self.suppress_tokens();
         let max_initial_timestamp_index = (options.max_initial_timestamp / TIME_PRECISION).round() as usize;
-        let mut all_results: Vec<Decoded> = Vec::new();
-        let mut below_cr_threshold: Vec<usize> = Vec::new();
         let temperatures = if options.temperatures.is_empty() { vec![0.0] } else { options.temperatures.clone() };
+        let n_jobs = jobs.len();
+        let mut done: Vec<Option<Decoded>> = (0..n_jobs).map(|_| None).collect();
+        let mut all_results: Vec<Vec<Decoded>> = (0..n_jobs).map(|_| Vec::new()).collect();
+        let mut below_cr_threshold: Vec<Vec<usize>> = vec![Vec::new(); n_jobs];
+        let mut pending: Vec<usize> = (0..n_jobs).collect();
+        let mut subset_encoded: Option<Encoded> = None;
+        let mut encoded_jobs: Vec<usize> = (0..n_jobs).collect();
         let mut last_temperature = 0.0;
-        for &temperature in &temperatures {
+        for (temperature_idx, &temperature) in temperatures.iter().enumerate() {
+            if pending.is_empty() {
+                break;
+            }
             last_temperature = temperature;
+            if temperature_idx > 0 && pending != encoded_jobs {
+                let mut mels: Vec<f32> = pending.iter().flat_map(|&i| jobs[i].mel.iter().copied()).collect();
+                subset_encoded = Some(self.engine.encode(&mut mels, pending.len())?);
+                encoded_jobs = pending.clone();
+            }
+            let batch_encoded = subset_encoded.as_ref().unwrap_or(encoded);
             let generate_options = GenerateOptions {
                 beam_size: options.beam_size,
                 patience: options.patience,
@@ -418,53 +644,71 @@ impl Transcriber {
                 temperature,
                 num_hypotheses: if temperature > 0.0 { options.best_of } else { 1 },
                 suppress_blank: true,
-                suppress_tokens: suppress_tokens.to_vec(),
+                suppress_tokens: suppress_tokens.clone(),
                 max_initial_timestamp_index,
             };
-            let generation = self
-                .engine
-                .generate(encoded, &[prompt.to_vec()], &generate_options)?
-                .pop()
-                .ok_or_else(|| EngineError::Inference("no result for the window".to_owned()))?;
-            let seq_len = generation.tokens.len() as f64;
-            let cum_logprob = f64::from(generation.score) * seq_len.powf(f64::from(options.length_penalty));
-            let avg_logprob = cum_logprob / (seq_len + 1.0);
-            let text = tokenizer.decode(&generation.tokens);
-            let compression_ratio = compression_ratio(text.trim());
+            let batch_prompts: Vec<Vec<u32>> = pending.iter().map(|&i| prompts[i].clone()).collect();
+            let generations = self.engine.generate(batch_encoded, &batch_prompts, &generate_options)?;
+            if generations.len() != pending.len() {
+                return Err(EngineError::Inference("the model did not return one result per window".to_owned()));
+            }
+            let mut still_pending = Vec::new();
+            for (&job_idx, generation) in pending.iter().zip(generations) {
+                let seq_len = generation.tokens.len() as f64;
+                let cum_logprob = f64::from(generation.score) * seq_len.powf(f64::from(options.length_penalty));
+                let avg_logprob = cum_logprob / (seq_len + 1.0);
+                let text = tokenizer.decode(&generation.tokens);
+                let compression_ratio = compression_ratio(text.trim());
 
-            let mut needs_fallback = false;
-            if let Some(threshold) = options.compression_ratio_threshold {
-                if compression_ratio > f64::from(threshold) {
+                let mut needs_fallback = false;
+                if let Some(threshold) = options.compression_ratio_threshold {
+                    if compression_ratio > f64::from(threshold) {
+                        needs_fallback = true;
+                    } else {
+                        below_cr_threshold[job_idx].push(all_results[job_idx].len());
+                    }
+                }
+                let low_logprob = options.log_prob_threshold.is_some_and(|t| avg_logprob < f64::from(t));
+                if low_logprob {
                     needs_fallback = true;
+                }
+                let silent = options.no_speech_threshold.is_some_and(|t| generation.no_speech_prob > t);
+                if silent && low_logprob {
+                    needs_fallback = false;
+                }
+                let decoded = Decoded { generation, avg_logprob, temperature, compression_ratio };
+                if needs_fallback {
+                    all_results[job_idx].push(decoded);
+                    still_pending.push(job_idx);
                 } else {
-                    below_cr_threshold.push(all_results.len());
+                    done[job_idx] = Some(decoded);
                 }
             }
-            let low_logprob = options.log_prob_threshold.is_some_and(|t| avg_logprob < f64::from(t));
-            if low_logprob {
-                needs_fallback = true;
-            }
-            let silent = options.no_speech_threshold.is_some_and(|t| generation.no_speech_prob > t);
-            if silent && low_logprob {
-                needs_fallback = false;
-            }
-            let decoded = Decoded { generation, avg_logprob, temperature, compression_ratio };
-            if !needs_fallback {
-                return Ok(decoded);
-            }
-            all_results.push(decoded);
+            pending = still_pending;
         }
         // Every temperature failed: keep the most probable result, preferring the non-repetitive ones,
         // and report the last temperature so the prompt is reset.
-        let candidates: Vec<usize> =
-            if below_cr_threshold.is_empty() { (0..all_results.len()).collect() } else { below_cr_threshold };
-        let best = candidates
-            .into_iter()
-            .max_by(|&a, &b| all_results[a].avg_logprob.total_cmp(&all_results[b].avg_logprob))
-            .unwrap_or(0);
-        let mut decoded = all_results.swap_remove(best);
-        decoded.temperature = last_temperature;
-        Ok(decoded)
+        for job_idx in pending {
+            let results = &mut all_results[job_idx];
+            if results.is_empty() {
+                return Err(EngineError::Inference("no result for the window".to_owned()));
+            }
+            let candidates: Vec<usize> = if below_cr_threshold[job_idx].is_empty() {
+                (0..results.len()).collect()
+            } else {
+                below_cr_threshold[job_idx].clone()
+            };
+            let best = candidates
+                .into_iter()
+                .max_by(|&a, &b| results[a].avg_logprob.total_cmp(&results[b].avg_logprob))
+                .unwrap_or(0);
+            let mut decoded = results.swap_remove(best);
+            decoded.temperature = last_temperature;
+            done[job_idx] = Some(decoded);
+        }
+        done.into_iter()
+            .map(|d| d.ok_or_else(|| EngineError::Inference("no result for the window".to_owned())))
+            .collect()
     }
 
     /// Attaches words with start/end times to the window's sub-segments (faster-whisper's
@@ -472,19 +716,15 @@ impl Transcriber {
     fn add_word_timestamps(
         &self,
         segments: &mut [RawSegment],
-        encoded: &Encoded,
-        sot_sequence: &[u32],
-        num_frames: usize,
+        mut alignment: Vec<WordTiming>,
         mut last_speech_timestamp: f64,
-    ) -> Result<f64, EngineError> {
+    ) -> f64 {
         if segments.is_empty() {
-            return Ok(last_speech_timestamp);
+            return last_speech_timestamp;
         }
         let tokenizer = self.engine.tokenizer();
         let per_segment: Vec<Vec<u32>> =
             segments.iter().map(|s| s.tokens.iter().copied().filter(|&t| t < tokenizer.eot).collect()).collect();
-        let text_tokens: Vec<u32> = per_segment.iter().flatten().copied().collect();
-        let mut alignment = self.find_alignment(&text_tokens, encoded, sot_sequence, num_frames)?;
 
         let mut durations: Vec<f64> = alignment.iter().map(|w| w.end - w.start).filter(|&d| d != 0.0).collect();
         let median_duration = median(&mut durations).min(0.7);
@@ -514,6 +754,7 @@ impl Transcriber {
                 let timing = &alignment[word_index];
                 if !timing.word.is_empty() {
                     words.push(Word {
+                        tokens: timing.tokens.clone(),
                         text: timing.word.clone(),
                         start: round2(time_offset + timing.start),
                         end: round2(time_offset + timing.end),
@@ -552,30 +793,18 @@ impl Transcriber {
             }
             segment.words = words;
         }
-        Ok(last_speech_timestamp)
+        last_speech_timestamp
     }
 
-    fn find_alignment(
-        &self,
-        text_tokens: &[u32],
-        encoded: &Encoded,
-        sot_sequence: &[u32],
-        num_frames: usize,
-    ) -> Result<Vec<WordTiming>, EngineError> {
-        if text_tokens.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Word timings from the DTW path of one window's text tokens (faster-whisper's `find_alignment`
+    /// after the model call).
+    fn word_timings(&self, text_tokens: &[u32], result: &crate::Alignment) -> Vec<WordTiming> {
         let tokenizer = self.engine.tokenizer();
-        let result = self
-            .engine
-            .align(encoded, sot_sequence, &[text_tokens.to_vec()], &[num_frames], 7)?
-            .pop()
-            .ok_or_else(|| EngineError::Inference("no alignment for the window".to_owned()))?;
         let mut with_eot = text_tokens.to_vec();
         with_eot.push(tokenizer.eot);
         let words = tokenizer.split_to_words(&with_eot);
         if words.len() <= 1 {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         // Times at which the DTW path moves to the next token.
         let mut jump_times = Vec::new();
@@ -604,13 +833,13 @@ impl Transcriber {
             };
             timings.push(WordTiming { word, tokens, start, end, probability });
         }
-        Ok(timings)
+        timings
     }
 }
 
 /// A word of the alignment before it is placed on the audio timeline.
 #[derive(Debug, Clone)]
-struct WordTiming {
+pub struct WordTiming {
     word: String,
     tokens: Vec<u32>,
     start: f64,
@@ -639,6 +868,7 @@ fn split_segments_by_timestamps(
     segment_size: usize,
     segment_duration: f64,
     mut seek: usize,
+    keep_tail: bool,
 ) -> (Vec<RawSegment>, usize, bool) {
     let ts_begin = tokenizer.timestamp_begin;
     let is_ts = |t: u32| t >= ts_begin;
@@ -661,6 +891,15 @@ fn split_segments_by_timestamps(
             let end = time_offset + f64::from(last.saturating_sub(ts_begin)) * TIME_PRECISION;
             segments.push(RawSegment { seek, start, end, tokens: sliced.to_vec(), words: Vec::new() });
             last_slice = current_slice;
+        }
+        let tail = &tokens[last_slice..];
+        if keep_tail && !single_timestamp_ending && tail.iter().any(|&t| !is_ts(t)) {
+            let start = match tail.first() {
+                Some(&t) if is_ts(t) => time_offset + f64::from(t - ts_begin) * TIME_PRECISION,
+                _ => segments.last().map_or(time_offset, |s| s.end),
+            };
+            let end = time_offset + segment_duration;
+            segments.push(RawSegment { seek, start, end, tokens: tail.to_vec(), words: Vec::new() });
         }
         if single_timestamp_ending {
             seek += segment_size;
@@ -827,7 +1066,8 @@ mod tests {
         let ts = |secs: f64| tok.timestamp_begin + (secs / 0.02).round() as u32;
         // <0.00> a b <1.00><1.00> c <2.50><2.50> d   (unfinished last segment)
         let tokens = vec![ts(0.0), 0, 1, ts(1.0), ts(1.0), 2, ts(2.5), ts(2.5), 3];
-        let (segments, seek, single_ending) = split_segments_by_timestamps(&tok, &tokens, 10.0, 3000, 30.0, 1000);
+        let (segments, seek, single_ending) =
+            split_segments_by_timestamps(&tok, &tokens, 10.0, 3000, 30.0, 1000, false);
         assert!(!single_ending);
         assert_eq!(segments.len(), 2);
         assert_eq!((segments[0].start, segments[0].end), (10.0, 11.0));
@@ -838,16 +1078,30 @@ mod tests {
     }
 
     #[test]
+    fn a_streaming_window_keeps_its_unfinished_tail() {
+        let tok = toy_tokenizer();
+        let ts = |t: f64| tok.timestamp_begin + (t / TIME_PRECISION).round() as u32;
+        let tokens = [ts(0.0), 0, 1, ts(2.0), ts(2.5), 2, 3];
+        let (segments, _, _) = split_segments_by_timestamps(&tok, &tokens, 10.0, 400, 4.0, 1000, false);
+        assert_eq!(segments.len(), 1);
+        let (segments, _, _) = split_segments_by_timestamps(&tok, &tokens, 10.0, 400, 4.0, 1000, true);
+        assert_eq!(segments.len(), 2);
+        assert_eq!(segments[1].tokens, vec![ts(2.5), 2, 3]);
+        assert!((segments[1].start - 12.5).abs() < 1e-9 && (segments[1].end - 14.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn single_timestamp_ending_consumes_the_window() {
         let tok = toy_tokenizer();
         let ts = |secs: f64| tok.timestamp_begin + (secs / 0.02).round() as u32;
         let tokens = vec![ts(0.0), 0, ts(1.0), ts(1.0), 1, ts(2.0)];
-        let (segments, seek, single_ending) = split_segments_by_timestamps(&tok, &tokens, 0.0, 2000, 20.0, 0);
+        let (segments, seek, single_ending) = split_segments_by_timestamps(&tok, &tokens, 0.0, 2000, 20.0, 0, false);
         assert!(single_ending);
         assert_eq!(segments.len(), 2);
         assert_eq!(seek, 2000);
         // No timestamp pairs at all: one segment up to the last timestamp, window consumed.
-        let (segments, seek, _) = split_segments_by_timestamps(&tok, &[ts(0.0), 0, 1, ts(3.0)], 5.0, 3000, 30.0, 500);
+        let (segments, seek, _) =
+            split_segments_by_timestamps(&tok, &[ts(0.0), 0, 1, ts(3.0)], 5.0, 3000, 30.0, 500, false);
         assert_eq!((segments.len(), segments[0].start, segments[0].end, seek), (1, 5.0, 8.0, 3500));
     }
 
@@ -877,7 +1131,8 @@ mod tests {
 
     #[test]
     fn words_outside_speech_are_dropped() {
-        let word = |t: &str, s: f64, e: f64| Word { text: t.to_owned(), start: s, end: e, probability: 0.9 };
+        let word =
+            |t: &str, s: f64, e: f64| Word { text: t.to_owned(), start: s, end: e, probability: 0.9, tokens: vec![] };
         let segment = Segment {
             start: 0.0,
             end: 10.0,

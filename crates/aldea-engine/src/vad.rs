@@ -85,31 +85,94 @@ impl Vad {
             row[CONTEXT..CONTEXT + end - start].copy_from_slice(&samples[start..end]);
         }
         // Bounded batches keep the encoder's memory flat on long files; the LSTM state carries over.
-        const MAX_BATCH: usize = 2_000;
-        let mut h = Tensor::zero::<f32>(&[1, 1, STATE]).map_err(vad_error)?;
-        let mut c = Tensor::zero::<f32>(&[1, 1, STATE]).map_err(vad_error)?;
+        let mut state = LstmState::new()?;
         let mut probs = Vec::with_capacity(n_windows);
+        self.run_rows(&batch, &mut state, &mut probs)?;
+        probs.truncate(n_windows);
+        Ok(probs)
+    }
+
+    /// Runs rows of `[CONTEXT + WINDOW]` samples through the model, carrying the LSTM state.
+    fn run_rows(&self, batch: &[f32], state: &mut LstmState, probs: &mut Vec<f32>) -> Result<(), EngineError> {
+        const MAX_BATCH: usize = 2_000;
         for chunk in batch.chunks(MAX_BATCH * (CONTEXT + WINDOW)) {
             let rows = chunk.len() / (CONTEXT + WINDOW);
             let input = Tensor::from_shape(&[rows, CONTEXT + WINDOW], chunk).map_err(vad_error)?;
+            let h = std::mem::replace(&mut state.h, Tensor::zero::<f32>(&[1, 1, STATE]).map_err(vad_error)?);
+            let c = std::mem::replace(&mut state.c, Tensor::zero::<f32>(&[1, 1, STATE]).map_err(vad_error)?);
             let mut outputs =
                 self.plan.run(tvec![input.into_tvalue(), h.into_tvalue(), c.into_tvalue()]).map_err(vad_error)?;
             if outputs.len() < 3 {
                 return Err(EngineError::Vad("the model returned fewer than 3 outputs".to_owned()));
             }
-            c = outputs.remove(2).into_tensor();
-            h = outputs.remove(1).into_tensor();
+            state.c = outputs.remove(2).into_tensor();
+            state.h = outputs.remove(1).into_tensor();
             let out = outputs.remove(0).into_tensor();
             probs.extend(out.to_plain_array_view::<f32>().map_err(vad_error)?.iter().copied());
         }
-        probs.truncate(n_windows);
-        Ok(probs)
+        Ok(())
     }
 
     /// Speech spans of the audio (faster-whisper's `get_speech_timestamps`).
     pub fn speech_spans(&self, samples: &[f32], options: &VadOptions) -> Result<Vec<SpeechSpan>, EngineError> {
         let probs = self.probabilities(samples)?;
         Ok(spans_from_probabilities(&probs, samples.len(), options))
+    }
+}
+
+/// The LSTM state carried from one window to the next.
+struct LstmState {
+    h: Tensor,
+    c: Tensor,
+}
+
+impl LstmState {
+    fn new() -> Result<LstmState, EngineError> {
+        Ok(LstmState {
+            h: Tensor::zero::<f32>(&[1, 1, STATE]).map_err(vad_error)?,
+            c: Tensor::zero::<f32>(&[1, 1, STATE]).map_err(vad_error)?,
+        })
+    }
+}
+
+/// The VAD over a live stream: samples in, one probability per completed 512-sample window out,
+/// the same values [`Vad::probabilities`] gives for the whole audio. Holds under one window of audio.
+pub struct VadStream {
+    vad: std::sync::Arc<Vad>,
+    state: LstmState,
+    /// The last `CONTEXT` samples of the previous window (zeros before the first).
+    context: [f32; CONTEXT],
+    pending: Vec<f32>,
+}
+
+impl std::fmt::Debug for VadStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VadStream").field("pending", &self.pending.len()).finish_non_exhaustive()
+    }
+}
+
+impl VadStream {
+    pub fn new(vad: std::sync::Arc<Vad>) -> Result<VadStream, EngineError> {
+        Ok(VadStream { vad, state: LstmState::new()?, context: [0.0; CONTEXT], pending: Vec::with_capacity(WINDOW) })
+    }
+
+    /// Feeds samples; returns the probabilities of the windows they completed.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, EngineError> {
+        self.pending.extend_from_slice(samples);
+        let n_windows = self.pending.len() / WINDOW;
+        if n_windows == 0 {
+            return Ok(Vec::new());
+        }
+        let mut batch = Vec::with_capacity(n_windows * (CONTEXT + WINDOW));
+        for window in self.pending[..n_windows * WINDOW].chunks_exact(WINDOW) {
+            batch.extend_from_slice(&self.context);
+            batch.extend_from_slice(window);
+            self.context.copy_from_slice(&window[WINDOW - CONTEXT..]);
+        }
+        self.pending.drain(..n_windows * WINDOW);
+        let mut probs = Vec::with_capacity(n_windows);
+        self.vad.run_rows(&batch, &mut self.state, &mut probs)?;
+        Ok(probs)
     }
 }
 
