@@ -1,5 +1,5 @@
 //! Wire types of the public Speech API (../shared/spec/speech-api.md): the pre-recorded response, the
-//! error body and their field types, exactly as Deepgram and Aldea clients parse them.
+//! streaming messages ([`stream`]), the error body and their field types, exactly as Deepgram and Aldea clients parse them.
 //!
 //! Invariant: serde only — this crate never does I/O, never depends on tokio, and never depends on
 //! another aldea crate.
@@ -8,6 +8,22 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub mod stream;
+
+/// Stable error codes of the error body and of WebSocket close reasons.
+pub mod codes {
+    pub const INVALID_AUTH: &str = "INVALID_AUTH";
+    pub const BAD_REQUEST: &str = "Bad Request";
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    pub const UNSUPPORTED_AUDIO: &str = "UNSUPPORTED_AUDIO";
+    pub const NO_CAPACITY: &str = "NO_CAPACITY";
+    pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
+    /// Close reason of undecodable audio (close 1003).
+    pub const DATA: &str = "DATA-0000";
+    /// Close reason of the idle timeout (close 1011).
+    pub const NET_IDLE: &str = "NET-0001";
+}
 
 /// The body of every non-2xx answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
