@@ -17,7 +17,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("aldea-eval", &[]),
     ("aldea-models", &[]),
     ("aldea-engine", &["aldea-audio"]),
-    ("aldea", &["aldea-proto", "aldea-audio", "aldea-engine", "aldea-models", "aldea-eval"]),
+    // aldea-eval only as a dev-dependency: tests score transcripts.
+    ("aldea-stt", &["aldea-proto", "aldea-audio", "aldea-engine", "aldea-eval"]),
+    ("aldea", &["aldea-proto", "aldea-audio", "aldea-engine", "aldea-models", "aldea-eval", "aldea-stt"]),
 ];
 
 /// External crates that only one aldea crate may name.

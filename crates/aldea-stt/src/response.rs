@@ -1,4 +1,5 @@
-//! Engine transcripts in the forms users read: the Deepgram/Aldea pre-recorded JSON, SRT and WebVTT.
+//! Engine transcripts in the forms users read: the Deepgram/Aldea pre-recorded JSON, SRT and WebVTT
+//! (the service and the CLI share them).
 
 use std::collections::BTreeMap;
 
@@ -9,17 +10,36 @@ use sha2::{Digest, Sha256};
 /// Fixed namespace for model UUIDs, so a model's UUID is the same on every host and every run.
 const MODEL_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b28_e919_8427_5f1a_a5e6_4b1b_d2ad_6b57);
 
-pub(crate) fn model_uuid(model_name: &str) -> String {
+pub fn model_uuid(model_name: &str) -> String {
     uuid::Uuid::new_v5(&MODEL_NAMESPACE, model_name.as_bytes()).to_string()
 }
 
-pub(crate) fn prerecorded(transcript: &Transcript, model_name: &str, audio: &[u8]) -> proto::PrerecordedResponse {
+pub fn model_info(model_name: &str) -> proto::ModelInfo {
+    proto::ModelInfo { name: model_name.to_owned(), version: "1".to_owned(), arch: "whisper".to_owned() }
+}
+
+/// RFC 3339 now, milliseconds, UTC.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The pre-recorded response with a fresh request id (the CLI).
+pub fn prerecorded(transcript: &Transcript, model_name: &str, audio: &[u8]) -> proto::PrerecordedResponse {
+    prerecorded_for(transcript, model_name, audio, &uuid::Uuid::new_v4().to_string(), Vec::new(), Vec::new())
+}
+
+/// The pre-recorded response of a request.
+pub fn prerecorded_for(
+    transcript: &Transcript,
+    model_name: &str,
+    audio: &[u8],
+    request_id: &str,
+    tags: Vec<String>,
+    warnings: Vec<proto::Warning>,
+) -> proto::PrerecordedResponse {
     let model_id = model_uuid(model_name);
     let mut model_info = BTreeMap::new();
-    model_info.insert(
-        model_id.clone(),
-        proto::ModelInfo { name: model_name.to_owned(), version: "1".to_owned(), arch: "whisper".to_owned() },
-    );
+    model_info.insert(model_id.clone(), self::model_info(model_name));
     let words: Vec<proto::Word> = transcript
         .words()
         .map(|w| proto::Word::from_punctuated(&w.text, w.start, w.end, w.probability))
@@ -29,15 +49,15 @@ pub(crate) fn prerecorded(transcript: &Transcript, model_name: &str, audio: &[u8
         if words.is_empty() { 0.0 } else { words.iter().map(|w| w.confidence).sum::<f64>() / words.len() as f64 };
     proto::PrerecordedResponse {
         metadata: proto::PrerecordedMetadata {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            request_id: request_id.to_owned(),
+            created: now_rfc3339(),
             duration: transcript.duration,
             channels: 1,
             models: vec![model_id],
             model_info,
             sha256: hex::encode(Sha256::digest(audio)),
-            tags: Vec::new(),
-            warnings: Vec::new(),
+            tags,
+            warnings,
         },
         results: proto::PrerecordedResults {
             channels: vec![proto::Channel {
@@ -53,7 +73,7 @@ fn timestamp(seconds: f64, decimal: char) -> String {
     format!("{:02}:{:02}:{:02}{decimal}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
 }
 
-pub(crate) fn srt(transcript: &Transcript) -> String {
+pub fn srt(transcript: &Transcript) -> String {
     let mut out = String::new();
     for (idx, segment) in transcript.segments.iter().enumerate() {
         out.push_str(&format!(
@@ -67,7 +87,7 @@ pub(crate) fn srt(transcript: &Transcript) -> String {
     out
 }
 
-pub(crate) fn vtt(transcript: &Transcript) -> String {
+pub fn vtt(transcript: &Transcript) -> String {
     let mut out = String::from("WEBVTT\n\n");
     for segment in &transcript.segments {
         out.push_str(&format!(
@@ -98,8 +118,8 @@ mod tests {
                 compression_ratio: 1.0,
                 no_speech_prob: 0.01,
                 words: vec![
-                    Word { text: " Hello,".to_owned(), start: 0.0, end: 0.4, probability: 0.9 },
-                    Word { text: " world.".to_owned(), start: 0.5, end: 0.9, probability: 0.7 },
+                    Word { text: " Hello,".to_owned(), start: 0.0, end: 0.4, probability: 0.9, tokens: vec![] },
+                    Word { text: " world.".to_owned(), start: 0.5, end: 0.9, probability: 0.7, tokens: vec![] },
                 ],
             }],
             duration: 3662.0,

@@ -1,6 +1,6 @@
 //! The `aldea` binary: command-line parsing, configuration, and the wiring of every crate. Subcommands
-//! `models`, `transcribe` and `eval` for now; the services (`stt`, `gateway`, `platform`, `web`, `all`)
-//! join here as they land.
+//! `models`, `transcribe`, `eval` and the `stt` service; the other services (`gateway`, `platform`,
+//! `web`, `all`) join here as they land.
 //!
 //! Invariant: the only crate that reads environment variables or knows `clap`, and the only place that
 //! picks adapters and backends.
@@ -14,8 +14,8 @@ use clap::{Parser, Subcommand};
 mod eval;
 mod models;
 mod output;
-mod response;
 mod settings;
+mod stt;
 mod transcribe;
 
 pub use settings::Settings;
@@ -38,6 +38,8 @@ enum Command {
     Transcribe(transcribe::TranscribeArgs),
     /// Transcribe `<dir>/refs.tsv`'s files and print word error rates and the real-time factor.
     Eval(eval::EvalArgs),
+    /// Run the recognition service (stt-api): uploads and streams on /v1/listen.
+    Stt(stt::SttArgs),
 }
 
 /// Runs the command line; the process exit code says whether everything succeeded.
@@ -49,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Models { command } => models::run(&settings, command),
         Command::Transcribe(args) => transcribe::run(&settings, &args),
         Command::Eval(args) => eval::run(&settings, &args),
+        Command::Stt(args) => stt::run(&settings, &args),
     };
     match result {
         Ok(code) => code,

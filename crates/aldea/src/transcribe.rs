@@ -8,7 +8,9 @@ use aldea_engine::{ct2::Ct2Engine, EngineOptions, TranscribeOptions, Transcriber
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::{output, response, Settings};
+use aldea_stt::response;
+
+use crate::{output, Settings};
 
 /// File name extensions picked up when walking a directory.
 const AUDIO_EXTENSIONS: &[&str] =
@@ -91,6 +93,7 @@ impl ModelArgs {
 /// The loaded model, VAD and the model's name as users refer to it.
 pub(crate) struct Loaded {
     pub(crate) transcriber: Transcriber,
+    pub(crate) vad: Arc<Vad>,
     pub(crate) model_name: String,
 }
 
@@ -102,10 +105,10 @@ pub(crate) fn load(settings: &Settings, args: &ModelArgs) -> anyhow::Result<Load
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let engine = Ct2Engine::load(&model_dir, &EngineOptions { threads, ..EngineOptions::default() })
         .with_context(|| format!("loading {}", model_dir.display()))?;
-    let vad = Vad::load(&vad_dir.join("silero_vad_v6.onnx")).context("loading the VAD")?;
+    let vad = Arc::new(Vad::load(&vad_dir.join("silero_vad_v6.onnx")).context("loading the VAD")?);
     let model_name =
         Path::new(&args.model).file_name().map_or_else(|| args.model.clone(), |n| n.to_string_lossy().into_owned());
-    Ok(Loaded { transcriber: Transcriber::new(Arc::new(engine), Some(Arc::new(vad))), model_name })
+    Ok(Loaded { transcriber: Transcriber::new(Arc::new(engine), Some(vad.clone())), vad, model_name })
 }
 
 /// Audio files named directly, plus those found under named directories (sorted, recursive).

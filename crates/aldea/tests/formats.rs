@@ -128,6 +128,8 @@ fn transcribe_all(paths: &[PathBuf], extra: &[&str]) -> Vec<String> {
 fn faster_whisper(paths: &[PathBuf]) -> std::collections::HashMap<PathBuf, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/reference/fw_transcribe.py");
     let out = Command::new(env_path("ALDEA_TEST_PYTHON"))
+        // Same GEMM backend as ours (oneDNN), also on Intel CPUs where the wheel would pick MKL.
+        .env("CT2_USE_MKL", "0")
         .arg(script)
         .arg(env_path("ALDEA_TEST_MODELS").join("tiny.en"))
         .args(["5", "2", "--words"])

@@ -1,0 +1,277 @@
+//! Routes and middleware: request ids, the service token, probes, metrics, capacity, uploads and
+//! the WebSocket upgrade.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aldea_audio::{DecodeOptions, Limits};
+use aldea_engine::EngineError;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+
+use crate::error::{ApiError, Failure};
+use crate::params::ListenParams;
+use crate::scheduler::{JobKind, WindowInput};
+use crate::{metrics, response, session, AppState};
+
+/// The request id: the caller's `x-request-id` when it sent a usable one, else a new UUID.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub(crate) String);
+
+/// The service's routes with their middleware.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/listen", get(listen_ws).post(listen_upload))
+        .route("/v1/listen/pcm", get(listen_ws_pcm))
+        .route("/v1/listen/media", post(listen_upload))
+        .route("/v1/listen/media/transcribe", post(listen_upload))
+        .route("/v1/listen/media/transcribe_file", post(listen_upload))
+        .route("/v1/capacity", get(capacity))
+        .route("/metrics", get(metrics_text))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/live", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .merge(api)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value.clone());
+        response.headers_mut().insert("dg-request-id", value);
+    }
+    response
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.config().service_token {
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            let id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+            return ApiError::Unauthorized.with_request_id(&id);
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares secrets without an early exit that would leak the matching prefix length by timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let snapshot = metrics::Snapshot {
+        free_stream_slots: state.free_stream_slots(),
+        queue_depth: state.0.scheduler.queue_depth(),
+        ready: state.is_ready(),
+    };
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics().render(snapshot)).into_response()
+}
+
+async fn capacity(State(state): State<AppState>) -> Response {
+    Json(serde_json::json!({
+        "free_stream_slots": state.free_stream_slots(),
+        "queue_depth": state.0.scheduler.queue_depth(),
+        "active_streams": state.0.active_streams.load(std::sync::atomic::Ordering::SeqCst),
+        "max_streams": state.config().max_streams,
+        "ready": state.is_ready(),
+    }))
+    .into_response()
+}
+
+fn parse_params(state: &AppState, pairs: &[(String, String)]) -> Result<ListenParams, ApiError> {
+    ListenParams::parse(pairs, &state.config().model_name, state.0.multilingual)
+}
+
+async fn listen_upload(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match upload(&state, &request_id, &pairs, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => Failure { request_id, error }.into_response(),
+    }
+}
+
+async fn upload(
+    state: &AppState,
+    request_id: &str,
+    pairs: &[(String, String)],
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let params = parse_params(state, pairs)?;
+    if state.0.shutdown.is_cancelled() {
+        return Err(ApiError::NoCapacity("the service is shutting down".to_owned()));
+    }
+    let limit = state.config().max_body_bytes;
+    let bytes: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("the body is larger than the limit of {limit} bytes")))?;
+    let is_json =
+        headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Err(ApiError::BadRequest(
+            "JSON bodies with a url are fetched by the gateway; send the audio bytes to this service".to_owned(),
+        ));
+    }
+    if bytes.is_empty() {
+        return Err(ApiError::BadRequest("the body is empty: send the audio bytes".to_owned()));
+    }
+    let Some(permit) = state.admit_upload() else {
+        state.metrics().uploads_rejected_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(ApiError::NoCapacity("every upload slot is busy; retry shortly".to_owned()));
+    };
+    state.metrics().uploads_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let decode_options = DecodeOptions {
+        encoding: params.audio.encoding,
+        sample_rate: params.audio.sample_rate,
+        channels: params.audio.channels,
+        unknown_as_linear16: true,
+        limits: Limits { max_bytes: limit, max_duration_s: state.config().max_upload_seconds },
+    };
+    let worker = state.clone();
+    let language = params.language.clone();
+    let audio = bytes.clone();
+    let started = Instant::now();
+    let transcript = tokio::task::spawn_blocking(move || -> Result<aldea_engine::Transcript, ApiError> {
+        let _permit = permit;
+        let decoded = aldea_audio::decode_with(&audio, &decode_options)?;
+        let samples = decoded.to_mono_16k()?;
+        if samples.is_empty() {
+            return Err(ApiError::Unsupported("the audio holds no samples".to_owned()));
+        }
+        worker.metrics().add_upload_audio(samples.len() as f64 / 16_000.0);
+        let options = aldea_engine::TranscribeOptions { language, ..(*worker.0.upload_options).clone() };
+        let scheduler = worker.0.scheduler.clone();
+        let mut runner = |job| {
+            scheduler
+                .run_blocking(WindowInput::Mel(job), JobKind::Upload)
+                .map(|done| done.output)
+                .map_err(|e| EngineError::Inference(e.to_string()))
+        };
+        worker
+            .0
+            .transcriber
+            .transcribe_with(&samples, &options, &mut runner, &mut |_| {})
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the upload task failed: {e}")))??;
+    if transcript.duration > 0.0 {
+        state.metrics().upload_rtf.observe(started.elapsed().as_secs_f64() / transcript.duration);
+    }
+    let body = response::prerecorded_for(
+        &transcript,
+        &state.config().model_name,
+        &bytes,
+        request_id,
+        params.tags.clone(),
+        params.warnings.clone(),
+    );
+    tracing::info!(
+        request_id,
+        audio_s = transcript.duration,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "upload transcribed"
+    );
+    Ok(Json(body).into_response())
+}
+
+async fn listen_ws(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    start_stream(state, request_id, pairs, request, false).await
+}
+
+async fn listen_ws_pcm(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    start_stream(state, request_id, pairs, request, true).await
+}
+
+async fn start_stream(
+    state: AppState,
+    request_id: String,
+    pairs: Vec<(String, String)>,
+    request: Request,
+    pcm_only: bool,
+) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return Failure {
+                request_id,
+                error: ApiError::BadRequest(format!("a WebSocket upgrade is needed: {rejection}")),
+            }
+            .into_response()
+        }
+    };
+    let mut params = match parse_params(&state, &pairs) {
+        Ok(params) => params,
+        Err(error) => return Failure { request_id, error }.into_response(),
+    };
+    if pcm_only {
+        params.audio.encoding = Some(aldea_audio::Encoding::Linear16);
+    }
+    let Some(permit) = state.admit_stream(params.resume.is_some()) else {
+        state.metrics().streams_rejected_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Failure {
+            request_id,
+            error: ApiError::NoCapacity("no free stream slot on this replica; retry or use another".to_owned()),
+        }
+        .into_response();
+    };
+    state.metrics().streams_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tracker = state.0.sessions.clone();
+    let params = Arc::new(params);
+    upgrade
+        .protocols(["token", "bearer"])
+        .on_upgrade(move |socket| {
+            let session = session::run(state, socket, params, request_id, permit);
+            async move {
+                tracker.track_future(session).await;
+            }
+        })
+        .into_response()
+}

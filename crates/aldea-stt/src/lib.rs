@@ -1,0 +1,362 @@
+//! The recognition service (stt-api, port 8800, internal): `POST /v1/listen` uploads and the
+//! `/v1/listen` WebSocket stream of the public contract, `/live`, `/ready`, `/metrics` and
+//! `/v1/capacity`. Every request shares one model through the [`scheduler`], which gathers
+//! concurrent windows into batched model calls; streams are admitted while capacity lasts.
+//!
+//! [`router`] builds the app for `oneshot` tests; [`serve`] runs it on a listener the caller bound,
+//! until the shutdown token fires, then drains streams (closing the rest with 1012).
+//!
+//! Invariant: never reads environment variables or files — the binary passes [`Config`] and the
+//! loaded model.
+//! Invariant: never logs audio, transcripts or tokens above `trace`.
+//! Invariant: no panic reaches a client: engine panics become error replies for their batch, and
+//! every bad input is answered with the contract's error form (400/401/413/415/503, close 1003/1008).
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aldea_engine::{TranscribeOptions, Transcriber, Vad, VadOptions};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub mod error;
+mod http;
+pub mod metrics;
+pub mod params;
+pub mod recognizer;
+pub mod response;
+pub mod scheduler;
+mod session;
+
+pub use http::router;
+
+/// The service's settings (the binary fills them from flags, environment and files).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Name of the model served (reported in metadata; requests may name it).
+    pub model_name: String,
+    /// Required `Authorization: Bearer` value of every request but `/live` and `/ready`.
+    pub service_token: Option<String>,
+    /// Streams admitted at once.
+    pub max_streams: usize,
+    /// Extra streams admitted only for resumed streams (failover goes first).
+    pub resume_headroom: usize,
+    /// Uploads transcribed at once.
+    pub max_uploads: usize,
+    pub max_body_bytes: usize,
+    /// Longest upload, seconds of audio.
+    pub max_upload_seconds: f64,
+    /// Longest stream, seconds of audio.
+    pub max_stream_seconds: f64,
+    /// Wall-clock time without audio or KeepAlive after which a stream is closed (1011 NET-0001).
+    pub idle_timeout_ms: u64,
+    /// How long streams may go on after shutdown begins before they are closed with 1012.
+    pub drain_timeout_ms: u64,
+    pub max_batch: usize,
+    pub batch_window_ms: u64,
+    /// Beam of the decodes behind interims and agreement-based finals.
+    pub stream_beam_size: usize,
+    /// Beam of the decodes that end an utterance (endpoint, Finalize, CloseStream, and every decode
+    /// of a stream sent faster than real time).
+    pub final_beam_size: usize,
+    pub upload_beam_size: usize,
+    /// New audio between two decodes of a stream's buffer.
+    pub step_ms: u64,
+    /// New streams are refused while windows wait longer than this on average.
+    pub max_queue_wait_ms: u64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("model_name", &self.model_name)
+            .field("service_token", &self.service_token.as_ref().map(|_| "<redacted>"))
+            .field("max_streams", &self.max_streams)
+            .field("max_uploads", &self.max_uploads)
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            model_name: "tiny.en".to_owned(),
+            service_token: None,
+            max_streams: 4,
+            resume_headroom: 1,
+            max_uploads: 4,
+            max_body_bytes: 512 * 1024 * 1024,
+            max_upload_seconds: 600.0,
+            max_stream_seconds: 4.0 * 3600.0,
+            idle_timeout_ms: 10_000,
+            drain_timeout_ms: 30_000,
+            max_batch: 8,
+            batch_window_ms: 4,
+            stream_beam_size: 1,
+            final_beam_size: 5,
+            upload_beam_size: 5,
+            step_ms: 1_000,
+            max_queue_wait_ms: 1_000,
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid stt configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_streams", self.max_streams),
+            ("max_uploads", self.max_uploads),
+            ("max_batch", self.max_batch),
+            ("stream_beam_size", self.stream_beam_size),
+            ("final_beam_size", self.final_beam_size),
+            ("upload_beam_size", self.upload_beam_size),
+            ("max_body_bytes", self.max_body_bytes),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError(format!("{name} must be at least 1")));
+        }
+        if self.step_ms < 100 {
+            return Err(ConfigError("step_ms must be at least 100".to_owned()));
+        }
+        if self.service_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError("the service token must be at least 16 characters".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Whether the service may listen on `addr`: off loopback only with a service token.
+    pub fn check_listen(&self, addr: &SocketAddr) -> Result<(), ConfigError> {
+        if !addr.ip().is_loopback() && self.service_token.is_none() {
+            return Err(ConfigError(format!(
+                "refusing to listen on {addr} without a service token (--service-token or ALDEA_SERVICE_TOKEN); loopback needs none"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What the service runs on: the loaded model and VAD.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub transcriber: Transcriber,
+    pub vad: Arc<Vad>,
+}
+
+/// State shared by every request. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    transcriber: Transcriber,
+    vad: Arc<Vad>,
+    scheduler: scheduler::Scheduler,
+    metrics: Arc<metrics::Metrics>,
+    ready: AtomicBool,
+    active_streams: AtomicUsize,
+    active_uploads: AtomicUsize,
+    stream_options: Arc<TranscribeOptions>,
+    final_options: Arc<TranscribeOptions>,
+    upload_options: Arc<TranscribeOptions>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+    multilingual: bool,
+}
+
+impl AppState {
+    /// Starts the scheduler; the state is not ready until [`AppState::warm_up`] ran.
+    pub fn new(config: Config, deps: Deps) -> AppState {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let scheduler = scheduler::Scheduler::start(
+            deps.transcriber.clone(),
+            scheduler::SchedulerConfig {
+                max_batch: config.max_batch,
+                batch_window: Duration::from_millis(config.batch_window_ms),
+                queue_capacity: 256,
+            },
+            metrics.clone(),
+        );
+        // Streams decode a buffer at a time: greedy, no VAD pass (the session's VAD filters words).
+        let stream_options = Arc::new(TranscribeOptions {
+            beam_size: config.stream_beam_size,
+            best_of: config.stream_beam_size.max(1),
+            vad: None,
+            ..TranscribeOptions::default()
+        });
+        let final_options = Arc::new(TranscribeOptions {
+            beam_size: config.final_beam_size,
+            best_of: config.final_beam_size.max(1),
+            vad: None,
+            ..TranscribeOptions::default()
+        });
+        let upload_options = Arc::new(TranscribeOptions {
+            beam_size: config.upload_beam_size,
+            vad: Some(VadOptions::default()),
+            ..TranscribeOptions::default()
+        });
+        let multilingual = deps.transcriber.engine().config().multilingual;
+        AppState(Arc::new(Shared {
+            config,
+            transcriber: deps.transcriber,
+            vad: deps.vad,
+            scheduler,
+            metrics,
+            ready: AtomicBool::new(false),
+            active_streams: AtomicUsize::new(0),
+            active_uploads: AtomicUsize::new(0),
+            stream_options,
+            final_options,
+            upload_options,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            multilingual,
+        }))
+    }
+
+    /// Runs one window through the model (the first call pays for lazy initialisation), then marks
+    /// the service ready.
+    pub async fn warm_up(&self) -> Result<(), scheduler::ScheduleError> {
+        // A second of low noise: real work for the encoder and decoder, no words expected.
+        let samples: Vec<f32> = (0..16_000u32).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.01).collect();
+        let input = scheduler::WindowInput::Samples {
+            samples,
+            previous_tokens: Vec::new(),
+            language: Some("en".to_owned()),
+            options: self.0.stream_options.clone(),
+        };
+        self.0.scheduler.run(input, scheduler::JobKind::Stream).await?;
+        self.0.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::SeqCst) && !self.0.shutdown.is_cancelled()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.0.metrics
+    }
+
+    /// Streams this replica would still admit (0 while overloaded, draining or not ready).
+    pub fn free_stream_slots(&self) -> usize {
+        if !self.is_ready() || self.overloaded() {
+            return 0;
+        }
+        self.0.config.max_streams.saturating_sub(self.0.active_streams.load(Ordering::SeqCst))
+    }
+
+    fn overloaded(&self) -> bool {
+        self.0.scheduler.recent_wait() > Duration::from_millis(self.0.config.max_queue_wait_ms)
+    }
+
+    /// Takes a stream slot; resumed streams may use the headroom above `max_streams`.
+    fn admit_stream(&self, resumed: bool) -> Option<Permit> {
+        let limit = self.0.config.max_streams + if resumed { self.0.config.resume_headroom } else { 0 };
+        if !self.is_ready() || (!resumed && self.overloaded()) {
+            return None;
+        }
+        let counter = &self.0.active_streams;
+        let mut current = counter.load(Ordering::SeqCst);
+        loop {
+            if current >= limit {
+                return None;
+            }
+            match counter.compare_exchange(current, current + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        self.0.metrics.active_streams.fetch_add(1, Ordering::Relaxed);
+        Some(Permit { state: self.clone(), kind: scheduler::JobKind::Stream })
+    }
+
+    fn admit_upload(&self) -> Option<Permit> {
+        let counter = &self.0.active_uploads;
+        let mut current = counter.load(Ordering::SeqCst);
+        loop {
+            if current >= self.0.config.max_uploads || !self.is_ready() {
+                return None;
+            }
+            match counter.compare_exchange(current, current + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        self.0.metrics.active_uploads.fetch_add(1, Ordering::Relaxed);
+        Some(Permit { state: self.clone(), kind: scheduler::JobKind::Upload })
+    }
+
+    /// Begins shutdown: readiness drops, new work is refused, streams drain.
+    pub fn shutdown(&self) {
+        self.0.shutdown.cancel();
+    }
+}
+
+/// A stream or upload slot, given back when dropped.
+#[derive(Debug)]
+struct Permit {
+    state: AppState,
+    kind: scheduler::JobKind,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let shared = &self.state.0;
+        match self.kind {
+            scheduler::JobKind::Stream => {
+                shared.active_streams.fetch_sub(1, Ordering::SeqCst);
+                shared.metrics.active_streams.fetch_sub(1, Ordering::Relaxed);
+            }
+            scheduler::JobKind::Upload => {
+                shared.active_uploads.fetch_sub(1, Ordering::SeqCst);
+                shared.metrics.active_uploads.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Serves the app on `listener` until `shutdown` fires; then stops accepting, lets streams run up to
+/// the drain timeout (closing the rest with 1012), and returns when every session has ended.
+/// Warms the model up first in the background (`/ready` says when).
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let warm = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.warm_up().await {
+            tracing::error!(error = %e, "warm-up failed; the service stays unready");
+        } else {
+            tracing::info!("model warm; ready");
+        }
+    });
+    let app = router(state.clone());
+    let stop = shutdown.clone();
+    let on_stop = state.clone();
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            stop.cancelled().await;
+            on_stop.shutdown();
+        })
+        .await?;
+    state.0.sessions.close();
+    state.0.sessions.wait().await;
+    Ok(())
+}

@@ -1,0 +1,671 @@
+//! The streaming policy over Whisper: which audio to decode when, which words are final, where
+//! utterances end. Synchronous and free of I/O: the session feeds it audio and decode results and
+//! sends the events it returns, so unit tests drive it with a scripted decoder.
+//!
+//! - A growing buffer (at most ~28 s, the model's window) is decoded whole, prompted with the
+//!   committed text, after every `step` of new audio while there is speech.
+//! - Local agreement (whisper_streaming's LocalAgreement-2): the words two consecutive hypotheses
+//!   agree on, from the last commit on, become a final. The rest is an interim.
+//! - A streaming Silero VAD on the audio timeline finds speech starts (`SpeechStarted`) and
+//!   endpoints: after `endpointing` ms of silence everything heard becomes final with
+//!   `speech_final`. When the speech pauses, a decode starts at once, so the endpoint usually finds a
+//!   hypothesis that already covers the speech and the final goes out without another decode.
+//! - Words outside speech are dropped, so silence and noise yield nothing.
+//! - The buffer is trimmed at commits once it is long, and to a short lead-in during silence;
+//!   finals are contiguous on the timeline (each starts where the previous ended).
+
+use aldea_engine::Word;
+
+const SAMPLE_RATE: f64 = 16_000.0;
+/// Samples per VAD window.
+const VAD_WINDOW: usize = 512;
+const VAD_WINDOW_S: f64 = VAD_WINDOW as f64 / SAMPLE_RATE;
+/// Longest duration a committed word keeps.
+const MAX_WORD_S: f64 = 1.2;
+/// Prompt tokens kept from committed text (the engine uses the last 223).
+const MAX_PROMPT_TOKENS: usize = 224;
+
+/// How the stream is recognized (from the request's parameters and the service's config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecognizerConfig {
+    pub interim_results: bool,
+    /// Silence that ends an utterance with `speech_final`; `None`: only Finalize/CloseStream do.
+    pub endpointing_ms: Option<u32>,
+    pub utterance_end_ms: Option<u32>,
+    pub vad_events: bool,
+    /// New audio between two decodes of the buffer while speech goes on.
+    pub step_s: f64,
+    /// Silence after which a decode starts without waiting for the step.
+    pub pause_s: f64,
+    /// Agreed words become final only this long before the end of the audio decoded: the last
+    /// seconds of a buffer lack right context, and two greedy decodes can agree on the same slip.
+    pub commit_lag_s: f64,
+    /// Agreement finalizes words only once this much audio waits behind the last final: a short
+    /// utterance is finalized whole at its endpoint by the better-beam decode, which hears all of it.
+    pub agreement_after_s: f64,
+    /// Buffer length beyond which it is trimmed at the last commit.
+    pub trim_s: f64,
+    /// Longest buffer sent to the model (its window is 30 s).
+    pub max_buffer_s: f64,
+    pub vad_threshold: f32,
+    /// Padding around VAD speech within which words are kept.
+    pub speech_pad_s: f64,
+}
+
+impl Default for RecognizerConfig {
+    fn default() -> Self {
+        RecognizerConfig {
+            interim_results: true,
+            endpointing_ms: Some(300),
+            utterance_end_ms: None,
+            vad_events: false,
+            step_s: 1.0,
+            pause_s: 0.15,
+            commit_lag_s: 2.0,
+            agreement_after_s: 5.0,
+            trim_s: 12.0,
+            max_buffer_s: 28.0,
+            vad_threshold: 0.5,
+            speech_pad_s: 0.3,
+        }
+    }
+}
+
+/// What the recognizer has to say to the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    SpeechStarted {
+        timestamp: f64,
+    },
+    Results(ResultsEvent),
+    UtteranceEnd {
+        last_word_end: f64,
+    },
+    /// Every final so far ends at `committed_until`; a resumed stream starts there with this prompt.
+    Checkpoint {
+        committed_until: f64,
+        prompt_tokens: Vec<u32>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultsEvent {
+    pub start: f64,
+    pub end: f64,
+    pub words: Vec<Word>,
+    pub is_final: bool,
+    pub speech_final: bool,
+    pub from_finalize: bool,
+}
+
+/// Audio for the model: 16 kHz samples starting at `offset` seconds on the stream's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeRequest {
+    pub id: u64,
+    pub samples: Vec<f32>,
+    pub offset: f64,
+    pub prompt: Vec<u32>,
+    /// This decode is expected to end an utterance (a flush point is in view, or the speech just
+    /// paused): its words will likely be final without another look, so it deserves the better beam.
+    pub settles: bool,
+}
+
+/// A pending flush: everything up to `until` becomes final once a decode has covered `speech_end`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Flush {
+    until: f64,
+    speech_end: f64,
+    speech_final: bool,
+    from_finalize: bool,
+    /// Send `UtteranceEnd` after this flush's final.
+    utterance_end: bool,
+}
+
+#[derive(Debug)]
+pub struct Recognizer {
+    config: RecognizerConfig,
+    /// Timeline position of the first sample (a resumed stream starts later than 0).
+    origin: f64,
+    n_received: u64,
+    buffer: Vec<f32>,
+    buffer_start: f64,
+    committed_until: f64,
+    /// End of the last final sent: the next final (or interim) starts here, so finals cover the
+    /// timeline without gaps even where silence was skipped without one.
+    results_until: f64,
+    /// Token ids of committed text whose audio lies before the buffer: the decoding prompt. Text
+    /// committed from audio still in the buffer is not in it (the model hears that audio again;
+    /// prompting with it too makes the model skip it and misplace what follows).
+    prompt: Vec<u32>,
+    /// Committed words still inside the buffer: (end time, tokens), moved to `prompt` by trims.
+    pending_prompt: std::collections::VecDeque<(f64, Vec<u32>)>,
+    /// Last committed words, bare, to drop a repeated n-gram at the head of a new hypothesis.
+    committed_tail: Vec<String>,
+    hypothesis: Vec<Word>,
+    /// An interim was sent since the last final (each final needs one before it).
+    interim_since_final: bool,
+    next_id: u64,
+    in_flight: Option<(u64, f64)>,
+    /// End (timeline) of the audio the last finished decode saw.
+    decoded_until: f64,
+    /// Utterance ends and Finalize/CloseStream requests, in timeline order.
+    flushes: std::collections::VecDeque<Flush>,
+    /// Events kept for the caller's next send.
+    deferred: Vec<Event>,
+    // Voice activity on the audio timeline (at the live edge, which may run ahead of decoding).
+    n_vad_windows: u64,
+    in_speech: bool,
+    silence_run_s: f64,
+    speech_start: f64,
+    last_speech_end: f64,
+    /// Closed speech spans not yet behind the buffer.
+    spans: Vec<(f64, f64)>,
+    /// UtteranceEnd already decided for the current silence.
+    utterance_end_marked: bool,
+    /// Words were committed since the last UtteranceEnd.
+    utterance_has_words: bool,
+    last_word_end: f64,
+}
+
+impl Recognizer {
+    /// A recognizer whose timeline starts at `origin` seconds, prompted with `prompt` (resume).
+    pub fn new(config: RecognizerConfig, origin: f64, prompt: Vec<u32>) -> Recognizer {
+        Recognizer {
+            config,
+            origin,
+            n_received: 0,
+            buffer: Vec::new(),
+            buffer_start: origin,
+            committed_until: origin,
+            results_until: origin,
+            prompt,
+            pending_prompt: std::collections::VecDeque::new(),
+            committed_tail: Vec::new(),
+            hypothesis: Vec::new(),
+            interim_since_final: false,
+            next_id: 0,
+            in_flight: None,
+            decoded_until: origin,
+            flushes: std::collections::VecDeque::new(),
+            deferred: Vec::new(),
+            n_vad_windows: 0,
+            in_speech: false,
+            silence_run_s: 0.0,
+            speech_start: origin,
+            last_speech_end: origin,
+            spans: Vec::new(),
+            utterance_end_marked: true,
+            utterance_has_words: false,
+            last_word_end: origin,
+        }
+    }
+
+    /// Timeline position of the end of the audio received.
+    pub fn audio_end(&self) -> f64 {
+        self.origin + self.n_received as f64 / SAMPLE_RATE
+    }
+
+    pub fn committed_until(&self) -> f64 {
+        self.committed_until
+    }
+
+    /// Whether a flush or a decode is still to come.
+    pub fn is_settled(&self) -> bool {
+        self.flushes.is_empty() && self.in_flight.is_none()
+    }
+
+    /// Seconds of audio received but not yet decoded (the session stops reading while it is large).
+    pub fn backlog_s(&self) -> f64 {
+        self.audio_end() - self.decoded_until.max(self.buffer_start)
+    }
+
+    /// An endpoint, Finalize or CloseStream waits for its final.
+    pub fn flush_pending(&self) -> bool {
+        !self.flushes.is_empty()
+    }
+
+    /// Appends 16 kHz audio. `vad_probs` are the VAD's probabilities of the 512-sample windows that
+    /// this audio completed (from [`aldea_engine::VadStream`]).
+    pub fn push_audio(&mut self, samples: &[f32], vad_probs: &[f32]) -> Vec<Event> {
+        self.n_received += samples.len() as u64;
+        self.buffer.extend_from_slice(samples);
+        let mut events = Vec::new();
+        for &prob in vad_probs {
+            let window_start = self.origin + self.n_vad_windows as f64 * VAD_WINDOW_S;
+            self.n_vad_windows += 1;
+            self.on_vad_window(window_start, prob, &mut events);
+        }
+        self.trim_silence();
+        self.try_complete_flush(&mut events);
+        events
+    }
+
+    fn on_vad_window(&mut self, window_start: f64, prob: f32, events: &mut Vec<Event>) {
+        let neg_threshold = (self.config.vad_threshold - 0.15).max(0.01);
+        let window_end = window_start + VAD_WINDOW_S;
+        if prob >= self.config.vad_threshold {
+            if !self.in_speech {
+                self.in_speech = true;
+                self.speech_start = window_start;
+                self.utterance_end_marked = false;
+                if self.config.vad_events {
+                    events.push(Event::SpeechStarted { timestamp: round3(window_start) });
+                }
+            }
+            self.silence_run_s = 0.0;
+            self.last_speech_end = window_end;
+            return;
+        }
+        if self.in_speech {
+            if prob < neg_threshold {
+                self.silence_run_s += VAD_WINDOW_S;
+            } else {
+                // Between the thresholds: still speech, the silence run starts over.
+                self.silence_run_s = 0.0;
+                self.last_speech_end = window_end;
+            }
+            if self.silence_run_s >= self.endpoint_after_s() {
+                self.in_speech = false;
+                self.spans.push((self.speech_start, self.last_speech_end));
+                let utterance_end = self.config.endpointing_ms.is_none() && self.config.utterance_end_ms.is_some();
+                self.utterance_end_marked = utterance_end;
+                self.flushes.push_back(Flush {
+                    until: window_end,
+                    speech_end: self.last_speech_end,
+                    speech_final: self.config.endpointing_ms.is_some(),
+                    from_finalize: false,
+                    utterance_end,
+                });
+            }
+            return;
+        }
+        // Silence after an utterance: UtteranceEnd once the gap is long enough.
+        if let Some(ms) = self.config.utterance_end_ms {
+            if !self.utterance_end_marked && window_end - self.last_speech_end >= f64::from(ms) / 1000.0 {
+                self.utterance_end_marked = true;
+                match self.flushes.back_mut() {
+                    Some(flush) => flush.utterance_end = true,
+                    None => self.emit_utterance_end(events),
+                }
+            }
+        }
+    }
+
+    /// Silence that ends an utterance: `endpointing`, else `utterance_end_ms`, else one second (the
+    /// buffer must still be settled at pauses when the client asked for no endpointing).
+    fn endpoint_after_s(&self) -> f64 {
+        match (self.config.endpointing_ms, self.config.utterance_end_ms) {
+            (Some(ms), _) => f64::from(ms) / 1000.0,
+            (None, Some(ms)) => f64::from(ms) / 1000.0,
+            (None, None) => 1.0,
+        }
+    }
+
+    fn emit_utterance_end(&mut self, events: &mut Vec<Event>) {
+        if self.utterance_has_words {
+            self.utterance_has_words = false;
+            events.push(Event::UtteranceEnd { last_word_end: round3(self.last_word_end) });
+        }
+    }
+
+    /// Finalize or CloseStream: everything received becomes final.
+    pub fn finalize(&mut self, from_finalize: bool) -> Vec<Event> {
+        let end = self.audio_end();
+        if self.in_speech {
+            // The utterance is cut here; speech that goes on afterwards is a new one.
+            self.spans.push((self.speech_start, end));
+            self.in_speech = false;
+            self.silence_run_s = 0.0;
+            self.utterance_end_marked = true;
+        }
+        self.flushes.push_back(Flush {
+            until: end,
+            speech_end: end,
+            speech_final: true,
+            from_finalize,
+            utterance_end: false,
+        });
+        let mut events = Vec::new();
+        self.try_complete_flush(&mut events);
+        events
+    }
+
+    /// Whether VAD speech overlaps `[from, to)` on the timeline.
+    fn speech_in(&self, from: f64, to: f64) -> bool {
+        let open = self.in_speech.then_some((self.speech_start, f64::INFINITY));
+        self.spans.iter().copied().chain(open).any(|(start, end)| start < to && end > from)
+    }
+
+    /// End of the audio the next decode may see: the received audio, at most the model's window past
+    /// the buffer start, and not past the next flush point (utterances are decoded in order, also
+    /// when the audio arrives faster than real time).
+    fn horizon(&self) -> f64 {
+        let mut horizon = self.audio_end().min(self.buffer_start + self.config.max_buffer_s);
+        if let Some(flush) = self.flushes.front() {
+            horizon = horizon.min(flush.until.max(self.buffer_start));
+        }
+        horizon
+    }
+
+    /// The next audio to decode, when a decode is due and none is running.
+    pub fn next_decode(&mut self) -> Option<DecodeRequest> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let mut horizon = self.horizon();
+        if self.window_full(horizon) {
+            self.force_progress();
+            horizon = self.horizon();
+        }
+        // Silence in view with more audio beyond (a stream sent faster than real time): move on.
+        while !self.speech_in(self.committed_until, horizon)
+            && horizon < self.audio_end() - 1e-9
+            && horizon - self.buffer_start > 1.0
+        {
+            self.trim_to(horizon - 0.5);
+            horizon = self.horizon();
+        }
+        if !self.speech_in(self.committed_until, horizon) {
+            return None;
+        }
+        let flush_in_view = self.flushes.front().is_some_and(|f| f.until <= horizon + 1e-9);
+        let paused = self.in_speech
+            && self.silence_run_s >= self.config.pause_s
+            && self.decoded_until < self.last_speech_end
+            && horizon >= self.last_speech_end;
+        let due = if flush_in_view {
+            self.flushes.front().is_some_and(|f| self.decoded_until < f.speech_end)
+        } else {
+            horizon - self.decoded_until >= self.config.step_s || paused
+        };
+        let n_samples =
+            (((horizon - self.buffer_start) * SAMPLE_RATE).round().max(0.0) as usize).min(self.buffer.len());
+        if !due || n_samples == 0 {
+            return None;
+        }
+        self.next_id += 1;
+        let request = DecodeRequest {
+            id: self.next_id,
+            samples: self.buffer[..n_samples].to_vec(),
+            offset: self.buffer_start,
+            prompt: self.prompt.clone(),
+            settles: flush_in_view || paused,
+        };
+        self.in_flight = Some((self.next_id, self.buffer_start + n_samples as f64 / SAMPLE_RATE));
+        Some(request)
+    }
+
+    /// The decode window is as long as the model takes and has been decoded: nothing more can be
+    /// seen without moving the buffer.
+    fn window_full(&self, horizon: f64) -> bool {
+        horizon - self.buffer_start >= self.config.max_buffer_s - 1e-6 && self.decoded_until >= horizon - 1e-6
+    }
+
+    /// Speech that went on for a whole window without agreement: the hypothesis' older words become
+    /// final and the buffer moves on (the events go out with the next send).
+    fn force_progress(&mut self) {
+        let keep_from = self.buffer_start + self.config.max_buffer_s - self.config.trim_s.min(8.0);
+        let (old, young): (Vec<Word>, Vec<Word>) =
+            std::mem::take(&mut self.hypothesis).into_iter().partition(|w| w.end <= keep_from);
+        self.hypothesis = young;
+        let mut events = Vec::new();
+        if old.is_empty() {
+            self.committed_until = self.committed_until.max(keep_from);
+        } else {
+            let end = old.last().map_or(keep_from, |w| w.end);
+            self.commit(old, end, false, false, &mut events);
+        }
+        self.trim_to(self.committed_until);
+        self.deferred.extend(events);
+    }
+
+    /// The words the model found in a request's audio (on the stream's timeline). A failed decode
+    /// passes `None`: the request is dropped and the audio decoded again with the next one.
+    pub fn on_decoded(&mut self, id: u64, words: Option<Vec<Word>>) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Some((expected, audio_end)) = self.in_flight else {
+            return events;
+        };
+        if expected != id {
+            return events;
+        }
+        self.in_flight = None;
+        let Some(words) = words else {
+            return events;
+        };
+        self.decoded_until = audio_end;
+        let hypothesis = self.fresh_words(words);
+
+        if self.flushes.front().is_some_and(|f| self.decoded_until >= f.speech_end && f.until <= audio_end + 1e-9) {
+            self.hypothesis = hypothesis;
+            self.try_complete_flush(&mut events);
+            return events;
+        }
+        // Local agreement: the prefix both hypotheses share is stable.
+        let pending_from = hypothesis.first().map_or(self.decoded_until, |w| w.start.max(self.committed_until));
+        let settled_before = if self.decoded_until - pending_from >= self.config.agreement_after_s {
+            self.decoded_until - self.config.commit_lag_s
+        } else {
+            f64::NEG_INFINITY
+        };
+        let n_agreed = self
+            .hypothesis
+            .iter()
+            .zip(&hypothesis)
+            .take_while(|(a, b)| {
+                aldea_proto::bare_word(&a.text) == aldea_proto::bare_word(&b.text) && b.end <= settled_before
+            })
+            .count();
+        let mut hypothesis = hypothesis;
+        let rest = hypothesis.split_off(n_agreed);
+        // The alignment sometimes stretches a word over the next ones (often the first word after a
+        // pause): a commit never reaches past the start of the first word left out.
+        if let Some(next_start) = rest.first().map(|w| w.start) {
+            for word in &mut hypothesis {
+                word.end = word.end.min(next_start).max(word.start);
+            }
+        }
+        if !hypothesis.is_empty() {
+            let end = hypothesis.last().map_or(self.committed_until, |w| w.end).max(self.committed_until);
+            self.commit(hypothesis, end, false, false, &mut events);
+        }
+        self.hypothesis = rest;
+        self.send_interim(&mut events);
+        if self.decoded_until - self.buffer_start > self.config.trim_s {
+            // A second of committed audio stays as context; `fresh_words` anchors on its words.
+            self.trim_to(self.committed_until - 1.0);
+        }
+        self.try_complete_flush(&mut events);
+        events
+    }
+
+    /// Words of a new hypothesis that are not yet final: after the last commit, inside speech, and
+    /// not a second transcription of committed words.
+    ///
+    /// When the buffer still holds committed audio the model transcribes it again, and word times
+    /// shift by a tenth of a second or two between decodes, so time alone would drop or repeat a
+    /// word at the boundary. The boundary is found by text first: the new hypothesis' copy of the last
+    /// committed word (near the commit time) anchors it. Without an anchor, words that start after
+    /// the commit (less a little) are new, and an n-gram repeating the committed tail is dropped
+    /// (whisper_streaming's rule).
+    fn fresh_words(&self, words: Vec<Word>) -> Vec<Word> {
+        let pad = self.config.speech_pad_s;
+        let boundary = self.committed_until;
+        let words: Vec<Word> = words.into_iter().filter(|w| !w.text.trim().is_empty()).collect();
+        let holds_committed_audio = self.buffer_start < boundary - 0.05;
+        let anchor = match (holds_committed_audio, self.committed_tail.last()) {
+            (true, Some(last)) => words.iter().rposition(|w| {
+                w.start < boundary + 0.25 && w.end > boundary - 1.5 && aldea_proto::bare_word(&w.text) == *last
+            }),
+            _ => None,
+        };
+        let mut fresh: Vec<Word> = match anchor {
+            Some(idx) => words.into_iter().skip(idx + 1).collect(),
+            None => {
+                let mut fresh: Vec<Word> = words.into_iter().filter(|w| w.start >= boundary - 0.1).collect();
+                let tail = &self.committed_tail;
+                let max_n = if holds_committed_audio { 5 } else { 0 };
+                for n in (1..=max_n.min(tail.len()).min(fresh.len())).rev() {
+                    let head: Vec<String> = fresh[..n].iter().map(|w| aldea_proto::bare_word(&w.text)).collect();
+                    if head[..] == tail[tail.len() - n..] && fresh[0].start < boundary + 1.0 {
+                        fresh.drain(..n);
+                        break;
+                    }
+                }
+                fresh
+            }
+        };
+        fresh.retain(|w| self.speech_in(w.start - pad, w.end + pad));
+        fresh
+    }
+
+    /// Completes the flushes at the front whose audio has been decoded (or holds no speech).
+    fn try_complete_flush(&mut self, events: &mut Vec<Event>) {
+        while let Some(&flush) = self.flushes.front() {
+            if self.in_flight.is_some() {
+                return;
+            }
+            let covered = (self.decoded_until >= flush.speech_end && self.decoded_until <= flush.until + 1e-9)
+                || !self.speech_in(self.committed_until, flush.until);
+            if !covered {
+                return;
+            }
+            self.flushes.pop_front();
+            let until = flush.until.max(self.committed_until);
+            let (words, later): (Vec<Word>, Vec<Word>) =
+                std::mem::take(&mut self.hypothesis).into_iter().partition(|w| w.start < until);
+            self.hypothesis = later;
+            if !words.is_empty() || flush.from_finalize {
+                self.commit(words, until, flush.speech_final, flush.from_finalize, events);
+            } else {
+                self.committed_until = until;
+            }
+            self.trim_to(self.committed_until);
+            if flush.utterance_end {
+                self.emit_utterance_end(events);
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        mut words: Vec<Word>,
+        end: f64,
+        speech_final: bool,
+        from_finalize: bool,
+        events: &mut Vec<Event>,
+    ) {
+        let start = self.results_until;
+        // A final spans its words: a word that began just before the last commit (it was kept because
+        // most of it lies after) starts at the commit, and the final reaches the last word's end.
+        let floor = self.committed_until.max(start);
+        for word in &mut words {
+            word.start = word.start.max(floor);
+            // No spoken word lasts this long; a longer one is an alignment stretched over silence or
+            // over the words after it, and must not push the commit point past them.
+            word.end = word.end.max(word.start).min(word.start + MAX_WORD_S);
+        }
+        let end = words.last().map_or(end, |w| w.end.max(end));
+        if self.config.interim_results && !self.interim_since_final && !words.is_empty() {
+            events.push(Event::Results(ResultsEvent {
+                start,
+                end,
+                words: words.clone(),
+                is_final: false,
+                speech_final: false,
+                from_finalize: false,
+            }));
+        }
+        for word in &words {
+            self.pending_prompt.push_back((word.end, word.tokens.clone()));
+            self.committed_tail.push(aldea_proto::bare_word(&word.text));
+            self.last_word_end = word.end;
+        }
+        if !words.is_empty() {
+            self.utterance_has_words = true;
+        }
+        let excess = self.committed_tail.len().saturating_sub(5);
+        self.committed_tail.drain(..excess);
+        self.committed_until = end;
+        self.results_until = end;
+        self.interim_since_final = false;
+        events.push(Event::Results(ResultsEvent { start, end, words, is_final: true, speech_final, from_finalize }));
+        events.push(Event::Checkpoint { committed_until: end, prompt_tokens: self.all_committed_tokens() });
+    }
+
+    fn send_interim(&mut self, events: &mut Vec<Event>) {
+        if !self.config.interim_results || self.hypothesis.is_empty() {
+            return;
+        }
+        self.interim_since_final = true;
+        events.push(Event::Results(ResultsEvent {
+            start: self.results_until,
+            end: self.decoded_until.max(self.results_until),
+            words: self.hypothesis.clone(),
+            is_final: false,
+            speech_final: false,
+            from_finalize: false,
+        }));
+    }
+
+    /// Every committed token, oldest first, at most the prompt's length (what a resumed stream is
+    /// prompted with: its buffer starts empty at the commit).
+    fn all_committed_tokens(&self) -> Vec<u32> {
+        let mut tokens = self.prompt.clone();
+        for (_, word) in &self.pending_prompt {
+            tokens.extend_from_slice(word);
+        }
+        let excess = tokens.len().saturating_sub(MAX_PROMPT_TOKENS);
+        tokens.drain(..excess);
+        tokens
+    }
+
+    /// Drops buffered audio before `time` (never audio after it).
+    fn trim_to(&mut self, time: f64) {
+        let n = (((time - self.buffer_start) * SAMPLE_RATE).round().max(0.0) as usize).min(self.buffer.len());
+        self.buffer.drain(..n);
+        self.buffer_start += n as f64 / SAMPLE_RATE;
+        while self.pending_prompt.front().is_some_and(|(end, _)| *end <= self.buffer_start + 0.05) {
+            if let Some((_, tokens)) = self.pending_prompt.pop_front() {
+                self.prompt.extend(tokens);
+            }
+        }
+        let excess = self.prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
+        self.prompt.drain(..excess);
+        let horizon = self.buffer_start - self.config.speech_pad_s;
+        self.spans.retain(|&(_, end)| end > horizon);
+    }
+
+    /// In silence with nothing left to finalize, keep only a short lead-in for the next speech (the
+    /// VAD notices speech a little late).
+    fn trim_silence(&mut self) {
+        if self.flushes.is_empty()
+            && self.in_flight.is_none()
+            && self.hypothesis.is_empty()
+            && !self.speech_in(self.committed_until, self.audio_end())
+        {
+            let keep_from = self.audio_end() - 0.5;
+            if keep_from > self.buffer_start + 0.1 {
+                self.trim_to(keep_from);
+            }
+        }
+    }
+
+    /// Events produced outside a call that returns events (a forced commit when a decode starts),
+    /// and those the caller handed back with [`Recognizer::defer`], in order.
+    pub fn take_forced(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// Keeps events for the next [`Recognizer::take_forced`].
+    pub fn defer(&mut self, events: Vec<Event>) {
+        self.deferred.extend(events);
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! The policy driven by a scripted "model": it hears the words of a script that lie inside the
+//! audio it is given, and mishears a word that is cut off at the end of the buffer, as Whisper does.
+
+use super::*;
+
+/// (word, start, end) on the timeline.
+type Script = Vec<(&'static str, f64, f64)>;
+
+fn script() -> Script {
+    vec![
+        ("the", 0.5, 0.7),
+        ("quick", 0.75, 1.1),
+        ("brown", 1.15, 1.5),
+        ("fox", 1.55, 1.9),
+        ("jumps", 1.95, 2.4),
+        ("over", 2.45, 2.7),
+        // Pause 2.7 .. 4.0: an endpoint.
+        ("the", 4.0, 4.2),
+        ("lazy", 4.25, 4.6),
+        ("dog", 4.65, 5.0),
+    ]
+}
+
+fn speech_at(script: &Script, t: f64) -> bool {
+    script.iter().any(|&(_, start, end)| t >= start - 0.05 && t < end + 0.05)
+}
+
+/// What the scripted model says about `request`: the words inside its audio; a word cut off by the
+/// end of the buffer comes out wrong ("uh").
+fn decode(script: &Script, request: &DecodeRequest) -> Vec<Word> {
+    let end = request.offset + request.samples.len() as f64 / SAMPLE_RATE;
+    script
+        .iter()
+        .filter(|&&(_, start, _)| start >= request.offset - 0.01 && start < end)
+        .enumerate()
+        .map(|(idx, &(text, start, word_end))| {
+            let text = if word_end > end { "uh" } else { text };
+            Word { text: format!(" {text}"), start, end: word_end.min(end), probability: 0.9, tokens: vec![idx as u32] }
+        })
+        .collect()
+}
+
+struct Run {
+    events: Vec<Event>,
+    n_decodes: usize,
+}
+
+/// Streams `seconds` of audio in 100-ms chunks; each decode's result arrives with the next chunk.
+fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end: bool) -> Run {
+    let mut recognizer = Recognizer::new(config, 0.0, Vec::new());
+    let mut events = Vec::new();
+    let mut pending: Option<DecodeRequest> = None;
+    let mut n_decodes = 0;
+    let chunk = 1_600;
+    let n_chunks = (seconds * 10.0) as usize;
+    let mut n_windows_sent = 0usize;
+    for chunk_idx in 0..n_chunks {
+        let samples = vec![0.0f32; chunk];
+        let received = (chunk_idx + 1) * chunk;
+        let n_windows = received / VAD_WINDOW;
+        let probs: Vec<f32> = (n_windows_sent..n_windows)
+            .map(|w| if speech_at(script, (w as f64 + 0.5) * VAD_WINDOW_S) { 0.95 } else { 0.02 })
+            .collect();
+        n_windows_sent = n_windows;
+        events.extend(recognizer.push_audio(&samples, &probs));
+        if let Some(request) = pending.take() {
+            let words = decode(script, &request);
+            events.extend(recognizer.on_decoded(request.id, Some(words)));
+        }
+        if let Some(request) = recognizer.next_decode() {
+            n_decodes += 1;
+            events.extend(recognizer.take_forced());
+            pending = Some(request);
+        }
+    }
+    if finalize_at_end {
+        events.extend(recognizer.finalize(false));
+        for _ in 0..5 {
+            if let Some(request) = pending.take().or_else(|| recognizer.next_decode()) {
+                n_decodes += 1;
+                let words = decode(script, &request);
+                events.extend(recognizer.on_decoded(request.id, Some(words)));
+            }
+        }
+        assert!(recognizer.is_settled(), "the flush completed");
+    }
+    Run { events, n_decodes }
+}
+
+fn results(events: &[Event]) -> Vec<&ResultsEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Results(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn final_words(events: &[Event]) -> Vec<String> {
+    results(events)
+        .iter()
+        .filter(|r| r.is_final)
+        .flat_map(|r| r.words.iter().map(|w| w.text.trim().to_owned()))
+        .collect()
+}
+
+#[test]
+fn every_word_is_final_exactly_once_in_order() {
+    let script = script();
+    let run = run(RecognizerConfig::default(), &script, 7.0, true);
+    let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
+    assert_eq!(final_words(&run.events), expected);
+    assert!(run.n_decodes >= 3, "decodes while speech goes on: {}", run.n_decodes);
+}
+
+#[test]
+fn finals_are_contiguous_and_never_overlap() {
+    let script = script();
+    let run = run(RecognizerConfig::default(), &script, 7.0, true);
+    let finals: Vec<&ResultsEvent> = results(&run.events).into_iter().filter(|r| r.is_final).collect();
+    assert!(finals.len() >= 2);
+    let mut cursor = 0.0;
+    for r in finals {
+        assert!((r.start - cursor).abs() < 1e-9, "final starts at {} after {cursor}", r.start);
+        assert!(r.end >= r.start);
+        for w in &r.words {
+            assert!(w.start >= r.start - 1e-9 && w.end <= r.end + 1e-9, "word inside its final");
+        }
+        cursor = r.end;
+    }
+}
+
+#[test]
+fn an_interim_precedes_each_final_and_the_pause_ends_the_utterance() {
+    let script = script();
+    let run = run(RecognizerConfig::default(), &script, 7.0, false);
+    let all = results(&run.events);
+    let mut interim_seen = false;
+    for r in &all {
+        if r.is_final {
+            assert!(interim_seen, "an interim before each final");
+            interim_seen = false;
+        } else {
+            interim_seen = true;
+        }
+    }
+    // The endpoint in the pause (2.7 .. 4.0 s) closes the first utterance with speech_final,
+    // before the second begins.
+    let speech_final = all.iter().find(|r| r.speech_final).expect("a speech_final at the pause");
+    assert_eq!(speech_final.words.last().map(|w| w.text.trim()), Some("over"));
+    assert!(speech_final.end < 4.0 && speech_final.end >= 2.7);
+    let words = final_words(&run.events);
+    assert!(words.starts_with(&["the".to_owned(), "quick".to_owned()]));
+    assert!(words.contains(&"dog".to_owned()), "the last word becomes final at the second endpoint: {words:?}");
+    assert!(!words.contains(&"uh".to_owned()), "a cut-off word is never final");
+}
+
+#[test]
+fn silence_asks_for_no_decode_and_says_nothing() {
+    let run = run(RecognizerConfig::default(), &Vec::new(), 20.0, true);
+    assert_eq!(run.n_decodes, 0);
+    assert!(results(&run.events).is_empty());
+}
+
+#[test]
+fn vad_events_and_utterance_end() {
+    let config = RecognizerConfig { vad_events: true, utterance_end_ms: Some(1000), ..RecognizerConfig::default() };
+    let script = script();
+    let run = run(config, &script, 7.0, false);
+    let started: Vec<f64> = run
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SpeechStarted { timestamp } => Some(*timestamp),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 2, "one SpeechStarted per utterance: {started:?}");
+    assert!(started[0] >= 0.4 && started[0] <= 0.5);
+    let utterance_end = run.events.iter().position(|e| matches!(e, Event::UtteranceEnd { .. })).expect("UtteranceEnd");
+    let last_final_before = run.events[..utterance_end]
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Results(r) if r.is_final => Some(r),
+            _ => None,
+        })
+        .expect("finals before UtteranceEnd");
+    assert_eq!(last_final_before.words.last().map(|w| w.text.trim()), Some("over"));
+    match &run.events[utterance_end] {
+        Event::UtteranceEnd { last_word_end } => assert!((last_word_end - 2.7).abs() < 1e-9),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn finalize_flushes_with_from_finalize_even_without_words() {
+    let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
+    recognizer.push_audio(&vec![0.0; 16_000], &[0.0; 31]);
+    let events = recognizer.finalize(true);
+    let finals = results(&events);
+    assert_eq!(finals.len(), 1);
+    assert!(finals[0].is_final && finals[0].speech_final && finals[0].from_finalize);
+    assert!(finals[0].words.is_empty());
+    assert!((finals[0].end - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_resumed_recognizer_continues_the_timeline_and_prompt() {
+    let mut recognizer = Recognizer::new(RecognizerConfig::default(), 12.5, vec![7, 8, 9]);
+    let probs = vec![0.95f32; 62];
+    recognizer.push_audio(&vec![0.0; 32_000], &probs);
+    let request = recognizer.next_decode().expect("speech is decoded");
+    assert_eq!(request.offset, 12.5);
+    assert_eq!(request.prompt, vec![7, 8, 9]);
+    assert!((recognizer.audio_end() - 14.5).abs() < 1e-9);
+}
+
+#[test]
+fn a_repeated_prompt_tail_is_not_committed_twice() {
+    let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
+    recognizer.committed_tail = vec!["jumps".to_owned(), "over".to_owned()];
+    recognizer.committed_until = 2.0;
+    // The buffer still holds committed audio (it starts before the commit).
+    recognizer.buffer_start = 0.0;
+    let word =
+        |t: &str, s: f64, e: f64| Word { text: format!(" {t}"), start: s, end: e, probability: 0.9, tokens: vec![] };
+    recognizer.in_speech = true;
+    recognizer.speech_start = 0.0;
+    let fresh = recognizer.fresh_words(vec![word("jumps", 1.0, 1.5), word("over", 2.05, 2.3), word("the", 2.4, 2.5)]);
+    let texts: Vec<&str> = fresh.iter().map(|w| w.text.trim()).collect();
+    assert_eq!(texts, vec!["the"]);
+    // A buffer that starts at the commit holds no committed audio: the same words are a real repeat.
+    recognizer.buffer_start = 2.0;
+    let fresh = recognizer.fresh_words(vec![word("jumps", 2.0, 2.5), word("over", 2.55, 2.8)]);
+    assert_eq!(fresh.len(), 2);
+}
+
+#[test]
+fn audio_sent_at_full_speed_is_recognized_utterance_by_utterance() {
+    let script = script();
+    let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
+    let seconds = 7.0;
+    let n_samples = (seconds * SAMPLE_RATE) as usize;
+    let probs: Vec<f32> = (0..n_samples / VAD_WINDOW)
+        .map(|w| if speech_at(&script, (w as f64 + 0.5) * VAD_WINDOW_S) { 0.95 } else { 0.02 })
+        .collect();
+    let mut events = recognizer.push_audio(&vec![0.0; n_samples], &probs);
+    events.extend(recognizer.finalize(false));
+    let mut requests = Vec::new();
+    while let Some(request) = recognizer.next_decode() {
+        events.extend(recognizer.take_forced());
+        assert!(
+            request.samples.len() as f64 / SAMPLE_RATE <= RecognizerConfig::default().max_buffer_s + 1e-9,
+            "never more than the model's window"
+        );
+        let words = decode(&script, &request);
+        requests.push(request.offset);
+        events.extend(recognizer.on_decoded(request.id, Some(words)));
+        assert!(requests.len() < 20, "decoding terminates");
+    }
+    assert!(recognizer.is_settled());
+    let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
+    assert_eq!(final_words(&events), expected);
+    let speech_finals = results(&events).iter().filter(|r| r.is_final && r.speech_final).count();
+    assert!(speech_finals >= 2, "each utterance ends with speech_final");
+}

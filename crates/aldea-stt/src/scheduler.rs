@@ -1,0 +1,241 @@
+//! One scheduler shares the model between every stream and upload: work arrives as 30-s windows on
+//! a bounded queue; a dedicated thread takes the first window, waits a few milliseconds for more (or
+//! until the batch is full), and runs compatible windows as one batched model call. Each stream and
+//! each upload has at most one window queued at a time, so first-come order is also fair between
+//! them: a long upload goes window by window between the streams' windows.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aldea_engine::{EngineError, TranscribeOptions, Transcriber, WindowJob, WindowOutput};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// Who is waiting for a window (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Stream,
+    Upload,
+}
+
+/// What the scheduler is given: mel frames already made (uploads), or samples it turns into a
+/// window on its own thread (streams, so that sessions never do heavy work on the async runtime).
+#[derive(Debug)]
+pub enum WindowInput {
+    Mel(WindowJob),
+    Samples { samples: Vec<f32>, previous_tokens: Vec<u32>, language: Option<String>, options: Arc<TranscribeOptions> },
+}
+
+/// A finished window: the model's output and the window's content frames.
+#[derive(Debug)]
+pub struct WindowDone {
+    pub output: WindowOutput,
+    pub n_frames: usize,
+    /// Time from queueing to the result.
+    pub latency: Duration,
+}
+
+struct Job {
+    input: WindowInput,
+    kind: JobKind,
+    queued_at: Instant,
+    reply: oneshot::Sender<Result<WindowDone, EngineError>>,
+}
+
+/// Errors of the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("the scheduler has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SchedulerConfig {
+    pub max_batch: usize,
+    pub batch_window: Duration,
+    pub queue_capacity: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { max_batch: 8, batch_window: Duration::from_millis(4), queue_capacity: 256 }
+    }
+}
+
+/// Handle to the scheduler thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: mpsc::Sender<Job>,
+    queue_depth: Arc<AtomicUsize>,
+    /// Exponential average of the queue wait, in microseconds (the admission signal).
+    wait_ewma_us: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("queue_depth", &self.queue_depth()).finish()
+    }
+}
+
+impl Scheduler {
+    /// Starts the scheduler thread; it stops when every handle is dropped.
+    pub fn start(transcriber: Transcriber, config: SchedulerConfig, metrics: Arc<Metrics>) -> Scheduler {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let queue_depth = Arc::new(AtomicUsize::new(0));
+        let wait_ewma_us = Arc::new(AtomicU64::new(0));
+        let worker = Worker {
+            transcriber,
+            config,
+            metrics,
+            queue_depth: queue_depth.clone(),
+            wait_ewma_us: wait_ewma_us.clone(),
+        };
+        std::thread::Builder::new()
+            .name("aldea-scheduler".to_owned())
+            .spawn(move || worker.run(rx))
+            .expect("spawning the scheduler thread");
+        Scheduler { tx, queue_depth, wait_ewma_us }
+    }
+
+    /// Windows waiting for the model.
+    pub fn queue_depth(&self) -> usize {
+        self.queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Recent average wait of a window before the model takes it.
+    pub fn recent_wait(&self) -> Duration {
+        Duration::from_micros(self.wait_ewma_us.load(Ordering::Relaxed))
+    }
+
+    /// Queues a window and waits for its result.
+    pub async fn run(&self, input: WindowInput, kind: JobKind) -> Result<WindowDone, ScheduleError> {
+        let (reply, rx) = oneshot::channel();
+        self.queue_depth.fetch_add(1, Ordering::Relaxed);
+        let job = Job { input, kind, queued_at: Instant::now(), reply };
+        if self.tx.send(job).await.is_err() {
+            self.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(ScheduleError::Stopped);
+        }
+        rx.await.map_err(|_| ScheduleError::Stopped)?.map_err(ScheduleError::Engine)
+    }
+
+    /// [`Scheduler::run`] from a blocking thread (the long-form loop of an upload).
+    pub fn run_blocking(&self, input: WindowInput, kind: JobKind) -> Result<WindowDone, ScheduleError> {
+        let (reply, rx) = oneshot::channel();
+        self.queue_depth.fetch_add(1, Ordering::Relaxed);
+        let job = Job { input, kind, queued_at: Instant::now(), reply };
+        if self.tx.blocking_send(job).is_err() {
+            self.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(ScheduleError::Stopped);
+        }
+        rx.blocking_recv().map_err(|_| ScheduleError::Stopped)?.map_err(ScheduleError::Engine)
+    }
+}
+
+struct Worker {
+    transcriber: Transcriber,
+    config: SchedulerConfig,
+    metrics: Arc<Metrics>,
+    queue_depth: Arc<AtomicUsize>,
+    wait_ewma_us: Arc<AtomicU64>,
+}
+
+/// A job whose window is ready for the model.
+struct Ready {
+    window: WindowJob,
+    kind: JobKind,
+    queued_at: Instant,
+    reply: oneshot::Sender<Result<WindowDone, EngineError>>,
+}
+
+impl Worker {
+    fn run(self, mut rx: mpsc::Receiver<Job>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(error = %e, "the scheduler could not start its timer");
+                return;
+            }
+        };
+        loop {
+            let batch = runtime.block_on(async {
+                let first = rx.recv().await?;
+                let mut batch = vec![first];
+                let deadline = tokio::time::Instant::now() + self.config.batch_window;
+                while batch.len() < self.config.max_batch {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(job)) => batch.push(job),
+                        _ => break,
+                    }
+                }
+                Some(batch)
+            });
+            let Some(batch) = batch else {
+                return;
+            };
+            self.queue_depth.fetch_sub(batch.len(), Ordering::Relaxed);
+            self.run_batch(batch);
+        }
+    }
+
+    fn run_batch(&self, batch: Vec<Job>) {
+        let mut ready: Vec<Ready> = Vec::with_capacity(batch.len());
+        for job in batch {
+            let window = match job.input {
+                WindowInput::Mel(window) => window,
+                WindowInput::Samples { samples, previous_tokens, language, options } => {
+                    let (mel, n_frames) = self.transcriber.mel_window(&samples);
+                    WindowJob { mel, n_frames, previous_tokens, language, options, keep_tail: true }
+                }
+            };
+            ready.push(Ready { window, kind: job.kind, queued_at: job.queued_at, reply: job.reply });
+        }
+        // Compatible windows (same options and language) share a call; order within each is kept.
+        while !ready.is_empty() {
+            let lead = ready.remove(0);
+            let (mut group, rest): (Vec<Ready>, Vec<Ready>) =
+                ready.into_iter().partition(|r| lead.window.batches_with(&r.window));
+            ready = rest;
+            group.insert(0, lead);
+            self.run_group(group);
+        }
+    }
+
+    fn run_group(&self, group: Vec<Ready>) {
+        let started = Instant::now();
+        for job in &group {
+            let wait = started.duration_since(job.queued_at);
+            let previous = self.wait_ewma_us.load(Ordering::Relaxed);
+            let sample = wait.as_micros() as u64;
+            self.wait_ewma_us.store((previous * 7 + sample) / 8, Ordering::Relaxed);
+        }
+        let windows: Vec<WindowJob> = group.iter().map(|r| r.window.clone()).collect();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.transcriber.run_windows(&windows)))
+            .unwrap_or_else(|_| Err(EngineError::Inference("the model panicked on this batch".to_owned())));
+        self.metrics.batch_size.observe(group.len() as f64);
+        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outputs) => {
+                for (job, output) in group.into_iter().zip(outputs) {
+                    let done = WindowDone { output, n_frames: job.window.n_frames, latency: job.queued_at.elapsed() };
+                    match job.kind {
+                        JobKind::Stream => self.metrics.stream_window_seconds.observe(done.latency.as_secs_f64()),
+                        JobKind::Upload => self.metrics.upload_window_seconds.observe(done.latency.as_secs_f64()),
+                    }
+                    let _ = job.reply.send(Ok(done));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, windows = group.len(), "a batch failed");
+                let message = e.to_string();
+                for job in group {
+                    let _ = job.reply.send(Err(EngineError::Inference(message.clone())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `aldea stt [--listen ADDR] [--model M] [--threads N] [--service-token T]`: the recognition service.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::transcribe::{load, ModelArgs};
+use crate::{output, Settings};
+
+#[derive(Debug, Args)]
+pub(crate) struct SttArgs {
+    /// Address to listen on. Off loopback a service token is required.
+    #[arg(long, default_value = "0.0.0.0:8800", env = "ALDEA_STT_LISTEN")]
+    listen: SocketAddr,
+    /// A model name (pulled on first start when missing) or a model directory.
+    #[arg(long, default_value = "tiny.en", env = "ALDEA_MODEL")]
+    model: String,
+    /// Inference threads (default: the number of cores).
+    #[arg(long, env = "ALDEA_THREADS")]
+    threads: Option<usize>,
+    /// Every request must carry `Authorization: Bearer <token>` (probes excepted).
+    #[arg(long, env = "ALDEA_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
+    /// Streams admitted at once (503 beyond).
+    #[arg(long, env = "ALDEA_STT_MAX_STREAMS")]
+    max_streams: Option<usize>,
+    /// Largest batch of windows per model call (1 = no batching).
+    #[arg(long, env = "ALDEA_STT_MAX_BATCH")]
+    max_batch: Option<usize>,
+    /// Seconds that streams may go on after SIGTERM before they are closed with 1012.
+    #[arg(long, env = "ALDEA_STT_DRAIN_SECONDS")]
+    drain_seconds: Option<u64>,
+}
+
+pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCode> {
+    let defaults = aldea_stt::Config::default();
+    let model_args = ModelArgs { model: args.model.clone(), threads: args.threads, beam: 5, language: "en".to_owned() };
+    let mut config = aldea_stt::Config {
+        service_token: args.service_token.clone().filter(|t| !t.is_empty()),
+        max_streams: args.max_streams.unwrap_or(defaults.max_streams),
+        max_batch: args.max_batch.unwrap_or(defaults.max_batch),
+        drain_timeout_ms: args.drain_seconds.map_or(defaults.drain_timeout_ms, |s| s * 1000),
+        ..defaults
+    };
+    config.validate()?;
+    config.check_listen(&args.listen)?;
+    let loaded = load(settings, &model_args)?;
+    config.model_name = loaded.model_name.clone();
+    let deps = aldea_stt::Deps { transcriber: loaded.transcriber, vad: loaded.vad };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        let address = listener.local_addr()?;
+        output::info(&format!("stt listening on http://{address} (model {})", config.model_name));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        let state = aldea_stt::AppState::new(config, deps);
+        aldea_stt::serve(state, listener, shutdown).await.context("serving")?;
+        output::info("stt stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C starts the graceful shutdown.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; draining");
+    shutdown.cancel();
+}
