@@ -476,7 +476,7 @@ impl Transcriber {
         let Some(first) = jobs.first() else {
             return Ok(Vec::new());
         };
-        if jobs.iter().any(|j| !first.batches_with(j)) {
+        if jobs.iter().skip(1).any(|j| !first.batches_with(j)) {
             return Err(EngineError::InvalidInput("windows with different options in one batch".to_owned()));
         }
         let options = &first.options;
