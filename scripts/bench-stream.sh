@@ -10,4 +10,6 @@ ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull tiny.en >/dev/null
 ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull silero-vad >/dev/null
 export ALDEA_TEST_MODELS="$ALDEA_TEST_HOME/models"
 export ALDEA_SHARED="${ALDEA_SHARED:-$ALDEA_REPO/../shared}"
-cargo run -q --release --locked -p aldea-stt --example stream_bench -- "${1:-40}" "${2:-4}"
+# Built with the workspace's feature set (a per-package build would recompile the engine).
+cargo build -q --release --locked --workspace --examples
+"$CARGO_TARGET_DIR/release/examples/stream_bench" "${1:-40}" "${2:-4}"

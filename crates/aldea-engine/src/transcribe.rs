@@ -48,6 +48,9 @@ pub struct TranscribeOptions {
     pub max_initial_timestamp: f64,
     /// Run the VAD and drop words that fall outside speech. `None` trusts the model alone.
     pub vad: Option<VadOptions>,
+    /// Caps the tokens generated for a window at this many per second of its audio (plus a little):
+    /// a short streaming buffer then cannot loop to the 448-token limit. `None`: the model's limit.
+    pub max_tokens_per_second: Option<f64>,
 }
 
 impl Default for TranscribeOptions {
@@ -68,6 +71,7 @@ impl Default for TranscribeOptions {
             word_timestamps: true,
             max_initial_timestamp: 1.0,
             vad: Some(VadOptions::default()),
+            max_tokens_per_second: None,
         }
     }
 }
@@ -170,13 +174,24 @@ pub struct WindowJob {
 }
 
 impl WindowJob {
-    /// Whether two windows can share one batched model call: same decoding options and a known,
-    /// equal language (windows that detect their language run alone).
+    /// Whether two windows can share one batched model call: same decoding options, a known, equal
+    /// language (windows that detect their language run alone) and prompts of the same length.
     pub fn batches_with(&self, other: &WindowJob) -> bool {
         self.language.is_some()
             && self.language == other.language
+            // The runtime decodes a batch from prompts of one length.
+            && self.prompt_len() == other.prompt_len()
             && self.keep_tail == other.keep_tail
             && (Arc::ptr_eq(&self.options, &other.options) || *self.options == *other.options)
+    }
+
+    /// Tokens of previous text the prompt will carry (with its `<|startofprev|>`).
+    fn prompt_len(&self) -> usize {
+        if self.previous_tokens.is_empty() {
+            0
+        } else {
+            1 + self.previous_tokens.len().min(MAX_LENGTH / 2 - 1)
+        }
     }
 }
 
@@ -634,20 +649,29 @@ impl Transcriber {
                 encoded_jobs = pending.clone();
             }
             let batch_encoded = subset_encoded.as_ref().unwrap_or(encoded);
+            let batch_prompts: Vec<Vec<u32>> = pending.iter().map(|&i| prompts[i].clone()).collect();
+            let max_length = match options.max_tokens_per_second {
+                Some(rate) => {
+                    let longest_prompt = batch_prompts.iter().map(Vec::len).max().unwrap_or(0);
+                    let longest_audio =
+                        pending.iter().map(|&i| jobs[i].n_frames).max().unwrap_or(0) as f64 / FRAMES_PER_SECOND;
+                    (longest_prompt + (longest_audio * rate).ceil() as usize + 8).min(MAX_LENGTH)
+                }
+                None => MAX_LENGTH,
+            };
             let generate_options = GenerateOptions {
                 beam_size: options.beam_size,
                 patience: options.patience,
                 length_penalty: options.length_penalty,
                 repetition_penalty: 1.0,
                 no_repeat_ngram_size: 0,
-                max_length: MAX_LENGTH,
+                max_length,
                 temperature,
                 num_hypotheses: if temperature > 0.0 { options.best_of } else { 1 },
                 suppress_blank: true,
                 suppress_tokens: suppress_tokens.clone(),
                 max_initial_timestamp_index,
             };
-            let batch_prompts: Vec<Vec<u32>> = pending.iter().map(|&i| prompts[i].clone()).collect();
             let generations = self.engine.generate(batch_encoded, &batch_prompts, &generate_options)?;
             if generations.len() != pending.len() {
                 return Err(EngineError::Inference("the model did not return one result per window".to_owned()));

@@ -100,8 +100,18 @@ async fn client(addr: std::net::SocketAddr, audio: Arc<Vec<u8>>, clips: Arc<Vec<
             m["speech_final"] == true
                 && m["start"].as_f64().unwrap_or(0.0) + m["duration"].as_f64().unwrap_or(0.0) >= clip.speech_end - 0.05
         });
-        if let Some((arrived, _)) = final_at {
+        if let Some((arrived, m)) = final_at {
             finals.push(arrived - (clip.speech_end + ENDPOINTING_S));
+            if std::env::var_os("BENCH_VERBOSE").is_some() {
+                eprintln!(
+                    "clip {:.2}-{:.2}: final at {arrived:.2} [{} +{}] {}",
+                    clip.onset,
+                    clip.speech_end,
+                    m["start"],
+                    m["duration"],
+                    m["channel"]["alternatives"][0]["transcript"]
+                );
+            }
         }
         let first_words = results.iter().find(|(_, m)| {
             m["channel"]["alternatives"][0]["words"].as_array().is_some_and(|words| {

@@ -102,7 +102,7 @@ impl Default for Config {
             final_beam_size: 5,
             upload_beam_size: 5,
             step_ms: 1_000,
-            max_queue_wait_ms: 1_000,
+            max_queue_wait_ms: 500,
         }
     }
 }
@@ -188,19 +188,22 @@ impl AppState {
             },
             metrics.clone(),
         );
-        // Streams decode a buffer at a time: greedy, no VAD pass (the session's VAD filters words).
-        let stream_options = Arc::new(TranscribeOptions {
-            beam_size: config.stream_beam_size,
-            best_of: config.stream_beam_size.max(1),
-            vad: None,
-            ..TranscribeOptions::default()
-        });
-        let final_options = Arc::new(TranscribeOptions {
-            beam_size: config.final_beam_size,
-            best_of: config.final_beam_size.max(1),
-            vad: None,
-            ..TranscribeOptions::default()
-        });
+        // Streams decode a short buffer at a time, again and again: no VAD pass (the session's VAD
+        // filters words), no temperature fallback (sampling a second of audio at high temperature
+        // produces hundreds of tokens of noise; the next decode looks again anyway) and a token
+        // budget proportional to the audio.
+        let stream_decoding = |beam_size: usize| {
+            Arc::new(TranscribeOptions {
+                beam_size,
+                best_of: beam_size.max(1),
+                temperatures: vec![0.0],
+                vad: None,
+                max_tokens_per_second: Some(12.0),
+                ..TranscribeOptions::default()
+            })
+        };
+        let stream_options = stream_decoding(config.stream_beam_size);
+        let final_options = stream_decoding(config.final_beam_size);
         let upload_options = Arc::new(TranscribeOptions {
             beam_size: config.upload_beam_size,
             vad: Some(VadOptions::default()),

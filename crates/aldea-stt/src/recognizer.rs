@@ -373,6 +373,11 @@ impl Recognizer {
             && self.silence_run_s >= self.config.pause_s
             && self.decoded_until < self.last_speech_end
             && horizon >= self.last_speech_end;
+        // Speech long enough for agreement to finalize words: those decodes get the better beam,
+        // since what they agree on becomes final without a second look.
+        let long_pending = self.hypothesis.first().is_some_and(|w| {
+            horizon - w.start.max(self.committed_until) >= self.config.agreement_after_s - self.config.step_s
+        });
         let due = if flush_in_view {
             self.flushes.front().is_some_and(|f| self.decoded_until < f.speech_end)
         } else {
@@ -389,7 +394,7 @@ impl Recognizer {
             samples: self.buffer[..n_samples].to_vec(),
             offset: self.buffer_start,
             prompt: self.prompt.clone(),
-            settles: flush_in_view || paused,
+            settles: flush_in_view || paused || long_pending,
         };
         self.in_flight = Some((self.next_id, self.buffer_start + n_samples as f64 / SAMPLE_RATE));
         Some(request)

@@ -24,6 +24,9 @@ use crate::{response, AppState, Permit};
 /// client sending faster than real time is held back by TCP instead of filling memory.
 const MAX_BACKLOG_S: f64 = 120.0;
 
+/// Failed decodes in a row after which the stream is closed with 1011.
+const MAX_CONSECUTIVE_FAILURES: u32 = 3;
+
 type DecodeFuture = Pin<Box<dyn Future<Output = (u64, Option<Vec<Word>>)> + Send>>;
 
 /// Why a session ends, and the close frame it sends.
@@ -78,6 +81,8 @@ struct Session {
     flush_started: Option<Instant>,
     closing: bool,
     model_uuid: String,
+    /// Decodes that failed in a row.
+    failures: u32,
 }
 
 impl Session {
@@ -117,6 +122,7 @@ impl Session {
             in_flight: None,
             flush_started: None,
             closing: false,
+            failures: 0,
         })
     }
 
@@ -182,9 +188,18 @@ impl Session {
                 }
                 done = poll_in_flight(&mut self.in_flight), if decoding => {
                     self.in_flight = None;
+                    // Idle means nothing sent and nothing left to do: a client that sent audio faster
+                    // than it is recognized is not idle while its backlog is being worked off.
+                    idle_deadline = tokio::time::Instant::now() + idle;
                     let (id, words) = done;
-                    if std::env::var_os("ALDEA_DEBUG_STREAM").is_some() {
-                        eprintln!("DEBUG decoded id={id} words={:?}", words.as_ref().map(|w| w.iter().map(|w| format!("{}@{:.2}-{:.2}", w.text, w.start, w.end)).collect::<Vec<_>>()));
+                    if words.is_none() {
+                        // A window that keeps failing would be retried forever.
+                        self.failures += 1;
+                        if self.failures >= MAX_CONSECUTIVE_FAILURES {
+                            return Close { code: 1011, reason: codes::INTERNAL };
+                        }
+                    } else {
+                        self.failures = 0;
                     }
                     let events = self.recognizer.on_decoded(id, words);
                     if self.send_events(socket, events).await.is_err() { return Close { code: 1000, reason: "" }; }
@@ -276,16 +291,6 @@ impl Session {
         let Some(request) = self.recognizer.next_decode() else {
             return;
         };
-        if std::env::var_os("ALDEA_DEBUG_STREAM").is_some() {
-            eprintln!(
-                "DEBUG decode id={} offset={:.2} len={:.2} settles={} prompt={}",
-                request.id,
-                request.offset,
-                request.samples.len() as f64 / 16000.0,
-                request.settles,
-                request.prompt.len()
-            );
-        }
         let scheduler = self.state.0.scheduler.clone();
         let transcriber = self.state.0.transcriber.clone();
         let options =
@@ -297,11 +302,15 @@ impl Session {
                 WindowInput::Samples { samples: request.samples, previous_tokens: request.prompt, language, options };
             match scheduler.run(input, JobKind::Stream).await {
                 Ok(done) => {
-                    let words: Vec<Word> = transcriber
-                        .window_segments(&done.output, done.n_frames, request.offset)
-                        .into_iter()
-                        .flat_map(|s| s.words)
-                        .collect();
+                    let segments = transcriber.window_segments(&done.output, done.n_frames, request.offset);
+                    // A looping decode (the prompt or a phrase said over and over) is no hypothesis:
+                    // the next decode, with more audio, looks again.
+                    let looping = segments.iter().any(|s| s.compression_ratio > 2.4);
+                    let words: Vec<Word> = if looping {
+                        Vec::new()
+                    } else {
+                        drop_repeats(segments.into_iter().flat_map(|s| s.words).collect())
+                    };
                     (request.id, Some(words))
                 }
                 Err(e) => {
@@ -448,6 +457,42 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Cuts a word said more than three times in a row down to its first saying: Whisper's loop on a
+/// short buffer, not speech.
+fn drop_repeats(words: Vec<Word>) -> Vec<Word> {
+    let mut out: Vec<Word> = Vec::with_capacity(words.len());
+    let mut idx = 0;
+    while idx < words.len() {
+        let bare = aldea_proto::bare_word(&words[idx].text);
+        let mut end = idx + 1;
+        while end < words.len() && aldea_proto::bare_word(&words[end].text) == bare {
+            end += 1;
+        }
+        let keep = if end - idx > 3 { idx + 1 } else { end };
+        out.extend(words[idx..keep].iter().cloned());
+        idx = end;
+    }
+    out
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word(text: &str) -> Word {
+        Word { text: format!(" {text}"), start: 0.0, end: 0.1, probability: 0.9, tokens: vec![] }
+    }
+
+    #[test]
+    fn a_word_looping_is_cut_to_one_and_pairs_stay() {
+        let texts = |words: Vec<Word>| words.iter().map(|w| w.text.trim().to_owned()).collect::<Vec<_>>();
+        let looped = vec![word("go"), word("rear."), word("rear."), word("rear."), word("rear."), word("left")];
+        assert_eq!(texts(drop_repeats(looped)), vec!["go", "rear.", "left"]);
+        let pair = vec![word("rear,"), word("rear."), word("left")];
+        assert_eq!(texts(drop_repeats(pair)), vec!["rear,", "rear.", "left"]);
+    }
 }

@@ -305,3 +305,58 @@ fn base_pulls_from_the_packages_and_transcribes_with_language_detection() {
     let transcript = channel["alternatives"][0]["transcript"].as_str().unwrap().to_lowercase();
     assert!(transcript.contains("young man"), "{transcript}");
 }
+
+/// One HTTP/1.1 request over a fresh connection; returns the status and the body.
+fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the service");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let status = String::from_utf8_lossy(&response[..split]).split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response[split + 4..].to_vec())
+}
+
+#[test]
+fn stt_serves_uploads_and_stops_on_sigterm() {
+    // Off loopback without a token the service refuses to start.
+    let refused = run(aldea().args(["stt", "--listen", "0.0.0.0:0"]).env_remove("ALDEA_SERVICE_TOKEN"));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("service token"));
+
+    let mut child = aldea()
+        .args(["stt", "--listen", "127.0.0.1:0", "--threads", "2"])
+        .env_remove("ALDEA_SERVICE_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("http://").nth(1).map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned()))
+        .expect("the listening address on stderr");
+    // Ready once the model is warm (polled; the warm-up takes a fraction of a second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while http(&addr, "GET", "/ready", b"").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the service never became ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let audio = std::fs::read(real_dev("ps_goforward.wav")).unwrap();
+    let (status, body) = http(&addr, "POST", "/v1/listen", &audio);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let transcript = body["results"]["channels"][0]["alternatives"][0]["transcript"].as_str().unwrap().to_lowercase();
+    assert!(transcript.contains("forward"), "{transcript}");
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a SIGTERM stop is a clean exit: {status:?}");
+}
