@@ -207,17 +207,6 @@ pub struct WindowOutput {
     pub times: WindowTimes,
 }
 
-impl WindowOutput {
-    /// Tokens the model generated (timestamps included).
-    pub fn tokens(&self) -> &[u32] {
-        &self.decoded.generation.tokens
-    }
-
-    pub fn no_speech_prob(&self) -> f64 {
-        f64::from(self.decoded.generation.no_speech_prob)
-    }
-}
-
 /// Time spent on the batch a window ran in, by stage.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WindowTimes {
@@ -406,23 +395,9 @@ impl Transcriber {
                 }
             }
 
-            for raw in current {
-                let text = tokenizer.decode(&raw.tokens);
-                if raw.start == raw.end || text.trim().is_empty() {
-                    continue;
-                }
-                all_tokens.extend_from_slice(&raw.tokens);
-                out.push(Segment {
-                    start: raw.start,
-                    end: raw.end,
-                    text,
-                    tokens: raw.tokens,
-                    temperature: decoded.temperature,
-                    avg_logprob: decoded.avg_logprob,
-                    compression_ratio: decoded.compression_ratio,
-                    no_speech_prob: f64::from(decoded.generation.no_speech_prob),
-                    words: raw.words,
-                });
+            for segment in current.into_iter().filter_map(|raw| finished_segment(tokenizer, raw, decoded)) {
+                all_tokens.extend_from_slice(&segment.tokens);
+                out.push(segment);
             }
 
             if !options.condition_on_previous_text || decoded.temperature > options.prompt_reset_on_temperature {
@@ -456,23 +431,7 @@ impl Transcriber {
             true,
         );
         self.add_word_timestamps(&mut current, output.alignment.clone(), time_offset);
-        current
-            .into_iter()
-            .filter_map(|raw| {
-                let text = tokenizer.decode(&raw.tokens);
-                (raw.start != raw.end && !text.trim().is_empty()).then(|| Segment {
-                    start: raw.start,
-                    end: raw.end,
-                    text,
-                    tokens: raw.tokens,
-                    temperature: decoded.temperature,
-                    avg_logprob: decoded.avg_logprob,
-                    compression_ratio: decoded.compression_ratio,
-                    no_speech_prob: f64::from(decoded.generation.no_speech_prob),
-                    words: raw.words,
-                })
-            })
-            .collect()
+        current.into_iter().filter_map(|raw| finished_segment(tokenizer, raw, decoded)).collect()
     }
 
     /// Mel window of up to 30 s of 16 kHz samples: `(frames laid out [n_mels, 3000], content frames)`.
@@ -948,6 +907,23 @@ fn split_segments_by_timestamps(
         seek += segment_size;
     }
     (segments, seek, single_timestamp_ending)
+}
+
+/// A window's sub-segment as a [`Segment`] with its text and the window's decoding figures; `None`
+/// for an empty or zero-length one.
+fn finished_segment(tokenizer: &Tokenizer, raw: RawSegment, decoded: &Decoded) -> Option<Segment> {
+    let text = tokenizer.decode(&raw.tokens);
+    (raw.start != raw.end && !text.trim().is_empty()).then(|| Segment {
+        start: raw.start,
+        end: raw.end,
+        text,
+        tokens: raw.tokens,
+        temperature: decoded.temperature,
+        avg_logprob: decoded.avg_logprob,
+        compression_ratio: decoded.compression_ratio,
+        no_speech_prob: f64::from(decoded.generation.no_speech_prob),
+        words: raw.words,
+    })
 }
 
 /// The end of the last word, or of the last segment when there are no words.

@@ -117,19 +117,6 @@ pub enum ClientMessage {
     CloseStream,
 }
 
-impl StreamWords {
-    pub fn len(&self) -> usize {
-        match self {
-            StreamWords::Objects(words) => words.len(),
-            StreamWords::Tuples(words) => words.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use expect_test::expect;

@@ -205,10 +205,6 @@ impl Recognizer {
         self.origin + self.n_received as f64 / SAMPLE_RATE
     }
 
-    pub fn committed_until(&self) -> f64 {
-        self.committed_until
-    }
-
     /// Whether a flush or a decode is still to come.
     pub fn is_settled(&self) -> bool {
         self.flushes.is_empty() && self.in_flight.is_none()
