@@ -31,6 +31,19 @@ pub use stream::{Pcm, StreamDecoder, StreamResampler};
 
 /// The sample rate the recognizer works at.
 pub const TARGET_RATE: u32 = 16_000;
+/// Sample rates accepted, from telephony's lowest to studio's highest; outside them a header is
+/// corrupt or hostile (a 4-GHz rate would make the resampler allocate gigabytes).
+pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=384_000;
+
+/// Refuses a sample rate outside [`SAMPLE_RATES`]: `declared` rates (request parameters) are
+/// invalid parameters, rates read from the audio make it unsupported.
+pub(crate) fn check_rate(rate: u32, declared: bool) -> Result<(), AudioError> {
+    if SAMPLE_RATES.contains(&rate) {
+        return Ok(());
+    }
+    let what = format!("a sample rate of {rate} Hz is outside {}..={} Hz", SAMPLE_RATES.start(), SAMPLE_RATES.end());
+    Err(if declared { AudioError::InvalidParams(what) } else { AudioError::Unsupported(what) })
+}
 
 /// What can go wrong reading audio. Services answer 415 (`Unsupported`, `Corrupt`), 413 (`TooLarge`,
 /// `TooLong`) or 400 (`Empty`, `InvalidParams`).
@@ -284,6 +297,7 @@ pub fn decode_headerless(
     if sample_rate == 0 || n_channels == 0 {
         return Err(AudioError::InvalidParams("sample_rate and channels must be positive".to_owned()));
     }
+    check_rate(sample_rate, true)?;
     if bytes.is_empty() {
         return Err(AudioError::Empty);
     }
@@ -480,6 +494,7 @@ fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Resu
     if sample_rate == 0 {
         return Err(AudioError::Corrupt("the stream declares no sample rate".to_owned()));
     }
+    check_rate(sample_rate, false)?;
     Ok(Decoded { sample_rate, channels, truncated: truncated || n_bad_packets > 0 })
 }
 
@@ -563,6 +578,8 @@ pub fn resample(samples: &[f32], from_rate: u32, to_rate: u32) -> Result<Vec<f32
     if from_rate == 0 || to_rate == 0 {
         return Err(AudioError::InvalidParams("sample rates must be positive".to_owned()));
     }
+    check_rate(from_rate, false)?;
+    check_rate(to_rate, false)?;
     let mut resampler =
         rubato::Fft::<f32>::new(from_rate as usize, to_rate as usize, 1024, 1, rubato::FixedSync::Input)
             .map_err(|e| AudioError::Resample(e.to_string()))?;

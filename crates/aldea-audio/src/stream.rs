@@ -259,6 +259,7 @@ impl StreamDecoder {
         if sample_rate == 0 || n_channels == 0 {
             return Err(AudioError::InvalidParams("sample_rate and channels must be positive".to_owned()));
         }
+        crate::check_rate(sample_rate, true)?;
         Ok(Framed { format, sample_rate, n_channels: usize::from(n_channels), leftover: Vec::new() })
     }
 
@@ -358,6 +359,7 @@ fn parse_wav_header(bytes: &[u8]) -> Result<Option<(SampleFormat, u32, u16, usiz
             if channels == 0 || rate == 0 {
                 return Err(AudioError::Corrupt("the WAV header declares zero channels or rate".to_owned()));
             }
+            crate::check_rate(rate, false)?;
             fmt = Some((format, rate, channels));
         }
         offset = body.saturating_add(size).saturating_add(size & 1);
@@ -574,6 +576,8 @@ impl StreamResampler {
         if from_rate == 0 || to_rate == 0 {
             return Err(AudioError::InvalidParams("sample rates must be positive".to_owned()));
         }
+        crate::check_rate(from_rate, false)?;
+        crate::check_rate(to_rate, false)?;
         let ratio = f64::from(to_rate) / f64::from(from_rate);
         if from_rate == to_rate {
             return Ok(StreamResampler { resampler: None, pending: Vec::new(), to_skip: 0, n_in: 0, n_out: 0, ratio });

@@ -160,3 +160,25 @@ fn stream_resampler_matches_the_whole_file_resampler() {
     assert_eq!(same_rate.push(&[0.1, 0.2]).unwrap(), vec![0.1, 0.2]);
     assert!(same_rate.finish().unwrap().is_empty());
 }
+
+#[test]
+fn sample_rates_out_of_range_are_refused() {
+    // The fuzzer's input: a WAV header declaring a ~4-GHz rate made the resampler allocate gigabytes.
+    let mut bytes = wav_bytes(spec(1, 16_000, 16), &[0; 64]);
+    bytes[24..28].copy_from_slice(&0xF1FF_1F40u32.to_le_bytes());
+    assert!(matches!(decode(&bytes), Err(AudioError::Unsupported(_))));
+    let bytes = wav_bytes(spec(1, 999, 16), &[0; 64]);
+    assert!(matches!(decode(&bytes), Err(AudioError::Unsupported(_))));
+    let declared =
+        DecodeOptions { encoding: Some(Encoding::Linear16), sample_rate: 2_000_000, ..DecodeOptions::default() };
+    assert!(matches!(decode_with(&[0; 64], &declared), Err(AudioError::InvalidParams(_))));
+    assert!(matches!(resample(&[0.0; 8], 400_000, 16_000), Err(AudioError::Unsupported(_))));
+    assert!(StreamResampler::new(1_000_000, 16_000).is_err());
+    let mut streamed = StreamDecoder::new(declared);
+    assert!(streamed.push(&[0; 64]).is_err());
+    // The edges are accepted.
+    for rate in [*SAMPLE_RATES.start(), *SAMPLE_RATES.end()] {
+        let bytes = wav_bytes(spec(1, rate, 16), &[100; 64]);
+        assert_eq!(decode(&bytes).unwrap().sample_rate, rate);
+    }
+}
