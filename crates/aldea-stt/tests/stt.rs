@@ -551,10 +551,9 @@ async fn three_minutes_of_continuous_speech_at_full_speed_and_at_real_time() {
         .await;
         assert_eq!(streamed.close.as_ref().map(|c| c.0), Some(1000), "{name}");
         check_protocol(&streamed);
-        // The gate is +3.0. At full speed each sentence is decoded whole with the better beam and
-        // meets it; at real-time pace agreement finalizes parts of long sentences from partial
-        // buffers and lands at about +5.5 on this synthetic voice (issue 4 stays open for it), so
-        // the real-time run guards against regressions at +6.0 until that is fixed.
+        // The gate is +3.0; at real-time pace agreement and endpointing finalize sentences decoded
+        // without the audio around them and land at about +5 on this synthetic voice (issue 4 stays
+        // open for it), so the real-time run guards against regressions at +6.0 until that is fixed.
         let margin = if pace.is_some() { 6.0 } else { 3.0 };
         check_completeness_within(name, &streamed, &batch, &reference, margin);
     }

@@ -43,6 +43,8 @@ fn decode(script: &Script, request: &DecodeRequest) -> Vec<Word> {
 struct Run {
     events: Vec<Event>,
     n_decodes: usize,
+    /// Audio received when the first words (an interim) came out.
+    first_words_at: Option<f64>,
 }
 
 /// Streams `seconds` of audio in 100-ms chunks; each decode's result arrives with the next chunk.
@@ -54,6 +56,7 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
     let chunk = 1_600;
     let n_chunks = (seconds * 10.0) as usize;
     let mut n_windows_sent = 0usize;
+    let mut first_words_at = None;
     for chunk_idx in 0..n_chunks {
         let samples = vec![0.0f32; chunk];
         let received = (chunk_idx + 1) * chunk;
@@ -72,6 +75,9 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
             events.extend(recognizer.take_forced());
             pending = Some(request);
         }
+        if first_words_at.is_none() && results(&events).iter().any(|r| !r.words.is_empty()) {
+            first_words_at = Some(received as f64 / SAMPLE_RATE);
+        }
     }
     if finalize_at_end {
         events.extend(recognizer.finalize(false));
@@ -84,7 +90,7 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
         }
         assert!(recognizer.is_settled(), "the flush completed");
     }
-    Run { events, n_decodes }
+    Run { events, n_decodes, first_words_at }
 }
 
 fn results(events: &[Event]) -> Vec<&ResultsEvent> {
@@ -265,4 +271,36 @@ fn audio_sent_at_full_speed_is_recognized_utterance_by_utterance() {
     assert_eq!(final_words(&events), expected);
     let speech_finals = results(&events).iter().filter(|r| r.is_final && r.speech_final).count();
     assert!(speech_finals >= 2, "each utterance ends with speech_final");
+}
+
+#[test]
+fn agreement_finalizes_long_speech_at_sentence_ends() {
+    // 18 s of speech without a pause; sentences end at words 14 and 29.
+    let script: Script = (0..45)
+        .map(|idx| {
+            let text: &'static str =
+                Box::leak(if idx == 14 || idx == 29 { format!("w{idx}.") } else { format!("w{idx}") }.into_boxed_str());
+            let start = 0.5 + idx as f64 * 0.4;
+            (text, start, start + 0.35)
+        })
+        .collect();
+    let run = run(RecognizerConfig::default(), &script, 19.5, true);
+    let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
+    assert_eq!(final_words(&run.events), expected, "every word final once, in order");
+    let finals: Vec<&ResultsEvent> = results(&run.events).into_iter().filter(|r| r.is_final).collect();
+    let by_agreement: Vec<&&ResultsEvent> = finals.iter().filter(|r| !r.speech_final && !r.from_finalize).collect();
+    assert!(!by_agreement.is_empty(), "long speech is finalized before its end");
+    for result in by_agreement {
+        let last = result.words.last().map(|w| w.text.trim().to_owned()).unwrap_or_default();
+        assert!(last.ends_with('.'), "a final during speech ends a sentence, not at {last}");
+    }
+}
+
+#[test]
+fn the_first_words_come_soon_after_speech_starts() {
+    // Speech starts at 0.5 s; decodes come every 0.4 s until words are heard, then every second.
+    let run = run(RecognizerConfig::default(), &script(), 6.0, false);
+    let first = run.first_words_at.expect("words were heard");
+    assert!(first <= 0.5 + 0.6 + 1e-9, "first words at {first} s");
+    assert!(run.n_decodes <= 8, "{} decodes for 6 s of audio", run.n_decodes);
 }
