@@ -21,6 +21,9 @@ aldea_ensure_system_packages() {
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   [ -x /usr/bin/time ] || missing+=(time)
   command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+  # The Redis adapter's tests start a 3-node cluster of their own.
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     aldea_log "installing ${missing[*]}"

@@ -17,13 +17,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("aldea-eval", &[]),
     ("aldea-models", &[]),
     ("aldea-engine", &["aldea-audio"]),
+    ("aldea-store", &["aldea-proto"]),
+    ("aldea-store-sql", &["aldea-store"]),
+    ("aldea-store-redis", &["aldea-store"]),
     // aldea-eval only as a dev-dependency: tests score transcripts.
     ("aldea-stt", &["aldea-proto", "aldea-audio", "aldea-engine", "aldea-eval"]),
     ("aldea", &["aldea-proto", "aldea-audio", "aldea-engine", "aldea-models", "aldea-eval", "aldea-stt"]),
 ];
 
 /// External crates that only one aldea crate may name.
-const OWNERS: &[(&str, &str)] = &[("ct2rs", "aldea-engine"), ("tract-onnx", "aldea-engine"), ("clap", "aldea")];
+const OWNERS: &[(&str, &str)] = &[
+    ("ct2rs", "aldea-engine"),
+    ("tract-onnx", "aldea-engine"),
+    ("sqlx", "aldea-store-sql"),
+    ("redis", "aldea-store-redis"),
+    ("clap", "aldea"),
+];
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
