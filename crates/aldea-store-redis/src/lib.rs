@@ -2,7 +2,7 @@
 //! (leases in sorted sets, per-minute counters) and the usage queue (a stream with a consumer group),
 //! on a single node or a Redis Cluster.
 //!
-//! Invariants: every operation touches one key (or keys of one hash slot), so it is valid on a
+//! Invariant: every operation touches one key (or keys of one hash slot), so it is valid on a
 //! cluster; check-and-set steps are Lua scripts reading the server's clock, so gateways with skewed
 //! clocks agree; a connection failure is [`StoreError::Unavailable`], never a panic.
 #![forbid(unsafe_code)]

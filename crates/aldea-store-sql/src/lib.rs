@@ -2,7 +2,7 @@
 //! SQLite is the embedded single-machine store (`$ALDEA_HOME/aldea.db`): a key created by the CLI
 //! while `aldea all` runs is seen by the next request, since both open the same file.
 //!
-//! Invariants: secrets never reach the database (only [`aldea_store::hash_key`]); an event id is
+//! Invariant: secrets never reach the database (only [`aldea_store::hash_key`]); an event id is
 //! recorded once, and its credit charge happens in the same transaction; the schema is created and
 //! upgraded by [`SqlStore::open`] (numbered migrations, each applied once).
 #![forbid(unsafe_code)]

@@ -11,7 +11,7 @@
 //! - [`UsageQueue`]: usage events, delivered at least once; [`UsageLedger`] records each `event_id`
 //!   exactly once and charges the credit.
 //!
-//! Invariants: a secret key is never stored, only its SHA-256 ([`hash_key`]); this crate never reads
+//! Invariant: a secret key is never stored, only its SHA-256 ([`hash_key`]); this crate never reads
 //! configuration or the environment, and never names a database or Redis client.
 #![forbid(unsafe_code)]
 
