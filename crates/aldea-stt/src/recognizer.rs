@@ -59,10 +59,7 @@ pub struct RecognizerConfig {
     /// Audio before the last final kept in the buffer after an utterance ends: the next utterance is
     /// decoded with the end of the previous one before it, as the batch loop hears sentences inside
     /// a window (an utterance decoded alone loses its first words more often). Dropped once the
-    /// silence lasts [`CONTEXT_GAP_S`]. Off (0) by default: 4 s brought long_3min within the +3
-    /// gate (full speed 10.41 %, real time 11.20 % vs batch 8.45 %) but lost real-dev words across
-    /// 1–3 s pauses at full speed, and the gap rule that fixed that stalled long_3min at full speed
-    /// (issue 4 notes); to be finished before it is turned on.
+    /// silence lasts [`CONTEXT_GAP_S`].
     pub context_s: f64,
     /// Longest buffer sent to the model (its window is 30 s).
     pub max_buffer_s: f64,
@@ -85,7 +82,7 @@ impl Default for RecognizerConfig {
             agreement_after_s: 5.0,
             sentence_wait_s: 12.0,
             trim_s: 12.0,
-            context_s: 0.0,
+            context_s: 4.0,
             max_buffer_s: 28.0,
             vad_threshold: 0.5,
             speech_pad_s: 0.3,
@@ -150,7 +147,10 @@ pub struct Recognizer {
     origin: f64,
     n_received: u64,
     buffer: Vec<f32>,
+    /// Timeline position of the buffer's first sample: always `origin + n_dropped / rate`, computed
+    /// from the sample count so that it never drifts from `audio_end` and decode ends.
     buffer_start: f64,
+    n_dropped: u64,
     committed_until: f64,
     /// End of the last final sent: the next final (or interim) starts here, so finals cover the
     /// timeline without gaps even where silence was skipped without one.
@@ -198,6 +198,7 @@ impl Recognizer {
             n_received: 0,
             buffer: Vec::new(),
             buffer_start: origin,
+            n_dropped: 0,
             committed_until: origin,
             results_until: origin,
             prompt,
@@ -224,7 +225,12 @@ impl Recognizer {
 
     /// Timeline position of the end of the audio received.
     pub fn audio_end(&self) -> f64 {
-        self.origin + self.n_received as f64 / SAMPLE_RATE
+        self.at_sample(self.n_received)
+    }
+
+    /// Timeline position of the stream's `n`th sample.
+    fn at_sample(&self, n: u64) -> f64 {
+        self.origin + n as f64 / SAMPLE_RATE
     }
 
     /// Whether a flush or a decode is still to come.
@@ -249,18 +255,18 @@ impl Recognizer {
         self.buffer.extend_from_slice(samples);
         let mut events = Vec::new();
         for &prob in vad_probs {
-            let window_start = self.origin + self.n_vad_windows as f64 * VAD_WINDOW_S;
+            let window_start = self.at_sample(self.n_vad_windows * VAD_WINDOW as u64);
             self.n_vad_windows += 1;
-            self.on_vad_window(window_start, prob, &mut events);
+            let window_end = self.at_sample(self.n_vad_windows * VAD_WINDOW as u64);
+            self.on_vad_window(window_start, window_end, prob, &mut events);
         }
         self.trim_silence();
         self.try_complete_flush(&mut events);
         events
     }
 
-    fn on_vad_window(&mut self, window_start: f64, prob: f32, events: &mut Vec<Event>) {
+    fn on_vad_window(&mut self, window_start: f64, window_end: f64, prob: f32, events: &mut Vec<Event>) {
         let neg_threshold = (self.config.vad_threshold - 0.15).max(0.01);
-        let window_end = window_start + VAD_WINDOW_S;
         if prob >= self.config.vad_threshold {
             if !self.in_speech {
                 self.in_speech = true;
@@ -398,14 +404,19 @@ impl Recognizer {
             horizon - w.start.max(self.committed_until) >= self.config.agreement_after_s - self.config.step_s
         });
         let due = if flush_in_view {
-            self.flushes.front().is_some_and(|f| self.decoded_until < f.speech_end)
+            self.flushes.front().is_some_and(|f| self.decoded_until < f.speech_end - 1e-6)
         } else {
-            let (since, step) = if self.hypothesis.is_empty() && self.in_speech {
-                (self.decoded_until.max(self.speech_start), self.config.first_step_s)
-            } else {
-                (self.decoded_until, self.config.step_s)
+            // Before the first words of the speech in view, decode sooner; the speech counts from
+            // its start (which lies before the horizon), not from the live edge's, which may be far
+            // ahead when audio came faster than real time.
+            let onset = self.next_speech_start().filter(|&start| start < horizon);
+            let due_after = match onset {
+                Some(onset) if self.hypothesis.is_empty() => {
+                    self.decoded_until.max(onset) + self.config.first_step_s.min(self.config.step_s)
+                }
+                _ => self.decoded_until + self.config.step_s,
             };
-            horizon - since >= step || paused
+            horizon >= due_after - 1e-9 || paused
         };
         let n_samples =
             (((horizon - self.buffer_start) * SAMPLE_RATE).round().max(0.0) as usize).min(self.buffer.len());
@@ -420,8 +431,14 @@ impl Recognizer {
             prompt: self.prompt.clone(),
             settles: flush_in_view || paused || long_pending,
         };
-        self.in_flight = Some((self.next_id, self.buffer_start + n_samples as f64 / SAMPLE_RATE));
+        self.in_flight = Some((self.next_id, self.at_sample(self.n_dropped + n_samples as u64)));
         Some(request)
+    }
+
+    /// Start of the first speech (closed span or the open one) that is not all committed.
+    fn next_speech_start(&self) -> Option<f64> {
+        let open = self.in_speech.then_some(self.speech_start);
+        self.spans.iter().filter(|s| s.1 > self.committed_until).map(|s| s.0).chain(open).min_by(f64::total_cmp)
     }
 
     /// The buffer keeps the previous utterance's audio as context only across a short pause: when
@@ -497,7 +514,11 @@ impl Recognizer {
         self.decoded_until = audio_end;
         let hypothesis = self.fresh_words(words);
 
-        if self.flushes.front().is_some_and(|f| self.decoded_until >= f.speech_end && f.until <= audio_end + 1e-9) {
+        if self
+            .flushes
+            .front()
+            .is_some_and(|f| self.decoded_until >= f.speech_end - 1e-6 && f.until <= audio_end + 1e-9)
+        {
             self.hypothesis = hypothesis;
             self.try_complete_flush(&mut events);
             return events;
@@ -591,7 +612,7 @@ impl Recognizer {
             if self.in_flight.is_some() {
                 return;
             }
-            let covered = (self.decoded_until >= flush.speech_end && self.decoded_until <= flush.until + 1e-9)
+            let covered = (self.decoded_until >= flush.speech_end - 1e-6 && self.decoded_until <= flush.until + 1e-9)
                 || !self.speech_in(self.committed_until, flush.until);
             if !covered {
                 return;
@@ -690,7 +711,8 @@ impl Recognizer {
     fn trim_to(&mut self, time: f64) {
         let n = (((time - self.buffer_start) * SAMPLE_RATE).round().max(0.0) as usize).min(self.buffer.len());
         self.buffer.drain(..n);
-        self.buffer_start += n as f64 / SAMPLE_RATE;
+        self.n_dropped += n as u64;
+        self.buffer_start = self.at_sample(self.n_dropped);
         while self.pending_prompt.front().is_some_and(|(end, _)| *end <= self.buffer_start + 0.05) {
             if let Some((_, tokens)) = self.pending_prompt.pop_front() {
                 self.prompt.extend(tokens);

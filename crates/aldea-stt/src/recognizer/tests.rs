@@ -243,34 +243,60 @@ fn a_repeated_prompt_tail_is_not_committed_twice() {
     assert_eq!(fresh.len(), 2);
 }
 
-#[test]
-fn audio_sent_at_full_speed_is_recognized_utterance_by_utterance() {
-    let script = script();
-    let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
-    let seconds = 7.0;
+/// Sends `seconds` of audio at once, then decodes until nothing is due; the events in order.
+fn run_full_speed(config: RecognizerConfig, script: &Script, seconds: f64) -> Vec<Event> {
+    let max_buffer_s = config.max_buffer_s;
+    let mut recognizer = Recognizer::new(config, 0.0, Vec::new());
     let n_samples = (seconds * SAMPLE_RATE) as usize;
     let probs: Vec<f32> = (0..n_samples / VAD_WINDOW)
-        .map(|w| if speech_at(&script, (w as f64 + 0.5) * VAD_WINDOW_S) { 0.95 } else { 0.02 })
+        .map(|w| if speech_at(script, (w as f64 + 0.5) * VAD_WINDOW_S) { 0.95 } else { 0.02 })
         .collect();
     let mut events = recognizer.push_audio(&vec![0.0; n_samples], &probs);
     events.extend(recognizer.finalize(false));
-    let mut requests = Vec::new();
+    let mut n_requests = 0;
     while let Some(request) = recognizer.next_decode() {
         events.extend(recognizer.take_forced());
         assert!(
-            request.samples.len() as f64 / SAMPLE_RATE <= RecognizerConfig::default().max_buffer_s + 1e-9,
+            request.samples.len() as f64 / SAMPLE_RATE <= max_buffer_s + 1e-9,
             "never more than the model's window"
         );
-        let words = decode(&script, &request);
-        requests.push(request.offset);
+        let words = decode(script, &request);
+        n_requests += 1;
         events.extend(recognizer.on_decoded(request.id, Some(words)));
-        assert!(requests.len() < 20, "decoding terminates");
+        assert!(n_requests < 20 * seconds as usize, "decoding terminates");
     }
-    assert!(recognizer.is_settled());
+    events.extend(recognizer.take_forced());
+    assert!(recognizer.is_settled(), "every flush completed");
+    events
+}
+
+#[test]
+fn audio_sent_at_full_speed_is_recognized_utterance_by_utterance() {
+    let script = script();
+    let events = run_full_speed(RecognizerConfig::default(), &script, 7.0);
     let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
     assert_eq!(final_words(&events), expected);
     let speech_finals = results(&events).iter().filter(|r| r.is_final && r.speech_final).count();
     assert!(speech_finals >= 2, "each utterance ends with speech_final");
+}
+
+#[test]
+fn left_context_at_full_speed_and_at_real_time() {
+    // Utterances 0.5 s apart (context kept), a 26-s utterance (buffer at the model's window with the
+    // context), then 1.5 s of silence (context dropped) and a last one.
+    let mut script: Script = vec![("one", 0.5, 0.9), ("two", 1.0, 1.4)];
+    for idx in 0..65 {
+        let text: &'static str = Box::leak(format!("w{idx}").into_boxed_str());
+        let start = 1.9 + idx as f64 * 0.4;
+        script.push((text, start, start + 0.35));
+    }
+    script.extend([("three", 29.8, 30.2), ("four", 30.3, 30.7)]);
+    let config = RecognizerConfig { context_s: 4.0, ..RecognizerConfig::default() };
+    let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
+    let events = run_full_speed(config.clone(), &script, 32.0);
+    assert_eq!(final_words(&events), expected, "full speed");
+    let run = run(config, &script, 32.0, true);
+    assert_eq!(final_words(&run.events), expected, "real time");
 }
 
 #[test]
