@@ -251,10 +251,6 @@ impl MemoryLimits {
     }
 }
 
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 #[async_trait]
 impl Limits for MemoryLimits {
     async fn acquire(&self, scope: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool> {
@@ -300,7 +296,7 @@ impl Limits for MemoryLimits {
     }
 
     async fn hit(&self, bucket: &str, per_minute: u32) -> Result<RateDecision> {
-        let now = unix_seconds();
+        let now = crate::unix_now().max(0) as u64;
         let minute = now / 60;
         let mut state = lock(&self.state);
         let entry = state.rates.entry(bucket.to_owned()).or_insert((minute, 0));

@@ -61,7 +61,8 @@ pub struct RecognizerConfig {
     /// a window (an utterance decoded alone loses its first words more often). Dropped once the
     /// silence lasts [`CONTEXT_GAP_S`]. Off by default until it is reliable: with 4 s, long_3min at
     /// real time measured 11.20 % once and 15.32 % with 5 % of the batch words missing another time
-    /// (a decode with context that returns none of the new utterance's words loses them).
+    /// (the words vanished between two agreement finals of a long sentence after a flush that kept
+    /// context).
     pub context_s: f64,
     /// Longest buffer sent to the model (its window is 30 s).
     pub max_buffer_s: f64,
@@ -149,9 +150,8 @@ pub struct Recognizer {
     origin: f64,
     n_received: u64,
     buffer: Vec<f32>,
-    /// Timeline position of the buffer's first sample: always `origin + n_dropped / rate`, computed
-    /// from the sample count so that it never drifts from `audio_end` and decode ends.
-    buffer_start: f64,
+    /// Samples dropped from the front of the buffer: its start is derived from this count
+    /// ([`Recognizer::buffer_start`]), so it never drifts from `audio_end` and decode ends.
     n_dropped: u64,
     committed_until: f64,
     /// End of the last final sent: the next final (or interim) starts here, so finals cover the
@@ -199,7 +199,6 @@ impl Recognizer {
             origin,
             n_received: 0,
             buffer: Vec::new(),
-            buffer_start: origin,
             n_dropped: 0,
             committed_until: origin,
             results_until: origin,
@@ -230,6 +229,11 @@ impl Recognizer {
         self.at_sample(self.n_received)
     }
 
+    /// Timeline position of the buffer's first sample.
+    fn buffer_start(&self) -> f64 {
+        self.at_sample(self.n_dropped)
+    }
+
     /// Timeline position of the stream's `n`th sample.
     fn at_sample(&self, n: u64) -> f64 {
         self.origin + n as f64 / SAMPLE_RATE
@@ -242,7 +246,7 @@ impl Recognizer {
 
     /// Seconds of audio received but not yet decoded (the session stops reading while it is large).
     pub fn backlog_s(&self) -> f64 {
-        self.audio_end() - self.decoded_until.max(self.buffer_start)
+        self.audio_end() - self.decoded_until.max(self.buffer_start())
     }
 
     /// An endpoint, Finalize or CloseStream waits for its final.
@@ -366,9 +370,9 @@ impl Recognizer {
     /// the buffer start, and not past the next flush point (utterances are decoded in order, also
     /// when the audio arrives faster than real time).
     fn horizon(&self) -> f64 {
-        let mut horizon = self.audio_end().min(self.buffer_start + self.config.max_buffer_s);
+        let mut horizon = self.audio_end().min(self.buffer_start() + self.config.max_buffer_s);
         if let Some(flush) = self.flushes.front() {
-            horizon = horizon.min(flush.until.max(self.buffer_start));
+            horizon = horizon.min(flush.until.max(self.buffer_start()));
         }
         horizon
     }
@@ -387,7 +391,7 @@ impl Recognizer {
         // Silence in view with more audio beyond (a stream sent faster than real time): move on.
         while !self.speech_in(self.committed_until, horizon)
             && horizon < self.audio_end() - 1e-9
-            && horizon - self.buffer_start > 1.0
+            && horizon - self.buffer_start() > 1.0
         {
             self.trim_to(horizon - 0.5);
             horizon = self.horizon();
@@ -421,7 +425,7 @@ impl Recognizer {
             horizon >= due_after - 1e-9 || paused
         };
         let n_samples =
-            (((horizon - self.buffer_start) * SAMPLE_RATE).round().max(0.0) as usize).min(self.buffer.len());
+            (((horizon - self.buffer_start()) * SAMPLE_RATE).round().max(0.0) as usize).min(self.buffer.len());
         if !due || n_samples == 0 {
             return None;
         }
@@ -429,7 +433,7 @@ impl Recognizer {
         let request = DecodeRequest {
             id: self.next_id,
             samples: self.buffer[..n_samples].to_vec(),
-            offset: self.buffer_start,
+            offset: self.buffer_start(),
             prompt: self.prompt.clone(),
             settles: flush_in_view || paused || long_pending,
         };
@@ -447,25 +451,19 @@ impl Recognizer {
     /// the next speech starts [`CONTEXT_GAP_S`] or more after the last committed speech, the buffer
     /// starts a short lead-in before it (also when the audio came faster than real time).
     fn drop_stale_context(&mut self) {
-        if self.config.context_s <= 0.0 || self.buffer_start >= self.committed_until - 1e-6 {
+        if self.config.context_s <= 0.0 || self.buffer_start() >= self.committed_until - 1e-6 {
             return;
         }
-        let open = self.in_speech.then_some(self.speech_start);
-        let Some(next_start) = self
-            .spans
-            .iter()
-            .map(|s| s.0)
-            .chain(open)
-            .filter(|&start| start >= self.committed_until - 1e-6)
-            .min_by(f64::total_cmp)
-        else {
+        // A speech span that reaches past the commit has uncommitted words: it is the next speech,
+        // and the lead-in kept before its start keeps all of it.
+        let Some(next_start) = self.next_speech_start() else {
             return;
         };
         let previous_end =
             self.spans.iter().map(|s| s.1).filter(|&end| end <= self.committed_until + 1e-6).max_by(f64::total_cmp);
         if previous_end.is_none_or(|end| next_start - end >= CONTEXT_GAP_S) {
             let keep_from = next_start - 0.5;
-            if keep_from > self.buffer_start + 0.05 {
+            if keep_from > self.buffer_start() + 0.05 {
                 self.trim_to(keep_from);
             }
         }
@@ -474,13 +472,13 @@ impl Recognizer {
     /// The decode window is as long as the model takes and has been decoded: nothing more can be
     /// seen without moving the buffer.
     fn window_full(&self, horizon: f64) -> bool {
-        horizon - self.buffer_start >= self.config.max_buffer_s - 1e-6 && self.decoded_until >= horizon - 1e-6
+        horizon - self.buffer_start() >= self.config.max_buffer_s - 1e-6 && self.decoded_until >= horizon - 1e-6
     }
 
     /// Speech that went on for a whole window without agreement: the hypothesis' older words become
     /// final and the buffer moves on (the events go out with the next send).
     fn force_progress(&mut self) {
-        let keep_from = self.buffer_start + self.config.max_buffer_s - self.config.trim_s.min(8.0);
+        let keep_from = self.buffer_start() + self.config.max_buffer_s - self.config.trim_s.min(8.0);
         let (mut old, mut young): (Vec<Word>, Vec<Word>) =
             std::mem::take(&mut self.hypothesis).into_iter().partition(|w| w.end <= keep_from);
         if let Some(idx) = old.iter().rposition(|w| ends_sentence(&w.text)) {
@@ -560,7 +558,7 @@ impl Recognizer {
         }
         self.hypothesis = rest;
         self.send_interim(&mut events);
-        if self.decoded_until - self.buffer_start > self.config.trim_s {
+        if self.decoded_until - self.buffer_start() > self.config.trim_s {
             // A second of committed audio stays as context; `fresh_words` anchors on its words.
             self.trim_to(self.committed_until - 1.0);
         }
@@ -581,7 +579,7 @@ impl Recognizer {
         let pad = self.config.speech_pad_s;
         let boundary = self.committed_until;
         let words: Vec<Word> = words.into_iter().filter(|w| !w.text.trim().is_empty()).collect();
-        let holds_committed_audio = self.buffer_start < boundary - 0.05;
+        let holds_committed_audio = self.buffer_start() < boundary - 0.05;
         let anchor = match (holds_committed_audio, self.committed_tail.last()) {
             (true, Some(last)) => words.iter().rposition(|w| {
                 w.start < boundary + 0.25 && w.end > boundary - 1.5 && aldea_proto::bare_word(&w.text) == *last
@@ -711,18 +709,17 @@ impl Recognizer {
 
     /// Drops buffered audio before `time` (never audio after it).
     fn trim_to(&mut self, time: f64) {
-        let n = (((time - self.buffer_start) * SAMPLE_RATE).round().max(0.0) as usize).min(self.buffer.len());
+        let n = (((time - self.buffer_start()) * SAMPLE_RATE).round().max(0.0) as usize).min(self.buffer.len());
         self.buffer.drain(..n);
         self.n_dropped += n as u64;
-        self.buffer_start = self.at_sample(self.n_dropped);
-        while self.pending_prompt.front().is_some_and(|(end, _)| *end <= self.buffer_start + 0.05) {
+        while self.pending_prompt.front().is_some_and(|(end, _)| *end <= self.buffer_start() + 0.05) {
             if let Some((_, tokens)) = self.pending_prompt.pop_front() {
                 self.prompt.extend(tokens);
             }
         }
         let excess = self.prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
         self.prompt.drain(..excess);
-        let horizon = self.buffer_start - self.config.speech_pad_s;
+        let horizon = self.buffer_start() - self.config.speech_pad_s;
         self.spans.retain(|&(_, end)| end > horizon);
     }
 
@@ -736,7 +733,7 @@ impl Recognizer {
             && self.audio_end() - self.last_speech_end >= CONTEXT_GAP_S.min(self.config.context_s)
         {
             let keep_from = self.audio_end() - 0.5;
-            if keep_from > self.buffer_start + 0.1 {
+            if keep_from > self.buffer_start() + 0.1 {
                 self.trim_to(keep_from);
             }
         }

@@ -229,7 +229,7 @@ fn a_repeated_prompt_tail_is_not_committed_twice() {
     recognizer.committed_tail = vec!["jumps".to_owned(), "over".to_owned()];
     recognizer.committed_until = 2.0;
     // The buffer still holds committed audio (it starts before the commit).
-    recognizer.buffer_start = 0.0;
+    recognizer.n_dropped = 0;
     let word =
         |t: &str, s: f64, e: f64| Word { text: format!(" {t}"), start: s, end: e, probability: 0.9, tokens: vec![] };
     recognizer.in_speech = true;
@@ -238,7 +238,7 @@ fn a_repeated_prompt_tail_is_not_committed_twice() {
     let texts: Vec<&str> = fresh.iter().map(|w| w.text.trim()).collect();
     assert_eq!(texts, vec!["the"]);
     // A buffer that starts at the commit holds no committed audio: the same words are a real repeat.
-    recognizer.buffer_start = 2.0;
+    recognizer.n_dropped = 32_000;
     let fresh = recognizer.fresh_words(vec![word("jumps", 2.0, 2.5), word("over", 2.55, 2.8)]);
     assert_eq!(fresh.len(), 2);
 }
