@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds aldea, pulls the default model and transcribes a sample. (Becomes `aldea all` once the
-# services land.) Usage: scripts/run.sh [audio file...]
+# Builds aldea, pulls the default model and runs the whole platform in one process (`aldea all`):
+# the Speech API on http://127.0.0.1:8000, SQLite under $ALDEA_HOME. On the first run it creates an
+# organization and an API key and prints the key. Usage: scripts/run.sh [aldea all options...]
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 aldea_ensure_system_packages
 aldea_build_release
-"$ALDEA_BIN" models pull tiny.en
-"$ALDEA_BIN" models pull silero-vad
-if [ $# -eq 0 ]; then
-  sample="$ALDEA_REPO/../shared/eval/real-dev/ps_librivox_0870.wav"
-  [ -f "$sample" ] || { aldea_log "no sample at $sample: pass an audio file"; exit 1; }
-  set -- "$sample"
+"$ALDEA_BIN" models pull tiny.en >/dev/null
+"$ALDEA_BIN" models pull silero-vad >/dev/null
+if [ -z "$("$ALDEA_BIN" keys list)" ]; then
+  key="$("$ALDEA_BIN" keys create --org default --name first | tail -n 1)"
+  aldea_log "your API key (shown once): $key"
+  aldea_log "try: curl -H \"Authorization: Token $key\" --data-binary @talk.wav http://127.0.0.1:8000/v1/listen"
 fi
-exec "$ALDEA_BIN" transcribe --format text "$@"
+exec "$ALDEA_BIN" all "$@"

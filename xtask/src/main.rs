@@ -22,7 +22,23 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("aldea-store-redis", &["aldea-store"]),
     // aldea-eval only as a dev-dependency: tests score transcripts.
     ("aldea-stt", &["aldea-proto", "aldea-audio", "aldea-engine", "aldea-eval"]),
-    ("aldea", &["aldea-proto", "aldea-audio", "aldea-engine", "aldea-models", "aldea-eval", "aldea-stt"]),
+    // The gateway reaches stt only over the network.
+    ("aldea-gateway", &["aldea-proto", "aldea-store"]),
+    (
+        "aldea",
+        &[
+            "aldea-proto",
+            "aldea-audio",
+            "aldea-engine",
+            "aldea-models",
+            "aldea-eval",
+            "aldea-stt",
+            "aldea-gateway",
+            "aldea-store",
+            "aldea-store-sql",
+            "aldea-store-redis",
+        ],
+    ),
 ];
 
 /// External crates that only one aldea crate may name.

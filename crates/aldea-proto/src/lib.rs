@@ -20,6 +20,12 @@ pub mod codes {
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
     pub const UNSUPPORTED_AUDIO: &str = "UNSUPPORTED_AUDIO";
     pub const NO_CAPACITY: &str = "NO_CAPACITY";
+    /// 402: the organization has no credit left.
+    pub const INSUFFICIENT_CREDIT: &str = "INSUFFICIENT_CREDIT";
+    /// 403: the key lacks the scope the request needs.
+    pub const INSUFFICIENT_PERMISSIONS: &str = "INSUFFICIENT_PERMISSIONS";
+    /// 429: a concurrency or rate limit.
+    pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
     pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
     /// Close reason of undecodable audio (close 1003).
     pub const DATA: &str = "DATA-0000";

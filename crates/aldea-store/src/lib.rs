@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize};
 pub use aldea_proto::usage::{UsageEvent, UsageKind};
 
 pub mod conformance;
+mod consume;
 mod memory;
 
+pub use consume::{consume_usage, RECLAIM_AFTER};
 pub use memory::{MemoryKeyCache, MemoryKeys, MemoryLimits, MemoryUsageQueue};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! The `aldea` binary: command-line parsing, configuration, and the wiring of every crate. Subcommands
-//! `models`, `transcribe`, `eval` and the `stt` service; the other services (`gateway`, `platform`,
-//! `web`, `all`) join here as they land.
+//! `models`, `transcribe`, `eval`, the services `stt` and `gateway`, `all` (every service in one
+//! process), and `keys`/`credit` on the embedded database; `platform` and `web` join as they land.
 //!
 //! Invariant: the only crate that reads environment variables or knows `clap`, and the only place that
 //! picks adapters and backends.
@@ -11,10 +11,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod all;
 mod eval;
+mod gateway;
+mod keys;
 mod models;
 mod output;
 mod settings;
+mod stores;
 mod stt;
 mod transcribe;
 
@@ -40,6 +44,20 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run the recognition service (stt-api): uploads and streams on /v1/listen.
     Stt(stt::SttArgs),
+    /// Run the gateway: the public Speech API in front of the stt replicas.
+    Gateway(gateway::GatewayArgs),
+    /// Run everything in one process: gateway and stt, SQLite under $ALDEA_HOME.
+    All(all::AllArgs),
+    /// Manage API keys in $ALDEA_HOME's database.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Manage organizations' credit in $ALDEA_HOME's database.
+    Credit {
+        #[command(subcommand)]
+        command: keys::CreditCommand,
+    },
 }
 
 /// Runs the command line; the process exit code says whether everything succeeded.
@@ -52,6 +70,10 @@ pub fn main() -> ExitCode {
         Command::Transcribe(args) => transcribe::run(&settings, &args),
         Command::Eval(args) => eval::run(&settings, &args),
         Command::Stt(args) => stt::run(&settings, &args),
+        Command::Gateway(args) => gateway::run(&settings, &args),
+        Command::All(args) => all::run(&settings, &args),
+        Command::Keys { command } => keys::run_keys(&settings, &command),
+        Command::Credit { command } => keys::run_credit(&settings, &command),
     };
     match result {
         Ok(code) => code,

@@ -70,7 +70,7 @@ pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCod
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C starts the graceful shutdown.
-async fn stop_on_signal(shutdown: CancellationToken) {
+pub(crate) async fn stop_on_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,0 +1,378 @@
+//! Who is calling: the credential forms of the contract (`Authorization: Token|Bearer`, the
+//! `token, <key>` / `bearer, <jwt>` WebSocket subprotocols), key verification through a small
+//! in-process LRU in front of the shared cache in front of the system of record, and the HS256 JWTs
+//! of `/v1/auth/grant`.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aldea_store::{hash_key, CachedGrant, KeyCache, KeyGrant, KeyLimits, Keys, KEY_PREFIX};
+use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::HeaderMap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::Config;
+
+/// The scope every Speech API request needs.
+pub(crate) const LISTEN_SCOPE: &str = "listen";
+/// Keys remembered in this process.
+const L1_CAPACITY: usize = 10_000;
+
+/// A credential as the client sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Credential {
+    Key(String),
+    Jwt(String),
+}
+
+/// How the credential came: a subprotocol must be echoed on the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Via {
+    Header,
+    Subprotocol(&'static str),
+}
+
+/// Finds the credential in the headers: `Authorization` first, then the WebSocket subprotocols.
+pub(crate) fn credential(headers: &HeaderMap) -> Option<(Credential, Via)> {
+    if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, rest) = value.trim().split_once(' ')?;
+        let secret = rest.trim();
+        if secret.is_empty() {
+            return None;
+        }
+        return match scheme.to_ascii_lowercase().as_str() {
+            "token" => Some((Credential::Key(secret.to_owned()), Via::Header)),
+            "bearer" if secret.starts_with(KEY_PREFIX) => Some((Credential::Key(secret.to_owned()), Via::Header)),
+            "bearer" => Some((Credential::Jwt(secret.to_owned()), Via::Header)),
+            _ => None,
+        };
+    }
+    // Browsers cannot set headers on a WebSocket: `new WebSocket(url, ["token", key])` sends
+    // `Sec-WebSocket-Protocol: token, <key>`.
+    let protocols: Vec<&str> = headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let position = |name: &str| protocols.iter().position(|p| p.eq_ignore_ascii_case(name));
+    if let Some(i) = position("token") {
+        let secret = protocols.get(i + 1)?;
+        return Some((Credential::Key((*secret).to_owned()), Via::Subprotocol("token")));
+    }
+    if let Some(i) = position("bearer") {
+        let secret = protocols.get(i + 1)?;
+        let credential = if secret.starts_with(KEY_PREFIX) {
+            Credential::Key((*secret).to_owned())
+        } else {
+            Credential::Jwt((*secret).to_owned())
+        };
+        return Some((credential, Via::Subprotocol("bearer")));
+    }
+    None
+}
+
+/// Verifies credentials.
+pub(crate) struct Authenticator {
+    keys: Arc<dyn Keys>,
+    shared: Arc<dyn KeyCache>,
+    local: Arc<Mutex<lru::LruCache<String, (Instant, CachedGrant)>>>,
+    local_ttl: Duration,
+    negative_ttl: Duration,
+    shared_ttl: Duration,
+    jwt_secret: Option<String>,
+}
+
+impl Authenticator {
+    pub(crate) fn new(config: &Config, keys: Arc<dyn Keys>, shared: Arc<dyn KeyCache>) -> Authenticator {
+        let capacity = NonZeroUsize::new(L1_CAPACITY).unwrap_or(NonZeroUsize::MIN);
+        Authenticator {
+            keys,
+            shared,
+            local: Arc::new(Mutex::new(lru::LruCache::new(capacity))),
+            local_ttl: config.key_cache_ttl,
+            negative_ttl: config.negative_cache_ttl,
+            shared_ttl: config.shared_cache_ttl,
+            jwt_secret: config.jwt_secret.clone(),
+        }
+    }
+
+    /// Drops this process's copy of every key another replica (or the platform) invalidated.
+    pub(crate) fn spawn_invalidation_listener(&self, stop: CancellationToken) {
+        let shared = self.shared.clone();
+        let local = self.local.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut rx = match shared.subscribe().await {
+                    Ok(rx) => rx,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot subscribe to key invalidations; retrying");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        hash = rx.recv() => match hash {
+                            Some(hash) => {
+                                if let Ok(mut local) = local.lock() {
+                                    local.pop(&hash);
+                                }
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                // The subscription ended (a lost connection): forget everything this process
+                // holds, since invalidations may have been missed, and subscribe again.
+                if let Ok(mut local) = local.lock() {
+                    local.clear();
+                }
+            }
+        });
+    }
+
+    /// The grant behind a credential, or the contract's 401/403/402.
+    pub(crate) async fn authenticate(&self, credential: &Credential) -> Result<KeyGrant, ApiError> {
+        let grant = match credential {
+            Credential::Key(secret) => self.verify_key(secret).await?,
+            Credential::Jwt(token) => self.verify_jwt(token)?,
+        };
+        if !grant.scopes.iter().any(|s| s == LISTEN_SCOPE) {
+            return Err(ApiError::Forbidden("this key lacks the listen scope".to_owned()));
+        }
+        if !grant.credit_ok {
+            return Err(ApiError::PaymentRequired("the organization has no credit left".to_owned()));
+        }
+        Ok(grant)
+    }
+
+    /// A key's grant: this process's LRU, then the shared cache, then the system of record.
+    pub(crate) async fn verify_key(&self, secret: &str) -> Result<KeyGrant, ApiError> {
+        let invalid = || ApiError::Unauthorized("invalid credentials: unknown, revoked or expired key".to_owned());
+        if !secret.starts_with(KEY_PREFIX) || secret.len() < KEY_PREFIX.len() + 32 || secret.len() > 256 {
+            return Err(invalid());
+        }
+        let hash = hash_key(secret);
+        let now = aldea_store::unix_now();
+        let cached = self.local.lock().ok().and_then(|mut local| {
+            local.get(&hash).filter(|(expires, _)| *expires > Instant::now()).map(|(_, entry)| entry.clone())
+        });
+        let entry = match cached {
+            Some(entry) => entry,
+            None => {
+                let entry = match self.shared.get(&hash).await {
+                    Ok(Some(entry)) => entry,
+                    Ok(None) | Err(_) => {
+                        let entry = match self.keys.verify(&hash, now).await? {
+                            Some(grant) => CachedGrant::Valid(grant),
+                            None => CachedGrant::Invalid,
+                        };
+                        let ttl = match entry {
+                            CachedGrant::Valid(_) => self.shared_ttl,
+                            CachedGrant::Invalid => self.negative_ttl,
+                        };
+                        if let Err(e) = self.shared.put(&hash, &entry, ttl).await {
+                            tracing::warn!(error = %e, "shared key cache unavailable");
+                        }
+                        entry
+                    }
+                };
+                let ttl = match entry {
+                    CachedGrant::Valid(_) => self.local_ttl,
+                    CachedGrant::Invalid => self.negative_ttl,
+                };
+                if let Ok(mut local) = self.local.lock() {
+                    local.put(hash, (Instant::now() + ttl, entry.clone()));
+                }
+                entry
+            }
+        };
+        match entry {
+            CachedGrant::Valid(grant) if grant.expires_at.is_none_or(|at| at > now) => Ok(grant),
+            _ => Err(invalid()),
+        }
+    }
+
+    fn verify_jwt(&self, token: &str) -> Result<KeyGrant, ApiError> {
+        let secret = self
+            .jwt_secret
+            .as_deref()
+            .ok_or_else(|| ApiError::Unauthorized("invalid credentials: tokens are not enabled here".to_owned()))?;
+        let claims = decode_jwt(token, secret.as_bytes(), aldea_store::unix_now())
+            .map_err(|e| ApiError::Unauthorized(format!("invalid credentials: {e}")))?;
+        Ok(KeyGrant {
+            org_id: claims.org,
+            key_id: claims.sub,
+            scopes: claims.scope.split(' ').map(str::to_owned).collect(),
+            limits: KeyLimits { max_streams: claims.max_streams, requests_per_minute: claims.rpm },
+            credit_ok: true,
+            expires_at: None,
+        })
+    }
+
+    /// A token for browsers, scoped to listen, carrying the key's identity and limits.
+    pub(crate) fn grant_jwt(&self, grant: &KeyGrant, ttl: Duration) -> Result<(String, u64), ApiError> {
+        let secret = self
+            .jwt_secret
+            .as_deref()
+            .ok_or_else(|| ApiError::BadRequest("temporary tokens are not enabled on this server".to_owned()))?;
+        let now = aldea_store::unix_now();
+        let ttl_s = ttl.as_secs().max(1);
+        let claims = JwtClaims {
+            sub: grant.key_id.clone(),
+            org: grant.org_id.clone(),
+            scope: LISTEN_SCOPE.to_owned(),
+            iat: now,
+            exp: now + ttl_s as i64,
+            max_streams: grant.limits.max_streams,
+            rpm: grant.limits.requests_per_minute,
+        };
+        Ok((issue_jwt(&claims, secret.as_bytes()), ttl_s))
+    }
+}
+
+/// The claims of a granted token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JwtClaims {
+    /// The key it was granted for.
+    pub sub: String,
+    pub org: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+}
+
+const JWT_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// Signs `claims` as a compact HS256 JWT.
+pub fn issue_jwt(claims: &JwtClaims, secret: &[u8]) -> String {
+    let header = URL_SAFE_NO_PAD.encode(JWT_HEADER);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+    let signing_input = format!("{header}.{payload}");
+    let signature = URL_SAFE_NO_PAD.encode(sign(signing_input.as_bytes(), secret));
+    format!("{signing_input}.{signature}")
+}
+
+fn sign(input: &[u8], secret: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(secret) {
+        Ok(mac) => mac,
+        Err(_) => return Vec::new(),
+    };
+    mac.update(input);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Checks the signature (HS256 only: the header must say so), then the expiry at `now`.
+pub(crate) fn decode_jwt(token: &str, secret: &[u8], now: i64) -> Result<JwtClaims, &'static str> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed token");
+    };
+    let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| "malformed token")?;
+    let header_value: serde_json::Value = serde_json::from_slice(&header_json).map_err(|_| "malformed token")?;
+    if header_value.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
+        return Err("unsupported token algorithm");
+    }
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| "malformed token")?;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).map_err(|_| "bad secret")?;
+    mac.update(header.as_bytes());
+    mac.update(b".");
+    mac.update(payload.as_bytes());
+    mac.verify_slice(&signature).map_err(|_| "bad token signature")?;
+    let claims: JwtClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| "malformed token")?)
+        .map_err(|_| "malformed token claims")?;
+    if claims.exp <= now {
+        return Err("token expired");
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn every_credential_form_of_the_contract() {
+        let key = "org_abcdefghijklmnopqrstuvwxyz0123456789";
+        type Case<'a> = (&'a [(&'static str, &'a str)], Option<(Credential, Via)>);
+        let cases: &[Case<'_>] = &[
+            (&[("authorization", "Token org_x")], Some((Credential::Key("org_x".into()), Via::Header))),
+            (&[("authorization", "Bearer org_x")], Some((Credential::Key("org_x".into()), Via::Header))),
+            (&[("authorization", "bearer eyJ.a.b")], Some((Credential::Jwt("eyJ.a.b".into()), Via::Header))),
+            (&[("authorization", "Basic abc")], None),
+            (&[("authorization", "Token ")], None),
+            (
+                &[("sec-websocket-protocol", "token, org_y")],
+                Some((Credential::Key("org_y".into()), Via::Subprotocol("token"))),
+            ),
+            (
+                &[("sec-websocket-protocol", "bearer, eyJ.x.y")],
+                Some((Credential::Jwt("eyJ.x.y".into()), Via::Subprotocol("bearer"))),
+            ),
+            (&[("sec-websocket-protocol", "token")], None),
+            (&[], None),
+        ];
+        for (given, expected) in cases {
+            assert_eq!(&credential(&headers(given)), expected, "{given:?}");
+        }
+        // Two header lines are one list.
+        let split = headers(&[("sec-websocket-protocol", "token"), ("sec-websocket-protocol", key)]);
+        assert_eq!(credential(&split), Some((Credential::Key(key.into()), Via::Subprotocol("token"))));
+    }
+
+    #[test]
+    fn jwt_round_trip_and_rejections() {
+        let claims = JwtClaims {
+            sub: "k1".into(),
+            org: "o1".into(),
+            scope: "listen".into(),
+            iat: 100,
+            exp: 130,
+            max_streams: Some(2),
+            rpm: None,
+        };
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let token = issue_jwt(&claims, secret);
+        assert_eq!(decode_jwt(&token, secret, 129), Ok(claims.clone()));
+        assert_eq!(decode_jwt(&token, secret, 130), Err("token expired"));
+        assert_eq!(decode_jwt(&token, b"another secret, also long enough", 100), Err("bad token signature"));
+        // A payload changed after signing fails the signature.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(br#"{"sub":"k1","org":"o2","scope":"listen","iat":100,"exp":999}"#);
+        assert_eq!(decode_jwt(&parts.join("."), secret, 100), Err("bad token signature"));
+        // `alg: none` is refused whatever the signature.
+        parts[0] = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
+        assert_eq!(decode_jwt(&parts.join("."), secret, 100), Err("unsupported token algorithm"));
+        assert_eq!(decode_jwt("a.b", secret, 100), Err("malformed token"));
+    }
+}

@@ -1,0 +1,361 @@
+//! `POST /v1/audio/transcriptions`, OpenAI-compatible: a multipart form (`file`, `model`,
+//! `language`, `prompt`, `response_format`, `timestamp_granularities[]`) transcribed through the same
+//! stt upload as `/v1/listen`, answered as `json`, `text`, `srt`, `vtt` or `verbose_json`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::http::{refuse, RequestId};
+use crate::upload::{admit_upload, finish_upload, forward};
+use crate::AppState;
+
+/// Longest cue or segment, seconds.
+const MAX_SEGMENT_S: f64 = 15.0;
+/// A pause this long between words starts a new segment.
+const SEGMENT_GAP_S: f64 = 1.0;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    Json,
+    Text,
+    Srt,
+    Vtt,
+    VerboseJson,
+}
+
+impl Format {
+    fn parse(s: &str) -> Result<Format, ApiError> {
+        match s {
+            "json" => Ok(Format::Json),
+            "text" => Ok(Format::Text),
+            "srt" => Ok(Format::Srt),
+            "vtt" => Ok(Format::Vtt),
+            "verbose_json" => Ok(Format::VerboseJson),
+            other => Err(ApiError::BadRequest(format!(
+                "response_format {other:?} is not one of json, text, srt, vtt, verbose_json"
+            ))),
+        }
+    }
+}
+
+/// The form as sent.
+#[derive(Debug, Default)]
+struct Form {
+    file: Option<(Bytes, Option<HeaderValue>)>,
+    model: Option<String>,
+    language: Option<String>,
+    response_format: Option<String>,
+    word_timestamps: bool,
+    segment_timestamps: bool,
+}
+
+pub(crate) async fn transcriptions(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    request: Request,
+) -> Response {
+    let headers = request.headers().clone();
+    let (grant, lease) = match admit_upload(&state, &headers, &request_id).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
+    };
+    let result = async {
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("a multipart/form-data body is needed: {e}")))?;
+        let form = read_form(multipart, state.config().max_body_bytes).await?;
+        let format = Format::parse(form.response_format.as_deref().unwrap_or("json"))?;
+        let (audio, content_type) =
+            form.file.clone().ok_or_else(|| ApiError::BadRequest("the form has no `file` field".to_owned()))?;
+        let mut query: Vec<(String, String)> = Vec::new();
+        if let Some(model) = &form.model {
+            query.push(("model".to_owned(), model.clone()));
+        }
+        if let Some(language) = &form.language {
+            query.push(("language".to_owned(), language.clone()));
+        }
+        let query = query.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+        // A form's part type says little (browsers send application/octet-stream): stt detects.
+        let content_type = content_type.filter(|c| c.to_str().is_ok_and(|c| c.starts_with("audio/")));
+        let answer = forward(&state, &request_id, &query, audio, content_type, None).await?;
+        let seconds = answer.seconds();
+        if !answer.status.is_success() {
+            return Ok((answer.into_response(), seconds));
+        }
+        let body: serde_json::Value = serde_json::from_slice(&answer.body)
+            .map_err(|e| ApiError::Internal(format!("stt answered something that is not JSON: {e}")))?;
+        Ok((render(&body, format, &form), seconds))
+    }
+    .await;
+    let (response, seconds) = match result {
+        Ok(done) => done,
+        Err(e) => (refuse(&state, e, &request_id), None),
+    };
+    finish_upload(&state, &grant, &request_id, response.status().as_u16(), seconds, lease).await;
+    response
+}
+
+async fn read_form(mut multipart: Multipart, limit: usize) -> Result<Form, ApiError> {
+    let bad = |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("malformed form: {e}"));
+    let mut form = Form::default();
+    while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or("").to_owned();
+        if name == "file" {
+            let content_type = field.content_type().and_then(|c| HeaderValue::from_str(c).ok());
+            let mut data: Vec<u8> = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                if data.len() + chunk.len() > limit {
+                    return Err(ApiError::TooLarge(format!("the file is larger than the limit of {limit} bytes")));
+                }
+                data.extend_from_slice(&chunk);
+            }
+            form.file = Some((Bytes::from(data), content_type));
+            continue;
+        }
+        let value = field.text().await.map_err(bad)?;
+        if value.len() > 4096 {
+            return Err(ApiError::BadRequest(format!("the field {name:?} is too long")));
+        }
+        match name.as_str() {
+            "model" => form.model = Some(value),
+            "language" => form.language = Some(value),
+            "response_format" => form.response_format = Some(value),
+            "timestamp_granularities[]" | "timestamp_granularities" => match value.as_str() {
+                "word" => form.word_timestamps = true,
+                "segment" => form.segment_timestamps = true,
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "timestamp_granularities {other:?} is not one of word, segment"
+                    )))
+                }
+            },
+            // Accepted and not used: Whisper's decoding here is deterministic, and the prompt is
+            // not passed to the model yet.
+            "prompt" | "temperature" | "stream" | "chunking_strategy" | "include[]" => {}
+            other => tracing::debug!(field = other, "unknown form field ignored"),
+        }
+    }
+    Ok(form)
+}
+
+fn urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// A word of the stt answer.
+#[derive(Debug, Clone, PartialEq)]
+struct Word {
+    text: String,
+    start: f64,
+    end: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Segment {
+    id: usize,
+    seek: usize,
+    start: f64,
+    end: f64,
+    text: String,
+    tokens: Vec<u32>,
+    temperature: f64,
+    avg_logprob: f64,
+    compression_ratio: f64,
+    no_speech_prob: f64,
+}
+
+fn words_of(body: &serde_json::Value) -> Vec<Word> {
+    body.pointer("/results/channels/0/alternatives/0/words")
+        .and_then(|w| w.as_array())
+        .map(|words| {
+            words
+                .iter()
+                .filter_map(|w| {
+                    Some(Word {
+                        text: w.get("punctuated_word").or_else(|| w.get("word"))?.as_str()?.to_owned(),
+                        start: w.get("start")?.as_f64()?,
+                        end: w.get("end")?.as_f64()?,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Words grouped into segments: a segment ends at a sentence end, before a pause of a second or
+/// more, or when it would pass 15 s.
+fn segments(words: &[Word]) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    let mut current: Vec<&Word> = Vec::new();
+    let close = |current: &mut Vec<&Word>, out: &mut Vec<Segment>| {
+        if let (Some(first), Some(last)) = (current.first(), current.last()) {
+            let text: String = current.iter().map(|w| format!(" {}", w.text)).collect();
+            out.push(Segment {
+                id: out.len(),
+                seek: 0,
+                start: first.start,
+                end: last.end,
+                text,
+                tokens: Vec::new(),
+                temperature: 0.0,
+                avg_logprob: 0.0,
+                compression_ratio: 0.0,
+                no_speech_prob: 0.0,
+            });
+        }
+        current.clear();
+    };
+    for word in words {
+        if let Some(last) = current.last() {
+            let gap = word.start - last.end;
+            let length = word.end - current[0].start;
+            if gap >= SEGMENT_GAP_S || length > MAX_SEGMENT_S {
+                close(&mut current, &mut out);
+            }
+        }
+        current.push(word);
+        if word.text.ends_with(['.', '?', '!']) {
+            close(&mut current, &mut out);
+        }
+    }
+    close(&mut current, &mut out);
+    out
+}
+
+fn language_name(code: &str) -> String {
+    let name = match code.split(['-', '_']).next().unwrap_or(code) {
+        "en" => "english",
+        "de" => "german",
+        "es" => "spanish",
+        "fr" => "french",
+        "it" => "italian",
+        "pt" => "portuguese",
+        "nl" => "dutch",
+        "ru" => "russian",
+        "zh" => "chinese",
+        "ja" => "japanese",
+        "ko" => "korean",
+        other => other,
+    };
+    name.to_owned()
+}
+
+fn timestamp(seconds: f64, separator: char) -> String {
+    let ms = (seconds.max(0.0) * 1000.0).round() as u64;
+    format!("{:02}:{:02}:{:02}{separator}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
+fn render(body: &serde_json::Value, format: Format, form: &Form) -> Response {
+    let text = body.pointer("/results/channels/0/alternatives/0/transcript").and_then(|t| t.as_str()).unwrap_or("");
+    let words = words_of(body);
+    let with_type = |content_type: &'static str, text: String| {
+        ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
+    };
+    match format {
+        Format::Json => Json(serde_json::json!({ "text": text })).into_response(),
+        Format::Text => with_type("text/plain; charset=utf-8", format!("{text}\n")),
+        Format::Srt => {
+            let mut out = String::new();
+            for (i, s) in segments(&words).iter().enumerate() {
+                out.push_str(&format!(
+                    "{}\n{} --> {}\n{}\n\n",
+                    i + 1,
+                    timestamp(s.start, ','),
+                    timestamp(s.end, ','),
+                    s.text.trim()
+                ));
+            }
+            with_type("application/x-subrip; charset=utf-8", out)
+        }
+        Format::Vtt => {
+            let mut out = String::from("WEBVTT\n\n");
+            for s in segments(&words) {
+                out.push_str(&format!(
+                    "{} --> {}\n{}\n\n",
+                    timestamp(s.start, '.'),
+                    timestamp(s.end, '.'),
+                    s.text.trim()
+                ));
+            }
+            with_type("text/vtt; charset=utf-8", out)
+        }
+        Format::VerboseJson => {
+            let language = body
+                .pointer("/results/channels/0/detected_language")
+                .and_then(|l| l.as_str())
+                .or(form.language.as_deref())
+                .unwrap_or("en");
+            let duration = body.pointer("/metadata/duration").and_then(|d| d.as_f64()).unwrap_or(0.0);
+            let mut answer = serde_json::json!({
+                "task": "transcribe",
+                "language": language_name(language),
+                "duration": duration,
+                "text": text,
+            });
+            // Segments unless only words were asked for (OpenAI's behaviour).
+            if form.segment_timestamps || !form.word_timestamps {
+                answer["segments"] = serde_json::to_value(segments(&words)).unwrap_or_default();
+            }
+            if form.word_timestamps {
+                answer["words"] = words
+                    .iter()
+                    .map(|w| serde_json::json!({"word": w.text, "start": w.start, "end": w.end}))
+                    .collect::<Vec<_>>()
+                    .into();
+            }
+            Json(answer).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word(text: &str, start: f64, end: f64) -> Word {
+        Word { text: text.to_owned(), start, end }
+    }
+
+    #[test]
+    fn segments_end_at_sentences_pauses_and_length() {
+        let words = [
+            word("Hello", 0.0, 0.4),
+            word("there.", 0.5, 0.9),
+            word("After", 1.0, 1.3),
+            word("a", 1.4, 1.5),
+            word("pause", 3.0, 3.4),
+            word("it", 3.5, 3.6),
+            word("goes", 3.7, 4.0),
+        ];
+        let s = segments(&words);
+        let texts: Vec<&str> = s.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, [" Hello there.", " After a", " pause it goes"]);
+        assert_eq!((s[2].id, s[2].start, s[2].end), (2, 3.0, 4.0));
+        let long: Vec<Word> = (0..40).map(|i| word("w", f64::from(i) * 0.5, f64::from(i) * 0.5 + 0.4)).collect();
+        assert!(segments(&long).iter().all(|s| s.end - s.start <= MAX_SEGMENT_S));
+    }
+
+    #[test]
+    fn subtitle_timestamps() {
+        assert_eq!(timestamp(3725.5, ','), "01:02:05,500");
+        assert_eq!(timestamp(0.0004, '.'), "00:00:00.000");
+    }
+
+    #[test]
+    fn form_values_are_url_encoded() {
+        assert_eq!(urlencode("nova-3"), "nova-3");
+        assert_eq!(urlencode("a b&c"), "a%20b%26c");
+    }
+}

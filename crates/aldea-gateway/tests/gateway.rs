@@ -1,0 +1,526 @@
+//! The gateway over real sockets, in front of a scripted stt peer (a small server speaking the stt
+//! wire protocol: capacity, uploads, streams with internal messages), with the in-memory stores:
+//! credentials, limits, the relay and usage. The real model behind a real stt service is exercised
+//! end to end by the `aldea` crate's tests (`aldea all`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aldea_gateway::{AppState, Config, Deps};
+use aldea_store::{
+    Credit, KeyLimits, Keys, MemoryKeyCache, MemoryKeys, MemoryLimits, MemoryUsageQueue, NewKey, UsageEvent, UsageQueue,
+};
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+
+/// What the scripted stt peer saw and how it behaves.
+#[derive(Default)]
+struct Peer {
+    uploads: AtomicUsize,
+    streams: AtomicUsize,
+    /// Answer 503 to this many requests first.
+    refuse_first: AtomicUsize,
+}
+
+/// A stand-in for an stt replica: `/v1/capacity`, `/ready`, uploads answered with the duration of
+/// the body read as 16-bit PCM at 16 kHz (415 for an odd length), and streams that answer each
+/// binary frame with a Results message and an internal checkpoint, and CloseStream with Metadata.
+async fn spawn_peer() -> (String, Arc<Peer>) {
+    let peer = Arc::new(Peer::default());
+    let app = Router::new()
+        .route("/ready", get(|| async { "ready" }))
+        .route(
+            "/v1/capacity",
+            get(|| async { Json(serde_json::json!({"free_stream_slots": 4, "queue_depth": 0, "ready": true})) }),
+        )
+        .route("/v1/listen", get(peer_stream).post(peer_upload))
+        .with_state(peer.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), peer)
+}
+
+fn refuse_once(peer: &Peer) -> bool {
+    peer.refuse_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+async fn peer_upload(State(peer): State<Arc<Peer>>, body: axum::body::Bytes) -> axum::response::Response {
+    if refuse_once(&peer) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "full").into_response();
+    }
+    peer.uploads.fetch_add(1, Ordering::SeqCst);
+    if body.len() % 2 == 1 {
+        let error = serde_json::json!({"err_code": "UNSUPPORTED_AUDIO", "err_msg": "odd", "request_id": "x"});
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(error)).into_response();
+    }
+    let duration = body.len() as f64 / 32000.0;
+    Json(serde_json::json!({"metadata": {"duration": duration}, "results": {"channels": []}})).into_response()
+}
+
+async fn peer_stream(State(peer): State<Arc<Peer>>, upgrade: WebSocketUpgrade) -> axum::response::Response {
+    if refuse_once(&peer) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "full").into_response();
+    }
+    peer.streams.fetch_add(1, Ordering::SeqCst);
+    upgrade.on_upgrade(|mut socket| async move {
+        let _ = socket.send(Message::Text(r#"{"type":"Metadata","duration":0.0}"#.into())).await;
+        let mut heard = 0.0f64;
+        while let Some(Ok(message)) = socket.recv().await {
+            match message {
+                Message::Binary(bytes) => {
+                    let start = heard;
+                    heard += bytes.len() as f64 / 32000.0;
+                    let results = serde_json::json!({"type": "Results", "start": start, "duration": heard - start, "is_final": true});
+                    let _ = socket.send(Message::Text(results.to_string().into())).await;
+                    let checkpoint = serde_json::json!({"type": "aldea.checkpoint", "committed_until": heard});
+                    let _ = socket.send(Message::Text(checkpoint.to_string().into())).await;
+                }
+                Message::Text(text) if text.contains("CloseStream") => {
+                    let metadata = serde_json::json!({"type": "Metadata", "duration": heard});
+                    let _ = socket.send(Message::Text(metadata.to_string().into())).await;
+                    let _ = socket
+                        .send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1000, reason: "".into() })))
+                        .await;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+struct Gateway {
+    addr: SocketAddr,
+    keys: Arc<MemoryKeys>,
+    usage: Arc<MemoryUsageQueue>,
+    key: String,
+    org_id: String,
+    peer: Arc<Peer>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn spawn_gateway(adjust: impl FnOnce(&mut Config)) -> Gateway {
+    let (stt_url, peer) = spawn_peer().await;
+    let keys = Arc::new(MemoryKeys::new());
+    let org = keys.ensure_org("acme", Credit::Unlimited).await.unwrap();
+    let (_, key) = keys.create_key(&org.id, NewKey::listen("test"), aldea_store::unix_now()).await.unwrap();
+    let usage = Arc::new(MemoryUsageQueue::default());
+    let deps = Deps {
+        keys: keys.clone(),
+        key_cache: Arc::new(MemoryKeyCache::new()),
+        limits: Arc::new(MemoryLimits::new()),
+        usage: usage.clone(),
+    };
+    let mut config = Config {
+        stt_urls: vec![stt_url],
+        jwt_secret: Some("a test secret that is long enough!".to_owned()),
+        ..Config::default()
+    };
+    adjust(&mut config);
+    let state = AppState::new(config, deps).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(aldea_gateway::serve(state, listener, stop.clone()));
+    Gateway { addr, keys, usage, key, org_id: org.id, peer, _stop: stop.drop_guard() }
+}
+
+impl Gateway {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn post(&self, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        reqwest::Client::new().post(self.url(path)).body(body)
+    }
+
+    /// Every usage event published so far.
+    async fn usage_events(&self) -> Vec<UsageEvent> {
+        let taken = self.usage.take("test", 1000, Duration::from_millis(50), Duration::from_secs(3600)).await.unwrap();
+        taken.into_iter().map(|d| d.event).collect()
+    }
+}
+
+async fn error_code(response: reqwest::Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let header_id = response.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["request_id"].as_str().unwrap(), header_id, "the body names the request id of the header");
+    assert!(!body["err_msg"].as_str().unwrap().is_empty());
+    (status, body["err_code"].as_str().unwrap().to_owned(), header_id)
+}
+
+/// Polls `check` until it holds (at most 5 s).
+async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn credentials_in_every_form_and_refusals_in_the_contract_form() {
+    let gw = spawn_gateway(|_| {}).await;
+    let pcm = vec![0u8; 32000];
+    for header in [format!("Token {}", gw.key), format!("Bearer {}", gw.key), format!("token {}", gw.key)] {
+        let response = gw.post("/v1/listen", pcm.clone()).header("authorization", header).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().contains_key("x-request-id") && response.headers().contains_key("dg-request-id"));
+    }
+    // The caller's request id is kept.
+    let response = gw
+        .post("/v1/listen", pcm.clone())
+        .header("authorization", format!("Token {}", gw.key))
+        .header("x-request-id", "my-request-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "my-request-1");
+
+    let missing = gw.post("/v1/listen", pcm.clone()).send().await.unwrap();
+    assert_eq!(error_code(missing).await.0, 401);
+    let wrong_key = format!("org_{}", "x".repeat(40));
+    for header in
+        [format!("Token {wrong_key}"), "Token short".to_owned(), "Basic abc".to_owned(), "Bearer not.a.jwt".to_owned()]
+    {
+        let response = gw.post("/v1/listen", pcm.clone()).header("authorization", &header).send().await.unwrap();
+        let (status, code, _) = error_code(response).await;
+        assert_eq!((status, code.as_str()), (401, "INVALID_AUTH"), "{header}");
+    }
+    // Nothing refused reached stt.
+    assert_eq!(gw.peer.uploads.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn credit_scope_and_revocation() {
+    let gw = spawn_gateway(|_| {}).await;
+    let auth = format!("Token {}", gw.key);
+    gw.keys.set_credit(&gw.org_id, Credit::Seconds(0.0)).await.unwrap();
+    // The verify answer is cached for at most a second.
+    assert!(
+        eventually(|| async {
+            let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap();
+            r.status() == 402
+        })
+        .await
+    );
+    let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap();
+    assert_eq!(error_code(r).await.1, "INSUFFICIENT_CREDIT");
+    gw.keys.set_credit(&gw.org_id, Credit::Unlimited).await.unwrap();
+
+    let manage_only = NewKey { scopes: vec!["manage".to_owned()], ..NewKey::listen("ops") };
+    let (_, manage_key) = gw.keys.create_key(&gw.org_id, manage_only, aldea_store::unix_now()).await.unwrap();
+    let r =
+        gw.post("/v1/listen", vec![0; 64]).header("authorization", format!("Token {manage_key}")).send().await.unwrap();
+    assert_eq!(error_code(r).await.0, 403);
+
+    let (record, victim) =
+        gw.keys.create_key(&gw.org_id, NewKey::listen("victim"), aldea_store::unix_now()).await.unwrap();
+    let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", format!("Token {victim}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    gw.keys.revoke_key(&record.id, aldea_store::unix_now()).await.unwrap();
+    let revoked_at = std::time::Instant::now();
+    assert!(
+        eventually(|| async {
+            let r = gw
+                .post("/v1/listen", vec![0; 64])
+                .header("authorization", format!("Token {victim}"))
+                .send()
+                .await
+                .unwrap();
+            r.status() == 401
+        })
+        .await
+    );
+    assert!(revoked_at.elapsed() <= Duration::from_millis(1500), "refused {:?} after revocation", revoked_at.elapsed());
+}
+
+#[tokio::test]
+async fn requests_over_the_key_rate_get_429_with_retry_after() {
+    let gw = spawn_gateway(|_| {}).await;
+    let limited =
+        NewKey { limits: KeyLimits { max_streams: None, requests_per_minute: Some(3) }, ..NewKey::listen("slow") };
+    let (_, key) = gw.keys.create_key(&gw.org_id, limited, aldea_store::unix_now()).await.unwrap();
+    // Seven requests span at most two fixed one-minute windows, so at most six pass.
+    let mut refused = 0;
+    for _ in 0..7 {
+        let r =
+            gw.post("/v1/listen", vec![0; 64]).header("authorization", format!("Token {key}")).send().await.unwrap();
+        if r.status() == 429 {
+            refused += 1;
+            let retry_after: u32 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry_after));
+            assert_eq!(error_code(r).await.1, "TOO_MANY_REQUESTS");
+        } else {
+            assert_eq!(r.status(), 200);
+        }
+    }
+    assert!(refused >= 1);
+    // Other keys of the organization keep their own budget.
+    let r =
+        gw.post("/v1/listen", vec![0; 64]).header("authorization", format!("Token {}", gw.key)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn uploads_are_relayed_metered_and_limited() {
+    let gw = spawn_gateway(|c| c.max_body_bytes = 100_000).await;
+    let auth = format!("Token {}", gw.key);
+    // stt's own refusal comes back as it was.
+    let r = gw.post("/v1/listen", vec![0; 33]).header("authorization", &auth).send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    // A full replica is skipped: the request goes to the next (here the same one, asked again).
+    gw.peer.refuse_first.store(1, Ordering::SeqCst);
+    let r = gw.post("/v1/listen?model=nova-3", vec![0; 64000]).header("authorization", &auth).send().await.unwrap();
+    assert_eq!(r.status(), 503, "with one replica that refused, the client is told to retry");
+    assert!(r.headers().contains_key("retry-after"));
+    let r = gw.post("/v1/listen?model=nova-3", vec![0; 64000]).header("authorization", &auth).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["metadata"]["duration"], 2.0);
+
+    // Too large: refused from the declared length, and while streaming a body of unknown length.
+    let r = gw.post("/v1/listen", vec![0; 100_002]).header("authorization", &auth).send().await.unwrap();
+    assert_eq!(error_code(r).await.0, 413);
+    let chunks = futures_util::stream::iter((0..50).map(|_| Ok::<_, std::io::Error>(vec![0u8; 10_000])));
+    let r = reqwest::Client::new()
+        .post(gw.url("/v1/listen"))
+        .header("authorization", &auth)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    let events = gw.usage_events().await;
+    let seconds: f64 = events.iter().map(|e| e.audio_seconds).sum();
+    assert!((seconds - 2.0).abs() < 1e-6, "only the transcribed upload is metered: {events:?}");
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(ids.len(), events.len(), "event ids are distinct");
+    assert!(events.iter().all(|e| e.is_final && e.org_id == gw.org_id));
+}
+
+#[tokio::test]
+async fn url_bodies_refuse_private_addresses_unless_allowed() {
+    // A local file server: loopback, so refused by default.
+    let files = Router::new().route("/audio.raw", get(|| async { vec![0u8; 16000] }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let file_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, files).await });
+    let body = serde_json::json!({ "url": format!("http://{file_addr}/audio.raw") }).to_string();
+
+    let strict = spawn_gateway(|_| {}).await;
+    let r = reqwest::Client::new()
+        .post(strict.url("/v1/listen"))
+        .header("authorization", format!("Token {}", strict.key))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, _, _) = error_code(r).await;
+    assert_eq!(status, 400);
+    for bad in
+        [r#"{"url":"file:///etc/passwd"}"#, r#"{"url":"http://169.254.169.254/latest"}"#, r#"{"nope":1}"#, "not json"]
+    {
+        let r = reqwest::Client::new()
+            .post(strict.url("/v1/listen"))
+            .header("authorization", format!("Token {}", strict.key))
+            .header("content-type", "application/json")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+
+    let open = spawn_gateway(|c| c.allow_private_urls = true).await;
+    let r = reqwest::Client::new()
+        .post(open.url("/v1/listen"))
+        .header("authorization", format!("Token {}", open.key))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(answer["metadata"]["duration"], 0.5);
+}
+
+async fn connect(
+    gw: &Gateway,
+    path: &str,
+    auth: Option<(&'static str, String)>,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        axum::http::Response<Option<Vec<u8>>>,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut request = format!("ws://{}{path}", gw.addr).into_client_request().unwrap();
+    if let Some((name, value)) = auth {
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request).await
+}
+
+#[tokio::test]
+async fn streams_relay_results_drop_internal_messages_and_meter_the_timeline() {
+    let gw = spawn_gateway(|_| {}).await;
+    // Browsers: the key as a subprotocol, `token` echoed.
+    let (mut ws, response) =
+        connect(&gw, "/v1/listen?encoding=linear16", Some(("sec-websocket-protocol", format!("token, {}", gw.key))))
+            .await
+            .unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "token");
+    for _ in 0..3 {
+        ws.send(WsMessage::Binary(vec![0u8; 16000].into())).await.unwrap();
+    }
+    ws.send(WsMessage::Text(r#"{"type":"CloseStream"}"#.into())).await.unwrap();
+    let mut kinds = Vec::new();
+    let mut close_code = None;
+    while let Some(message) = ws.next().await {
+        match message.unwrap() {
+            WsMessage::Text(text) => {
+                let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                kinds.push(value["type"].as_str().unwrap().to_owned());
+            }
+            WsMessage::Close(frame) => {
+                close_code = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        kinds,
+        ["Metadata", "Results", "Results", "Results", "Metadata"],
+        "no aldea.* message reaches the client"
+    );
+    assert_eq!(close_code, Some(1000));
+    let events = std::sync::Mutex::new(Vec::new());
+    assert!(
+        eventually(|| async {
+            let taken = gw.usage_events().await;
+            let mut events = events.lock().unwrap();
+            events.extend(taken);
+            events.iter().any(|e| e.is_final)
+        })
+        .await
+    );
+    let events = events.into_inner().unwrap();
+    let seconds: f64 = events.iter().map(|e| e.audio_seconds).sum();
+    assert!((seconds - 1.5).abs() < 1e-6, "{events:?}");
+
+    // Refusals come before the upgrade, as HTTP statuses.
+    match connect(&gw, "/v1/listen", None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => assert_eq!(answer.status(), 401),
+        other => panic!("expected 401 before the upgrade, got {:?}", other.map(|r| r.1.status())),
+    }
+}
+
+#[tokio::test]
+async fn the_eleventh_stream_of_an_organization_gets_429_before_the_upgrade() {
+    let gw = spawn_gateway(|_| {}).await;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        let (ws, _) = connect(&gw, "/v1/listen", Some(("authorization", format!("Token {}", gw.key)))).await.unwrap();
+        open.push(ws);
+    }
+    match connect(&gw, "/v1/listen", Some(("authorization", format!("Token {}", gw.key)))).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
+            assert_eq!(answer.status(), 429);
+            assert!(answer.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected 429, got {:?}", other.map(|r| r.1.status())),
+    }
+    // A stream that ends gives its slot back.
+    let mut first = open.remove(0);
+    first.send(WsMessage::Text(r#"{"type":"CloseStream"}"#.into())).await.unwrap();
+    while let Some(Ok(message)) = first.next().await {
+        if matches!(message, WsMessage::Close(_)) {
+            break;
+        }
+    }
+    assert!(
+        eventually(|| async {
+            connect(&gw, "/v1/listen", Some(("authorization", format!("Token {}", gw.key)))).await.is_ok()
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn browser_tokens_from_the_grant_open_streams_and_expire() {
+    let gw = spawn_gateway(|c| c.jwt_ttl = Duration::from_secs(2)).await;
+    let r = gw
+        .post("/v1/auth/grant", Vec::new())
+        .header("authorization", format!("Token {}", gw.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let grant: serde_json::Value = r.json().await.unwrap();
+    let token = grant["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(grant["expires_in"], 2);
+    let (mut ws, response) =
+        connect(&gw, "/v1/listen", Some(("sec-websocket-protocol", format!("bearer, {token}")))).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+    ws.send(WsMessage::Binary(vec![0u8; 3200].into())).await.unwrap();
+    let first = ws.next().await.unwrap().unwrap();
+    assert!(first.to_text().unwrap().contains("Metadata"));
+    // The token cannot be used to mint another, and stops opening streams once expired.
+    let r =
+        gw.post("/v1/auth/grant", Vec::new()).header("authorization", format!("Bearer {token}")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        eventually(|| async {
+            matches!(
+                connect(&gw, "/v1/listen", Some(("authorization", format!("Bearer {token}")))).await,
+                Err(tokio_tungstenite::tungstenite::Error::Http(ref a)) if a.status() == 401
+            )
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_configured_origins() {
+    let gw = spawn_gateway(|c| c.cors_origins = vec!["http://localhost:3000".to_owned()]).await;
+    let client = reqwest::Client::new();
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, gw.url("/v1/listen"))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "http://localhost:3000");
+    let other = client.get(gw.url("/live")).header("origin", "http://evil.example").send().await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    let metrics = client.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("aldea_gateway_active_streams"));
+    assert_eq!(client.get(gw.url("/ready")).send().await.unwrap().status(), 200);
+}

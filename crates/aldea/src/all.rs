@@ -1,0 +1,88 @@
+//! `aldea all`: the whole platform in one process — the stt service and the gateway, SQLite under
+//! `$ALDEA_HOME`, in-process cache, limits and usage queue. The same `serve` functions run as in a
+//! cluster, under one shutdown token.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::GatewayOptions;
+use crate::transcribe::{load, ModelArgs};
+use crate::{output, stores, Settings};
+
+#[derive(Debug, Args)]
+pub(crate) struct AllArgs {
+    /// Where the public Speech API listens.
+    #[arg(long, default_value = "127.0.0.1:8000", env = "ALDEA_GATEWAY_LISTEN")]
+    gateway_listen: SocketAddr,
+    /// Where the stt service listens (off loopback it needs a service token).
+    #[arg(long, default_value = "127.0.0.1:8800", env = "ALDEA_STT_LISTEN")]
+    stt_listen: SocketAddr,
+    /// A model name (pulled on first start when missing) or a model directory.
+    #[arg(long, default_value = "tiny.en", env = "ALDEA_MODEL")]
+    model: String,
+    /// Inference threads (default: the number of cores).
+    #[arg(long, env = "ALDEA_THREADS")]
+    threads: Option<usize>,
+    #[command(flatten)]
+    options: GatewayOptions,
+}
+
+pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCode> {
+    let model_args = ModelArgs { model: args.model.clone(), threads: args.threads, beam: 5, language: "en".to_owned() };
+    let mut stt_config = aldea_stt::Config {
+        service_token: args.options.service_token.clone().filter(|t| !t.is_empty()),
+        ..aldea_stt::Config::default()
+    };
+    stt_config.validate()?;
+    stt_config.check_listen(&args.stt_listen)?;
+    let loaded = load(settings, &model_args)?;
+    stt_config.model_name = loaded.model_name.clone();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let sql = stores::open_sql(settings).await?;
+        let deps = stores::gateway_deps(&sql, None).await?;
+        let stt_listener = tokio::net::TcpListener::bind(args.stt_listen)
+            .await
+            .with_context(|| format!("binding {}", args.stt_listen))?;
+        let stt_address = stt_listener.local_addr()?;
+        let gateway_listener = tokio::net::TcpListener::bind(args.gateway_listen)
+            .await
+            .with_context(|| format!("binding {}", args.gateway_listen))?;
+        let gateway_address = gateway_listener.local_addr()?;
+        let gateway_config = args.options.config(vec![format!("http://{stt_address}")], &loaded.model_name);
+        gateway_config.validate()?;
+
+        let shutdown = CancellationToken::new();
+        tokio::spawn(crate::stt::stop_on_signal(shutdown.clone()));
+        let stt_state =
+            aldea_stt::AppState::new(stt_config, aldea_stt::Deps { transcriber: loaded.transcriber, vad: loaded.vad });
+        let gateway_state = aldea_gateway::AppState::new(gateway_config, deps.clone())?;
+        let consumer = tokio::spawn(stores::run_usage_consumer(
+            deps.usage.clone(),
+            Arc::new(sql.clone()),
+            "all".to_owned(),
+            shutdown.child_token(),
+        ));
+        output::info(&format!("Speech API:  http://{gateway_address}/v1/listen (ws://{gateway_address}/v1/listen)"));
+        output::info(&format!("stt service: http://{stt_address} (internal)"));
+        output::info(&format!("database:    {}", settings.home.join("aldea.db").display()));
+        output::info("create a key with: aldea keys create --org NAME");
+        // The gateway stops first (its streams drain), then the stt service.
+        let stt_stop = CancellationToken::new();
+        let stt = tokio::spawn(aldea_stt::serve(stt_state, stt_listener, stt_stop.clone()));
+        let served = aldea_gateway::serve(gateway_state, gateway_listener, shutdown).await;
+        stt_stop.cancel();
+        let stt_result = stt.await.context("the stt task")?;
+        let _ = consumer.await;
+        served.context("serving the gateway")?;
+        stt_result.context("serving stt")?;
+        output::info("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}

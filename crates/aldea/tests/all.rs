@@ -1,0 +1,211 @@
+//! `aldea all` end to end on the real model: keys made with `aldea keys` while the server runs, an
+//! upload and a stream through the gateway to the stt service and back, revocation and credit seen
+//! by the running server, and the usage recorded in `$ALDEA_HOME/aldea.db` equal to the audio sent.
+//! Needs the environment `scripts/test.sh` sets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aldea_store::{Keys, UsageLedger};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and Python")
+    }))
+}
+
+fn real_dev(file: &str) -> PathBuf {
+    std::env::var("ALDEA_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .join("eval/real-dev")
+        .join(file)
+}
+
+/// `aldea` on a fresh home (its own database) with the test models.
+fn aldea(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aldea"));
+    cmd.env("ALDEA_HOME", home)
+        .env("ALDEA_MODELS", env_path("ALDEA_TEST_MODELS"))
+        .env("ALDEA_LOG", "warn")
+        .env_remove("ALDEA_SERVICE_TOKEN")
+        .env_remove("ALDEA_REDIS_URL");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let output = cmd.output().expect("running aldea");
+    eprintln!("stderr: {}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn last_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or("").to_owned()
+}
+
+/// One HTTP/1.1 request; the status and the body.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the gateway");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let status = String::from_utf8_lossy(&response[..split]).split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response[split + 4..].to_vec())
+}
+
+fn poll_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(home: &Path) -> Server {
+        let mut child = aldea(home)
+            .args(["all", "--gateway-listen", "127.0.0.1:0", "--stt-listen", "127.0.0.1:0", "--threads", "2"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("Speech API:")
+                    .and_then(|rest| rest.trim().strip_prefix("http://"))
+                    .map(|rest| rest.split('/').next().unwrap_or("").to_owned())
+            })
+            .expect("the Speech API address on stderr");
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        poll_until("readiness", || http(&addr, "GET", "/ready", &[], b"").0 == 200);
+        Server { child, addr }
+    }
+
+    fn stop(mut self) {
+        let killed = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "a SIGTERM stop is a clean exit: {status:?}");
+    }
+}
+
+/// Streams `audio` (a WAV file) in 100-ms chunks as fast as it can go, then CloseStream; the
+/// finals' text and the closing Metadata's duration.
+async fn stream(addr: &str, key: &str, audio: &[u8]) -> (String, f64) {
+    let mut request = format!("ws://{addr}/v1/listen?interim_results=true").into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", format!("token, {key}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("the stream opens");
+    let (mut tx, mut rx) = ws.split();
+    let audio = audio.to_vec();
+    let sender = tokio::spawn(async move {
+        for chunk in audio.chunks(3200) {
+            tx.send(Message::Binary(chunk.to_vec().into())).await.unwrap();
+        }
+        tx.send(Message::Text(r#"{"type":"CloseStream"}"#.into())).await.unwrap();
+        tx
+    });
+    let mut finals = Vec::new();
+    let mut metadata = Vec::new();
+    while let Some(message) = rx.next().await {
+        match message.unwrap() {
+            Message::Text(text) => {
+                let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                let kind = value["type"].as_str().unwrap().to_owned();
+                assert!(!kind.starts_with("aldea."), "internal messages stay inside");
+                if kind == "Results" && value["is_final"] == true {
+                    finals.push(value["channel"]["alternatives"][0]["transcript"].as_str().unwrap().to_owned());
+                }
+                if kind == "Metadata" {
+                    metadata.push(value["duration"].as_f64().unwrap());
+                }
+            }
+            Message::Close(frame) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let _ = sender.await;
+    assert_eq!(metadata.len(), 2, "Metadata first and last");
+    (finals.join(" "), metadata[1])
+}
+
+#[test]
+fn all_in_one_serves_keys_made_by_the_cli_and_records_usage() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+
+    // A key created while the server runs works on the next request.
+    let created = run(aldea(home.path()).args(["keys", "create", "--org", "acme"]));
+    assert!(created.status.success());
+    let key = last_line(&created);
+    assert!(key.starts_with("org_") && key.len() >= 36, "{key}");
+    let auth = format!("Token {key}");
+
+    let audio = std::fs::read(real_dev("ps_goforward.wav")).unwrap();
+    let (status, body) = http(&server.addr, "POST", "/v1/listen?model=nova-3", &[("authorization", &auth)], &audio);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let transcript = body["results"]["channels"][0]["alternatives"][0]["transcript"].as_str().unwrap().to_lowercase();
+    assert!(transcript.contains("forward"), "{transcript}");
+    let upload_seconds = body["metadata"]["duration"].as_f64().unwrap();
+    let (status, _) = http(&server.addr, "POST", "/v1/listen", &[], &audio);
+    assert_eq!(status, 401);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let long = std::fs::read(real_dev("ps_librivox_0870.wav")).unwrap();
+    let (finals, stream_seconds) = runtime.block_on(stream(&server.addr, &key, &long));
+    let finals = finals.to_lowercase();
+    assert!(finals.contains("dashwood") && finals.contains("leisure"), "{finals}");
+    assert!((stream_seconds - 7.1).abs() < 0.01, "{stream_seconds}");
+
+    // Credit and revocation made by the CLI reach the running server.
+    assert!(run(aldea(home.path()).args(["credit", "set", "--org", "acme", "0"])).status.success());
+    poll_until("402 at zero credit", || {
+        http(&server.addr, "POST", "/v1/listen", &[("authorization", &auth)], &audio[..3200]).0 == 402
+    });
+    assert!(run(aldea(home.path()).args(["credit", "set", "--org", "acme", "unlimited"])).status.success());
+    let listed = run(aldea(home.path()).args(["keys", "list", "--org", "acme"]));
+    let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(!listing.contains(&key), "secrets are never listed");
+    let key_id = listing.split('\t').next().unwrap().to_owned();
+    let org_id = listing.split('\t').nth(1).unwrap().to_owned();
+    assert!(run(aldea(home.path()).args(["keys", "revoke", &key_id])).status.success());
+    poll_until("401 after revocation", || {
+        http(&server.addr, "POST", "/v1/listen", &[("authorization", &auth)], &audio[..3200]).0 == 401
+    });
+    server.stop();
+
+    // Every second of audio transcribed is recorded once (the refused requests nothing).
+    let totals = runtime.block_on(async {
+        let store = aldea_store_sql::SqlStore::open(&home.path().join("aldea.db")).await.unwrap();
+        assert!(store.org_by_name("acme").await.unwrap().is_some());
+        store.totals(&org_id).await.unwrap()
+    });
+    let expected = upload_seconds + stream_seconds;
+    assert!((totals.audio_seconds - expected).abs() <= 0.2, "recorded {} s, sent {expected} s", totals.audio_seconds);
+    assert_eq!(totals.requests, 2);
+}
