@@ -226,12 +226,20 @@ fn segments(words: &[Word]) -> Vec<Segment> {
             }
         }
         current.push(word);
-        if word.text.ends_with(['.', '?', '!']) {
+        if ends_sentence(&word.text) {
             close(&mut current, &mut out);
         }
     }
     close(&mut current, &mut out);
     out
+}
+
+/// Whether a word ends a sentence: final punctuation that is not an abbreviation's period.
+fn ends_sentence(word: &str) -> bool {
+    const ABBREVIATIONS: &[&str] =
+        &["mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "jr.", "sr.", "vs.", "etc.", "e.g.", "i.e.", "mt.", "no."];
+    let lower = word.to_lowercase();
+    word.ends_with(['?', '!']) || (word.ends_with('.') && !ABBREVIATIONS.contains(&lower.as_str()))
 }
 
 fn language_name(code: &str) -> String {
@@ -331,7 +339,8 @@ mod tests {
     #[test]
     fn segments_end_at_sentences_pauses_and_length() {
         let words = [
-            word("Hello", 0.0, 0.4),
+            word("Mr.", 0.0, 0.2),
+            word("Hello", 0.2, 0.4),
             word("there.", 0.5, 0.9),
             word("After", 1.0, 1.3),
             word("a", 1.4, 1.5),
@@ -341,7 +350,7 @@ mod tests {
         ];
         let s = segments(&words);
         let texts: Vec<&str> = s.iter().map(|s| s.text.as_str()).collect();
-        assert_eq!(texts, [" Hello there.", " After a", " pause it goes"]);
+        assert_eq!(texts, [" Mr. Hello there.", " After a", " pause it goes"]);
         assert_eq!((s[2].id, s[2].start, s[2].end), (2, 3.0, 4.0));
         let long: Vec<Word> = (0..40).map(|i| word("w", f64::from(i) * 0.5, f64::from(i) * 0.5 + 0.4)).collect();
         assert!(segments(&long).iter().all(|s| s.end - s.start <= MAX_SEGMENT_S));

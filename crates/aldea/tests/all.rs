@@ -209,3 +209,45 @@ fn all_in_one_serves_keys_made_by_the_cli_and_records_usage() {
     assert!((totals.audio_seconds - expected).abs() <= 0.2, "recorded {} s, sent {expected} s", totals.audio_seconds);
     assert_eq!(totals.requests, 2);
 }
+
+#[test]
+fn the_official_sdks_work_unchanged_against_the_gateway() {
+    let home = tempfile::tempdir().unwrap();
+    let created = run(aldea(home.path()).args(["keys", "create", "--org", "sdk"]));
+    assert!(created.status.success());
+    let key = last_line(&created);
+    let server = Server::start(home.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/sdk/sdk_check.py");
+    let output = Command::new(env_path("ALDEA_TEST_PYTHON"))
+        .arg(script)
+        .arg(format!("http://{}", server.addr))
+        .arg(&key)
+        .arg(real_dev("ps_librivox_0870.wav"))
+        .output()
+        .expect("running the SDK checks");
+    eprintln!("stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the SDK checks failed");
+    let checks: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON line per check"))
+        .collect();
+    let names: Vec<&str> = checks.iter().map(|c| c["check"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "deepgram_file",
+            "deepgram_live",
+            "openai_json",
+            "openai_verbose_json",
+            "openai_text",
+            "openai_srt",
+            "openai_vtt",
+            "raw_websocket"
+        ]
+    );
+    for check in &checks {
+        let transcript = check["transcript"].as_str().unwrap().to_lowercase();
+        assert!(transcript.contains("dashwood") && transcript.contains("leisure"), "{check}");
+    }
+    server.stop();
+}
