@@ -16,6 +16,8 @@ pub(crate) struct Metrics {
     /// Times an stt replica refused (503) or could not be reached and the next one was tried.
     pub(crate) upstream_retries: AtomicU64,
     pub(crate) frames_relayed: AtomicU64,
+    /// Streams moved to another replica after theirs was lost.
+    pub(crate) failovers: AtomicU64,
     /// Milliseconds of audio metered (integer, to stay atomic).
     pub(crate) audio_ms: AtomicU64,
 }
@@ -46,6 +48,12 @@ impl Metrics {
             "counter",
             "stt replicas skipped because they were full or unreachable.",
             get(&self.upstream_retries).to_string(),
+        );
+        line(
+            "aldea_gateway_failovers_total",
+            "counter",
+            "Streams moved to another stt replica after theirs was lost.",
+            get(&self.failovers).to_string(),
         );
         line(
             "aldea_gateway_frames_relayed_total",

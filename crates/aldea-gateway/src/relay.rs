@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use aldea_proto::stream::INTERNAL_PREFIX;
 use aldea_store::UsageKind;
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
+use reqwest::Url;
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message as UpMessage};
@@ -72,8 +74,8 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
         Err(e) => return refuse(&state, e, &request_id),
     };
     let query = parts.uri.query().map(crate::upload::strip_internal_query).unwrap_or_default();
-    let upstream = match connect(&state, &request_id, path, &query).await {
-        Ok(upstream) => upstream,
+    let (upstream, replica) = match connect(&state, &request_id, path, &query, None).await {
+        Ok(connected) => connected,
         Err(answer) => {
             lease.release().await;
             return answer;
@@ -88,16 +90,42 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
     let tasks = state.0.tasks.clone();
     upgrade.on_upgrade(move |socket| {
         tasks.track_future(async move {
-            let session = Session { state, request_id, credential, meter, lease: Some(lease) };
+            let session = Session {
+                state,
+                request_id,
+                credential,
+                meter,
+                lease: Some(lease),
+                path,
+                query,
+                replica,
+                replay: Replay::default(),
+                origin: 0.0,
+                relayed_until: 0.0,
+                heard: 0.0,
+                client_closing: false,
+                failovers: 0,
+                swallow_metadata: false,
+            };
             session.run(socket, upstream).await;
         })
     })
 }
 
-/// Opens the stream on the first replica that takes it; stt's own refusal of the request (bad
-/// parameters and the like) is relayed as the client's answer.
-async fn connect(state: &AppState, request_id: &str, path: &str, query: &str) -> Result<Upstream, Response> {
-    for base in state.0.pool.ordered().await {
+/// Opens the stream on the first replica that takes it (`avoid` last: a replica that just failed);
+/// stt's own refusal of the request (bad parameters and the like) is relayed as the client's answer.
+async fn connect(
+    state: &AppState,
+    request_id: &str,
+    path: &str,
+    query: &str,
+    avoid: Option<&Url>,
+) -> Result<(Upstream, Url), Response> {
+    let mut replicas = state.0.pool.ordered().await;
+    if let Some(avoid) = avoid {
+        replicas.sort_by_key(|r| r == avoid);
+    }
+    for base in replicas {
         let mut url = base.clone();
         let scheme = if base.scheme() == "https" { "wss" } else { "ws" };
         if url.set_scheme(scheme).is_err() {
@@ -115,7 +143,7 @@ async fn connect(state: &AppState, request_id: &str, path: &str, query: &str) ->
             }
         }
         match tokio_tungstenite::connect_async(request).await {
-            Ok((stream, _)) => return Ok(stream),
+            Ok((stream, _)) => return Ok((stream, base)),
             Err(tungstenite::Error::Http(answer)) if answer.status() != StatusCode::SERVICE_UNAVAILABLE => {
                 let status = answer.status();
                 let body = answer.into_body().unwrap_or_default();
@@ -144,6 +172,119 @@ struct Peek {
     kind: Option<String>,
     start: Option<f64>,
     duration: Option<f64>,
+    is_final: Option<bool>,
+}
+
+/// Where a stream can restart on another replica: from the input at absolute byte `offset` (after
+/// the first `header` bytes of the input), with the timeline at `start` and the prompt `tokens`.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ResumePoint {
+    offset: u64,
+    header: u64,
+    start: f64,
+    tokens: Vec<u32>,
+}
+
+/// The client's audio kept for a failover: the input's first bytes (a container header) and every
+/// byte since the last resume point; bounded, and given up (no failover) past the bound.
+#[derive(Debug, Default)]
+struct Replay {
+    head: Vec<u8>,
+    chunks: std::collections::VecDeque<Bytes>,
+    /// Absolute offset of the first byte in `chunks`.
+    chunks_start: u64,
+    received: u64,
+    point: ResumePoint,
+    /// The current upstream's input: the absolute offset it began at and the header bytes sent
+    /// before it (its own offsets map back through these).
+    upstream_input: (u64, u64),
+    overflowed: bool,
+}
+
+/// Leading input bytes kept for a header.
+const HEAD_KEEP: usize = 64 * 1024;
+/// Most input bytes kept for a replay (about 30 min of 16-kHz linear16).
+const MAX_REPLAY: u64 = 64 * 1024 * 1024;
+/// Failovers one stream may go through.
+const MAX_FAILOVERS: u32 = 3;
+
+impl Replay {
+    fn push(&mut self, bytes: &Bytes) {
+        if self.head.len() < HEAD_KEEP {
+            let take = (HEAD_KEEP - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+        }
+        self.received += bytes.len() as u64;
+        if self.overflowed {
+            return;
+        }
+        self.chunks.push_back(bytes.clone());
+        if self.received - self.chunks_start > MAX_REPLAY {
+            self.overflowed = true;
+            self.chunks.clear();
+        }
+    }
+
+    /// A checkpoint from the current upstream moves the resume point (and frees what precedes it).
+    fn checkpoint(&mut self, checkpoint: &aldea_proto::stream::Checkpoint) {
+        let (input_start, input_header) = self.upstream_input;
+        match checkpoint.byte_offset {
+            Some(offset) => {
+                self.point = ResumePoint {
+                    offset: input_start + offset.saturating_sub(input_header),
+                    header: checkpoint.header_bytes,
+                    start: checkpoint.committed_until,
+                    tokens: checkpoint.prompt_tokens.clone(),
+                };
+                self.trim_to(self.point.offset);
+            }
+            // The format cannot restart in the middle: the whole input is replayed from the start
+            // and what was already final is dropped on the way out.
+            None => self.point = ResumePoint::default(),
+        }
+    }
+
+    fn trim_to(&mut self, offset: u64) {
+        while let Some(front) = self.chunks.front_mut() {
+            let end = self.chunks_start + front.len() as u64;
+            if end <= offset {
+                self.chunks_start = end;
+                self.chunks.pop_front();
+            } else {
+                if self.chunks_start < offset {
+                    let cut = (offset - self.chunks_start) as usize;
+                    *front = front.slice(cut..);
+                    self.chunks_start = offset;
+                }
+                break;
+            }
+        }
+    }
+
+    /// What a new upstream is sent: the header, then the input from the resume point.
+    fn replay(&self) -> Option<Vec<Bytes>> {
+        if self.overflowed || self.chunks_start > self.point.offset {
+            return None;
+        }
+        let header = usize::try_from(self.point.header).ok()?;
+        if header > self.head.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        if header > 0 && self.point.offset > 0 {
+            out.push(Bytes::copy_from_slice(&self.head[..header]));
+        }
+        let mut position = self.chunks_start;
+        for chunk in &self.chunks {
+            let end = position + chunk.len() as u64;
+            if end > self.point.offset {
+                let skip = self.point.offset.saturating_sub(position) as usize;
+                out.push(chunk.slice(skip..));
+            }
+            position = end;
+        }
+        Some(out)
+    }
 }
 
 struct Session {
@@ -152,6 +293,22 @@ struct Session {
     credential: Credential,
     meter: Meter,
     lease: Option<Lease>,
+    path: &'static str,
+    query: String,
+    /// The replica serving the stream now.
+    replica: Url,
+    replay: Replay,
+    /// Timeline start of the current upstream (the resume start after a failover).
+    origin: f64,
+    /// End of the last final the client received: nothing before it is sent again.
+    relayed_until: f64,
+    /// Furthest point of the audio timeline the results reached (metered).
+    heard: f64,
+    /// The client asked to close (sent again to a replica taking over).
+    client_closing: bool,
+    failovers: u32,
+    /// The next Metadata is a replacement replica's opening one: the client already had its own.
+    swallow_metadata: bool,
 }
 
 /// How the relay ended.
@@ -164,11 +321,17 @@ enum End {
     Closed(u16),
 }
 
+/// What to do with a message from stt.
+enum Outbound {
+    Forward(String),
+    Drop,
+}
+
 impl Session {
     async fn run(mut self, mut client: WebSocket, mut upstream: Upstream) {
-        let metrics = &self.state.0.metrics;
+        let state = self.state.clone();
+        let metrics = &state.0.metrics;
         metrics.active_streams.fetch_add(1, Ordering::Relaxed);
-        let mut heard = 0.0f64;
         let mut usage_tick = tokio::time::interval(self.state.config().usage_interval);
         usage_tick.tick().await;
         let mut recheck = tokio::time::interval(self.state.config().recheck_interval);
@@ -182,7 +345,7 @@ impl Session {
                     break End::Closed(1012);
                 }
                 _ = usage_tick.tick() => {
-                    if let Some(event) = self.meter.event(heard, false, 0) {
+                    if let Some(event) = self.meter.event(self.heard, false, 0) {
                         self.state.0.usage.record(event).await;
                     }
                 }
@@ -197,32 +360,43 @@ impl Session {
                 }
                 from_client = client.recv() => {
                     let frame = match from_client {
-                        Some(Ok(Message::Binary(bytes))) => UpMessage::Binary(bytes),
-                        Some(Ok(Message::Text(text))) => UpMessage::Text(text.as_str().into()),
+                        Some(Ok(Message::Binary(bytes))) => {
+                            if bytes.is_empty() {
+                                self.client_closing = true;
+                            } else {
+                                self.replay.push(&bytes);
+                            }
+                            UpMessage::Binary(bytes)
+                        }
+                        Some(Ok(Message::Text(text))) => {
+                            if text.as_str().contains("CloseStream") {
+                                self.client_closing = true;
+                            }
+                            UpMessage::Text(text.as_str().into())
+                        }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break End::ClientGone,
                     };
                     metrics.frames_relayed.fetch_add(1, Ordering::Relaxed);
                     if upstream.send(frame).await.is_err() {
-                        let _ = client.send(close(1011, "the recognition service was lost")).await;
-                        break End::Closed(1011);
+                        // The frame is in the replay buffer: a replacement replica gets it.
+                        match self.fail_over(&mut client).await {
+                            Some(next) => upstream = next,
+                            None => break End::Closed(1011),
+                        }
                     }
                 }
                 from_upstream = upstream.next() => {
                     match from_upstream {
-                        Some(Ok(UpMessage::Text(text))) => {
-                            if let Ok(peek) = serde_json::from_str::<Peek>(text.as_str()) {
-                                let kind = peek.kind.as_deref().unwrap_or("");
-                                if kind.starts_with(INTERNAL_PREFIX) {
-                                    continue;
+                        Some(Ok(UpMessage::Text(text))) => match self.outbound(text.as_str()) {
+                            Outbound::Drop => {}
+                            Outbound::Forward(text) => {
+                                metrics.frames_relayed.fetch_add(1, Ordering::Relaxed);
+                                if client.send(Message::Text(text.into())).await.is_err() {
+                                    break End::ClientGone;
                                 }
-                                heard = heard.max(timeline_end(kind, &peek));
                             }
-                            metrics.frames_relayed.fetch_add(1, Ordering::Relaxed);
-                            if client.send(Message::Text(text.as_str().into())).await.is_err() {
-                                break End::ClientGone;
-                            }
-                        }
+                        },
                         Some(Ok(UpMessage::Binary(bytes))) => {
                             if client.send(Message::Binary(bytes)).await.is_err() {
                                 break End::ClientGone;
@@ -230,14 +404,26 @@ impl Session {
                         }
                         Some(Ok(UpMessage::Close(frame))) => {
                             let (code, reason) = frame.map_or((1000, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                            // A replica restarting (1012) or failing (1011, not the idle timeout) hands
+                            // the stream to another; everything else is the stream's own end.
+                            let replica_lost = code == 1012 || (code == 1011 && reason != aldea_proto::codes::NET_IDLE);
+                            if replica_lost {
+                                match self.fail_over(&mut client).await {
+                                    Some(next) => {
+                                        upstream = next;
+                                        continue;
+                                    }
+                                    None => break End::Closed(1011),
+                                }
+                            }
                             let _ = client.send(close(code, &reason)).await;
                             break End::Upstream(code);
                         }
                         Some(Ok(_)) => {}
-                        Some(Err(_)) | None => {
-                            let _ = client.send(close(1011, "the recognition service was lost")).await;
-                            break End::Closed(1011);
-                        }
+                        Some(Err(_)) | None => match self.fail_over(&mut client).await {
+                            Some(next) => upstream = next,
+                            None => break End::Closed(1011),
+                        },
                     }
                 }
             }
@@ -246,30 +432,158 @@ impl Session {
             End::Upstream(code) | End::Closed(code) => code,
             End::ClientGone => {
                 // Ask stt to finish so the audio it heard is known, then meter it.
-                heard = heard.max(finish_orphan(&mut upstream).await);
+                let heard = finish_orphan(&mut upstream).await;
+                self.heard = self.heard.max(self.origin + heard);
                 1000
             }
         };
         metrics.active_streams.fetch_sub(1, Ordering::Relaxed);
-        if let Some(event) = self.meter.event(heard, true, status) {
+        if let Some(event) = self.meter.event(self.heard, true, status) {
             metrics.audio_ms.fetch_add((event.audio_seconds * 1000.0).round() as u64, Ordering::Relaxed);
             self.state.0.usage.record(event).await;
         }
         if let Some(lease) = self.lease.take() {
             lease.release().await;
         }
-        tracing::debug!(request_id = %self.request_id, status, seconds = heard, "stream ended");
+        tracing::debug!(request_id = %self.request_id, status, seconds = self.heard, failovers = self.failovers, "stream ended");
+    }
+
+    /// Reads a message from stt: internal ones update the resume point and stay here; results the
+    /// client already has (after a failover) are dropped or trimmed; the rest goes on.
+    fn outbound(&mut self, text: &str) -> Outbound {
+        let Ok(peek) = serde_json::from_str::<Peek>(text) else { return Outbound::Forward(text.to_owned()) };
+        let kind = peek.kind.as_deref().unwrap_or("");
+        if kind.starts_with(INTERNAL_PREFIX) {
+            if kind == aldea_proto::stream::CHECKPOINT_TYPE {
+                if let Ok(checkpoint) = serde_json::from_str::<aldea_proto::stream::Checkpoint>(text) {
+                    self.replay.checkpoint(&checkpoint);
+                }
+            }
+            return Outbound::Drop;
+        }
+        match kind {
+            "Metadata" => {
+                if std::mem::take(&mut self.swallow_metadata) {
+                    return Outbound::Drop;
+                }
+                let duration = peek.duration.unwrap_or(0.0);
+                self.heard = self.heard.max(self.origin + duration);
+                if self.origin > 0.0 {
+                    // A replacement replica counts from its resume start; the client's stream
+                    // began at zero.
+                    if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) {
+                        value["duration"] = serde_json::json!(round3(self.origin + duration));
+                        return Outbound::Forward(value.to_string());
+                    }
+                }
+                Outbound::Forward(text.to_owned())
+            }
+            "Results" => {
+                let start = peek.start.unwrap_or(0.0);
+                let end = start + peek.duration.unwrap_or(0.0);
+                self.heard = self.heard.max(end);
+                let is_final = peek.is_final.unwrap_or(false);
+                if self.failovers > 0 && start < self.relayed_until - 1e-3 {
+                    if end <= self.relayed_until + 1e-3 {
+                        return Outbound::Drop;
+                    }
+                    if let Some(trimmed) = trim_results(text, self.relayed_until) {
+                        if is_final {
+                            self.relayed_until = end;
+                        }
+                        return Outbound::Forward(trimmed);
+                    }
+                    return Outbound::Drop;
+                }
+                if is_final {
+                    self.relayed_until = self.relayed_until.max(end);
+                }
+                Outbound::Forward(text.to_owned())
+            }
+            _ => Outbound::Forward(text.to_owned()),
+        }
+    }
+
+    /// Moves the stream to another replica from the last resume point; `None` when it cannot (the
+    /// client is then closed with 1011).
+    async fn fail_over(&mut self, client: &mut WebSocket) -> Option<Upstream> {
+        let failed = self.replica.clone();
+        while self.failovers < MAX_FAILOVERS {
+            self.failovers += 1;
+            self.state.0.metrics.failovers.fetch_add(1, Ordering::Relaxed);
+            let Some(replay) = self.replay.replay() else {
+                tracing::warn!(request_id = %self.request_id, "stream lost its replica and cannot be replayed");
+                break;
+            };
+            let point = self.replay.point.clone();
+            let tokens = point.tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            let mut query = self.query.clone();
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str(&format!("resume_start={}", point.start));
+            if !tokens.is_empty() {
+                query.push_str(&format!("&resume_prompt_tokens={tokens}"));
+            }
+            let Ok((mut upstream, replica)) =
+                connect(&self.state, &self.request_id, self.path, &query, Some(&failed)).await
+            else {
+                break;
+            };
+            tracing::info!(request_id = %self.request_id, from = %failed, to = %replica, resume_start = point.start, "stream moved to another replica");
+            let mut sent = true;
+            for chunk in replay {
+                if upstream.send(UpMessage::Binary(chunk)).await.is_err() {
+                    sent = false;
+                    break;
+                }
+            }
+            if sent && self.client_closing {
+                sent = upstream.send(UpMessage::Text(r#"{"type":"CloseStream"}"#.into())).await.is_ok();
+            }
+            if !sent {
+                continue;
+            }
+            self.replica = replica;
+            self.replay.upstream_input = (point.offset, if point.offset > 0 { point.header } else { 0 });
+            self.origin = point.start;
+            self.swallow_metadata = true;
+            return Some(upstream);
+        }
+        let _ = client.send(close(1011, "the recognition service was lost")).await;
+        None
     }
 }
 
-/// Where on the audio timeline a message says the stream has got to: the end of a result, or the
-/// whole duration in the closing Metadata.
-fn timeline_end(kind: &str, peek: &Peek) -> f64 {
-    match kind {
-        "Results" => peek.start.unwrap_or(0.0) + peek.duration.unwrap_or(0.0),
-        "Metadata" => peek.duration.unwrap_or(0.0),
-        _ => 0.0,
+/// A Results message without the words that end before `until` (already final at the client),
+/// its transcript, start and duration rebuilt from the words kept; `None` when none are left.
+fn trim_results(text: &str, until: f64) -> Option<String> {
+    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let alternatives = value.pointer_mut("/channel/alternatives")?.as_array_mut()?;
+    let mut new_start = None;
+    let mut new_end = None;
+    for alternative in alternatives.iter_mut() {
+        let words = alternative.get_mut("words")?.as_array_mut()?;
+        words.retain(|w| w.get("start").and_then(|s| s.as_f64()).is_some_and(|s| s >= until - 1e-3));
+        let transcript: Vec<&str> =
+            words.iter().filter_map(|w| w.get("punctuated_word").or_else(|| w.get("word"))?.as_str()).collect();
+        let transcript = transcript.join(" ");
+        if new_start.is_none() {
+            new_start = words.first().and_then(|w| w.get("start")?.as_f64());
+            new_end = words.last().and_then(|w| w.get("end")?.as_f64());
+        }
+        alternative["transcript"] = serde_json::json!(transcript);
     }
+    let start = new_start?;
+    let end = new_end.unwrap_or(start);
+    let old_end = value.get("start")?.as_f64()? + value.get("duration")?.as_f64()?;
+    value["start"] = serde_json::json!(round3(start));
+    value["duration"] = serde_json::json!(round3(old_end.max(end) - start));
+    Some(value.to_string())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// The client left without CloseStream: stt is asked to close and its last messages are read
@@ -284,7 +598,9 @@ async fn finish_orphan(upstream: &mut Upstream) -> f64 {
         while let Some(Ok(message)) = upstream.next().await {
             if let UpMessage::Text(text) = message {
                 if let Ok(peek) = serde_json::from_str::<Peek>(text.as_str()) {
-                    heard = heard.max(timeline_end(peek.kind.as_deref().unwrap_or(""), &peek));
+                    if peek.kind.as_deref() == Some("Metadata") {
+                        heard = heard.max(peek.duration.unwrap_or(0.0));
+                    }
                 }
             }
         }
@@ -295,4 +611,62 @@ async fn finish_orphan(upstream: &mut Upstream) -> f64 {
 
 fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(committed_until: f64, byte_offset: Option<u64>) -> aldea_proto::stream::Checkpoint {
+        aldea_proto::stream::Checkpoint {
+            kind: aldea_proto::stream::CHECKPOINT_TYPE.to_owned(),
+            committed_until,
+            byte_offset,
+            header_bytes: 0,
+            prompt: String::new(),
+            prompt_tokens: vec![1, 2],
+        }
+    }
+
+    fn concat(chunks: &[Bytes]) -> Vec<u8> {
+        chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+
+    #[test]
+    fn the_replay_starts_at_the_last_checkpoint_whatever_the_chunking() {
+        let input: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut replay = Replay::default();
+        for chunk in input.chunks(333) {
+            replay.push(&Bytes::copy_from_slice(chunk));
+        }
+        assert_eq!(concat(&replay.replay().unwrap()), input, "before any checkpoint: everything");
+        replay.checkpoint(&checkpoint(0.1, Some(3200)));
+        assert_eq!(concat(&replay.replay().unwrap()), input[3200..]);
+        assert_eq!(replay.chunks_start, 3200, "what precedes the point is freed");
+        // A replacement stream's offsets count from where its input began.
+        replay.upstream_input = (3200, 0);
+        replay.checkpoint(&checkpoint(0.2, Some(1000)));
+        assert_eq!(replay.point.offset, 4200);
+        assert_eq!(concat(&replay.replay().unwrap()), input[4200..]);
+        // A format that cannot restart mid-stream has nothing to replay once trimmed.
+        replay.checkpoint(&checkpoint(0.3, None));
+        assert!(replay.replay().is_none());
+    }
+
+    #[test]
+    fn results_already_final_at_the_client_are_trimmed_to_the_new_words() {
+        let results = serde_json::json!({
+            "type": "Results", "start": 1.0, "duration": 2.0, "is_final": true,
+            "channel": {"alternatives": [{"transcript": "one two three", "confidence": 0.9, "words": [
+                {"word": "one", "punctuated_word": "One", "start": 1.0, "end": 1.4},
+                {"word": "two", "punctuated_word": "two", "start": 1.5, "end": 2.0},
+                {"word": "three", "punctuated_word": "three.", "start": 2.1, "end": 2.8}]}]}
+        })
+        .to_string();
+        let trimmed: serde_json::Value = serde_json::from_str(&trim_results(&results, 1.5).unwrap()).unwrap();
+        assert_eq!(trimmed["channel"]["alternatives"][0]["transcript"], "two three.");
+        assert_eq!(trimmed["start"], 1.5);
+        assert_eq!(trimmed["duration"], 1.5);
+        assert!(trim_results(&results, 2.5).is_none());
+    }
 }

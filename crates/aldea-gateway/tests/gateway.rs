@@ -30,6 +30,13 @@ struct Peer {
     streams: AtomicUsize,
     /// Answer 503 to this many requests first.
     refuse_first: AtomicUsize,
+    /// Free stream slots it reports (the gateway prefers more).
+    free_slots: AtomicUsize,
+    /// Audio frames after which a stream dies (0: never): abruptly, or with 1012 when `close_1012`.
+    die_after_frames: AtomicUsize,
+    close_1012: std::sync::atomic::AtomicBool,
+    /// Query strings of the streams opened, and the bytes each received.
+    seen: std::sync::Mutex<Vec<(String, usize)>>,
 }
 
 /// A stand-in for an stt replica: `/v1/capacity`, `/ready`, uploads answered with the duration of
@@ -37,11 +44,15 @@ struct Peer {
 /// binary frame with a Results message and an internal checkpoint, and CloseStream with Metadata.
 async fn spawn_peer() -> (String, Arc<Peer>) {
     let peer = Arc::new(Peer::default());
+    peer.free_slots.store(4, Ordering::SeqCst);
     let app = Router::new()
         .route("/ready", get(|| async { "ready" }))
         .route(
             "/v1/capacity",
-            get(|| async { Json(serde_json::json!({"free_stream_slots": 4, "queue_depth": 0, "ready": true})) }),
+            get(|State(peer): State<Arc<Peer>>| async move {
+                let free = peer.free_slots.load(Ordering::SeqCst);
+                Json(serde_json::json!({"free_stream_slots": free, "queue_depth": 0, "ready": true}))
+            }),
         )
         .route("/v1/listen", get(peer_stream).post(peer_upload))
         .with_state(peer.clone());
@@ -68,26 +79,54 @@ async fn peer_upload(State(peer): State<Arc<Peer>>, body: axum::body::Bytes) -> 
     Json(serde_json::json!({"metadata": {"duration": duration}, "results": {"channels": []}})).into_response()
 }
 
-async fn peer_stream(State(peer): State<Arc<Peer>>, upgrade: WebSocketUpgrade) -> axum::response::Response {
+async fn peer_stream(
+    State(peer): State<Arc<Peer>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> axum::response::Response {
     if refuse_once(&peer) {
         return (StatusCode::SERVICE_UNAVAILABLE, "full").into_response();
     }
     peer.streams.fetch_add(1, Ordering::SeqCst);
-    upgrade.on_upgrade(|mut socket| async move {
+    let query = query.unwrap_or_default();
+    // A resumed stream's timeline starts where the gateway says.
+    let origin: f64 =
+        query.split('&').find_map(|pair| pair.strip_prefix("resume_start=")).map_or(0.0, |v| v.parse().unwrap());
+    let index = {
+        let mut seen = peer.seen.lock().unwrap();
+        seen.push((query.clone(), 0));
+        seen.len() - 1
+    };
+    upgrade.on_upgrade(move |mut socket| async move {
         let _ = socket.send(Message::Text(r#"{"type":"Metadata","duration":0.0}"#.into())).await;
-        let mut heard = 0.0f64;
+        let (mut received, mut frames) = (0usize, 0usize);
         while let Some(Ok(message)) = socket.recv().await {
             match message {
                 Message::Binary(bytes) => {
-                    let start = heard;
-                    heard += bytes.len() as f64 / 32000.0;
-                    let results = serde_json::json!({"type": "Results", "start": start, "duration": heard - start, "is_final": true});
+                    frames += 1;
+                    received += bytes.len();
+                    peer.seen.lock().unwrap()[index].1 = received;
+                    let die_after = peer.die_after_frames.load(Ordering::SeqCst);
+                    if die_after > 0 && frames >= die_after {
+                        if peer.close_1012.load(Ordering::SeqCst) {
+                            let frame = axum::extract::ws::CloseFrame { code: 1012, reason: "restart".into() };
+                            let _ = socket.send(Message::Close(Some(frame))).await;
+                        }
+                        // Otherwise the connection just drops, as when the process is killed.
+                        return;
+                    }
+                    let start = origin + (received - bytes.len()) as f64 / 32000.0;
+                    let end = origin + received as f64 / 32000.0;
+                    let results = serde_json::json!({"type": "Results", "start": start, "duration": end - start, "is_final": true,
+                        "channel": {"alternatives": [{"transcript": format!("w{start:.1}"), "confidence": 1.0,
+                            "words": [{"word": "w", "punctuated_word": format!("w{start:.1}"), "start": start, "end": end, "confidence": 1.0}]}]}});
                     let _ = socket.send(Message::Text(results.to_string().into())).await;
-                    let checkpoint = serde_json::json!({"type": "aldea.checkpoint", "committed_until": heard});
+                    let checkpoint = serde_json::json!({"type": "aldea.checkpoint", "committed_until": end,
+                        "byte_offset": received, "header_bytes": 0, "prompt": "", "prompt_tokens": [7, 8]});
                     let _ = socket.send(Message::Text(checkpoint.to_string().into())).await;
                 }
                 Message::Text(text) if text.contains("CloseStream") => {
-                    let metadata = serde_json::json!({"type": "Metadata", "duration": heard});
+                    let metadata = serde_json::json!({"type": "Metadata", "duration": received as f64 / 32000.0});
                     let _ = socket.send(Message::Text(metadata.to_string().into())).await;
                     let _ = socket
                         .send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1000, reason: "".into() })))
@@ -112,6 +151,10 @@ struct Gateway {
 
 async fn spawn_gateway(adjust: impl FnOnce(&mut Config)) -> Gateway {
     let (stt_url, peer) = spawn_peer().await;
+    spawn_gateway_over(vec![stt_url], peer, adjust).await
+}
+
+async fn spawn_gateway_over(stt_urls: Vec<String>, peer: Arc<Peer>, adjust: impl FnOnce(&mut Config)) -> Gateway {
     let keys = Arc::new(MemoryKeys::new());
     let org = keys.ensure_org("acme", Credit::Unlimited).await.unwrap();
     let (_, key) = keys.create_key(&org.id, NewKey::listen("test"), aldea_store::unix_now()).await.unwrap();
@@ -122,11 +165,8 @@ async fn spawn_gateway(adjust: impl FnOnce(&mut Config)) -> Gateway {
         limits: Arc::new(MemoryLimits::new()),
         usage: usage.clone(),
     };
-    let mut config = Config {
-        stt_urls: vec![stt_url],
-        jwt_secret: Some("a test secret that is long enough!".to_owned()),
-        ..Config::default()
-    };
+    let mut config =
+        Config { stt_urls, jwt_secret: Some("a test secret that is long enough!".to_owned()), ..Config::default() };
     adjust(&mut config);
     let state = AppState::new(config, deps).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -523,4 +563,81 @@ async fn cors_answers_only_the_configured_origins() {
     let metrics = client.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("aldea_gateway_active_streams"));
     assert_eq!(client.get(gw.url("/ready")).send().await.unwrap().status(), 200);
+}
+
+/// Streams 10 frames of 0.1 s through a gateway over two peers whose first dies after `die_after`
+/// frames; the messages the client got and the close code.
+async fn stream_across_a_failover(close_1012: bool) -> (Vec<serde_json::Value>, Option<u16>, Arc<Peer>, Arc<Peer>) {
+    let (first_url, first) = spawn_peer().await;
+    let (second_url, second) = spawn_peer().await;
+    first.free_slots.store(8, Ordering::SeqCst);
+    first.die_after_frames.store(5, Ordering::SeqCst);
+    first.close_1012.store(close_1012, Ordering::SeqCst);
+    let gw = spawn_gateway_over(vec![first_url, second_url], first.clone(), |_| {}).await;
+    let (mut ws, _) = connect(
+        &gw,
+        "/v1/listen?encoding=linear16&sample_rate=16000",
+        Some(("authorization", format!("Token {}", gw.key))),
+    )
+    .await
+    .unwrap();
+    for i in 0..10u8 {
+        ws.send(WsMessage::Binary(vec![i; 3200].into())).await.unwrap();
+    }
+    ws.send(WsMessage::Text(r#"{"type":"CloseStream"}"#.into())).await.unwrap();
+    let mut messages = Vec::new();
+    let mut code = None;
+    while let Some(message) = ws.next().await {
+        match message.unwrap() {
+            WsMessage::Text(text) => messages.push(serde_json::from_str(text.as_str()).unwrap()),
+            WsMessage::Close(frame) => {
+                code = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    (messages, code, first, second)
+}
+
+fn check_failover(messages: &[serde_json::Value], code: Option<u16>, first: &Peer, second: &Peer) {
+    assert_eq!(code, Some(1000), "the client sees a normal end: {messages:?}");
+    let kinds: Vec<&str> = messages.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "Metadata").count(),
+        2,
+        "one opening and one closing Metadata: {kinds:?}"
+    );
+    assert_eq!(kinds.first(), Some(&"Metadata"));
+    assert_eq!(kinds.last(), Some(&"Metadata"));
+    // Finals cover 0..1.0 s once, in order, without gaps or overlaps.
+    let mut until = 0.0f64;
+    for m in messages.iter().filter(|m| m["type"] == "Results") {
+        let start = m["start"].as_f64().unwrap();
+        assert!((start - until).abs() < 1e-6, "a final starts at {start}, the previous ended at {until}");
+        until = start + m["duration"].as_f64().unwrap();
+    }
+    assert!((until - 1.0).abs() < 1e-6, "the finals reach {until}");
+    assert!(
+        (messages.last().unwrap()["duration"].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        "the closing Metadata counts from 0"
+    );
+    // The second replica was told where to resume and got the audio from the last checkpoint on.
+    let seen = second.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].0.contains("resume_start=0.4") && seen[0].0.contains("resume_prompt_tokens=7,8"), "{}", seen[0].0);
+    assert_eq!(seen[0].1, 6 * 3200);
+    assert_eq!(first.streams.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_stream_whose_replica_dies_goes_on_elsewhere_without_loss_or_repeats() {
+    let (messages, code, first, second) = stream_across_a_failover(false).await;
+    check_failover(&messages, code, &first, &second);
+}
+
+#[tokio::test]
+async fn a_stream_whose_replica_restarts_with_1012_goes_on_elsewhere() {
+    let (messages, code, first, second) = stream_across_a_failover(true).await;
+    check_failover(&messages, code, &first, &second);
 }

@@ -97,8 +97,9 @@ pub struct Checkpoint {
     pub kind: String,
     /// Seconds on the stream's timeline up to which every final has been sent.
     pub committed_until: f64,
-    /// Byte offset in the input at which decoding can restart (`None`: the format cannot restart
-    /// in the middle; the whole input must be replayed).
+    /// Byte offset in this stream's input (for a resumed stream: the input it was given, header
+    /// included) at which decoding can restart (`None`: the format cannot restart in the middle;
+    /// the whole input must be replayed).
     pub byte_offset: Option<u64>,
     /// Leading bytes of the input that a restarted decoder needs first (a WAV header).
     pub header_bytes: u64,

@@ -405,7 +405,8 @@ impl Session {
                 Encoding::Linear16 => 2,
                 Encoding::Mulaw | Encoding::Alaw => 1,
             };
-            let frames = (committed_until * f64::from(audio.sample_rate)).round() as u64;
+            // Relative to this stream's own input: a resumed stream's input starts at its origin.
+            let frames = ((committed_until - self.origin()).max(0.0) * f64::from(audio.sample_rate)).round() as u64;
             frames * bytes_per_sample * u64::from(audio.channels)
         });
         let prompt = self.state.0.transcriber.engine().tokenizer().decode(&prompt_tokens);

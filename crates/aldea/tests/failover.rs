@@ -1,0 +1,216 @@
+//! Failover end to end on the real model: `aldea gateway` over two `aldea stt` processes; a stream's
+//! replica is killed (SIGKILL) after its first final, and the client — which sees no error — gets
+//! the same transcript as an unbroken run. Needs the environment `scripts/test.sh` sets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and Python")
+    }))
+}
+
+fn real_dev(file: &str) -> PathBuf {
+    std::env::var("ALDEA_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .join("eval/real-dev")
+        .join(file)
+}
+
+fn aldea(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aldea"));
+    cmd.env("ALDEA_HOME", home)
+        .env("ALDEA_MODELS", env_path("ALDEA_TEST_MODELS"))
+        .env("ALDEA_LOG", "warn")
+        .env_remove("ALDEA_SERVICE_TOKEN")
+        .env_remove("ALDEA_REDIS_URL");
+    cmd
+}
+
+/// Child processes killed when the test ends, however it ends.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `aldea ARGS` and returns it with the address it printed after `marker`.
+fn spawn(home: &Path, args: &[&str], marker: &str) -> (Child, String) {
+    let mut child = aldea(home).args(args).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.contains(marker)
+                .then(|| {
+                    l.split("http://")
+                        .nth(1)
+                        .map(|rest| rest.split(|c: char| c == '/' || c.is_whitespace()).next().unwrap_or("").to_owned())
+                })
+                .flatten()
+        })
+        .expect("the listening address on stderr");
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (child, addr)
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
+    let head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+fn poll_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The samples of a 16-bit WAV file (its `data` chunk).
+fn pcm_of(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        if &bytes[at..at + 4] == b"data" {
+            return bytes[at + 8..(at + 8 + size).min(bytes.len())].to_vec();
+        }
+        at += 8 + size + size % 2;
+    }
+    panic!("no data chunk in {}", path.display());
+}
+
+/// Streams `pcm` as fast as it goes; calls `on_first_final` once; the finals' text, the close code
+/// and the kinds of messages seen.
+async fn stream(
+    addr: &str,
+    key: &str,
+    pcm: &[u8],
+    mut on_first_final: impl FnMut(),
+) -> (String, Option<u16>, Vec<String>) {
+    let mut request =
+        format!("ws://{addr}/v1/listen?encoding=linear16&sample_rate=16000").into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Token {key}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("the stream opens");
+    let (mut tx, mut rx) = ws.split();
+    let audio = pcm.to_vec();
+    let sender = tokio::spawn(async move {
+        for chunk in audio.chunks(6400) {
+            if tx.send(Message::Binary(chunk.to_vec().into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Message::Text(r#"{"type":"CloseStream"}"#.into())).await;
+        // Keep the sending half open until the server closes.
+        std::future::pending::<()>().await;
+    });
+    let mut finals = Vec::new();
+    let mut kinds = Vec::new();
+    let mut code = None;
+    while let Some(message) = rx.next().await {
+        match message {
+            Ok(Message::Text(text)) => {
+                let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                let kind = value["type"].as_str().unwrap().to_owned();
+                if kind == "Results" && value["is_final"] == true {
+                    let transcript = value["channel"]["alternatives"][0]["transcript"].as_str().unwrap().to_owned();
+                    if !transcript.is_empty() {
+                        if finals.is_empty() {
+                            on_first_final();
+                        }
+                        finals.push(transcript);
+                    }
+                }
+                kinds.push(kind);
+            }
+            Ok(Message::Close(frame)) => {
+                code = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("the client saw an error: {e}"),
+        }
+    }
+    sender.abort();
+    (finals.join(" "), code, kinds)
+}
+
+#[test]
+fn a_stream_survives_the_death_of_its_stt_replica() {
+    let home = tempfile::tempdir().unwrap();
+    let created = aldea(home.path()).args(["keys", "create", "--org", "failover"]).output().unwrap();
+    assert!(created.status.success());
+    let key = String::from_utf8_lossy(&created.stdout).lines().last().unwrap().to_owned();
+
+    let stt_args = ["stt", "--listen", "127.0.0.1:0", "--threads", "1"];
+    let (first, first_addr) = spawn(home.path(), &stt_args, "stt listening");
+    let (second, second_addr) = spawn(home.path(), &stt_args, "stt listening");
+    let stt_urls = format!("http://{first_addr},http://{second_addr}");
+    let (gateway, gateway_addr) =
+        spawn(home.path(), &["gateway", "--listen", "127.0.0.1:0", "--stt", &stt_urls], "gateway listening");
+    let mut processes = Processes(vec![first, second, gateway]);
+    for addr in [&first_addr, &second_addr, &gateway_addr] {
+        poll_until("readiness", || get(addr, "/ready").0 == 200);
+    }
+
+    // About 40 s of speech: five utterances with 1.5 s of silence between them.
+    let mut pcm = Vec::new();
+    for file in [
+        "ps_librivox_0870.wav",
+        "ps_librivox_0880.wav",
+        "ps_librivox_0890.wav",
+        "ps_librivox_0920.wav",
+        "ps_librivox_0930.wav",
+    ] {
+        pcm.extend(pcm_of(&real_dev(file)));
+        pcm.extend(vec![0u8; 48_000]);
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (unbroken, code, _) = runtime.block_on(stream(&gateway_addr, &key, &pcm, || {}));
+    assert_eq!(code, Some(1000));
+
+    // The same stream again; once its first final arrives, the replica serving it is killed.
+    let mut killed = None;
+    let (broken, code, kinds) = runtime.block_on(stream(&gateway_addr, &key, &pcm, || {
+        let serving = [&first_addr, &second_addr]
+            .iter()
+            .position(|addr| get(addr, "/v1/capacity").1.contains("\"active_streams\":1"))
+            .expect("one replica serves the stream");
+        let child = &mut processes.0[serving];
+        child.kill().unwrap();
+        child.wait().unwrap();
+        killed = Some(serving);
+    }));
+    assert!(killed.is_some(), "a replica was killed mid-stream");
+    assert_eq!(code, Some(1000), "the client sees a normal end");
+    assert_eq!(kinds.iter().filter(|k| *k == "Metadata").count(), 2, "{kinds:?}");
+    let (_, metrics) = get(&gateway_addr, "/metrics");
+    assert!(metrics.contains("aldea_gateway_failovers_total 1"), "{metrics}");
+
+    let stats = aldea_eval::english_word_errors(&unbroken, &broken);
+    eprintln!("unbroken: {unbroken}\nbroken:   {broken}\nWER {:.2} %", stats.wer_percent());
+    assert!(stats.reference_words > 60, "{unbroken}");
+    assert!(stats.wer_percent() <= 2.0, "WER between the runs {:.2} %", stats.wer_percent());
+}
