@@ -348,7 +348,7 @@ impl UsageQueue for RedisStore {
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
         // Entries a dead consumer left: XAUTOCLAIM answers [next cursor, entries, deleted ids].
-        let claimed: Value = redis::cmd("XAUTOCLAIM")
+        let claimed: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
             .arg(USAGE_STREAM)
             .arg(USAGE_GROUP)
             .arg(consumer)
@@ -357,8 +357,17 @@ impl UsageQueue for RedisStore {
             .arg("COUNT")
             .arg(max)
             .query_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
+            .await;
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            // A Redis that restarted without persistence lost the group: make it again (from the
+            // start of whatever the stream holds now) and read on the next call.
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_group().await?;
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(redis_error(e)),
+        };
         if let Value::Array(parts) = &claimed {
             if let Some(entries) = parts.get(1) {
                 for (id, event) in parse_entries(entries) {

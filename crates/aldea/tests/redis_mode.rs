@@ -1,0 +1,305 @@
+//! Gateways in cluster mode, sharing a Redis this test starts (its own `redis-server`, on a free
+//! port, with an append-only file so that a restart keeps what it held): a revoked key is refused
+//! by every gateway within a second, a killed gateway's stream slots free themselves within the
+//! lease TTL, and the usage recorded across a Redis restart equals the audio sent. Needs the
+//! environment `scripts/test.sh` sets (and `redis-server`, which it installs).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aldea_store::{Keys, UsageLedger};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and Python")
+    }))
+}
+
+fn real_dev(file: &str) -> PathBuf {
+    std::env::var("ALDEA_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .join("eval/real-dev")
+        .join(file)
+}
+
+fn aldea(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aldea"));
+    cmd.env("ALDEA_HOME", home)
+        .env("ALDEA_MODELS", env_path("ALDEA_TEST_MODELS"))
+        .env("ALDEA_LOG", "warn")
+        .env_remove("ALDEA_SERVICE_TOKEN")
+        .env_remove("ALDEA_REDIS_URL");
+    cmd
+}
+
+/// Child processes killed when the test ends, however it ends.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(home: &Path, args: &[&str], marker: &str) -> (Child, String) {
+    let mut child = aldea(home).args(args).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.contains(marker)
+                .then(|| {
+                    l.split("http://")
+                        .nth(1)
+                        .map(|rest| rest.split(|c: char| c == '/' || c.is_whitespace()).next().unwrap_or("").to_owned())
+                })
+                .flatten()
+        })
+        .expect("the listening address on stderr");
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (child, addr)
+}
+
+/// A private `redis-server` on a free port, its data in `dir` (append-only, synced on every write).
+fn start_redis(dir: &Path, port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/test.sh installs it)");
+    poll_until("redis to answer", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    child
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return (0, Vec::new()) };
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") else { return (0, Vec::new()) };
+    let status = String::from_utf8_lossy(&response[..split]).split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response[split + 4..].to_vec())
+}
+
+fn poll_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn create_key(home: &Path, org: &str) -> String {
+    let created = aldea(home).args(["keys", "create", "--org", org]).output().unwrap();
+    assert!(created.status.success());
+    String::from_utf8_lossy(&created.stdout).lines().last().unwrap().to_owned()
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open_stream(addr: &str, key: &str) -> Result<Socket, u16> {
+    let mut request = format!("ws://{addr}/v1/listen?encoding=linear16").into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Token {key}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => Err(answer.status().as_u16()),
+        Err(e) => panic!("connecting: {e}"),
+    }
+}
+
+#[test]
+fn gateways_sharing_redis_see_revocations_within_a_second_and_recover_a_dead_gateways_slots() {
+    let home = tempfile::tempdir().unwrap();
+    let redis_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let redis = start_redis(redis_dir.path(), port);
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let key = create_key(home.path(), "shared");
+    let victim = create_key(home.path(), "shared");
+
+    let (stt, stt_addr) = spawn(home.path(), &["stt", "--listen", "127.0.0.1:0", "--threads", "2"], "stt listening");
+    let stt_url = format!("http://{stt_addr}");
+    let gateway_args =
+        ["gateway", "--listen", "127.0.0.1:0", "--stt", &stt_url, "--redis", &redis_url, "--org-max-streams", "2"];
+    let (first, first_addr) = spawn(home.path(), &gateway_args, "gateway listening");
+    let (second, second_addr) = spawn(home.path(), &gateway_args, "gateway listening");
+    let mut processes = Processes(vec![redis, stt, first, second]);
+    for addr in [&stt_addr, &first_addr, &second_addr] {
+        poll_until("readiness", || http(addr, "GET", "/ready", &[], b"").0 == 200);
+    }
+
+    // Revocation: both gateways know the key, then refuse it within a second.
+    let audio = std::fs::read(real_dev("ps_cards_001.wav")).unwrap();
+    let victim_auth = format!("Token {victim}");
+    for addr in [&first_addr, &second_addr] {
+        assert_eq!(http(addr, "POST", "/v1/listen", &[("authorization", &victim_auth)], &audio).0, 200);
+    }
+    let listing = aldea(home.path()).args(["keys", "list"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let victim_id = listing.lines().find(|l| l.contains(&victim[..12])).unwrap().split('\t').next().unwrap().to_owned();
+    assert!(aldea(home.path()).args(["keys", "revoke", &victim_id]).status().unwrap().success());
+    let revoked_at = Instant::now();
+    for addr in [&first_addr, &second_addr] {
+        poll_until("the revoked key refused", || {
+            http(addr, "POST", "/v1/listen", &[("authorization", &victim_auth)], &audio).0 == 401
+        });
+    }
+    let refused_after = revoked_at.elapsed();
+    eprintln!("revoked key refused by both gateways after {refused_after:?}");
+    assert!(refused_after <= Duration::from_millis(1200), "refused after {refused_after:?}");
+
+    // Slots: the organization's two streams held through the first gateway count on the second.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(open_stream(&first_addr, &key).await.expect("within the limit"));
+        }
+        assert_eq!(open_stream(&second_addr, &key).await.err(), Some(429));
+        // The first gateway dies without releasing anything.
+        let gateway = &mut processes.0[2];
+        gateway.kill().unwrap();
+        gateway.wait().unwrap();
+        let died_at = Instant::now();
+        drop(held);
+        let mut reopened = None;
+        while died_at.elapsed() < Duration::from_secs(25) {
+            if let Ok(ws) = open_stream(&second_addr, &key).await {
+                reopened = Some(ws);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let freed_after = died_at.elapsed();
+        eprintln!("a dead gateway's slots were free after {freed_after:?}");
+        let mut ws = reopened.expect("the slots came back");
+        assert!(freed_after <= Duration::from_millis(15_500), "freed after {freed_after:?} (lease TTL 15 s)");
+        ws.send(Message::Text(r#"{"type":"CloseStream"}"#.into())).await.unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    });
+}
+
+#[test]
+fn usage_recorded_across_a_redis_restart_equals_the_audio_sent() {
+    let home = tempfile::tempdir().unwrap();
+    let redis_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let redis = start_redis(redis_dir.path(), port);
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let key = create_key(home.path(), "metered");
+    let auth = format!("Token {key}");
+
+    let (stt, stt_addr) = spawn(home.path(), &["stt", "--listen", "127.0.0.1:0", "--threads", "2"], "stt listening");
+    let stt_url = format!("http://{stt_addr}");
+    let (gateway, gateway_addr) = spawn(
+        home.path(),
+        &["gateway", "--listen", "127.0.0.1:0", "--stt", &stt_url, "--redis", &redis_url],
+        "gateway listening",
+    );
+    let mut processes = Processes(vec![redis, stt, gateway]);
+    for addr in [&stt_addr, &gateway_addr] {
+        poll_until("readiness", || http(addr, "GET", "/ready", &[], b"").0 == 200);
+    }
+    let clips: Vec<Vec<u8>> =
+        ["ps_cards_001.wav", "alsa_front_left.wav", "ps_cards_003.wav", "alsa_rear_right.wav", "ps_goforward.wav"]
+            .iter()
+            .map(|f| std::fs::read(real_dev(f)).unwrap())
+            .collect();
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut sent_seconds = 0.0;
+    for i in 0..50usize {
+        if i == 25 {
+            // Redis goes away for a while (requests go on meanwhile) and comes back.
+            let redis = &mut processes.0[0];
+            redis.kill().unwrap();
+            redis.wait().unwrap();
+        }
+        if i == 30 {
+            processes.0[0] = start_redis(redis_dir.path(), port);
+        }
+        let clip = &clips[i % clips.len()];
+        if i % 5 == 4 {
+            let seconds = runtime.block_on(async {
+                let mut ws = open_stream(&gateway_addr, &key).await.expect("the stream opens");
+                // The WAV's samples as linear16 (the header is stripped by stt's format rule).
+                for chunk in clip.chunks(3200) {
+                    ws.send(Message::Binary(chunk.to_vec().into())).await.unwrap();
+                }
+                ws.send(Message::Text(r#"{"type":"CloseStream"}"#.into())).await.unwrap();
+                let mut duration = None;
+                while let Some(Ok(message)) = ws.next().await {
+                    match message {
+                        Message::Text(text) => {
+                            let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                            if value["type"] == "Metadata" {
+                                duration = value["duration"].as_f64();
+                            }
+                        }
+                        Message::Close(_) => break,
+                        _ => {}
+                    }
+                }
+                duration.expect("a closing Metadata")
+            });
+            sent_seconds += seconds;
+        } else {
+            let (status, body) = http(&gateway_addr, "POST", "/v1/listen", &[("authorization", &auth)], clip);
+            assert_eq!(status, 200, "request {i}: {}", String::from_utf8_lossy(&body));
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            sent_seconds += body["metadata"]["duration"].as_f64().unwrap();
+        }
+    }
+
+    let db = home.path().join("aldea.db");
+    let totals = runtime.block_on(async {
+        let store = aldea_store_sql::SqlStore::open(&db).await.unwrap();
+        let org = store.org_by_name("metered").await.unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let totals = store.totals(&org.id).await.unwrap();
+            if totals.requests >= 50 || Instant::now() > deadline {
+                return totals;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    eprintln!(
+        "sent {sent_seconds:.3} s in 50 requests; recorded {:.3} s in {} requests",
+        totals.audio_seconds, totals.requests
+    );
+    assert_eq!(totals.requests, 50);
+    assert!((totals.audio_seconds - sent_seconds).abs() <= 50.0 * 0.1, "recorded {} s", totals.audio_seconds);
+    assert!(
+        (totals.audio_seconds - sent_seconds).abs() <= 0.05,
+        "recorded {} s of {sent_seconds} s",
+        totals.audio_seconds
+    );
+}
