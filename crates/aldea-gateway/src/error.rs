@@ -18,6 +18,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    Timeout(String),
     #[error("{message}")]
     RateLimited { message: String, retry_after_s: u32 },
     #[error("{0}")]
@@ -34,6 +36,7 @@ impl ApiError {
             ApiError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoCapacity(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -47,6 +50,7 @@ impl ApiError {
             ApiError::PaymentRequired(_) => codes::INSUFFICIENT_CREDIT,
             ApiError::Forbidden(_) => codes::INSUFFICIENT_PERMISSIONS,
             ApiError::TooLarge(_) => codes::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => codes::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => codes::TOO_MANY_REQUESTS,
             ApiError::NoCapacity(_) => codes::NO_CAPACITY,
             ApiError::Internal(_) => codes::INTERNAL,

@@ -67,6 +67,9 @@ pub struct Config {
     pub allow_private_urls: bool,
     /// Longest fetch of a `url` body.
     pub url_fetch_timeout: Duration,
+    /// Longest wait for the next piece of an upload's body (a client that stalls gets 408 and
+    /// frees its slot).
+    pub body_idle_timeout: Duration,
     /// A long stream reports its usage at this interval.
     pub usage_interval: Duration,
     /// How often a live stream re-checks its key (a revoked key's streams close with 1008).
@@ -98,6 +101,7 @@ impl Default for Config {
             max_body_bytes: 512 * 1024 * 1024,
             allow_private_urls: false,
             url_fetch_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(30),
             usage_interval: Duration::from_secs(60),
             recheck_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),

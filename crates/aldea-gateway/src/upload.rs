@@ -127,7 +127,7 @@ async fn read_audio(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
     if is_json {
-        let json = read_limited(body, headers, 64 * 1024).await?;
+        let json = read_limited(body, headers, 64 * 1024, state.config().body_idle_timeout).await?;
         let url = serde_json::from_slice::<serde_json::Value>(&json)
             .ok()
             .and_then(|v| v.get("url").and_then(|u| u.as_str()).map(str::to_owned))
@@ -135,7 +135,10 @@ async fn read_audio(
         fetch_url(state, &url).await
     } else {
         let content_type = headers.get(CONTENT_TYPE).cloned();
-        Ok((read_limited(body, headers, state.config().max_body_bytes).await?, content_type))
+        Ok((
+            read_limited(body, headers, state.config().max_body_bytes, state.config().body_idle_timeout).await?,
+            content_type,
+        ))
     }
 }
 
@@ -193,7 +196,12 @@ pub(crate) async fn forward(
 
 /// The body, refused with 413 as soon as it passes `limit` (a declared length over it is refused
 /// before reading anything).
-async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_limited(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    idle: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::TooLarge(format!("the body is larger than the limit of {limit} bytes"));
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
@@ -201,7 +209,11 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<B
     }
     let mut collected: Vec<u8> = Vec::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let next = tokio::time::timeout(idle, stream.next())
+            .await
+            .map_err(|_| ApiError::Timeout(format!("no part of the body arrived for {} s", idle.as_secs_f64())))?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("the body could not be read: {e}")))?;
         if collected.len() + chunk.len() > limit {
             return Err(too_large());

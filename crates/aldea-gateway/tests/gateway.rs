@@ -35,6 +35,8 @@ struct Peer {
     /// Audio frames after which a stream dies (0: never): abruptly, or with 1012 when `close_1012`.
     die_after_frames: AtomicUsize,
     close_1012: std::sync::atomic::AtomicBool,
+    /// Close every stream at its first control message as the idle timeout does (1011 NET-0001).
+    idle_close: std::sync::atomic::AtomicBool,
     /// Query strings of the streams opened, and the bytes each received.
     seen: std::sync::Mutex<Vec<(String, usize)>>,
 }
@@ -124,6 +126,11 @@ async fn peer_stream(
                     let checkpoint = serde_json::json!({"type": "aldea.checkpoint", "committed_until": end,
                         "byte_offset": received, "header_bytes": 0, "prompt": "", "prompt_tokens": [7, 8]});
                     let _ = socket.send(Message::Text(checkpoint.to_string().into())).await;
+                }
+                Message::Text(_) if peer.idle_close.load(Ordering::SeqCst) => {
+                    let frame = axum::extract::ws::CloseFrame { code: 1011, reason: "NET-0001".into() };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    return;
                 }
                 Message::Text(text) if text.contains("CloseStream") => {
                     let metadata = serde_json::json!({"type": "Metadata", "duration": received as f64 / 32000.0});
@@ -640,4 +647,56 @@ async fn a_stream_whose_replica_dies_goes_on_elsewhere_without_loss_or_repeats()
 async fn a_stream_whose_replica_restarts_with_1012_goes_on_elsewhere() {
     let (messages, code, first, second) = stream_across_a_failover(true).await;
     check_failover(&messages, code, &first, &second);
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_its_upload_gets_408_and_its_slot_back() {
+    let gw = spawn_gateway(|c| {
+        c.body_idle_timeout = Duration::from_millis(300);
+        c.org_max_uploads = 1;
+    })
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    tx.send(Ok(vec![0u8; 3200])).await.unwrap();
+    let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
+    let r = reqwest::Client::new()
+        .post(gw.url("/v1/listen"))
+        .header("authorization", format!("Token {}", gw.key))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await.0, 408);
+    drop(tx);
+    // The only upload slot is free again.
+    let r =
+        gw.post("/v1/listen", vec![0; 3200]).header("authorization", format!("Token {}", gw.key)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// A body stream fed by a channel (it stalls while the channel is empty).
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn an_idle_close_is_relayed_not_failed_over() {
+    let (first_url, first) = spawn_peer().await;
+    let (second_url, second) = spawn_peer().await;
+    first.free_slots.store(8, Ordering::SeqCst);
+    first.idle_close.store(true, Ordering::SeqCst);
+    let gw = spawn_gateway_over(vec![first_url, second_url], first.clone(), |_| {}).await;
+    let (mut ws, _) = connect(&gw, "/v1/listen", Some(("authorization", format!("Token {}", gw.key)))).await.unwrap();
+    ws.send(WsMessage::Text(r#"{"type":"KeepAlive"}"#.into())).await.unwrap();
+    let mut code = None;
+    while let Some(message) = ws.next().await {
+        if let WsMessage::Close(frame) = message.unwrap() {
+            code = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+            break;
+        }
+    }
+    assert_eq!(code, Some((1011, "NET-0001".to_owned())));
+    assert_eq!(second.streams.load(Ordering::SeqCst), 0, "an idle stream is not moved");
 }

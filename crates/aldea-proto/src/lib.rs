@@ -24,6 +24,8 @@ pub mod codes {
     pub const INSUFFICIENT_CREDIT: &str = "INSUFFICIENT_CREDIT";
     /// 403: the key lacks the scope the request needs.
     pub const INSUFFICIENT_PERMISSIONS: &str = "INSUFFICIENT_PERMISSIONS";
+    /// 408: the client stopped sending its body.
+    pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
     /// 429: a concurrency or rate limit.
     pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
     pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";

@@ -81,8 +81,13 @@ struct Server {
 
 impl Server {
     fn start(home: &Path) -> Server {
+        Server::start_with(home, &[])
+    }
+
+    fn start_with(home: &Path, extra: &[&str]) -> Server {
         let mut child = aldea(home)
             .args(["all", "--gateway-listen", "127.0.0.1:0", "--stt-listen", "127.0.0.1:0", "--threads", "2"])
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -250,4 +255,106 @@ fn the_official_sdks_work_unchanged_against_the_gateway() {
         assert!(transcript.contains("dashwood") && transcript.contains("leisure"), "{check}");
     }
     server.stop();
+}
+
+/// Opens a stream with `query`; the HTTP status when it is refused before the upgrade.
+async fn open(
+    addr: &str,
+    key: &str,
+    query: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, u16> {
+    let mut request = format!("ws://{addr}/v1/listen?{query}").into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Token {key}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => Err(answer.status().as_u16()),
+        Err(e) => panic!("connecting: {e}"),
+    }
+}
+
+fn err_code(body: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body).expect("the contract's error body");
+    assert!(value["request_id"].is_string() && value["err_msg"].is_string());
+    value["err_code"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn bad_input_gets_the_documented_answer_and_sigterm_drains_streams_with_1012() {
+    let home = tempfile::tempdir().unwrap();
+    let key = last_line(&run(aldea(home.path()).args(["keys", "create", "--org", "bad"])));
+    let server = Server::start_with(home.path(), &["--max-body-bytes", "300000", "--drain-seconds", "1"]);
+    let auth = format!("Token {key}");
+    let audio = std::fs::read(real_dev("ps_goforward.wav")).unwrap();
+    let post = |path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        let mut all = vec![("authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        http(&server.addr, "POST", path, &all, body)
+    };
+
+    let (status, body) = post("/v1/listen?sample_rate=abc", &[], &audio);
+    assert_eq!((status, err_code(&body).as_str()), (400, "Bad Request"));
+    let (status, body) = post("/v1/listen?model=no-such-model", &[], &audio);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let mut not_flac = b"fLaC".to_vec();
+    not_flac.extend(std::iter::repeat_n(0x5a, 4000));
+    let (status, body) = post("/v1/listen", &[], &not_flac);
+    assert_eq!((status, err_code(&body).as_str()), (415, "UNSUPPORTED_AUDIO"));
+    let (status, body) = post("/v1/listen", &[], &vec![0u8; 300_001]);
+    assert_eq!((status, err_code(&body).as_str()), (413, "PAYLOAD_TOO_LARGE"));
+    let (status, _) =
+        post("/v1/listen", &[("content-type", "application/json")], br#"{"url":"http://127.0.0.1:9/a.wav"}"#);
+    assert_eq!(status, 400, "loopback urls are refused");
+    let (status, _) = http(&server.addr, "POST", "/v1/listen", &[("authorization", "Token org_nope")], &audio);
+    assert_eq!(status, 401);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        assert_eq!(open(&server.addr, &key, "encoding=bogus").await.err(), Some(400));
+        assert_eq!(open(&server.addr, &key, "sample_rate=-5").await.err(), Some(400));
+        // An invalid control message is ignored; the stream goes on.
+        let mut ws = open(&server.addr, &key, "").await.expect("the stream opens");
+        ws.send(Message::Text(r#"{"type":"#.into())).await.unwrap();
+        ws.send(Message::Text(r#"{"type":"Dance"}"#.into())).await.unwrap();
+        for chunk in audio.chunks(3200) {
+            ws.send(Message::Binary(chunk.to_vec().into())).await.unwrap();
+        }
+        ws.send(Message::Text(r#"{"type":"Finalize"}"#.into())).await.unwrap();
+        let mut finals = String::new();
+        while !finals.to_lowercase().contains("forward") {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                    if value["type"] == "Results" && value["is_final"] == true {
+                        finals.push_str(value["channel"]["alternatives"][0]["transcript"].as_str().unwrap());
+                    }
+                }
+                other => panic!("the stream ended early: {other:?}"),
+            }
+        }
+        // SIGTERM: the stream still open is closed with 1012 once the drain window has passed.
+        let killed = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let mut code = None;
+        let keep_alive = tokio::time::interval(Duration::from_millis(500));
+        tokio::pin!(keep_alive);
+        loop {
+            tokio::select! {
+                _ = keep_alive.tick() => {
+                    let _ = ws.send(Message::Text(r#"{"type":"KeepAlive"}"#.into())).await;
+                }
+                message = ws.next() => match message {
+                    Some(Ok(Message::Close(frame))) => {
+                        code = frame.map(|f| u16::from(f.code));
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+        }
+        assert_eq!(code, Some(1012), "a draining gateway tells the client to reconnect");
+    });
+    let mut child = server.child;
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }
