@@ -153,20 +153,30 @@ impl SttPool {
             replicas[i].capacity = reading;
             replicas[i].read_at = Some(Instant::now());
         }
-        if let Ok(mut shared) = self.replicas.lock() {
-            for fresh in &replicas {
-                if let Some(r) = shared.iter_mut().find(|r| r.base == fresh.base) {
-                    r.capacity = fresh.capacity.clone();
-                    r.read_at = fresh.read_at;
-                }
+        let Ok(mut shared) = self.replicas.lock() else { return replicas.into_iter().map(|r| r.base).collect() };
+        for &i in &stale {
+            let fresh = &replicas[i];
+            // A reading another request merged meanwhile (with the choices made since) wins.
+            let still_stale = |r: &Replica| r.read_at.is_none_or(|at| at.elapsed() > CAPACITY_FRESH);
+            if let Some(r) = shared.iter_mut().find(|r| r.base == fresh.base && still_stale(r)) {
+                r.capacity = fresh.capacity.clone();
+                r.read_at = fresh.read_at;
             }
         }
-        replicas.sort_by_key(|r| match &r.capacity {
+        let mut order: Vec<Replica> = shared.clone();
+        order.sort_by_key(|r| match &r.capacity {
             Some(c) if c.ready => (0, -c.free_stream_slots, c.queue_depth),
             Some(_) => (2, 0, 0),
             None => (1, 0, 0),
         });
-        replicas.into_iter().map(|r| r.base).collect()
+        // The first choice is counted as taken until its next reading, so that requests arriving
+        // together spread over the replicas instead of all taking the one that looked freest.
+        if let Some(first) = order.first() {
+            if let Some(c) = shared.iter_mut().find(|r| r.base == first.base).and_then(|r| r.capacity.as_mut()) {
+                c.free_stream_slots -= 1;
+            }
+        }
+        order.into_iter().map(|r| r.base).collect()
     }
 
     /// Marks a replica as just having refused work, so the next request prefers the others.

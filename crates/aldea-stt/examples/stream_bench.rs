@@ -142,19 +142,25 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(40.0);
     let max_n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4);
+    // BENCH_THREADS: inference threads (default 2, the machine's cores); BENCH_BATCHING=on|off runs one mode.
+    let threads: usize = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let only = std::env::var("BENCH_BATCHING").ok();
     let models = env_path("ALDEA_TEST_MODELS");
     let engine =
-        Ct2Engine::load(&models.join("tiny.en"), &EngineOptions { threads: 2, ..Default::default() }).expect("tiny.en");
+        Ct2Engine::load(&models.join("tiny.en"), &EngineOptions { threads, ..Default::default() }).expect("tiny.en");
     let vad = Arc::new(Vad::load(&models.join("silero-vad/silero_vad_v6.onnx")).expect("VAD"));
     let deps = Deps { transcriber: Transcriber::new(Arc::new(engine), Some(vad.clone())), vad };
     let (audio, clips) = build_stream(seconds);
     let (audio, clips) = (Arc::new(audio), Arc::new(clips));
     println!(
-        "stream: {:.1} s, {} utterances; tiny.en, 2 threads, real-time pace",
+        "stream: {:.1} s, {} utterances; tiny.en, {threads} threads, real-time pace",
         audio.len() as f64 / 32_000.0,
         clips.len()
     );
     for (label, max_batch) in [("batching on", 8), ("batching off", 1)] {
+        if only.as_deref().is_some_and(|o| !label.ends_with(o)) {
+            continue;
+        }
         let mut best = 0;
         for n in 1..=max_n {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -103,10 +103,16 @@ fn pcm_of(path: &Path) -> Vec<u8> {
 
 /// Streams `pcm` as fast as it goes; calls `on_first_final` once; the finals' text, the close code
 /// and the kinds of messages seen.
-async fn stream(
+async fn stream(addr: &str, key: &str, pcm: &[u8], on_first_final: impl FnMut()) -> (String, Option<u16>, Vec<String>) {
+    stream_paced(addr, key, pcm, false, on_first_final).await
+}
+
+/// As [`stream`], in 100-ms chunks at real-time pace when `real_time`.
+async fn stream_paced(
     addr: &str,
     key: &str,
     pcm: &[u8],
+    real_time: bool,
     mut on_first_final: impl FnMut(),
 ) -> (String, Option<u16>, Vec<String>) {
     let mut request =
@@ -116,7 +122,11 @@ async fn stream(
     let (mut tx, mut rx) = ws.split();
     let audio = pcm.to_vec();
     let sender = tokio::spawn(async move {
-        for chunk in audio.chunks(6400) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        for chunk in audio.chunks(if real_time { 3200 } else { 6400 }) {
+            if real_time {
+                tick.tick().await;
+            }
             if tx.send(Message::Binary(chunk.to_vec().into())).await.is_err() {
                 return;
             }
@@ -213,4 +223,90 @@ fn a_stream_survives_the_death_of_its_stt_replica() {
     eprintln!("unbroken: {unbroken}\nbroken:   {broken}\nWER {:.2} %", stats.wer_percent());
     assert!(stats.reference_words > 60, "{unbroken}");
     assert!(stats.wer_percent() <= 2.0, "WER between the runs {:.2} %", stats.wer_percent());
+}
+
+/// The failover gate under load (run by `scripts/bench-failover.sh N`): N real-time streams through
+/// one gateway over two `aldea stt --threads 1` replicas; mid-way the replica serving more of them is
+/// SIGKILLed. Every client must end normally with the transcript of the unbroken run (WER ≤ 2 %).
+#[test]
+#[ignore = "a benchmark: scripts/bench-failover.sh"]
+fn failover_under_load() {
+    let n: usize = std::env::var("ALDEA_FAILOVER_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let home = tempfile::tempdir().unwrap();
+    let created = aldea(home.path()).args(["keys", "create", "--org", "load"]).output().unwrap();
+    let key = String::from_utf8_lossy(&created.stdout).lines().last().unwrap().to_owned();
+    let stt_args = ["stt", "--listen", "127.0.0.1:0", "--threads", "1"];
+    let (first, first_addr) = spawn(home.path(), &stt_args, "stt listening");
+    let (second, second_addr) = spawn(home.path(), &stt_args, "stt listening");
+    let stt_urls = format!("http://{first_addr},http://{second_addr}");
+    let (gateway, gateway_addr) =
+        spawn(home.path(), &["gateway", "--listen", "127.0.0.1:0", "--stt", &stt_urls], "gateway listening");
+    let processes = std::sync::Arc::new(std::sync::Mutex::new(Processes(vec![first, second, gateway])));
+    for addr in [&first_addr, &second_addr, &gateway_addr] {
+        poll_until("readiness", || get(addr, "/ready").0 == 200);
+    }
+    let files = [
+        "ps_librivox_0870.wav",
+        "ps_librivox_0880.wav",
+        "ps_librivox_0890.wav",
+        "ps_librivox_0920.wav",
+        "ps_librivox_0930.wav",
+    ];
+    // Each client its own order of the utterances.
+    let inputs: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut pcm = Vec::new();
+            for k in 0..files.len() {
+                pcm.extend(pcm_of(&real_dev(files[(i + k) % files.len()])));
+                pcm.extend(vec![0u8; 48_000]);
+            }
+            pcm
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let run_all = |kill_after: Option<Duration>| {
+        runtime.block_on(async {
+            let clients: Vec<_> = inputs
+                .iter()
+                .map(|pcm| {
+                    let (addr, key, pcm) = (gateway_addr.clone(), key.clone(), pcm.clone());
+                    tokio::spawn(async move { stream_paced(&addr, &key, &pcm, true, || {}).await })
+                })
+                .collect();
+            if let Some(after) = kill_after {
+                tokio::time::sleep(after).await;
+                let active = |addr: &str| {
+                    let body = get(addr, "/v1/capacity").1;
+                    serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["active_streams"].as_u64())
+                        .unwrap_or(0)
+                };
+                let (a, b) = (active(&first_addr), active(&second_addr));
+                let victim = usize::from(b > a);
+                eprintln!("killing replica {victim} (active streams {a} and {b})");
+                let mut processes = processes.lock().unwrap();
+                processes.0[victim].kill().unwrap();
+                processes.0[victim].wait().unwrap();
+            }
+            let mut out = Vec::new();
+            for client in clients {
+                out.push(client.await.unwrap());
+            }
+            out
+        })
+    };
+    let unbroken = run_all(None);
+    let broken = run_all(Some(Duration::from_secs(15)));
+    let mut worst = 0.0f64;
+    for (i, ((reference, _, _), (hypothesis, code, _))) in unbroken.iter().zip(&broken).enumerate() {
+        let wer = aldea_eval::english_word_errors(reference, hypothesis).wer_percent();
+        eprintln!("stream {i}: close {code:?}, WER against the unbroken run {wer:.2} %");
+        assert_eq!(*code, Some(1000), "stream {i} ended abnormally");
+        worst = worst.max(wer);
+    }
+    let (_, metrics) = get(&gateway_addr, "/metrics");
+    let failovers = metrics.lines().find(|l| l.starts_with("aldea_gateway_failovers_total")).unwrap_or("").to_owned();
+    eprintln!("{n} streams; worst WER {worst:.2} %; {failovers}");
+    assert!(worst <= 2.0);
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The gateway's failover under load: N real-time streams (default 1) through one gateway over two
+# `aldea stt --threads 1` replicas, one SIGKILLed after 15 s; prints each stream's WER against an
+# unbroken run. Pick N as 80 % of one replica's capacity (BENCH_THREADS=1 scripts/bench-stream.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+aldea_ensure_system_packages
+aldea_build_release
+export ALDEA_TEST_HOME="${ALDEA_TEST_HOME:-$HOME/.cache/aldea/test-home}"
+ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull tiny.en >/dev/null
+ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull silero-vad >/dev/null
+export ALDEA_TEST_MODELS="$ALDEA_TEST_HOME/models"
+export ALDEA_SHARED="${ALDEA_SHARED:-$ALDEA_REPO/../shared}"
+ALDEA_FAILOVER_STREAMS="${1:-1}" cargo test -q --release --locked --workspace --test failover -- --ignored --nocapture failover_under_load
