@@ -700,3 +700,41 @@ async fn an_idle_close_is_relayed_not_failed_over() {
     assert_eq!(code, Some((1011, "NET-0001".to_owned())));
     assert_eq!(second.streams.load(Ordering::SeqCst), 0, "an idle stream is not moved");
 }
+
+#[tokio::test]
+async fn long_streams_report_usage_at_intervals_that_add_up() {
+    let gw = spawn_gateway(|c| c.usage_interval = Duration::from_millis(150)).await;
+    let (mut ws, _) = connect(&gw, "/v1/listen", Some(("authorization", format!("Token {}", gw.key)))).await.unwrap();
+    // 0.1 s of audio every 100 ms for about a second, then CloseStream.
+    for _ in 0..10 {
+        ws.send(WsMessage::Binary(vec![0u8; 3200].into())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ws.send(WsMessage::Text(r#"{"type":"CloseStream"}"#.into())).await.unwrap();
+    while let Some(Ok(message)) = ws.next().await {
+        if matches!(message, WsMessage::Close(_)) {
+            break;
+        }
+    }
+    let events = std::sync::Mutex::new(Vec::new());
+    assert!(
+        eventually(|| async {
+            let taken = gw.usage_events().await;
+            let mut events = events.lock().unwrap();
+            events.extend(taken);
+            events.iter().any(|e| e.is_final)
+        })
+        .await
+    );
+    let mut events = events.into_inner().unwrap();
+    events.sort_by_key(|e| e.seq);
+    assert!(events.len() >= 3, "interval events before the final one: {events:?}");
+    assert!(events
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.seq as usize == i && e.event_id == format!("{}:{i}", e.request_id)));
+    assert_eq!(events.iter().filter(|e| e.is_final).count(), 1);
+    assert!(events.last().unwrap().is_final);
+    let total: f64 = events.iter().map(|e| e.audio_seconds).sum();
+    assert!((total - 1.0).abs() < 1e-6, "{total}");
+}
