@@ -35,6 +35,8 @@ struct Peer {
     /// Audio frames after which a stream dies (0: never): abruptly, or with 1012 when `close_1012`.
     die_after_frames: AtomicUsize,
     close_1012: std::sync::atomic::AtomicBool,
+    /// Checkpoints without a byte offset, as for a container stream (the whole input is replayed).
+    container: std::sync::atomic::AtomicBool,
     /// Close every stream at its first control message as the idle timeout does (1011 NET-0001).
     idle_close: std::sync::atomic::AtomicBool,
     /// Query strings of the streams opened, and the bytes each received.
@@ -123,8 +125,9 @@ async fn peer_stream(
                         "channel": {"alternatives": [{"transcript": format!("w{start:.1}"), "confidence": 1.0,
                             "words": [{"word": "w", "punctuated_word": format!("w{start:.1}"), "start": start, "end": end, "confidence": 1.0}]}]}});
                     let _ = socket.send(Message::Text(results.to_string().into())).await;
+                    let byte_offset = (!peer.container.load(Ordering::SeqCst)).then_some(received);
                     let checkpoint = serde_json::json!({"type": "aldea.checkpoint", "committed_until": end,
-                        "byte_offset": received, "header_bytes": 0, "prompt": "", "prompt_tokens": [7, 8]});
+                        "byte_offset": byte_offset, "header_bytes": 0, "prompt": "", "prompt_tokens": [7, 8]});
                     let _ = socket.send(Message::Text(checkpoint.to_string().into())).await;
                 }
                 Message::Text(_) if peer.idle_close.load(Ordering::SeqCst) => {
@@ -575,8 +578,17 @@ async fn cors_answers_only_the_configured_origins() {
 /// Streams 10 frames of 0.1 s through a gateway over two peers whose first dies after `die_after`
 /// frames; the messages the client got and the close code.
 async fn stream_across_a_failover(close_1012: bool) -> (Vec<serde_json::Value>, Option<u16>, Arc<Peer>, Arc<Peer>) {
+    stream_across_a_failover_of(close_1012, false).await
+}
+
+async fn stream_across_a_failover_of(
+    close_1012: bool,
+    container: bool,
+) -> (Vec<serde_json::Value>, Option<u16>, Arc<Peer>, Arc<Peer>) {
     let (first_url, first) = spawn_peer().await;
     let (second_url, second) = spawn_peer().await;
+    first.container.store(container, Ordering::SeqCst);
+    second.container.store(container, Ordering::SeqCst);
     first.free_slots.store(8, Ordering::SeqCst);
     first.die_after_frames.store(5, Ordering::SeqCst);
     first.close_1012.store(close_1012, Ordering::SeqCst);
@@ -737,4 +749,23 @@ async fn long_streams_report_usage_at_intervals_that_add_up() {
     assert!(events.last().unwrap().is_final);
     let total: f64 = events.iter().map(|e| e.audio_seconds).sum();
     assert!((total - 1.0).abs() < 1e-6, "{total}");
+}
+
+#[tokio::test]
+async fn a_container_stream_fails_over_by_replaying_its_whole_input_without_repeats() {
+    let (messages, code, _first, second) = stream_across_a_failover_of(false, true).await;
+    assert_eq!(code, Some(1000));
+    // The finals still cover 0..1.0 s exactly once.
+    let mut until = 0.0f64;
+    for m in messages.iter().filter(|m| m["type"] == "Results") {
+        let start = m["start"].as_f64().unwrap();
+        assert!((start - until).abs() < 1e-6, "a final starts at {start}, the previous ended at {until}");
+        until = start + m["duration"].as_f64().unwrap();
+    }
+    assert!((until - 1.0).abs() < 1e-6);
+    assert!((messages.last().unwrap()["duration"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+    // The replacement got everything from the first byte, with the timeline from 0.
+    let seen = second.seen.lock().unwrap();
+    assert!(seen[0].0.contains("resume_start=0") && !seen[0].0.contains("resume_prompt_tokens"), "{}", seen[0].0);
+    assert_eq!(seen[0].1, 10 * 3200);
 }
