@@ -31,6 +31,9 @@ use crate::AppState;
 
 type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Read and write buffer of each WebSocket, client side and stt side.
+const SOCKET_BUFFER: usize = 4 * 1024;
+
 /// How long the gateway waits for stt's last results after the client went away without
 /// CloseStream (they are needed only to meter the stream exactly).
 const ORPHAN_FLUSH: Duration = Duration::from_secs(30);
@@ -82,6 +85,9 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
         }
     };
     state.0.metrics.streams_total.fetch_add(1, Ordering::Relaxed);
+    // Small socket buffers: an idle stream should cost a few kilobytes, not the 2 × 128 KiB per
+    // socket the WebSocket library reserves by default (audio frames are read in several pieces).
+    let upgrade = upgrade.read_buffer_size(SOCKET_BUFFER).write_buffer_size(SOCKET_BUFFER);
     let upgrade = match via {
         Via::Subprotocol(name) => upgrade.protocols([name]),
         Via::Header => upgrade,
@@ -142,7 +148,10 @@ async fn connect(
                 request.headers_mut().insert("authorization", value);
             }
         }
-        match tokio_tungstenite::connect_async(request).await {
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(SOCKET_BUFFER)
+            .write_buffer_size(SOCKET_BUFFER);
+        match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
             Ok((stream, _)) => return Ok((stream, base)),
             Err(tungstenite::Error::Http(answer)) if answer.status() != StatusCode::SERVICE_UNAVAILABLE => {
                 let status = answer.status();
