@@ -32,8 +32,13 @@ pub(crate) enum KeysCommand {
         #[arg(long)]
         org: Option<String>,
     },
-    /// Revokes a key by id.
-    Revoke { id: String },
+    /// Revokes a key by id. With `--redis` (the gateways' Redis) the gateways drop their cached
+    /// answer at once; otherwise they see the revocation within their cache lifetime (a second).
+    Revoke {
+        id: String,
+        #[arg(long, env = "ALDEA_REDIS_URL")]
+        redis: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,8 +93,16 @@ pub(crate) fn run_keys(settings: &Settings, command: &KeysCommand) -> anyhow::Re
                     ));
                 }
             }
-            KeysCommand::Revoke { id } => match store.revoke_key(id, now).await? {
-                Some(_) => output::info(&format!("revoked {id}")),
+            KeysCommand::Revoke { id, redis } => match store.revoke_key(id, now).await? {
+                Some(hash) => {
+                    if let Some(spec) = redis.as_deref().filter(|s| !s.is_empty()) {
+                        let target = aldea_store_redis::RedisTarget::parse(spec).context("parsing the Redis URL")?;
+                        let cache =
+                            aldea_store_redis::RedisStore::connect(target).await.context("connecting to Redis")?;
+                        aldea_store::KeyCache::invalidate(&cache, &hash).await.context("telling the gateways")?;
+                    }
+                    output::info(&format!("revoked {id}"));
+                }
                 None => bail!("no active key {id:?}"),
             },
         }

@@ -160,7 +160,7 @@ fn gateways_sharing_redis_see_revocations_within_a_second_and_recover_a_dead_gat
     let listing = aldea(home.path()).args(["keys", "list"]).output().unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
     let victim_id = listing.lines().find(|l| l.contains(&victim[..12])).unwrap().split('\t').next().unwrap().to_owned();
-    assert!(aldea(home.path()).args(["keys", "revoke", &victim_id]).status().unwrap().success());
+    assert!(aldea(home.path()).args(["keys", "revoke", &victim_id, "--redis", &redis_url]).status().unwrap().success());
     let revoked_at = Instant::now();
     for addr in [&first_addr, &second_addr] {
         poll_until("the revoked key refused", || {
