@@ -246,24 +246,24 @@ impl Authenticator {
 
 /// The claims of a granted token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JwtClaims {
+pub(crate) struct JwtClaims {
     /// The key it was granted for.
-    pub sub: String,
-    pub org: String,
+    pub(crate) sub: String,
+    pub(crate) org: String,
     /// Space-separated scopes.
-    pub scope: String,
-    pub iat: i64,
-    pub exp: i64,
+    pub(crate) scope: String,
+    pub(crate) iat: i64,
+    pub(crate) exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_streams: Option<u32>,
+    pub(crate) max_streams: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpm: Option<u32>,
+    pub(crate) rpm: Option<u32>,
 }
 
 const JWT_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
 /// Signs `claims` as a compact HS256 JWT.
-pub fn issue_jwt(claims: &JwtClaims, secret: &[u8]) -> String {
+pub(crate) fn issue_jwt(claims: &JwtClaims, secret: &[u8]) -> String {
     let header = URL_SAFE_NO_PAD.encode(JWT_HEADER);
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
     let signing_input = format!("{header}.{payload}");

@@ -28,7 +28,6 @@ mod relay;
 mod upload;
 mod usage;
 
-pub use auth::{issue_jwt, JwtClaims};
 pub use error::ApiError;
 pub use http::router;
 

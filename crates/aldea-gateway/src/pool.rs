@@ -29,6 +29,8 @@ struct Capacity {
 #[derive(Debug, Clone)]
 pub(crate) struct Replica {
     pub(crate) base: Url,
+    /// Which configured URL it came from (a name may give several replicas).
+    source: usize,
     capacity: Option<Capacity>,
     read_at: Option<Instant>,
 }
@@ -55,8 +57,11 @@ impl SttPool {
             .connect_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| PoolError(e.to_string()))?;
-        let replicas =
-            configured.iter().map(|base| Replica { base: base.clone(), capacity: None, read_at: None }).collect();
+        let replicas = configured
+            .iter()
+            .enumerate()
+            .map(|(source, base)| Replica { base: base.clone(), source, capacity: None, read_at: None })
+            .collect();
         Ok(SttPool { configured, replicas: Mutex::new(replicas), client, token: config.service_token.clone() })
     }
 
@@ -85,12 +90,12 @@ impl SttPool {
     /// Expands every configured URL whose host is a name into one URL per address it resolves to;
     /// a name that does not resolve keeps its previous replicas.
     async fn resolve(&self) {
-        let mut bases: Vec<Url> = Vec::new();
-        for url in &self.configured {
+        let mut bases: Vec<(usize, Url)> = Vec::new();
+        for (source, url) in self.configured.iter().enumerate() {
             let Some(host) = url.host_str() else { continue };
             let is_literal = host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[');
             if is_literal || host == "localhost" {
-                bases.push(url.clone());
+                bases.push((source, url.clone()));
                 continue;
             }
             let port = url.port_or_known_default().unwrap_or(80);
@@ -104,17 +109,16 @@ impl SttPool {
                         }
                     }
                     if found.is_empty() {
-                        bases.push(url.clone());
+                        bases.push((source, url.clone()));
                     }
-                    bases.extend(found);
+                    bases.extend(found.into_iter().map(|base| (source, base)));
                 }
                 Err(e) => {
                     tracing::warn!(host, error = %e, "cannot resolve an stt host; keeping what it had");
-                    let previous = self.snapshot();
-                    let kept: Vec<Url> =
-                        previous.into_iter().map(|r| r.base).filter(|b| b.port() == url.port()).collect();
+                    let kept: Vec<(usize, Url)> =
+                        self.snapshot().into_iter().filter(|r| r.source == source).map(|r| (source, r.base)).collect();
                     if kept.is_empty() {
-                        bases.push(url.clone());
+                        bases.push((source, url.clone()));
                     } else {
                         bases.extend(kept);
                     }
@@ -125,9 +129,10 @@ impl SttPool {
             let old = std::mem::take(&mut *replicas);
             *replicas = bases
                 .into_iter()
-                .map(|base| {
+                .map(|(source, base)| {
                     old.iter().find(|r| r.base == base).cloned().unwrap_or(Replica {
                         base,
+                        source,
                         capacity: None,
                         read_at: None,
                     })
