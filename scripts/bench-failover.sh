@@ -5,9 +5,5 @@
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 aldea_ensure_system_packages
 aldea_build_release
-export ALDEA_TEST_HOME="${ALDEA_TEST_HOME:-$HOME/.cache/aldea/test-home}"
-ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull tiny.en >/dev/null
-ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull silero-vad >/dev/null
-export ALDEA_TEST_MODELS="$ALDEA_TEST_HOME/models"
-export ALDEA_SHARED="${ALDEA_SHARED:-$ALDEA_REPO/../shared}"
+aldea_prepare_test_models
 ALDEA_FAILOVER_STREAMS="${1:-1}" cargo test -q --release --locked --workspace --test failover -- --ignored --nocapture failover_under_load

@@ -50,3 +50,14 @@ aldea_build_release() {
   ALDEA_BIN="$CARGO_TARGET_DIR/release/aldea"
   export ALDEA_BIN
 }
+
+# The test models (tiny.en and the VAD) pulled with `aldea models pull` into $ALDEA_TEST_HOME, and
+# the environment the tests and benchmarks read: ALDEA_TEST_HOME, ALDEA_TEST_MODELS, ALDEA_SHARED.
+aldea_prepare_test_models() {
+  export ALDEA_TEST_HOME="${ALDEA_TEST_HOME:-$HOME/.cache/aldea/test-home}"
+  export ALDEA_TEST_MODELS="$ALDEA_TEST_HOME/models"
+  export ALDEA_SHARED="${ALDEA_SHARED:-$ALDEA_REPO/../shared}"
+  aldea_log "pulling test models with aldea models pull"
+  ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull tiny.en >/dev/null
+  ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull silero-vad >/dev/null
+}

@@ -19,18 +19,13 @@ if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -p 5432
 fi
 
 export ALDEA_TEST_PYTHON="$ALDEA_VENV/bin/python"
-export ALDEA_SHARED="${ALDEA_SHARED:-$ALDEA_REPO/../shared}"
-export ALDEA_TEST_HOME="${ALDEA_TEST_HOME:-$HOME/.cache/aldea/test-home}"
-export ALDEA_TEST_MODELS="$ALDEA_TEST_HOME/models"
 
 aldea_log "cargo fmt --check"
 cargo fmt --all -- --check
 aldea_log "clippy"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 aldea_build_release
-aldea_log "pulling test models with aldea models pull"
-ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull tiny.en >/dev/null
-ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull silero-vad >/dev/null
+aldea_prepare_test_models
 aldea_log "tests"
 test_log="$(mktemp)"
 trap 'rm -f "$test_log"' EXIT

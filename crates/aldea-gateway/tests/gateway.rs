@@ -195,6 +195,20 @@ impl Gateway {
         reqwest::Client::new().post(self.url(path)).body(body)
     }
 
+    /// Usage events as they are published, until a request's final one has come (at most 5 s).
+    async fn usage_until_final(&self) -> Vec<UsageEvent> {
+        let events = std::sync::Mutex::new(Vec::new());
+        let done = eventually(|| async {
+            let taken = self.usage_events().await;
+            let mut events = events.lock().unwrap();
+            events.extend(taken);
+            events.iter().any(|e| e.is_final)
+        })
+        .await;
+        assert!(done, "no final usage event");
+        events.into_inner().unwrap()
+    }
+
     /// Every usage event published so far.
     async fn usage_events(&self) -> Vec<UsageEvent> {
         let taken = self.usage.take("test", 1000, Duration::from_millis(50), Duration::from_secs(3600)).await.unwrap();
@@ -469,17 +483,7 @@ async fn streams_relay_results_drop_internal_messages_and_meter_the_timeline() {
         "no aldea.* message reaches the client"
     );
     assert_eq!(close_code, Some(1000));
-    let events = std::sync::Mutex::new(Vec::new());
-    assert!(
-        eventually(|| async {
-            let taken = gw.usage_events().await;
-            let mut events = events.lock().unwrap();
-            events.extend(taken);
-            events.iter().any(|e| e.is_final)
-        })
-        .await
-    );
-    let events = events.into_inner().unwrap();
+    let events = gw.usage_until_final().await;
     let seconds: f64 = events.iter().map(|e| e.audio_seconds).sum();
     assert!((seconds - 1.5).abs() < 1e-6, "{events:?}");
 
@@ -728,17 +732,7 @@ async fn long_streams_report_usage_at_intervals_that_add_up() {
             break;
         }
     }
-    let events = std::sync::Mutex::new(Vec::new());
-    assert!(
-        eventually(|| async {
-            let taken = gw.usage_events().await;
-            let mut events = events.lock().unwrap();
-            events.extend(taken);
-            events.iter().any(|e| e.is_final)
-        })
-        .await
-    );
-    let mut events = events.into_inner().unwrap();
+    let mut events = gw.usage_until_final().await;
     events.sort_by_key(|e| e.seq);
     assert!(events.len() >= 3, "interval events before the final one: {events:?}");
     assert!(events

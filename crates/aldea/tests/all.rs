@@ -3,76 +3,17 @@
 //! by the running server, and the usage recorded in `$ALDEA_HOME/aldea.db` equal to the audio sent.
 //! Needs the environment `scripts/test.sh` sets.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use aldea_store::{Keys, UsageLedger};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and Python")
-    }))
-}
-
-fn real_dev(file: &str) -> PathBuf {
-    std::env::var("ALDEA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("eval/real-dev")
-        .join(file)
-}
-
-/// `aldea` on a fresh home (its own database) with the test models.
-fn aldea(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aldea"));
-    cmd.env("ALDEA_HOME", home)
-        .env("ALDEA_MODELS", env_path("ALDEA_TEST_MODELS"))
-        .env("ALDEA_LOG", "warn")
-        .env_remove("ALDEA_SERVICE_TOKEN")
-        .env_remove("ALDEA_REDIS_URL");
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let output = cmd.output().expect("running aldea");
-    eprintln!("stderr: {}", String::from_utf8_lossy(&output.stderr));
-    output
-}
-
-fn last_line(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or("").to_owned()
-}
-
-/// One HTTP/1.1 request; the status and the body.
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the gateway");
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
-    let status = String::from_utf8_lossy(&response[..split]).split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, response[split + 4..].to_vec())
-}
-
-fn poll_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+mod common;
+use common::{aldea_on as aldea, env_path, http, last_line, poll_until, real_dev, run, spawn};
 
 struct Server {
     child: Child,
@@ -85,25 +26,9 @@ impl Server {
     }
 
     fn start_with(home: &Path, extra: &[&str]) -> Server {
-        let mut child = aldea(home)
-            .args(["all", "--gateway-listen", "127.0.0.1:0", "--stt-listen", "127.0.0.1:0", "--threads", "2"])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.strip_prefix("Speech API:")
-                    .and_then(|rest| rest.trim().strip_prefix("http://"))
-                    .map(|rest| rest.split('/').next().unwrap_or("").to_owned())
-            })
-            .expect("the Speech API address on stderr");
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let mut args = vec!["all", "--gateway-listen", "127.0.0.1:0", "--stt-listen", "127.0.0.1:0", "--threads", "2"];
+        args.extend_from_slice(extra);
+        let (child, addr) = spawn(home, &args, "Speech API:");
         poll_until("readiness", || http(&addr, "GET", "/ready", &[], b"").0 == 200);
         Server { child, addr }
     }

@@ -7,33 +7,14 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and Python")
-    }))
-}
-
-fn shared() -> PathBuf {
-    std::env::var("ALDEA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
-
-fn real_dev(file: &str) -> PathBuf {
-    shared().join("eval/real-dev").join(file)
-}
+mod common;
+use common::{env_path, http, real_dev, run, shared};
 
 /// `aldea` with the test model home (models already pulled by the test command).
 fn aldea() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aldea"));
     cmd.env("ALDEA_HOME", env_path("ALDEA_TEST_HOME")).env_remove("ALDEA_MODELS").env("ALDEA_LOG", "warn");
     cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let output = cmd.output().expect("running aldea");
-    eprintln!("stderr: {}", String::from_utf8_lossy(&output.stderr));
-    output
 }
 
 fn stdout(output: &Output) -> String {
@@ -306,23 +287,6 @@ fn base_pulls_from_the_packages_and_transcribes_with_language_detection() {
     assert!(transcript.contains("young man"), "{transcript}");
 }
 
-/// One HTTP/1.1 request over a fresh connection; returns the status and the body.
-fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the service");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
-    let status = String::from_utf8_lossy(&response[..split]).split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, response[split + 4..].to_vec())
-}
-
 #[test]
 fn stt_serves_uploads_and_stops_on_sigterm() {
     // Off loopback without a token the service refuses to start.
@@ -345,12 +309,12 @@ fn stt_serves_uploads_and_stops_on_sigterm() {
         .expect("the listening address on stderr");
     // Ready once the model is warm (polled; the warm-up takes a fraction of a second).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while http(&addr, "GET", "/ready", b"").0 != 200 {
+    while http(&addr, "GET", "/ready", &[], b"").0 != 200 {
         assert!(std::time::Instant::now() < deadline, "the service never became ready");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let audio = std::fs::read(real_dev("ps_goforward.wav")).unwrap();
-    let (status, body) = http(&addr, "POST", "/v1/listen", &audio);
+    let (status, body) = http(&addr, "POST", "/v1/listen", &[], &audio);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let transcript = body["results"]["channels"][0]["alternatives"][0]["transcript"].as_str().unwrap().to_lowercase();

@@ -2,90 +2,15 @@
 //! replica is killed (SIGKILL) after its first final, and the client — which sees no error — gets
 //! the same transcript as an unbroken run. Needs the environment `scripts/test.sh` sets.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and Python")
-    }))
-}
-
-fn real_dev(file: &str) -> PathBuf {
-    std::env::var("ALDEA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("eval/real-dev")
-        .join(file)
-}
-
-fn aldea(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aldea"));
-    cmd.env("ALDEA_HOME", home)
-        .env("ALDEA_MODELS", env_path("ALDEA_TEST_MODELS"))
-        .env("ALDEA_LOG", "warn")
-        .env_remove("ALDEA_SERVICE_TOKEN")
-        .env_remove("ALDEA_REDIS_URL");
-    cmd
-}
-
-/// Child processes killed when the test ends, however it ends.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts `aldea ARGS` and returns it with the address it printed after `marker`.
-fn spawn(home: &Path, args: &[&str], marker: &str) -> (Child, String) {
-    let mut child = aldea(home).args(args).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.contains(marker)
-                .then(|| {
-                    l.split("http://")
-                        .nth(1)
-                        .map(|rest| rest.split(|c: char| c == '/' || c.is_whitespace()).next().unwrap_or("").to_owned())
-                })
-                .flatten()
-        })
-        .expect("the listening address on stderr");
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    (child, addr)
-}
-
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
-    let head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
-}
-
-fn poll_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+mod common;
+use common::{create_key, get, poll_until, real_dev, spawn, Processes};
 
 /// The samples of a 16-bit WAV file (its `data` chunk).
 fn pcm_of(path: &Path) -> Vec<u8> {
@@ -169,9 +94,7 @@ async fn stream_paced(
 #[test]
 fn a_stream_survives_the_death_of_its_stt_replica() {
     let home = tempfile::tempdir().unwrap();
-    let created = aldea(home.path()).args(["keys", "create", "--org", "failover"]).output().unwrap();
-    assert!(created.status.success());
-    let key = String::from_utf8_lossy(&created.stdout).lines().last().unwrap().to_owned();
+    let key = create_key(home.path(), "failover");
 
     let stt_args = ["stt", "--listen", "127.0.0.1:0", "--threads", "1"];
     let (first, first_addr) = spawn(home.path(), &stt_args, "stt listening");
@@ -233,8 +156,7 @@ fn a_stream_survives_the_death_of_its_stt_replica() {
 fn failover_under_load() {
     let n: usize = std::env::var("ALDEA_FAILOVER_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let home = tempfile::tempdir().unwrap();
-    let created = aldea(home.path()).args(["keys", "create", "--org", "load"]).output().unwrap();
-    let key = String::from_utf8_lossy(&created.stdout).lines().last().unwrap().to_owned();
+    let key = create_key(home.path(), "load");
     let stt_args = ["stt", "--listen", "127.0.0.1:0", "--threads", "1"];
     let (first, first_addr) = spawn(home.path(), &stt_args, "stt listening");
     let (second, second_addr) = spawn(home.path(), &stt_args, "stt listening");

@@ -10,19 +10,9 @@ use std::process::Command;
 
 use aldea_eval::english_word_errors;
 
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and tools")
-    }))
-}
+mod common;
+use common::{env_path, shared};
 
-fn shared() -> PathBuf {
-    std::env::var("ALDEA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
-
-/// Writes 16-bit mono PCM as a WAV file.
 fn write_wav(path: &Path, samples: &[f32], rate: u32) {
     let data: Vec<u8> =
         samples.iter().flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes()).collect();

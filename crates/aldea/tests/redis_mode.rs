@@ -4,8 +4,7 @@
 //! lease TTL, and the usage recorded across a Redis restart equals the audio sent. Needs the
 //! environment `scripts/test.sh` sets (and `redis-server`, which it installs).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,61 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and Python")
-    }))
-}
-
-fn real_dev(file: &str) -> PathBuf {
-    std::env::var("ALDEA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("eval/real-dev")
-        .join(file)
-}
-
-fn aldea(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aldea"));
-    cmd.env("ALDEA_HOME", home)
-        .env("ALDEA_MODELS", env_path("ALDEA_TEST_MODELS"))
-        .env("ALDEA_LOG", "warn")
-        .env_remove("ALDEA_SERVICE_TOKEN")
-        .env_remove("ALDEA_REDIS_URL");
-    cmd
-}
-
-/// Child processes killed when the test ends, however it ends.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn spawn(home: &Path, args: &[&str], marker: &str) -> (Child, String) {
-    let mut child = aldea(home).args(args).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.contains(marker)
-                .then(|| {
-                    l.split("http://")
-                        .nth(1)
-                        .map(|rest| rest.split(|c: char| c == '/' || c.is_whitespace()).next().unwrap_or("").to_owned())
-                })
-                .flatten()
-        })
-        .expect("the listening address on stderr");
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    (child, addr)
-}
+mod common;
+use common::{aldea_on as aldea, create_key, http, poll_until, real_dev, spawn, Processes};
 
 /// A private `redis-server` on a free port, its data in `dir` (append-only, synced on every write).
 fn start_redis(dir: &Path, port: u16) -> Child {
@@ -85,37 +31,6 @@ fn start_redis(dir: &Path, port: u16) -> Child {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return (0, Vec::new()) };
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") else { return (0, Vec::new()) };
-    let status = String::from_utf8_lossy(&response[..split]).split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, response[split + 4..].to_vec())
-}
-
-fn poll_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn create_key(home: &Path, org: &str) -> String {
-    let created = aldea(home).args(["keys", "create", "--org", org]).output().unwrap();
-    assert!(created.status.success());
-    String::from_utf8_lossy(&created.stdout).lines().last().unwrap().to_owned()
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

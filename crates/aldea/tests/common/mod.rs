@@ -1,0 +1,123 @@
+//! Helpers shared by the `aldea` crate's test binaries: the environment `scripts/test.sh` sets,
+//! running the binary, spawning its services and talking HTTP to them. Each binary uses a part.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and Python")
+    }))
+}
+
+pub(crate) fn shared() -> PathBuf {
+    std::env::var("ALDEA_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+}
+
+pub(crate) fn real_dev(file: &str) -> PathBuf {
+    shared().join("eval/real-dev").join(file)
+}
+
+/// `aldea` on its own home (its own database) with the test models, no token and no Redis from
+/// the caller's environment.
+pub(crate) fn aldea_on(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aldea"));
+    cmd.env("ALDEA_HOME", home)
+        .env("ALDEA_MODELS", env_path("ALDEA_TEST_MODELS"))
+        .env("ALDEA_LOG", "warn")
+        .env_remove("ALDEA_SERVICE_TOKEN")
+        .env_remove("ALDEA_REDIS_URL");
+    cmd
+}
+
+/// Runs a command to the end, showing its stderr.
+pub(crate) fn run(cmd: &mut Command) -> Output {
+    let output = cmd.output().expect("running aldea");
+    eprintln!("stderr: {}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+pub(crate) fn last_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or("").to_owned()
+}
+
+/// `aldea keys create --org ORG` on `home`: the new key.
+pub(crate) fn create_key(home: &Path, org: &str) -> String {
+    let created = run(aldea_on(home).args(["keys", "create", "--org", org]));
+    assert!(created.status.success());
+    last_line(&created)
+}
+
+/// Child processes killed when the test ends, however it ends.
+pub(crate) struct Processes(pub(crate) Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `aldea ARGS` on `home` and returns it with the address it printed on the stderr line
+/// containing `marker` (its stderr is drained from then on).
+pub(crate) fn spawn(home: &Path, args: &[&str], marker: &str) -> (Child, String) {
+    let mut child = aldea_on(home).args(args).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.contains(marker)
+                .then(|| {
+                    l.split("http://")
+                        .nth(1)
+                        .map(|rest| rest.split(|c: char| c == '/' || c.is_whitespace()).next().unwrap_or("").to_owned())
+                })
+                .flatten()
+        })
+        .expect("the listening address on stderr");
+    // Keep draining stderr so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (child, addr)
+}
+
+/// One HTTP/1.1 request over a fresh connection: the status and the body; status 0 when the
+/// server cannot be reached or answers nothing.
+pub(crate) fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return (0, Vec::new()) };
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") else { return (0, Vec::new()) };
+    let status = String::from_utf8_lossy(&response[..split]).split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response[split + 4..].to_vec())
+}
+
+/// A GET: the status and the body as text.
+pub(crate) fn get(addr: &str, path: &str) -> (u16, String) {
+    let (status, body) = http(addr, "GET", path, &[], b"");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Polls `check` until it holds (at most 60 s).
+pub(crate) fn poll_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
