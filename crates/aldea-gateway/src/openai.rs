@@ -84,12 +84,12 @@ pub(crate) async fn transcriptions(
         // A form's part type says little (browsers send application/octet-stream): stt detects.
         let content_type = content_type.filter(|c| c.to_str().is_ok_and(|c| c.starts_with("audio/")));
         let answer = forward(&state, &request_id, &query, audio, content_type, None).await?;
-        let seconds = answer.seconds();
         if !answer.status.is_success() {
-            return Ok((answer.into_response(), seconds));
+            return Ok((answer.into_response(), None));
         }
         let body: serde_json::Value = serde_json::from_slice(&answer.body)
             .map_err(|e| ApiError::Internal(format!("stt answered something that is not JSON: {e}")))?;
+        let seconds = body.pointer("/metadata/duration").and_then(|d| d.as_f64());
         Ok((render(&body, format, &form), seconds))
     }
     .await;

@@ -54,7 +54,8 @@ async fn spawn_peer() -> (String, Arc<Peer>) {
         .route(
             "/v1/capacity",
             get(|State(peer): State<Arc<Peer>>| async move {
-                let free = peer.free_slots.load(Ordering::SeqCst);
+                // Like stt: the slots free now, less the streams it has taken.
+                let free = peer.free_slots.load(Ordering::SeqCst).saturating_sub(peer.streams.load(Ordering::SeqCst));
                 Json(serde_json::json!({"free_stream_slots": free, "queue_depth": 0, "ready": true}))
             }),
         )
@@ -152,6 +153,7 @@ async fn peer_stream(
 struct Gateway {
     addr: SocketAddr,
     keys: Arc<MemoryKeys>,
+    key_cache: Arc<MemoryKeyCache>,
     usage: Arc<MemoryUsageQueue>,
     key: String,
     org_id: String,
@@ -169,9 +171,10 @@ async fn spawn_gateway_over(stt_urls: Vec<String>, peer: Arc<Peer>, adjust: impl
     let org = keys.ensure_org("acme", Credit::Unlimited).await.unwrap();
     let (_, key) = keys.create_key(&org.id, NewKey::listen("test"), aldea_store::unix_now()).await.unwrap();
     let usage = Arc::new(MemoryUsageQueue::default());
+    let key_cache = Arc::new(MemoryKeyCache::new());
     let deps = Deps {
         keys: keys.clone(),
-        key_cache: Arc::new(MemoryKeyCache::new()),
+        key_cache: key_cache.clone(),
         limits: Arc::new(MemoryLimits::new()),
         usage: usage.clone(),
     };
@@ -183,7 +186,7 @@ async fn spawn_gateway_over(stt_urls: Vec<String>, peer: Arc<Peer>, adjust: impl
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(aldea_gateway::serve(state, listener, stop.clone()));
-    Gateway { addr, keys, usage, key, org_id: org.id, peer, _stop: stop.drop_guard() }
+    Gateway { addr, keys, key_cache, usage, key, org_id: org.id, peer, _stop: stop.drop_guard() }
 }
 
 impl Gateway {
@@ -762,4 +765,47 @@ async fn a_container_stream_fails_over_by_replaying_its_whole_input_without_repe
     let seen = second.seen.lock().unwrap();
     assert!(seen[0].0.contains("resume_start=0") && !seen[0].0.contains("resume_prompt_tokens"), "{}", seen[0].0);
     assert_eq!(seen[0].1, 10 * 3200);
+}
+
+#[tokio::test]
+async fn an_invalidation_on_the_key_cache_refuses_the_key_at_once_whatever_the_ttl() {
+    // Cached answers would live a minute: only the invalidation can make the revocation seen.
+    let gw = spawn_gateway(|c| {
+        c.key_cache_ttl = Duration::from_secs(60);
+        c.shared_cache_ttl = Duration::from_secs(60);
+    })
+    .await;
+    let auth = format!("Token {}", gw.key);
+    assert_eq!(gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap().status(), 200);
+    let record = gw.keys.list_keys(Some(&gw.org_id)).await.unwrap().remove(0);
+    let hash = gw.keys.revoke_key(&record.id, aldea_store::unix_now()).await.unwrap().unwrap();
+    assert_eq!(
+        gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap().status(),
+        200,
+        "without an invalidation the cached answer stands"
+    );
+    aldea_store::KeyCache::invalidate(gw.key_cache.as_ref(), &hash).await.unwrap();
+    let invalidated_at = std::time::Instant::now();
+    assert!(
+        eventually(|| async {
+            gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap().status() == 401
+        })
+        .await
+    );
+    assert!(invalidated_at.elapsed() < Duration::from_millis(500), "refused after {:?}", invalidated_at.elapsed());
+}
+
+#[tokio::test]
+async fn streams_opened_together_spread_over_the_replicas() {
+    let (first_url, first) = spawn_peer().await;
+    let (second_url, second) = spawn_peer().await;
+    let gw = spawn_gateway_over(vec![first_url, second_url], first.clone(), |_| {}).await;
+    let auth = || Some(("authorization", format!("Token {}", gw.key)));
+    let (a, b) = tokio::join!(connect(&gw, "/v1/listen", auth()), connect(&gw, "/v1/listen", auth()));
+    let (_a, _b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        (first.streams.load(Ordering::SeqCst), second.streams.load(Ordering::SeqCst)),
+        (1, 1),
+        "two replicas with the same free slots get one stream each"
+    );
 }
