@@ -54,6 +54,10 @@ pub struct RecognizerConfig {
     /// at a sentence start with whole sentences as its prompt (as Whisper's own long-form loop
     /// seeks); agreed words without a sentence end wait until this much speech is pending.
     pub sentence_wait_s: f64,
+    /// A final at a sentence end during speech moves the buffer's start to it (as Whisper's
+    /// long-form loop seeks to a segment's end); otherwise the committed audio stays in the buffer
+    /// until it is longer than `trim_s`.
+    pub seek_at_sentence_ends: bool,
     /// Buffer length beyond which it is trimmed at the last commit.
     pub trim_s: f64,
     /// Audio before the last final kept in the buffer after an utterance ends: the next utterance is
@@ -84,6 +88,7 @@ impl Default for RecognizerConfig {
             commit_lag_s: 2.0,
             agreement_after_s: 5.0,
             sentence_wait_s: 12.0,
+            seek_at_sentence_ends: true,
             trim_s: 12.0,
             context_s: 0.0,
             max_buffer_s: 28.0,
@@ -170,6 +175,10 @@ pub struct Recognizer {
     interim_since_final: bool,
     next_id: u64,
     in_flight: Option<(u64, f64)>,
+    /// The decode in flight ends at a flush point.
+    in_flight_at_flush: bool,
+    /// The last finished decode ended at a flush point: it completes every flush up to there.
+    decoded_at_flush: bool,
     /// End (timeline) of the audio the last finished decode saw.
     decoded_until: f64,
     /// Utterance ends and Finalize/CloseStream requests, in timeline order.
@@ -209,6 +218,8 @@ impl Recognizer {
             interim_since_final: false,
             next_id: 0,
             in_flight: None,
+            in_flight_at_flush: false,
+            decoded_at_flush: false,
             decoded_until: origin,
             flushes: std::collections::VecDeque::new(),
             deferred: Vec::new(),
@@ -369,12 +380,35 @@ impl Recognizer {
     /// End of the audio the next decode may see: the received audio, at most the model's window past
     /// the buffer start, and not past the next flush point (utterances are decoded in order, also
     /// when the audio arrives faster than real time).
+    ///
+    /// When several whole utterances fit in the window (audio that came faster than real time, or a
+    /// decoder that fell behind) and only short pauses part them, one decode hears them all and ends
+    /// at the last of their flush points: each is heard with the ones around it, as the batch path
+    /// hears 30-s windows. A pause of [`CONTEXT_GAP_S`] or more ends the window (the model tends to
+    /// skip speech that follows a long silence).
     fn horizon(&self) -> f64 {
-        let mut horizon = self.audio_end().min(self.buffer_start() + self.config.max_buffer_s);
-        if let Some(flush) = self.flushes.front() {
-            horizon = horizon.min(flush.until.max(self.buffer_start()));
+        let window_end = self.audio_end().min(self.buffer_start() + self.config.max_buffer_s);
+        let Some(front) = self.flushes.front() else {
+            return window_end;
+        };
+        let mut last_in_window = None;
+        for (idx, flush) in self.flushes.iter().enumerate() {
+            if flush.until > window_end + 1e-9 {
+                break;
+            }
+            last_in_window = Some(flush.until);
+            let next_speech =
+                self.spans.iter().map(|s| s.0).filter(|&start| start >= flush.speech_end).reduce(f64::min);
+            let joined = idx + 1 < self.flushes.len()
+                && next_speech.is_some_and(|start| start - flush.speech_end < CONTEXT_GAP_S);
+            if !joined {
+                break;
+            }
         }
-        horizon
+        match last_in_window {
+            Some(until) => until.max(self.buffer_start()),
+            None => window_end.min(front.until.max(self.buffer_start())),
+        }
     }
 
     /// The next audio to decode, when a decode is due and none is running.
@@ -437,7 +471,9 @@ impl Recognizer {
             prompt: self.prompt.clone(),
             settles: flush_in_view || paused || long_pending,
         };
-        self.in_flight = Some((self.next_id, self.at_sample(self.n_dropped + n_samples as u64)));
+        let decode_end = self.at_sample(self.n_dropped + n_samples as u64);
+        self.in_flight = Some((self.next_id, decode_end));
+        self.in_flight_at_flush = self.flushes.iter().any(|f| (f.until - decode_end).abs() < 1e-3);
         Some(request)
     }
 
@@ -512,6 +548,7 @@ impl Recognizer {
             return events;
         };
         self.decoded_until = audio_end;
+        self.decoded_at_flush = self.in_flight_at_flush;
         let hypothesis = self.fresh_words(words);
 
         if self
@@ -538,10 +575,10 @@ impl Recognizer {
                 aldea_proto::bare_word(&a.text) == aldea_proto::bare_word(&b.text) && b.end <= settled_before
             })
             .count();
-        let n_agreed = match hypothesis[..n_agreed].iter().rposition(|w| ends_sentence(&w.text)) {
-            Some(idx) => idx + 1,
-            None if self.decoded_until - pending_from >= self.config.sentence_wait_s => n_agreed,
-            None => 0,
+        let (n_agreed, at_sentence_end) = match hypothesis[..n_agreed].iter().rposition(|w| ends_sentence(&w.text)) {
+            Some(idx) => (idx + 1, true),
+            None if self.decoded_until - pending_from >= self.config.sentence_wait_s => (n_agreed, false),
+            None => (0, false),
         };
         let mut hypothesis = hypothesis;
         let rest = hypothesis.split_off(n_agreed);
@@ -552,13 +589,19 @@ impl Recognizer {
                 word.end = word.end.min(next_start).max(word.start);
             }
         }
-        if !hypothesis.is_empty() {
+        let committed = !hypothesis.is_empty();
+        if committed {
             let end = hypothesis.last().map_or(self.committed_until, |w| w.end).max(self.committed_until);
             self.commit(hypothesis, end, false, false, &mut events);
         }
         self.hypothesis = rest;
         self.send_interim(&mut events);
-        if self.decoded_until - self.buffer_start() > self.config.trim_s {
+        if committed && at_sentence_end && self.config.seek_at_sentence_ends {
+            // Whisper's long-form loop: the next window starts where the sentence ended, with the
+            // sentence as its prompt. The model hears no committed audio again, so its reading of the
+            // next sentence does not depend on how it re-reads (and re-times) the last one.
+            self.trim_to(self.committed_until);
+        } else if self.decoded_until - self.buffer_start() > self.config.trim_s {
             // A second of committed audio stays as context; `fresh_words` anchors on its words.
             self.trim_to(self.committed_until - 1.0);
         }
@@ -591,10 +634,12 @@ impl Recognizer {
             None => {
                 let mut fresh: Vec<Word> = words.into_iter().filter(|w| w.start >= boundary - 0.1).collect();
                 let tail = &self.committed_tail;
-                let max_n = if holds_committed_audio { 5 } else { 0 };
+                // Without committed audio in the buffer (it starts at the commit) only the last
+                // word can come back: its tail, when the cut fell a little before its real end.
+                let (max_n, within) = if holds_committed_audio { (5, 1.0) } else { (1, 0.25) };
                 for n in (1..=max_n.min(tail.len()).min(fresh.len())).rev() {
                     let head: Vec<String> = fresh[..n].iter().map(|w| aldea_proto::bare_word(&w.text)).collect();
-                    if head[..] == tail[tail.len() - n..] && fresh[0].start < boundary + 1.0 {
+                    if head[..] == tail[tail.len() - n..] && fresh[0].start < boundary + within {
                         fresh.drain(..n);
                         break;
                     }
@@ -612,7 +657,10 @@ impl Recognizer {
             if self.in_flight.is_some() {
                 return;
             }
-            let covered = (self.decoded_until >= flush.speech_end - 1e-6 && self.decoded_until <= flush.until + 1e-9)
+            // The last decode heard this utterance whole: it ended inside the closing silence, or at
+            // a later utterance's flush point (words after `until` stay for that one).
+            let covered = (self.decoded_until >= flush.speech_end - 1e-6
+                && (self.decoded_until <= flush.until + 1e-9 || self.decoded_at_flush))
                 || !self.speech_in(self.committed_until, flush.until);
             if !covered {
                 return;
@@ -753,7 +801,13 @@ impl Recognizer {
 
 /// The word closes a sentence (Whisper writes the punctuation onto the word).
 fn ends_sentence(text: &str) -> bool {
-    text.trim_end_matches(['"', '\'', ')', ']']).ends_with(['.', '?', '!'])
+    let text = text.trim().trim_end_matches(['"', '\'', ')', ']']);
+    if text.ends_with(['?', '!']) {
+        return true;
+    }
+    // A title or a short abbreviation ("Dr.", "St.", "e.g.") ends with a period inside a sentence.
+    const ABBREVIATIONS: [&str; 10] = ["mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "vs.", "e.g.", "i.e."];
+    text.ends_with('.') && !ABBREVIATIONS.contains(&text.to_lowercase().as_str())
 }
 
 fn round3(x: f64) -> f64 {

@@ -45,6 +45,8 @@ struct Run {
     n_decodes: usize,
     /// Audio received when the first words (an interim) came out.
     first_words_at: Option<f64>,
+    /// Where each decode's audio started, in order.
+    decode_offsets: Vec<f64>,
 }
 
 /// Streams `seconds` of audio in 100-ms chunks; each decode's result arrives with the next chunk.
@@ -57,6 +59,7 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
     let n_chunks = (seconds * 10.0) as usize;
     let mut n_windows_sent = 0usize;
     let mut first_words_at = None;
+    let mut decode_offsets = Vec::new();
     for chunk_idx in 0..n_chunks {
         let samples = vec![0.0f32; chunk];
         let received = (chunk_idx + 1) * chunk;
@@ -72,6 +75,7 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
         }
         if let Some(request) = recognizer.next_decode() {
             n_decodes += 1;
+            decode_offsets.push(request.offset);
             events.extend(recognizer.take_forced());
             pending = Some(request);
         }
@@ -90,7 +94,7 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
         }
         assert!(recognizer.is_settled(), "the flush completed");
     }
-    Run { events, n_decodes, first_words_at }
+    Run { events, n_decodes, first_words_at, decode_offsets }
 }
 
 fn results(events: &[Event]) -> Vec<&ResultsEvent> {
@@ -124,7 +128,12 @@ fn every_word_is_final_exactly_once_in_order() {
 fn finals_are_contiguous_and_never_overlap() {
     let script = script();
     let run = run(RecognizerConfig::default(), &script, 7.0, true);
-    let finals: Vec<&ResultsEvent> = results(&run.events).into_iter().filter(|r| r.is_final).collect();
+    finals_are_contiguous(&run.events);
+}
+
+/// Finals cover the timeline from 0 without gaps or overlaps, each word inside its final.
+fn finals_are_contiguous(events: &[Event]) {
+    let finals: Vec<&ResultsEvent> = results(events).into_iter().filter(|r| r.is_final).collect();
     assert!(finals.len() >= 2);
     let mut cursor = 0.0;
     for r in finals {
@@ -241,10 +250,15 @@ fn a_repeated_prompt_tail_is_not_committed_twice() {
     recognizer.n_dropped = 32_000;
     let fresh = recognizer.fresh_words(vec![word("jumps", 2.0, 2.5), word("over", 2.55, 2.8)]);
     assert_eq!(fresh.len(), 2);
+    // ... except the last word's tail heard again right at the cut: a fragment, not a repeat.
+    let fresh = recognizer.fresh_words(vec![word("over", 2.02, 2.1), word("the", 2.4, 2.5)]);
+    let texts: Vec<&str> = fresh.iter().map(|w| w.text.trim()).collect();
+    assert_eq!(texts, vec!["the"]);
 }
 
-/// Sends `seconds` of audio at once, then decodes until nothing is due; the events in order.
-fn run_full_speed(config: RecognizerConfig, script: &Script, seconds: f64) -> Vec<Event> {
+/// Sends `seconds` of audio at once, then decodes until nothing is due; the events in order and
+/// the number of decodes.
+fn run_full_speed(config: RecognizerConfig, script: &Script, seconds: f64) -> (Vec<Event>, usize) {
     let max_buffer_s = config.max_buffer_s;
     let mut recognizer = Recognizer::new(config, 0.0, Vec::new());
     let n_samples = (seconds * SAMPLE_RATE) as usize;
@@ -267,17 +281,47 @@ fn run_full_speed(config: RecognizerConfig, script: &Script, seconds: f64) -> Ve
     }
     events.extend(recognizer.take_forced());
     assert!(recognizer.is_settled(), "every flush completed");
-    events
+    (events, n_requests)
 }
 
 #[test]
 fn audio_sent_at_full_speed_is_recognized_utterance_by_utterance() {
     let script = script();
-    let events = run_full_speed(RecognizerConfig::default(), &script, 7.0);
+    let (events, n_decodes) = run_full_speed(RecognizerConfig::default(), &script, 7.0);
     let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
     assert_eq!(final_words(&events), expected);
-    let speech_finals = results(&events).iter().filter(|r| r.is_final && r.speech_final).count();
-    assert!(speech_finals >= 2, "each utterance ends with speech_final");
+    let speech_finals: Vec<&ResultsEvent> =
+        results(&events).into_iter().filter(|r| r.is_final && r.speech_final).collect();
+    assert_eq!(speech_finals.len(), 2, "each utterance ends with speech_final");
+    assert_eq!(speech_finals[0].words.last().map(|w| w.text.trim()), Some("over"), "split at the pause");
+    // A 1.3-s pause parts them: each is decoded alone (the model skips speech after long silence).
+    assert_eq!(n_decodes, 2);
+    // Utterances 0.5 s apart fit in one window: one decode hears them together, as the batch path does.
+    let script: Script =
+        script.into_iter().map(|(w, s, e)| if s >= 4.0 { (w, s - 0.8, e - 0.8) } else { (w, s, e) }).collect();
+    let (events, n_decodes) = run_full_speed(RecognizerConfig::default(), &script, 7.0);
+    let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
+    assert_eq!(final_words(&events), expected);
+    assert_eq!(results(&events).iter().filter(|r| r.is_final && r.speech_final).count(), 2);
+    assert_eq!(n_decodes, 1);
+}
+
+#[test]
+fn utterances_longer_than_a_window_at_full_speed_take_several_decodes() {
+    // Twelve 3.2-s utterances 0.55 s apart (45 s): windows of at most 28 s, each ending at a pause.
+    let mut script: Script = Vec::new();
+    for utterance in 0..12 {
+        for idx in 0..8 {
+            let text: &'static str = Box::leak(format!("u{utterance}w{idx}").into_boxed_str());
+            let start = 0.5 + utterance as f64 * 3.7 + idx as f64 * 0.4;
+            script.push((text, start, start + 0.35));
+        }
+    }
+    let (events, n_decodes) = run_full_speed(RecognizerConfig::default(), &script, 46.0);
+    let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
+    assert_eq!(final_words(&events), expected);
+    assert!((2..=4).contains(&n_decodes), "{n_decodes} decodes");
+    finals_are_contiguous(&events);
 }
 
 #[test]
@@ -293,7 +337,7 @@ fn left_context_at_full_speed_and_at_real_time() {
     script.extend([("three", 29.8, 30.2), ("four", 30.3, 30.7)]);
     let config = RecognizerConfig { context_s: 4.0, ..RecognizerConfig::default() };
     let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
-    let events = run_full_speed(config.clone(), &script, 32.0);
+    let (events, _) = run_full_speed(config.clone(), &script, 32.0);
     assert_eq!(final_words(&events), expected, "full speed");
     let run = run(config, &script, 32.0, true);
     assert_eq!(final_words(&run.events), expected, "real time");
@@ -316,9 +360,28 @@ fn agreement_finalizes_long_speech_at_sentence_ends() {
     let finals: Vec<&ResultsEvent> = results(&run.events).into_iter().filter(|r| r.is_final).collect();
     let by_agreement: Vec<&&ResultsEvent> = finals.iter().filter(|r| !r.speech_final && !r.from_finalize).collect();
     assert!(!by_agreement.is_empty(), "long speech is finalized before its end");
-    for result in by_agreement {
+    for result in &by_agreement {
         let last = result.words.last().map(|w| w.text.trim().to_owned()).unwrap_or_default();
         assert!(last.ends_with('.'), "a final during speech ends a sentence, not at {last}");
+    }
+    // The next window starts where the sentence ended (the committed sentence is only the prompt).
+    for result in by_agreement {
+        assert!(
+            run.decode_offsets.iter().any(|&offset| (offset - result.end).abs() < 1e-3),
+            "a decode starts at the sentence end {} (offsets {:?})",
+            result.end,
+            run.decode_offsets
+        );
+    }
+}
+
+#[test]
+fn abbreviations_do_not_end_sentences() {
+    for text in [" end.", " end?", " Go!", " \"done.\"", " 1921."] {
+        assert!(ends_sentence(text), "{text}");
+    }
+    for text in [" Dr.", " St.", " e.g.", " Mrs.", " end,", " end"] {
+        assert!(!ends_sentence(text), "{text}");
     }
 }
 
