@@ -175,10 +175,6 @@ pub struct Recognizer {
     interim_since_final: bool,
     next_id: u64,
     in_flight: Option<(u64, f64)>,
-    /// The decode in flight ends at a flush point.
-    in_flight_at_flush: bool,
-    /// The last finished decode ended at a flush point: it completes every flush up to there.
-    decoded_at_flush: bool,
     /// End (timeline) of the audio the last finished decode saw.
     decoded_until: f64,
     /// Utterance ends and Finalize/CloseStream requests, in timeline order.
@@ -218,8 +214,6 @@ impl Recognizer {
             interim_since_final: false,
             next_id: 0,
             in_flight: None,
-            in_flight_at_flush: false,
-            decoded_at_flush: false,
             decoded_until: origin,
             flushes: std::collections::VecDeque::new(),
             deferred: Vec::new(),
@@ -471,9 +465,7 @@ impl Recognizer {
             prompt: self.prompt.clone(),
             settles: flush_in_view || paused || long_pending,
         };
-        let decode_end = self.at_sample(self.n_dropped + n_samples as u64);
-        self.in_flight = Some((self.next_id, decode_end));
-        self.in_flight_at_flush = self.flushes.iter().any(|f| (f.until - decode_end).abs() < 1e-3);
+        self.in_flight = Some((self.next_id, self.at_sample(self.n_dropped + n_samples as u64)));
         Some(request)
     }
 
@@ -548,7 +540,6 @@ impl Recognizer {
             return events;
         };
         self.decoded_until = audio_end;
-        self.decoded_at_flush = self.in_flight_at_flush;
         let hypothesis = self.fresh_words(words);
 
         if self
@@ -658,9 +649,11 @@ impl Recognizer {
                 return;
             }
             // The last decode heard this utterance whole: it ended inside the closing silence, or at
-            // a later utterance's flush point (words after `until` stay for that one).
+            // a later utterance's flush point (words after `until` stay for that one). A flush queued
+            // after a decode started lies past its end, so one ending at a queued point chose it.
+            let at_flush_point = self.flushes.iter().any(|f| (f.until - self.decoded_until).abs() < 1e-3);
             let covered = (self.decoded_until >= flush.speech_end - 1e-6
-                && (self.decoded_until <= flush.until + 1e-9 || self.decoded_at_flush))
+                && (self.decoded_until <= flush.until + 1e-9 || at_flush_point))
                 || !self.speech_in(self.committed_until, flush.until);
             if !covered {
                 return;
