@@ -107,6 +107,15 @@ fn report(label: &str, samples: &mut [Duration]) -> (Duration, Duration) {
     (p50, p99)
 }
 
+/// Prints what `with` adds to `base`, percentile by percentile (p50, p99).
+fn report_difference(label: &str, base: (Duration, Duration), with: (Duration, Duration)) {
+    println!(
+        "{label}: p50 {:.3} ms, p99 {:.3} ms",
+        ms(with.0.saturating_sub(base.0)),
+        ms(with.1.saturating_sub(base.1))
+    );
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -141,23 +150,15 @@ async fn main() {
     println!("frames of 3,200 bytes, one at a time, answered at once by a stand-in replica (loopback)");
     let mut direct = round_trips(&format!("ws://{replica}/v1/listen"), None).await;
     let mut relayed = round_trips(&format!("ws://{gateway}/v1/listen"), Some(&auth)).await;
-    let (d50, d99) = report("straight to the replica", &mut direct);
-    let (r50, r99) = report("through the gateway", &mut relayed);
-    println!(
-        "relay overhead per frame (both hops): p50 {:.3} ms, p99 {:.3} ms",
-        ms(r50.saturating_sub(d50)),
-        ms(r99.saturating_sub(d99))
-    );
+    let direct = report("straight to the replica", &mut direct);
+    let relayed = report("through the gateway", &mut relayed);
+    report_difference("relay overhead per frame (both hops)", direct, relayed);
 
     let client = reqwest::Client::new();
     let mut live = requests(&client, &format!("http://{gateway}/live"), None).await;
     let mut grant = requests(&client, &format!("http://{gateway}/v1/auth/grant"), Some(&auth)).await;
-    let (l50, l99) = report("GET /live (no key check)", &mut live);
-    let (g50, g99) = report("POST /v1/auth/grant (key check + JWT)", &mut grant);
-    println!(
-        "key check with a warm cache (grant − live): p50 {:.3} ms, p99 {:.3} ms",
-        ms(g50.saturating_sub(l50)),
-        ms(g99.saturating_sub(l99))
-    );
+    let live = report("GET /live (no key check)", &mut live);
+    let grant = report("POST /v1/auth/grant (key check + JWT)", &mut grant);
+    report_difference("key check with a warm cache (grant − live)", live, grant);
     stop.cancel();
 }

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{aldea_on as aldea, env_path, http, last_line, poll_until, real_dev, run, spawn};
+use common::{aldea_on as aldea, env_path, http, last_line, open_stream, poll_until, real_dev, run, spawn};
 
 struct Server {
     child: Child,
@@ -182,21 +182,6 @@ fn the_official_sdks_work_unchanged_against_the_gateway() {
     server.stop();
 }
 
-/// Opens a stream with `query`; the HTTP status when it is refused before the upgrade.
-async fn open(
-    addr: &str,
-    key: &str,
-    query: &str,
-) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, u16> {
-    let mut request = format!("ws://{addr}/v1/listen?{query}").into_client_request().unwrap();
-    request.headers_mut().insert("authorization", format!("Token {key}").parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => Err(answer.status().as_u16()),
-        Err(e) => panic!("connecting: {e}"),
-    }
-}
-
 fn err_code(body: &[u8]) -> String {
     let value: serde_json::Value = serde_json::from_slice(body).expect("the contract's error body");
     assert!(value["request_id"].is_string() && value["err_msg"].is_string());
@@ -234,10 +219,10 @@ fn bad_input_gets_the_documented_answer_and_sigterm_drains_streams_with_1012() {
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        assert_eq!(open(&server.addr, &key, "encoding=bogus").await.err(), Some(400));
-        assert_eq!(open(&server.addr, &key, "sample_rate=-5").await.err(), Some(400));
+        assert_eq!(open_stream(&server.addr, &key, "encoding=bogus").await.err(), Some(400));
+        assert_eq!(open_stream(&server.addr, &key, "sample_rate=-5").await.err(), Some(400));
         // An invalid control message is ignored; the stream goes on.
-        let mut ws = open(&server.addr, &key, "").await.expect("the stream opens");
+        let mut ws = open_stream(&server.addr, &key, "").await.expect("the stream opens");
         ws.send(Message::Text(r#"{"type":"#.into())).await.unwrap();
         ws.send(Message::Text(r#"{"type":"Dance"}"#.into())).await.unwrap();
         for chunk in audio.chunks(3200) {

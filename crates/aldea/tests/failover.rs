@@ -91,21 +91,28 @@ async fn stream_paced(
     (finals.join(" "), code, kinds)
 }
 
+/// Two `aldea stt --threads 1` replicas and `aldea gateway` over them, all ready: the processes and
+/// their addresses, in that order (first replica, second replica, gateway).
+fn two_replicas_and_a_gateway(home: &Path) -> (Processes, [String; 3]) {
+    let stt_args = ["stt", "--listen", "127.0.0.1:0", "--threads", "1"];
+    let (first, first_addr) = spawn(home, &stt_args, "stt listening");
+    let (second, second_addr) = spawn(home, &stt_args, "stt listening");
+    let stt_urls = format!("http://{first_addr},http://{second_addr}");
+    let (gateway, gateway_addr) =
+        spawn(home, &["gateway", "--listen", "127.0.0.1:0", "--stt", &stt_urls], "gateway listening");
+    // Owned before the wait, so a failed wait still kills them.
+    let processes = Processes(vec![first, second, gateway]);
+    for addr in [&first_addr, &second_addr, &gateway_addr] {
+        poll_until("readiness", || get(addr, "/ready").0 == 200);
+    }
+    (processes, [first_addr, second_addr, gateway_addr])
+}
+
 #[test]
 fn a_stream_survives_the_death_of_its_stt_replica() {
     let home = tempfile::tempdir().unwrap();
     let key = create_key(home.path(), "failover");
-
-    let stt_args = ["stt", "--listen", "127.0.0.1:0", "--threads", "1"];
-    let (first, first_addr) = spawn(home.path(), &stt_args, "stt listening");
-    let (second, second_addr) = spawn(home.path(), &stt_args, "stt listening");
-    let stt_urls = format!("http://{first_addr},http://{second_addr}");
-    let (gateway, gateway_addr) =
-        spawn(home.path(), &["gateway", "--listen", "127.0.0.1:0", "--stt", &stt_urls], "gateway listening");
-    let mut processes = Processes(vec![first, second, gateway]);
-    for addr in [&first_addr, &second_addr, &gateway_addr] {
-        poll_until("readiness", || get(addr, "/ready").0 == 200);
-    }
+    let (mut processes, [first_addr, second_addr, gateway_addr]) = two_replicas_and_a_gateway(home.path());
 
     // About 40 s of speech: five utterances with 1.5 s of silence between them.
     let mut pcm = Vec::new();
@@ -157,16 +164,8 @@ fn failover_under_load() {
     let n: usize = std::env::var("ALDEA_FAILOVER_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let home = tempfile::tempdir().unwrap();
     let key = create_key(home.path(), "load");
-    let stt_args = ["stt", "--listen", "127.0.0.1:0", "--threads", "1"];
-    let (first, first_addr) = spawn(home.path(), &stt_args, "stt listening");
-    let (second, second_addr) = spawn(home.path(), &stt_args, "stt listening");
-    let stt_urls = format!("http://{first_addr},http://{second_addr}");
-    let (gateway, gateway_addr) =
-        spawn(home.path(), &["gateway", "--listen", "127.0.0.1:0", "--stt", &stt_urls], "gateway listening");
-    let processes = std::sync::Arc::new(std::sync::Mutex::new(Processes(vec![first, second, gateway])));
-    for addr in [&first_addr, &second_addr, &gateway_addr] {
-        poll_until("readiness", || get(addr, "/ready").0 == 200);
-    }
+    let (processes, [first_addr, second_addr, gateway_addr]) = two_replicas_and_a_gateway(home.path());
+    let processes = std::sync::Arc::new(std::sync::Mutex::new(processes));
     let files = [
         "ps_librivox_0870.wav",
         "ps_librivox_0880.wav",

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use aldea_store::{Keys, UsageLedger};
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{aldea_on as aldea, create_key, http, poll_until, real_dev, spawn, Processes};
+use common::{aldea_on as aldea, create_key, http, open_stream, poll_until, real_dev, spawn, Processes};
 
 /// A private `redis-server` on a free port, its data in `dir` (append-only, synced on every write).
 fn start_redis(dir: &Path, port: u16) -> Child {
@@ -31,18 +30,6 @@ fn start_redis(dir: &Path, port: u16) -> Child {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open_stream(addr: &str, key: &str) -> Result<Socket, u16> {
-    let mut request = format!("ws://{addr}/v1/listen?encoding=linear16").into_client_request().unwrap();
-    request.headers_mut().insert("authorization", format!("Token {key}").parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => Err(answer.status().as_u16()),
-        Err(e) => panic!("connecting: {e}"),
-    }
 }
 
 #[test]
@@ -92,9 +79,9 @@ fn gateways_sharing_redis_see_revocations_within_a_second_and_recover_a_dead_gat
         let mut held = Vec::new();
         let taken_at = Instant::now();
         for _ in 0..2 {
-            held.push(open_stream(&first_addr, &key).await.expect("within the limit"));
+            held.push(open_stream(&first_addr, &key, "encoding=linear16").await.expect("within the limit"));
         }
-        assert_eq!(open_stream(&second_addr, &key).await.err(), Some(429));
+        assert_eq!(open_stream(&second_addr, &key, "encoding=linear16").await.err(), Some(429));
         // The first gateway dies without releasing anything.
         let gateway = &mut processes.0[2];
         gateway.kill().unwrap();
@@ -103,7 +90,7 @@ fn gateways_sharing_redis_see_revocations_within_a_second_and_recover_a_dead_gat
         drop(held);
         let mut reopened = None;
         while died_at.elapsed() < Duration::from_secs(25) {
-            if let Ok(ws) = open_stream(&second_addr, &key).await {
+            if let Ok(ws) = open_stream(&second_addr, &key, "encoding=linear16").await {
                 reopened = Some(ws);
                 break;
             }
@@ -167,7 +154,7 @@ fn usage_recorded_across_a_redis_restart_equals_the_audio_sent() {
         let clip = &clips[i % clips.len()];
         if i % 5 == 4 {
             let seconds = runtime.block_on(async {
-                let mut ws = open_stream(&gateway_addr, &key).await.expect("the stream opens");
+                let mut ws = open_stream(&gateway_addr, &key, "encoding=linear16").await.expect("the stream opens");
                 // The WAV's samples as linear16 (the header is stripped by stt's format rule).
                 for chunk in clip.chunks(3200) {
                     ws.send(Message::Binary(chunk.to_vec().into())).await.unwrap();

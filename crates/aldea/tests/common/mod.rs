@@ -121,3 +121,18 @@ pub(crate) fn poll_until(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A client WebSocket to a service.
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/v1/listen?{query}` with the API key; the HTTP status when it is refused before the upgrade.
+pub(crate) async fn open_stream(addr: &str, key: &str, query: &str) -> Result<Socket, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/v1/listen?{query}").into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Token {key}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => Err(answer.status().as_u16()),
+        Err(e) => panic!("connecting: {e}"),
+    }
+}
