@@ -171,6 +171,15 @@ pub struct WindowJob {
     /// Keep the unfinished segment after the last timestamp pair (a streaming buffer decoded whole)
     /// instead of leaving it to the next window (the long-form loop).
     pub keep_tail: bool,
+    /// Text tokens forced at the start of the window's transcript (after `<|0.00|>`): what was
+    /// already said in the window's first audio (a streaming buffer that keeps committed speech as
+    /// left context). The model hears that audio with its words fixed and goes on after them; the
+    /// words the prefix covers are not returned by [`Transcriber::window_segments`].
+    pub prefix: Vec<u32>,
+    /// Seconds into the window where the prefix's speech ends: the prefix closes its segment there
+    /// with a timestamp pair, as the model itself writes between segments (a prefix left open at a
+    /// sentence end makes the model end the transcript there).
+    pub prefix_end: f64,
 }
 
 impl WindowJob {
@@ -204,6 +213,8 @@ pub struct WindowOutput {
     /// The no-speech check said the window holds no speech.
     pub skipped: bool,
     alignment: Vec<WordTiming>,
+    /// Text tokens of the forced prefix at the start of `decoded` (after its first timestamp).
+    prefix_len: usize,
     pub times: WindowTimes,
 }
 
@@ -349,6 +360,8 @@ impl Transcriber {
                 language: language.clone(),
                 options: window_options.clone(),
                 keep_tail: false,
+                prefix: Vec::new(),
+                prefix_end: 0.0,
             })?;
             times.add(&output.times);
             if output.decoded.temperature > 0.0 {
@@ -431,6 +444,32 @@ impl Transcriber {
             true,
         );
         self.add_word_timestamps(&mut current, output.alignment.clone(), time_offset);
+        // The words of the forced prefix were said before; a word that reaches past it (the model
+        // went on inside the prefix's last word) starts in committed speech and is dropped too.
+        let mut prefix_left = output.prefix_len;
+        for segment in &mut current {
+            if prefix_left == 0 {
+                break;
+            }
+            let n_covered = segment
+                .words
+                .iter()
+                .take_while(|w| {
+                    let covered = prefix_left > 0;
+                    prefix_left = prefix_left.saturating_sub(w.tokens.len());
+                    covered
+                })
+                .count();
+            let mut n_tokens: usize = segment.words.drain(..n_covered).map(|w| w.tokens.len()).sum();
+            segment.tokens.retain(|&t| {
+                let drop = t < tokenizer.eot && n_tokens > 0;
+                n_tokens -= usize::from(drop);
+                !drop
+            });
+            if let Some(first) = segment.words.first() {
+                segment.start = segment.start.max(first.start);
+            }
+        }
         current.into_iter().filter_map(|raw| finished_segment(tokenizer, raw, decoded)).collect()
     }
 
@@ -487,8 +526,10 @@ impl Transcriber {
             vec![tokenizer.sot, language_token, transcribe]
         };
 
-        let prompts: Vec<Vec<u32>> =
-            jobs.iter().map(|j| prompt_for(tokenizer, &j.previous_tokens, &sot_sequence)).collect();
+        let prompts: Vec<Vec<u32>> = jobs
+            .iter()
+            .map(|j| prompt_for(tokenizer, &j.previous_tokens, &sot_sequence, &j.prefix, j.prefix_end))
+            .collect();
         let generate_started = Instant::now();
         let decoded = self.generate_batch_with_fallback(&encoded, jobs, &prompts, options)?;
         times.generate += generate_started.elapsed();
@@ -545,12 +586,14 @@ impl Transcriber {
             .into_iter()
             .zip(skipped)
             .zip(alignments)
-            .map(|((decoded, skipped), alignment)| WindowOutput {
+            .zip(jobs)
+            .map(|(((decoded, skipped), alignment), job)| WindowOutput {
                 language: language.clone(),
                 language_probability,
                 decoded,
                 skipped,
                 alignment,
+                prefix_len: job.prefix.len(),
                 times: WindowTimes { batch: jobs.len(), ..times },
             })
             .collect())
@@ -830,7 +873,13 @@ pub struct WordTiming {
     probability: f64,
 }
 
-fn prompt_for(tokenizer: &Tokenizer, previous_tokens: &[u32], sot_sequence: &[u32]) -> Vec<u32> {
+fn prompt_for(
+    tokenizer: &Tokenizer,
+    previous_tokens: &[u32],
+    sot_sequence: &[u32],
+    prefix: &[u32],
+    prefix_end: f64,
+) -> Vec<u32> {
     let mut prompt = Vec::new();
     if !previous_tokens.is_empty() {
         prompt.push(tokenizer.sot_prev);
@@ -838,6 +887,14 @@ fn prompt_for(tokenizer: &Tokenizer, previous_tokens: &[u32], sot_sequence: &[u3
         prompt.extend_from_slice(&previous_tokens[previous_tokens.len().saturating_sub(keep)..]);
     }
     prompt.extend_from_slice(sot_sequence);
+    if !prefix.is_empty() {
+        // The runtime returns the prefix as the start of the generated tokens. It is not cut: the
+        // caller keeps it short (a cut one would come back as new words).
+        prompt.push(tokenizer.timestamp_begin);
+        prompt.extend_from_slice(prefix);
+        let end = tokenizer.timestamp_begin + (prefix_end.clamp(0.0, 30.0) / TIME_PRECISION).round() as u32;
+        prompt.extend_from_slice(&[end, end]);
+    }
     prompt
 }
 
@@ -1109,11 +1166,11 @@ mod tests {
     fn prompt_keeps_the_last_223_previous_tokens() {
         let tok = toy_tokenizer();
         let previous: Vec<u32> = (0..300).map(|i| i % 4).collect();
-        let prompt = prompt_for(&tok, &previous, &[tok.sot]);
+        let prompt = prompt_for(&tok, &previous, &[tok.sot], &[], 0.0);
         assert_eq!(prompt.len(), 1 + 223 + 1);
         assert_eq!(prompt[0], tok.sot_prev);
         assert_eq!(*prompt.last().unwrap(), tok.sot);
-        assert_eq!(prompt_for(&tok, &[], &[tok.sot]), vec![tok.sot]);
+        assert_eq!(prompt_for(&tok, &[], &[tok.sot], &[], 0.0), vec![tok.sot]);
     }
 
     #[test]

@@ -291,6 +291,8 @@ fn batched_windows_decode_like_single_windows() {
                 language: Some("en".to_owned()),
                 options: options.clone(),
                 keep_tail: true,
+                prefix: Vec::new(),
+                prefix_end: 0.0,
             }
         })
         .collect();
@@ -308,4 +310,49 @@ fn batched_windows_decode_like_single_windows() {
         let first = words.iter().flat_map(|s| s.words.iter()).next().expect("words with timestamps");
         assert!(first.start >= 5.0, "times are offset onto the stream's timeline");
     }
+}
+
+/// A window whose first words are forced as a prefix: the model goes on after them, only the words
+/// after the prefix come back (timed on the audio), and windows with prefixes of different lengths
+/// share one batched call.
+#[test]
+fn a_forced_prefix_returns_only_the_words_after_it() {
+    let transcriber = transcriber();
+    let options = Arc::new(TranscribeOptions { beam_size: 1, ..TranscribeOptions::default() });
+    let samples = load_16k(&shared().join("eval/real-dev/ps_librivox_0870.wav"));
+    let (mel, n_frames) = transcriber.mel_window(&samples);
+    let job = |prefix: Vec<u32>, prefix_end: f64| aldea_engine::WindowJob {
+        mel: mel.clone(),
+        n_frames,
+        previous_tokens: Vec::new(),
+        language: Some("en".to_owned()),
+        options: options.clone(),
+        keep_tail: true,
+        prefix,
+        prefix_end,
+    };
+    let words_of = |output: &aldea_engine::WindowOutput| -> Vec<aldea_engine::Word> {
+        transcriber.window_segments(output, n_frames, 0.0).into_iter().flat_map(|s| s.words).collect()
+    };
+    let free = words_of(&transcriber.run_windows(&[job(Vec::new(), 0.0)]).unwrap()[0]);
+    assert!(free.len() >= 6, "{free:?}");
+    let n_forced = free.len() / 2;
+    let prefix: Vec<u32> = free[..n_forced].iter().flat_map(|w| w.tokens.iter().copied()).collect();
+    let short: Vec<u32> = free[0].tokens.clone();
+    let outputs = transcriber.run_windows(&[job(prefix, free[n_forced - 1].end), job(short, free[0].end)]).unwrap();
+    assert!(outputs.iter().all(|o| o.times.batch == 2), "different prefix lengths batch together");
+    let after = words_of(&outputs[0]);
+    let text = |words: &[aldea_engine::Word]| words.iter().map(|w| w.text.clone()).collect::<String>();
+    // The prefix closes a segment, so the next word may come out capitalized or punctuated anew.
+    let bare = |words: &[aldea_engine::Word]| -> Vec<String> {
+        words.iter().map(|w| w.text.trim().trim_matches(|c: char| c.is_ascii_punctuation()).to_lowercase()).collect()
+    };
+    assert_eq!(bare(&after), bare(&free[n_forced..]), "the model goes on after the prefix");
+    let forced_end = free[n_forced - 1].end;
+    assert!(after[0].start >= forced_end - 0.3, "{} starts before the prefix ends ({forced_end})", after[0].start);
+    let after_one = words_of(&outputs[1]);
+    assert_eq!(bare(&after_one), bare(&free[1..]));
+    let segments = transcriber.window_segments(&outputs[0], n_frames, 0.0);
+    let segment_text: String = segments.iter().map(|s| s.text.clone()).collect();
+    assert_eq!(segment_text.trim(), text(&after).trim(), "segment text holds no prefix");
 }

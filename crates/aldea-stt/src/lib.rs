@@ -236,6 +236,8 @@ impl AppState {
         let input = scheduler::WindowInput::Samples {
             samples,
             previous_tokens: Vec::new(),
+            prefix: Vec::new(),
+            prefix_end: 0.0,
             language: Some("en".to_owned()),
             options: self.0.stream_options.clone(),
         };

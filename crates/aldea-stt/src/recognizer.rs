@@ -3,7 +3,10 @@
 //! sends the events it returns, so unit tests drive it with a scripted decoder.
 //!
 //! - A growing buffer (at most ~28 s, the model's window) is decoded whole, prompted with the
-//!   committed text, after every `step` of new audio while there is speech.
+//!   committed text, after every `step` of new audio while there is speech. Up to `context_s` of
+//!   committed speech stays at its start as left context, its words forced as the decode's prefix,
+//!   so each utterance is heard after the ones before it (as in the batch path's 30-s windows)
+//!   without being transcribed twice.
 //! - Local agreement (whisper_streaming's LocalAgreement-2): the words two consecutive hypotheses
 //!   agree on, from the last commit on, become a final. The rest is an interim.
 //! - A streaming Silero VAD on the audio timeline finds speech starts (`SpeechStarted`) and
@@ -11,7 +14,8 @@
 //!   `speech_final`. When the speech pauses, a decode starts at once, so the endpoint usually finds a
 //!   hypothesis that already covers the speech and the final goes out without another decode.
 //! - Words outside speech are dropped, so silence and noise yield nothing.
-//! - The buffer is trimmed at commits once it is long, and to a short lead-in during silence;
+//! - The buffer is cut at sentence starts to keep at most `context_s` of committed speech, and to
+//!   a short lead-in during silence;
 //!   finals are contiguous on the timeline (each starts where the previous ended).
 
 use aldea_engine::Word;
@@ -26,8 +30,14 @@ const MAX_WORD_S: f64 = 1.2;
 /// utterances that need no context of each other (another speaker, another topic), and the model
 /// tends to skip speech that follows old audio and a long silence.
 const CONTEXT_GAP_S: f64 = 0.8;
+/// VAD speech after the last word of a decode that should have heard a whole utterance, beyond
+/// which the model is taken to have stopped early and the rest is decoded again.
+const UNHEARD_SPEECH_S: f64 = 1.0;
 /// Prompt tokens kept from committed text (the engine uses the last 223).
 const MAX_PROMPT_TOKENS: usize = 224;
+/// Most tokens of committed words kept in the buffer as a forced prefix (the runtime decodes at
+/// most 224 tokens after the prompt, prefix included).
+const MAX_PREFIX_TOKENS: usize = 96;
 
 /// How the stream is recognized (from the request's parameters and the service's config).
 #[derive(Debug, Clone, PartialEq)]
@@ -54,19 +64,19 @@ pub struct RecognizerConfig {
     /// at a sentence start with whole sentences as its prompt (as Whisper's own long-form loop
     /// seeks); agreed words without a sentence end wait until this much speech is pending.
     pub sentence_wait_s: f64,
-    /// A final at a sentence end during speech moves the buffer's start to it (as Whisper's
-    /// long-form loop seeks to a segment's end); otherwise the committed audio stays in the buffer
-    /// until it is longer than `trim_s`.
+    /// A final at a sentence end during speech moves the buffer's start to a sentence start with at
+    /// most `context_s` of committed speech after it (as Whisper's long-form loop seeks to a
+    /// segment's end); otherwise the committed audio stays in the buffer until it is longer than
+    /// `trim_s`.
     pub seek_at_sentence_ends: bool,
-    /// Buffer length beyond which it is trimmed at the last commit.
+    /// Buffer length beyond which its committed speech is cut to `context_s`.
     pub trim_s: f64,
-    /// Audio before the last final kept in the buffer after an utterance ends: the next utterance is
-    /// decoded with the end of the previous one before it, as the batch loop hears sentences inside
-    /// a window (an utterance decoded alone loses its first words more often). Dropped once the
-    /// silence lasts [`CONTEXT_GAP_S`]. Off by default until it is reliable: with 4 s, long_3min at
-    /// real time measured 11.20 % once and 15.32 % with 5 % of the batch words missing another time
-    /// (the words vanished between two agreement finals of a long sentence after a flush that kept
-    /// context).
+    /// Committed speech kept in the buffer as left context (at most this long, cut at a sentence
+    /// start where one fits, else at a word start): the next words are decoded with the audio
+    /// before them, as the batch loop hears sentences inside a window (an utterance decoded alone
+    /// is read differently, its first words most). The committed words of that audio are forced as
+    /// the decode's prefix, so the model goes on after them and nothing is transcribed twice.
+    /// Dropped once the silence lasts [`CONTEXT_GAP_S`]. 0 keeps none.
     pub context_s: f64,
     /// Longest buffer sent to the model (its window is 30 s).
     pub max_buffer_s: f64,
@@ -90,7 +100,7 @@ impl Default for RecognizerConfig {
             sentence_wait_s: 12.0,
             seek_at_sentence_ends: true,
             trim_s: 12.0,
-            context_s: 0.0,
+            context_s: 8.0,
             max_buffer_s: 28.0,
             vad_threshold: 0.5,
             speech_pad_s: 0.3,
@@ -132,9 +142,23 @@ pub struct DecodeRequest {
     pub samples: Vec<f32>,
     pub offset: f64,
     pub prompt: Vec<u32>,
+    /// Text tokens of the committed words at the start of `samples` (left context), forced as the
+    /// start of the transcript: the words the decode returns come after them.
+    pub prefix: Vec<u32>,
+    /// Seconds into `samples` where the prefix's last word ends.
+    pub prefix_end: f64,
     /// This decode is expected to end an utterance (a flush point is in view, or the speech just
     /// paused): its words will likely be final without another look, so it deserves the better beam.
     pub settles: bool,
+}
+
+/// A committed word whose audio is still in the buffer.
+#[derive(Debug, Clone, PartialEq)]
+struct CommittedWord {
+    start: f64,
+    end: f64,
+    tokens: Vec<u32>,
+    ends_sentence: bool,
 }
 
 /// A pending flush: everything up to `until` becomes final once a decode has covered `speech_end`.
@@ -166,17 +190,22 @@ pub struct Recognizer {
     /// committed from audio still in the buffer is not in it (the model hears that audio again;
     /// prompting with it too makes the model skip it and misplace what follows).
     prompt: Vec<u32>,
-    /// Committed words still inside the buffer: (end time, tokens), moved to `prompt` by trims.
-    pending_prompt: std::collections::VecDeque<(f64, Vec<u32>)>,
+    /// Committed words whose audio is inside the buffer (the next decode's prefix), moved to
+    /// `prompt` by trims.
+    in_buffer: std::collections::VecDeque<CommittedWord>,
     /// Last committed words, bare, to drop a repeated n-gram at the head of a new hypothesis.
     committed_tail: Vec<String>,
     hypothesis: Vec<Word>,
     /// An interim was sent since the last final (each final needs one before it).
     interim_since_final: bool,
     next_id: u64,
-    in_flight: Option<(u64, f64)>,
+    /// The decode running: (id, end of its audio on the timeline, it was given a prefix).
+    in_flight: Option<(u64, f64, bool)>,
     /// End (timeline) of the audio the last finished decode saw.
     decoded_until: f64,
+    /// Where the last decode that stopped short of its flush's speech ended (decoded once more from
+    /// there; a second stop at the same place is accepted).
+    retried_at: Option<f64>,
     /// Utterance ends and Finalize/CloseStream requests, in timeline order.
     flushes: std::collections::VecDeque<Flush>,
     /// Events kept for the caller's next send.
@@ -208,13 +237,14 @@ impl Recognizer {
             committed_until: origin,
             results_until: origin,
             prompt,
-            pending_prompt: std::collections::VecDeque::new(),
+            in_buffer: std::collections::VecDeque::new(),
             committed_tail: Vec::new(),
             hypothesis: Vec::new(),
             interim_since_final: false,
             next_id: 0,
             in_flight: None,
             decoded_until: origin,
+            retried_at: None,
             flushes: std::collections::VecDeque::new(),
             deferred: Vec::new(),
             n_vad_windows: 0,
@@ -365,6 +395,12 @@ impl Recognizer {
         events
     }
 
+    /// Seconds of VAD speech within `[from, to)`.
+    fn speech_duration(&self, from: f64, to: f64) -> f64 {
+        let open = self.in_speech.then_some((self.speech_start, self.audio_end()));
+        self.spans.iter().copied().chain(open).map(|(start, end)| (end.min(to) - start.max(from)).max(0.0)).sum()
+    }
+
     /// Whether VAD speech overlaps `[from, to)` on the timeline.
     fn speech_in(&self, from: f64, to: f64) -> bool {
         let open = self.in_speech.then_some((self.speech_start, f64::INFINITY));
@@ -458,14 +494,18 @@ impl Recognizer {
             return None;
         }
         self.next_id += 1;
+        let prefix: Vec<u32> = self.in_buffer.iter().flat_map(|w| w.tokens.iter().copied()).collect();
         let request = DecodeRequest {
             id: self.next_id,
             samples: self.buffer[..n_samples].to_vec(),
             offset: self.buffer_start(),
             prompt: self.prompt.clone(),
             settles: flush_in_view || paused || long_pending,
+            prefix,
+            prefix_end: self.in_buffer.back().map_or(0.0, |w| (w.end - self.buffer_start()).max(0.0)),
         };
-        self.in_flight = Some((self.next_id, self.at_sample(self.n_dropped + n_samples as u64)));
+        self.in_flight =
+            Some((self.next_id, self.at_sample(self.n_dropped + n_samples as u64), !request.prefix.is_empty()));
         Some(request)
     }
 
@@ -529,7 +569,7 @@ impl Recognizer {
     /// passes `None`: the request is dropped and the audio decoded again with the next one.
     pub fn on_decoded(&mut self, id: u64, words: Option<Vec<Word>>) -> Vec<Event> {
         let mut events = Vec::new();
-        let Some((expected, audio_end)) = self.in_flight else {
+        let Some((expected, audio_end, had_prefix)) = self.in_flight else {
             return events;
         };
         if expected != id {
@@ -540,7 +580,7 @@ impl Recognizer {
             return events;
         };
         self.decoded_until = audio_end;
-        let hypothesis = self.fresh_words(words);
+        let hypothesis = self.fresh_words(words, had_prefix);
 
         if self
             .flushes
@@ -587,14 +627,12 @@ impl Recognizer {
         }
         self.hypothesis = rest;
         self.send_interim(&mut events);
-        if committed && at_sentence_end && self.config.seek_at_sentence_ends {
-            // Whisper's long-form loop: the next window starts where the sentence ended, with the
-            // sentence as its prompt. The model hears no committed audio again, so its reading of the
-            // next sentence does not depend on how it re-reads (and re-times) the last one.
-            self.trim_to(self.committed_until);
-        } else if self.decoded_until - self.buffer_start() > self.config.trim_s {
-            // A second of committed audio stays as context; `fresh_words` anchors on its words.
-            self.trim_to(self.committed_until - 1.0);
+        if (committed && at_sentence_end && self.config.seek_at_sentence_ends)
+            || self.decoded_until - self.buffer_start() > self.config.trim_s
+        {
+            // Whisper's long-form loop: the next window starts at a sentence start, here with the
+            // committed sentences in it forced as the prefix.
+            self.keep_context();
         }
         self.try_complete_flush(&mut events);
         events
@@ -603,24 +641,26 @@ impl Recognizer {
     /// Words of a new hypothesis that are not yet final: after the last commit, inside speech, and
     /// not a second transcription of committed words.
     ///
-    /// When the buffer still holds committed audio the model transcribes it again, and word times
-    /// shift by a tenth of a second or two between decodes, so time alone would drop or repeat a
-    /// word at the boundary. The boundary is found by text first: the new hypothesis' copy of the last
-    /// committed word (near the commit time) anchors it. Without an anchor, words that start after
-    /// the commit (less a little) are new, and an n-gram repeating the committed tail is dropped
+    /// A decode given the committed words in its audio as a prefix returns only what comes after
+    /// them. Otherwise the buffer may still hold committed audio without its words (a word cut by a
+    /// trim), and word times shift by a tenth of a second or two between decodes, so time alone
+    /// would drop or repeat a word at the boundary: the new hypothesis' copy of the last committed
+    /// word (near the commit time) anchors it. Without an anchor, words that start after the commit
+    /// (less a little) are new, and an n-gram repeating the committed tail is dropped
     /// (whisper_streaming's rule).
-    fn fresh_words(&self, words: Vec<Word>) -> Vec<Word> {
+    fn fresh_words(&self, words: Vec<Word>, had_prefix: bool) -> Vec<Word> {
         let pad = self.config.speech_pad_s;
         let boundary = self.committed_until;
         let words: Vec<Word> = words.into_iter().filter(|w| !w.text.trim().is_empty()).collect();
         let holds_committed_audio = self.buffer_start() < boundary - 0.05;
-        let anchor = match (holds_committed_audio, self.committed_tail.last()) {
-            (true, Some(last)) => words.iter().rposition(|w| {
+        let anchor = match (had_prefix, holds_committed_audio, self.committed_tail.last()) {
+            (false, true, Some(last)) => words.iter().rposition(|w| {
                 w.start < boundary + 0.25 && w.end > boundary - 1.5 && aldea_proto::bare_word(&w.text) == *last
             }),
             _ => None,
         };
         let mut fresh: Vec<Word> = match anchor {
+            _ if had_prefix => words,
             Some(idx) => words.into_iter().skip(idx + 1).collect(),
             None => {
                 let mut fresh: Vec<Word> = words.into_iter().filter(|w| w.start >= boundary - 0.1).collect();
@@ -658,8 +698,26 @@ impl Recognizer {
             if !covered {
                 return;
             }
-            self.flushes.pop_front();
             let until = flush.until.max(self.committed_until);
+            // Whisper sometimes ends its transcript early (a timestamp, then end of text) with speech
+            // left in the window; its long-form loop seeks there and decodes the rest. So here: what
+            // it said becomes final and the rest is decoded once more, with it as the prefix.
+            let heard_until =
+                self.hypothesis.iter().filter(|w| w.start < until).map(|w| w.end).fold(self.committed_until, f64::max);
+            let unheard = self.speech_duration(heard_until + self.config.speech_pad_s, flush.speech_end);
+            if unheard >= UNHEARD_SPEECH_S && self.retried_at.is_none_or(|at| heard_until > at + 1e-6) {
+                self.retried_at = Some(heard_until);
+                let (words, later): (Vec<Word>, Vec<Word>) =
+                    std::mem::take(&mut self.hypothesis).into_iter().partition(|w| w.start < until);
+                self.hypothesis = later;
+                if !words.is_empty() {
+                    self.commit(words, heard_until, false, false, events);
+                }
+                self.keep_context();
+                self.decoded_until = self.committed_until.max(self.buffer_start());
+                return;
+            }
+            self.flushes.pop_front();
             let (words, later): (Vec<Word>, Vec<Word>) =
                 std::mem::take(&mut self.hypothesis).into_iter().partition(|w| w.start < until);
             self.hypothesis = later;
@@ -668,7 +726,7 @@ impl Recognizer {
             } else {
                 self.committed_until = until;
             }
-            self.trim_to(self.committed_until - self.config.context_s);
+            self.keep_context();
             if flush.utterance_end {
                 self.emit_utterance_end(events);
             }
@@ -705,7 +763,12 @@ impl Recognizer {
             }));
         }
         for word in &words {
-            self.pending_prompt.push_back((word.end, word.tokens.clone()));
+            self.in_buffer.push_back(CommittedWord {
+                start: word.start,
+                end: word.end,
+                tokens: word.tokens.clone(),
+                ends_sentence: ends_sentence(&word.text),
+            });
             self.committed_tail.push(aldea_proto::bare_word(&word.text));
             self.last_word_end = word.end;
         }
@@ -740,8 +803,8 @@ impl Recognizer {
     /// prompted with: its buffer starts empty at the commit).
     fn all_committed_tokens(&self) -> Vec<u32> {
         let mut tokens = self.prompt.clone();
-        for (_, word) in &self.pending_prompt {
-            tokens.extend_from_slice(word);
+        for word in &self.in_buffer {
+            tokens.extend_from_slice(&word.tokens);
         }
         let excess = tokens.len().saturating_sub(MAX_PROMPT_TOKENS);
         tokens.drain(..excess);
@@ -753,15 +816,39 @@ impl Recognizer {
         let n = (((time - self.buffer_start()) * SAMPLE_RATE).round().max(0.0) as usize).min(self.buffer.len());
         self.buffer.drain(..n);
         self.n_dropped += n as u64;
-        while self.pending_prompt.front().is_some_and(|(end, _)| *end <= self.buffer_start() + 0.05) {
-            if let Some((_, tokens)) = self.pending_prompt.pop_front() {
-                self.prompt.extend(tokens);
+        // A word that starts before the cut is the prompt's now (the audio of a word cut in two is
+        // heard as a fragment, which the time rules of `fresh_words` handle).
+        while self.in_buffer.front().is_some_and(|w| w.start < self.buffer_start() - 0.01) {
+            if let Some(word) = self.in_buffer.pop_front() {
+                self.prompt.extend(word.tokens);
             }
         }
         let excess = self.prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
         self.prompt.drain(..excess);
         let horizon = self.buffer_start() - self.config.speech_pad_s;
         self.spans.retain(|&(_, end)| end > horizon);
+    }
+
+    /// Keeps at most `context_s` of committed speech in the buffer (and at most
+    /// [`MAX_PREFIX_TOKENS`] of its words): the buffer starts at the earliest sentence start that
+    /// fits, else at the earliest word start that fits, else at the last commit.
+    fn keep_context(&mut self) {
+        let words = &self.in_buffer;
+        let fits = |idx: usize| {
+            self.committed_until - words[idx].start <= self.config.context_s
+                && words.iter().skip(idx).map(|w| w.tokens.len()).sum::<usize>() <= MAX_PREFIX_TOKENS
+        };
+        let sentence_start = |idx: usize| idx == 0 || words[idx - 1].ends_sentence;
+        let first = (0..words.len())
+            .find(|&idx| fits(idx) && sentence_start(idx))
+            .or_else(|| (0..words.len()).find(|&idx| fits(idx)));
+        let cut = match first {
+            Some(0) => return,
+            // Between the last word dropped and the first kept.
+            Some(idx) => (words[idx - 1].end.max(words[idx].start - 0.1)).min(words[idx].start),
+            None => self.committed_until,
+        };
+        self.trim_to(cut);
     }
 
     /// In silence with nothing left to finalize, keep only a short lead-in for the next speech (the

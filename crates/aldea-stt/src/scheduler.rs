@@ -25,7 +25,16 @@ pub enum JobKind {
 #[derive(Debug)]
 pub enum WindowInput {
     Mel(WindowJob),
-    Samples { samples: Vec<f32>, previous_tokens: Vec<u32>, language: Option<String>, options: Arc<TranscribeOptions> },
+    Samples {
+        samples: Vec<f32>,
+        previous_tokens: Vec<u32>,
+        /// Text tokens of committed words at the start of `samples` ([`WindowJob::prefix`]).
+        prefix: Vec<u32>,
+        /// Seconds into `samples` where the prefix's speech ends ([`WindowJob::prefix_end`]).
+        prefix_end: f64,
+        language: Option<String>,
+        options: Arc<TranscribeOptions>,
+    },
 }
 
 /// A finished window: the model's output and the window's content frames.
@@ -187,9 +196,9 @@ impl Worker {
         for job in batch {
             let window = match job.input {
                 WindowInput::Mel(window) => window,
-                WindowInput::Samples { samples, previous_tokens, language, options } => {
+                WindowInput::Samples { samples, previous_tokens, prefix, prefix_end, language, options } => {
                     let (mel, n_frames) = self.transcriber.mel_window(&samples);
-                    WindowJob { mel, n_frames, previous_tokens, language, options, keep_tail: true }
+                    WindowJob { mel, n_frames, previous_tokens, language, options, keep_tail: true, prefix, prefix_end }
                 }
             };
             ready.push(Ready { window, kind: job.kind, queued_at: job.queued_at, reply: job.reply });

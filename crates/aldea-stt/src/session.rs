@@ -298,8 +298,14 @@ impl Session {
         let language = self.params.language.clone().or_else(|| Some("en".to_owned()));
         let request_id = self.request_id.clone();
         self.in_flight = Some(Box::pin(async move {
-            let input =
-                WindowInput::Samples { samples: request.samples, previous_tokens: request.prompt, language, options };
+            let input = WindowInput::Samples {
+                samples: request.samples,
+                previous_tokens: request.prompt,
+                prefix: request.prefix,
+                prefix_end: request.prefix_end,
+                language,
+                options,
+            };
             match scheduler.run(input, JobKind::Stream).await {
                 Ok(done) => {
                     let segments = transcriber.window_segments(&done.output, done.n_frames, request.offset);

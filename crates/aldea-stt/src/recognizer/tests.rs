@@ -25,13 +25,14 @@ fn speech_at(script: &Script, t: f64) -> bool {
     script.iter().any(|&(_, start, end)| t >= start - 0.05 && t < end + 0.05)
 }
 
-/// What the scripted model says about `request`: the words inside its audio; a word cut off by the
-/// end of the buffer comes out wrong ("uh").
+/// What the scripted model says about `request`: the words inside its audio after those its prefix
+/// forces (one token each here); a word cut off by the end of the buffer comes out wrong ("uh").
 fn decode(script: &Script, request: &DecodeRequest) -> Vec<Word> {
     let end = request.offset + request.samples.len() as f64 / SAMPLE_RATE;
     script
         .iter()
         .filter(|&&(_, start, _)| start >= request.offset - 0.01 && start < end)
+        .skip(request.prefix.len())
         .enumerate()
         .map(|(idx, &(text, start, word_end))| {
             let text = if word_end > end { "uh" } else { text };
@@ -47,6 +48,8 @@ struct Run {
     first_words_at: Option<f64>,
     /// Where each decode's audio started, in order.
     decode_offsets: Vec<f64>,
+    /// Tokens (here: committed words) each decode was given as its prefix, in order.
+    decode_prefixes: Vec<usize>,
 }
 
 /// Streams `seconds` of audio in 100-ms chunks; each decode's result arrives with the next chunk.
@@ -60,6 +63,7 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
     let mut n_windows_sent = 0usize;
     let mut first_words_at = None;
     let mut decode_offsets = Vec::new();
+    let mut decode_prefixes = Vec::new();
     for chunk_idx in 0..n_chunks {
         let samples = vec![0.0f32; chunk];
         let received = (chunk_idx + 1) * chunk;
@@ -76,6 +80,7 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
         if let Some(request) = recognizer.next_decode() {
             n_decodes += 1;
             decode_offsets.push(request.offset);
+            decode_prefixes.push(request.prefix.len());
             events.extend(recognizer.take_forced());
             pending = Some(request);
         }
@@ -94,7 +99,7 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
         }
         assert!(recognizer.is_settled(), "the flush completed");
     }
-    Run { events, n_decodes, first_words_at, decode_offsets }
+    Run { events, n_decodes, first_words_at, decode_offsets, decode_prefixes }
 }
 
 fn results(events: &[Event]) -> Vec<&ResultsEvent> {
@@ -243,15 +248,16 @@ fn a_repeated_prompt_tail_is_not_committed_twice() {
         |t: &str, s: f64, e: f64| Word { text: format!(" {t}"), start: s, end: e, probability: 0.9, tokens: vec![] };
     recognizer.in_speech = true;
     recognizer.speech_start = 0.0;
-    let fresh = recognizer.fresh_words(vec![word("jumps", 1.0, 1.5), word("over", 2.05, 2.3), word("the", 2.4, 2.5)]);
+    let fresh =
+        recognizer.fresh_words(vec![word("jumps", 1.0, 1.5), word("over", 2.05, 2.3), word("the", 2.4, 2.5)], false);
     let texts: Vec<&str> = fresh.iter().map(|w| w.text.trim()).collect();
     assert_eq!(texts, vec!["the"]);
     // A buffer that starts at the commit holds no committed audio: the same words are a real repeat.
     recognizer.n_dropped = 32_000;
-    let fresh = recognizer.fresh_words(vec![word("jumps", 2.0, 2.5), word("over", 2.55, 2.8)]);
+    let fresh = recognizer.fresh_words(vec![word("jumps", 2.0, 2.5), word("over", 2.55, 2.8)], false);
     assert_eq!(fresh.len(), 2);
     // ... except the last word's tail heard again right at the cut: a fragment, not a repeat.
-    let fresh = recognizer.fresh_words(vec![word("over", 2.02, 2.1), word("the", 2.4, 2.5)]);
+    let fresh = recognizer.fresh_words(vec![word("over", 2.02, 2.1), word("the", 2.4, 2.5)], false);
     let texts: Vec<&str> = fresh.iter().map(|w| w.text.trim()).collect();
     assert_eq!(texts, vec!["the"]);
 }
@@ -282,6 +288,55 @@ fn run_full_speed(config: RecognizerConfig, script: &Script, seconds: f64) -> (V
     events.extend(recognizer.take_forced());
     assert!(recognizer.is_settled(), "every flush completed");
     (events, n_requests)
+}
+
+#[test]
+fn a_decode_that_stops_early_is_continued_before_the_utterance_ends() {
+    // 10 s of speech without a pause; the first decode that should end the utterance says only its
+    // first 4 s (Whisper ending its transcript early), the next ones all they hear.
+    let script: Script = (0..25)
+        .map(|idx| {
+            let text: &'static str = Box::leak(format!("w{idx}").into_boxed_str());
+            let start = 0.5 + idx as f64 * 0.4;
+            (text, start, start + 0.35)
+        })
+        .collect();
+    let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
+    let n_samples = (11.5 * SAMPLE_RATE) as usize;
+    let probs: Vec<f32> = (0..n_samples / VAD_WINDOW)
+        .map(|w| if speech_at(&script, (w as f64 + 0.5) * VAD_WINDOW_S) { 0.95 } else { 0.02 })
+        .collect();
+    let mut events = recognizer.push_audio(&vec![0.0; n_samples], &probs);
+    events.extend(recognizer.finalize(false));
+    let mut offsets = Vec::new();
+    while let Some(request) = recognizer.next_decode() {
+        let mut words = decode(&script, &request);
+        if offsets.is_empty() {
+            words.retain(|w| w.end <= 4.5);
+        }
+        offsets.push((request.offset, request.prefix.len()));
+        events.extend(recognizer.on_decoded(request.id, Some(words)));
+        assert!(offsets.len() < 10, "decoding terminates");
+    }
+    assert!(recognizer.is_settled());
+    let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
+    assert_eq!(final_words(&events), expected, "nothing lost, nothing twice");
+    assert_eq!(offsets.len(), 2, "one more decode: {offsets:?}");
+    assert!(offsets[1].1 > 0, "the second decode has the words said as its prefix");
+    finals_are_contiguous(&events);
+    // A decode that stops at the same place again is taken as it is (no endless retry).
+    let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
+    recognizer.push_audio(&vec![0.0; n_samples], &probs);
+    recognizer.finalize(false);
+    let mut n_decodes = 0;
+    while let Some(request) = recognizer.next_decode() {
+        let words: Vec<Word> = decode(&script, &request).into_iter().filter(|w| w.end <= 4.5).collect();
+        recognizer.on_decoded(request.id, Some(words));
+        n_decodes += 1;
+        assert!(n_decodes < 10, "decoding terminates");
+    }
+    assert!(recognizer.is_settled());
+    assert_eq!(n_decodes, 2);
 }
 
 #[test]
@@ -354,24 +409,48 @@ fn agreement_finalizes_long_speech_at_sentence_ends() {
             (text, start, start + 0.35)
         })
         .collect();
-    let run = run(RecognizerConfig::default(), &script, 19.5, true);
     let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
-    assert_eq!(final_words(&run.events), expected, "every word final once, in order");
-    let finals: Vec<&ResultsEvent> = results(&run.events).into_iter().filter(|r| r.is_final).collect();
-    let by_agreement: Vec<&&ResultsEvent> = finals.iter().filter(|r| !r.speech_final && !r.from_finalize).collect();
-    assert!(!by_agreement.is_empty(), "long speech is finalized before its end");
-    for result in &by_agreement {
-        let last = result.words.last().map(|w| w.text.trim().to_owned()).unwrap_or_default();
-        assert!(last.ends_with('.'), "a final during speech ends a sentence, not at {last}");
-    }
-    // The next window starts where the sentence ended (the committed sentence is only the prompt).
-    for result in by_agreement {
-        assert!(
-            run.decode_offsets.iter().any(|&offset| (offset - result.end).abs() < 1e-3),
-            "a decode starts at the sentence end {} (offsets {:?})",
-            result.end,
-            run.decode_offsets
-        );
+    // Without left context the next window starts where the sentence ended (the committed sentence
+    // is only the prompt); with it (the default), at the start of the committed sentence, whose
+    // words are the decode's prefix.
+    for context_s in [0.0, RecognizerConfig::default().context_s] {
+        let run = run(RecognizerConfig { context_s, ..RecognizerConfig::default() }, &script, 19.5, true);
+        assert_eq!(final_words(&run.events), expected, "every word final once, in order (context {context_s})");
+        let finals: Vec<&ResultsEvent> = results(&run.events).into_iter().filter(|r| r.is_final).collect();
+        let by_agreement: Vec<&&ResultsEvent> = finals.iter().filter(|r| !r.speech_final && !r.from_finalize).collect();
+        assert!(!by_agreement.is_empty(), "long speech is finalized before its end");
+        for result in &by_agreement {
+            let last = result.words.last().map(|w| w.text.trim().to_owned()).unwrap_or_default();
+            assert!(last.ends_with('.'), "a final during speech ends a sentence, not at {last}");
+        }
+        if context_s == 0.0 {
+            for result in by_agreement {
+                assert!(
+                    run.decode_offsets.iter().any(|&offset| (offset - result.end).abs() < 1e-3),
+                    "a decode starts at the sentence end {} (offsets {:?})",
+                    result.end,
+                    run.decode_offsets
+                );
+            }
+            assert!(run.decode_prefixes.iter().all(|&n| n == 0));
+        } else {
+            // The context is cut between the last word of a sentence and the first of the next.
+            let sentence_start = |offset: f64| {
+                [14, 29].iter().any(|&idx| offset >= script[idx].2 - 1e-9 && offset <= script[idx + 1].1 + 1e-9)
+            };
+            let moved: Vec<(f64, usize)> = run
+                .decode_offsets
+                .iter()
+                .zip(&run.decode_prefixes)
+                .map(|(&offset, &n)| (offset, n))
+                .filter(|&(offset, _)| offset > 0.0)
+                .collect();
+            assert!(!moved.is_empty(), "the window moved");
+            for (offset, n_prefix) in moved {
+                assert!(sentence_start(offset), "a window starts at {offset}, not at a sentence start");
+                assert!(n_prefix > 0, "the window at {offset} has the committed sentence as its prefix");
+            }
+        }
     }
 }
 
