@@ -206,6 +206,9 @@ pub struct Recognizer {
     /// Where the last decode that stopped short of its flush's speech ended (decoded once more from
     /// there; a second stop at the same place is accepted).
     retried_at: Option<f64>,
+    /// Words were committed since the last `speech_final`: the utterance's endpoint owes the client
+    /// a `speech_final`, also when no words are left for it.
+    utterance_open: bool,
     /// Utterance ends and Finalize/CloseStream requests, in timeline order.
     flushes: std::collections::VecDeque<Flush>,
     /// Events kept for the caller's next send.
@@ -245,6 +248,7 @@ impl Recognizer {
             in_flight: None,
             decoded_until: origin,
             retried_at: None,
+            utterance_open: false,
             flushes: std::collections::VecDeque::new(),
             deferred: Vec::new(),
             n_vad_windows: 0,
@@ -721,7 +725,9 @@ impl Recognizer {
             let (words, later): (Vec<Word>, Vec<Word>) =
                 std::mem::take(&mut self.hypothesis).into_iter().partition(|w| w.start < until);
             self.hypothesis = later;
-            if !words.is_empty() || flush.from_finalize {
+            // An utterance whose words all went out in earlier finals (agreement, a continued decode)
+            // still ends with a `speech_final`, empty.
+            if !words.is_empty() || flush.from_finalize || (flush.speech_final && self.utterance_open) {
                 self.commit(words, until, flush.speech_final, flush.from_finalize, events);
             } else {
                 self.committed_until = until;
@@ -777,6 +783,7 @@ impl Recognizer {
         }
         let excess = self.committed_tail.len().saturating_sub(5);
         self.committed_tail.drain(..excess);
+        self.utterance_open = !speech_final && (self.utterance_open || !words.is_empty());
         self.committed_until = end;
         self.results_until = end;
         self.interim_since_final = false;

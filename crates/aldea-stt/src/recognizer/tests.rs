@@ -322,6 +322,9 @@ fn a_decode_that_stops_early_is_continued_before_the_utterance_ends() {
     let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
     assert_eq!(final_words(&events), expected, "nothing lost, nothing twice");
     assert_eq!(offsets.len(), 2, "one more decode: {offsets:?}");
+    let speech_finals: Vec<&ResultsEvent> =
+        results(&events).into_iter().filter(|r| r.is_final && r.speech_final).collect();
+    assert_eq!(speech_finals.len(), 1, "the utterance ends with one speech_final");
     assert!(offsets[1].1 > 0, "the second decode has the words said as its prefix");
     finals_are_contiguous(&events);
     // A decode that stops at the same place again is taken as it is (no endless retry).
@@ -337,6 +340,22 @@ fn a_decode_that_stops_early_is_continued_before_the_utterance_ends() {
     }
     assert!(recognizer.is_settled());
     assert_eq!(n_decodes, 2);
+    // A decode that says nothing more after the words went out still ends the utterance: an empty
+    // speech_final (the client learns the utterance is over).
+    let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
+    let mut events = recognizer.push_audio(&vec![0.0; n_samples], &probs);
+    let mut n_decodes = 0;
+    while let Some(request) = recognizer.next_decode() {
+        let words: Vec<Word> = decode(&script, &request).into_iter().filter(|w| w.end <= 4.5).collect();
+        events.extend(recognizer.on_decoded(request.id, Some(words)));
+        n_decodes += 1;
+        assert!(n_decodes < 10, "decoding terminates");
+    }
+    let finals: Vec<&ResultsEvent> = results(&events).into_iter().filter(|r| r.is_final).collect();
+    let last = finals.last().expect("finals");
+    assert!(last.speech_final && last.words.is_empty(), "{finals:?}");
+    assert!(finals[..finals.len() - 1].iter().all(|r| !r.speech_final && !r.words.is_empty()));
+    finals_are_contiguous(&events);
 }
 
 #[test]
