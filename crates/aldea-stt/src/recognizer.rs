@@ -199,8 +199,9 @@ pub struct Recognizer {
     /// An interim was sent since the last final (each final needs one before it).
     interim_since_final: bool,
     next_id: u64,
-    /// The decode running: (id, end of its audio on the timeline, it was given a prefix).
-    in_flight: Option<(u64, f64, bool)>,
+    /// The decode running: (id, end of its audio on the timeline). Nothing commits or trims while
+    /// it runs, so `in_buffer` still holds the prefix it was given when it returns.
+    in_flight: Option<(u64, f64)>,
     /// End (timeline) of the audio the last finished decode saw.
     decoded_until: f64,
     /// Where the last decode that stopped short of its flush's speech ended (decoded once more from
@@ -508,8 +509,7 @@ impl Recognizer {
             prefix,
             prefix_end: self.in_buffer.back().map_or(0.0, |w| (w.end - self.buffer_start()).max(0.0)),
         };
-        self.in_flight =
-            Some((self.next_id, self.at_sample(self.n_dropped + n_samples as u64), !request.prefix.is_empty()));
+        self.in_flight = Some((self.next_id, self.at_sample(self.n_dropped + n_samples as u64)));
         Some(request)
     }
 
@@ -573,7 +573,7 @@ impl Recognizer {
     /// passes `None`: the request is dropped and the audio decoded again with the next one.
     pub fn on_decoded(&mut self, id: u64, words: Option<Vec<Word>>) -> Vec<Event> {
         let mut events = Vec::new();
-        let Some((expected, audio_end, had_prefix)) = self.in_flight else {
+        let Some((expected, audio_end)) = self.in_flight else {
             return events;
         };
         if expected != id {
@@ -584,7 +584,7 @@ impl Recognizer {
             return events;
         };
         self.decoded_until = audio_end;
-        let hypothesis = self.fresh_words(words, had_prefix);
+        let hypothesis = self.fresh_words(words, !self.in_buffer.is_empty());
 
         if self
             .flushes
@@ -655,16 +655,19 @@ impl Recognizer {
     fn fresh_words(&self, words: Vec<Word>, had_prefix: bool) -> Vec<Word> {
         let pad = self.config.speech_pad_s;
         let boundary = self.committed_until;
-        let words: Vec<Word> = words.into_iter().filter(|w| !w.text.trim().is_empty()).collect();
+        let mut words: Vec<Word> = words.into_iter().filter(|w| !w.text.trim().is_empty()).collect();
+        if had_prefix {
+            words.retain(|w| self.speech_in(w.start - pad, w.end + pad));
+            return words;
+        }
         let holds_committed_audio = self.buffer_start() < boundary - 0.05;
-        let anchor = match (had_prefix, holds_committed_audio, self.committed_tail.last()) {
-            (false, true, Some(last)) => words.iter().rposition(|w| {
+        let anchor = match (holds_committed_audio, self.committed_tail.last()) {
+            (true, Some(last)) => words.iter().rposition(|w| {
                 w.start < boundary + 0.25 && w.end > boundary - 1.5 && aldea_proto::bare_word(&w.text) == *last
             }),
             _ => None,
         };
         let mut fresh: Vec<Word> = match anchor {
-            _ if had_prefix => words,
             Some(idx) => words.into_iter().skip(idx + 1).collect(),
             None => {
                 let mut fresh: Vec<Word> = words.into_iter().filter(|w| w.start >= boundary - 0.1).collect();
