@@ -33,6 +33,9 @@ const CONTEXT_GAP_S: f64 = 0.8;
 /// VAD speech after the last word of a decode that should have heard a whole utterance, beyond
 /// which the model is taken to have stopped early and the rest is decoded again.
 const UNHEARD_SPEECH_S: f64 = 1.0;
+/// VAD speech after the commit, beyond which a prefixed decode that says nothing is decoded once
+/// more without its prefix.
+const SILENT_PREFIX_RETRY_S: f64 = 0.2;
 /// Prompt tokens kept from committed text (the engine uses the last 223).
 const MAX_PROMPT_TOKENS: usize = 224;
 /// Most tokens of committed words kept in the buffer as a forced prefix (the runtime decodes at
@@ -150,6 +153,16 @@ pub struct DecodeRequest {
     /// This decode is expected to end an utterance (a flush point is in view, or the speech just
     /// paused): its words will likely be final without another look, so it deserves the better beam.
     pub settles: bool,
+}
+
+/// What [`Recognizer::next_decode_holding`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextDecode {
+    Start(DecodeRequest),
+    /// A decode for the interim is due but was held back.
+    Held,
+    /// No decode is due.
+    Nothing,
 }
 
 /// A committed word whose audio is still in the buffer.
@@ -448,8 +461,18 @@ impl Recognizer {
 
     /// The next audio to decode, when a decode is due and none is running.
     pub fn next_decode(&mut self) -> Option<DecodeRequest> {
+        match self.next_decode_holding(false) {
+            NextDecode::Start(request) => Some(request),
+            NextDecode::Held | NextDecode::Nothing => None,
+        }
+    }
+
+    /// [`Recognizer::next_decode`], where `hold_interims` (the model is busy with other work) holds
+    /// back a decode that would only refresh the interim: nothing is started and the decode stays
+    /// due. A decode that settles words (an endpoint, a pause, long speech) is never held.
+    pub fn next_decode_holding(&mut self, hold_interims: bool) -> NextDecode {
         if self.in_flight.is_some() {
-            return None;
+            return NextDecode::Nothing;
         }
         self.drop_stale_context();
         let mut horizon = self.horizon();
@@ -466,7 +489,7 @@ impl Recognizer {
             horizon = self.horizon();
         }
         if !self.speech_in(self.committed_until, horizon) {
-            return None;
+            return NextDecode::Nothing;
         }
         let flush_in_view = self.flushes.front().is_some_and(|f| f.until <= horizon + 1e-9);
         let paused = self.in_speech
@@ -496,7 +519,11 @@ impl Recognizer {
         let n_samples =
             (((horizon - self.buffer_start()) * SAMPLE_RATE).round().max(0.0) as usize).min(self.buffer.len());
         if !due || n_samples == 0 {
-            return None;
+            return NextDecode::Nothing;
+        }
+        let settles = flush_in_view || paused || long_pending;
+        if hold_interims && !settles {
+            return NextDecode::Held;
         }
         self.next_id += 1;
         let prefix: Vec<u32> = self.in_buffer.iter().flat_map(|w| w.tokens.iter().copied()).collect();
@@ -505,12 +532,12 @@ impl Recognizer {
             samples: self.buffer[..n_samples].to_vec(),
             offset: self.buffer_start(),
             prompt: self.prompt.clone(),
-            settles: flush_in_view || paused || long_pending,
+            settles,
             prefix,
             prefix_end: self.in_buffer.back().map_or(0.0, |w| (w.end - self.buffer_start()).max(0.0)),
         };
         self.in_flight = Some((self.next_id, self.at_sample(self.n_dropped + n_samples as u64)));
-        Some(request)
+        NextDecode::Start(request)
     }
 
     /// Start of the first speech (closed span or the open one) that is not all committed.
@@ -706,6 +733,20 @@ impl Recognizer {
                 return;
             }
             let until = flush.until.max(self.committed_until);
+            // A decode given a prefix may take the prefix for the new speech too (a duplicated word
+            // in it, "Rear. Rear." before "right", claims the audio of "right") and say nothing
+            // after it: that speech is decoded once more without the context.
+            let said_nothing = !self.hypothesis.iter().any(|w| w.start < until);
+            if said_nothing
+                && !self.in_buffer.is_empty()
+                && self.speech_duration(self.committed_until, flush.speech_end) >= SILENT_PREFIX_RETRY_S
+                && self.retried_at.is_none_or(|at| self.committed_until > at + 1e-6)
+            {
+                self.retried_at = Some(self.committed_until);
+                self.drop_context();
+                self.decoded_until = self.committed_until.max(self.buffer_start());
+                return;
+            }
             // Whisper sometimes ends its transcript early (a timestamp, then end of text) with speech
             // left in the window; its long-form loop seeks there and decodes the rest. So here: what
             // it said becomes final and the rest is decoded once more, with it as the prefix.
@@ -837,6 +878,16 @@ impl Recognizer {
         self.prompt.drain(..excess);
         let horizon = self.buffer_start() - self.config.speech_pad_s;
         self.spans.retain(|&(_, end)| end > horizon);
+    }
+
+    /// Drops every committed word's audio from the buffer: the next decode has no prefix.
+    fn drop_context(&mut self) {
+        self.trim_to(self.committed_until);
+        while let Some(word) = self.in_buffer.pop_front() {
+            self.prompt.extend(word.tokens);
+        }
+        let excess = self.prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
+        self.prompt.drain(..excess);
     }
 
     /// Keeps at most `context_s` of committed speech in the buffer (and at most

@@ -54,6 +54,17 @@ struct Run {
 
 /// Streams `seconds` of audio in 100-ms chunks; each decode's result arrives with the next chunk.
 fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end: bool) -> Run {
+    run_with(config, script, seconds, finalize_at_end, |request| decode(script, request))
+}
+
+/// [`run`] with another model.
+fn run_with(
+    config: RecognizerConfig,
+    script: &Script,
+    seconds: f64,
+    finalize_at_end: bool,
+    decode: impl Fn(&DecodeRequest) -> Vec<Word>,
+) -> Run {
     let mut recognizer = Recognizer::new(config, 0.0, Vec::new());
     let mut events = Vec::new();
     let mut pending: Option<DecodeRequest> = None;
@@ -74,7 +85,7 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
         n_windows_sent = n_windows;
         events.extend(recognizer.push_audio(&samples, &probs));
         if let Some(request) = pending.take() {
-            let words = decode(script, &request);
+            let words = decode(&request);
             events.extend(recognizer.on_decoded(request.id, Some(words)));
         }
         if let Some(request) = recognizer.next_decode() {
@@ -93,7 +104,7 @@ fn run(config: RecognizerConfig, script: &Script, seconds: f64, finalize_at_end:
         for _ in 0..5 {
             if let Some(request) = pending.take().or_else(|| recognizer.next_decode()) {
                 n_decodes += 1;
-                let words = decode(script, &request);
+                let words = decode(&request);
                 events.extend(recognizer.on_decoded(request.id, Some(words)));
             }
         }
@@ -359,6 +370,32 @@ fn a_decode_that_stops_early_is_continued_before_the_utterance_ends() {
 }
 
 #[test]
+fn a_prefixed_decode_that_says_nothing_is_decoded_again_without_the_prefix() {
+    // "Rear", a pause shorter than the context gap, "right". The decode that ends "Rear" writes it
+    // twice ("Rear. Rear.", as beam search on tiny.en did); kept as context, both copies are the
+    // prefix of the decode of "right", which the model then takes as already said.
+    let script: Script = vec![("Rear.", 0.5, 0.9), ("right", 1.6, 1.9)];
+    let doubling = |request: &DecodeRequest| {
+        let mut words = decode(&script, request);
+        let end = request.offset + request.samples.len() as f64 / SAMPLE_RATE;
+        if request.prefix.is_empty() && end < 1.5 {
+            if let Some(last) = words.last().cloned() {
+                words.push(Word { start: 0.9, end: 1.15, tokens: vec![last.tokens[0] + 1], ..last });
+            }
+        }
+        words
+    };
+    let run = run_with(RecognizerConfig::default(), &script, 3.0, true, doubling);
+    let words = final_words(&run.events);
+    assert_eq!(words.last().map(String::as_str), Some("right"), "{words:?}");
+    assert!(words.iter().filter(|w| *w == "right").count() == 1, "{words:?}");
+    assert!(run.decode_prefixes.contains(&2), "the context was given: {:?}", run.decode_prefixes);
+    finals_are_contiguous(&run.events);
+    let speech_finals = results(&run.events).into_iter().filter(|r| r.is_final && r.speech_final).count();
+    assert_eq!(speech_finals, 2, "each utterance ends once");
+}
+
+#[test]
 fn audio_sent_at_full_speed_is_recognized_utterance_by_utterance() {
     let script = script();
     let (events, n_decodes) = run_full_speed(RecognizerConfig::default(), &script, 7.0);
@@ -490,4 +527,34 @@ fn the_first_words_come_soon_after_speech_starts() {
     let first = run.first_words_at.expect("words were heard");
     assert!(first <= 0.5 + 0.6 + 1e-9, "first words at {first} s");
     assert!(run.n_decodes <= 8, "{} decodes for 6 s of audio", run.n_decodes);
+}
+
+#[test]
+fn a_held_interim_decode_stays_due_and_settling_decodes_are_never_held() {
+    let script = script();
+    let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
+    let feed = |recognizer: &mut Recognizer, from: f64, to: f64| {
+        let (first, last) = ((from * SAMPLE_RATE) as usize / VAD_WINDOW, (to * SAMPLE_RATE) as usize / VAD_WINDOW);
+        let probs: Vec<f32> = (first..last)
+            .map(|w| if speech_at(&script, (w as f64 + 0.5) * VAD_WINDOW_S) { 0.95 } else { 0.02 })
+            .collect();
+        recognizer.push_audio(&vec![0.0; (last - first) * VAD_WINDOW], &probs);
+    };
+    // Speech from 0.5 s: at 1.2 s the first interim decode is due.
+    feed(&mut recognizer, 0.0, 1.2);
+    assert_eq!(recognizer.next_decode_holding(true), NextDecode::Held);
+    assert_eq!(recognizer.next_decode_holding(true), NextDecode::Held, "held, it stays due");
+    let NextDecode::Start(request) = recognizer.next_decode_holding(false) else {
+        panic!("due once the model is free");
+    };
+    assert!(!request.settles);
+    recognizer.on_decoded(request.id, Some(decode(&script, &request)));
+    // The pause after "over" (2.7 s): the decode that ends the utterance is never held.
+    feed(&mut recognizer, 1.2, 3.2);
+    let NextDecode::Start(request) = recognizer.next_decode_holding(true) else {
+        panic!("a settling decode starts while the model is busy");
+    };
+    assert!(request.settles);
+    let events = recognizer.on_decoded(request.id, Some(decode(&script, &request)));
+    assert!(results(&events).iter().any(|r| r.speech_final), "{events:?}");
 }
