@@ -69,6 +69,9 @@ pub struct Config {
     pub step_ms: u64,
     /// New streams are refused while windows wait longer than this on average.
     pub max_queue_wait_ms: u64,
+    /// Longest a stream's interim decode is held back while the model works for others (finals
+    /// never wait behind interims that could wait); 0 never holds.
+    pub interim_hold_ms: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -103,6 +106,7 @@ impl Default for Config {
             upload_beam_size: 5,
             step_ms: 1_000,
             max_queue_wait_ms: 500,
+            interim_hold_ms: 1_000,
         }
     }
 }

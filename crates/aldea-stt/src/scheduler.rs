@@ -80,6 +80,8 @@ impl Default for SchedulerConfig {
 pub struct Scheduler {
     tx: mpsc::Sender<Job>,
     queue_depth: Arc<AtomicUsize>,
+    /// Windows queued or running, whose callers wait for them.
+    in_system: Arc<AtomicUsize>,
     /// Exponential average of the queue wait, in microseconds (the admission signal).
     wait_ewma_us: Arc<AtomicU64>,
 }
@@ -107,7 +109,12 @@ impl Scheduler {
             .name("aldea-scheduler".to_owned())
             .spawn(move || worker.run(rx))
             .expect("spawning the scheduler thread");
-        Scheduler { tx, queue_depth, wait_ewma_us }
+        Scheduler { tx, queue_depth, in_system: Arc::new(AtomicUsize::new(0)), wait_ewma_us }
+    }
+
+    /// Windows queued or being decoded (the model is idle at 0).
+    pub fn windows_in_progress(&self) -> usize {
+        self.in_system.load(Ordering::Relaxed)
     }
 
     /// Windows waiting for the model.
@@ -122,6 +129,7 @@ impl Scheduler {
 
     /// Queues a window and waits for its result.
     pub async fn run(&self, input: WindowInput, kind: JobKind) -> Result<WindowDone, ScheduleError> {
+        let _in_system = InSystem::enter(&self.in_system);
         let (reply, rx) = oneshot::channel();
         self.queue_depth.fetch_add(1, Ordering::Relaxed);
         let job = Job { input, kind, queued_at: Instant::now(), reply };
@@ -134,6 +142,7 @@ impl Scheduler {
 
     /// [`Scheduler::run`] from a blocking thread (the long-form loop of an upload).
     pub fn run_blocking(&self, input: WindowInput, kind: JobKind) -> Result<WindowDone, ScheduleError> {
+        let _in_system = InSystem::enter(&self.in_system);
         let (reply, rx) = oneshot::channel();
         self.queue_depth.fetch_add(1, Ordering::Relaxed);
         let job = Job { input, kind, queued_at: Instant::now(), reply };
@@ -142,6 +151,22 @@ impl Scheduler {
             return Err(ScheduleError::Stopped);
         }
         rx.blocking_recv().map_err(|_| ScheduleError::Stopped)?.map_err(ScheduleError::Engine)
+    }
+}
+
+/// Counts a window from its submission until its caller has the result or gives up.
+struct InSystem<'a>(&'a AtomicUsize);
+
+impl<'a> InSystem<'a> {
+    fn enter(count: &'a AtomicUsize) -> InSystem<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        InSystem(count)
+    }
+}
+
+impl Drop for InSystem<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

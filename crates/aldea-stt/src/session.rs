@@ -16,13 +16,16 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use sha2::{Digest, Sha256};
 
 use crate::params::ListenParams;
-use crate::recognizer::{Event, Recognizer, RecognizerConfig, ResultsEvent};
+use crate::recognizer::{Event, NextDecode, Recognizer, RecognizerConfig, ResultsEvent};
 use crate::scheduler::{JobKind, WindowInput};
 use crate::{response, AppState, Permit};
 
 /// Audio received but not yet decoded beyond which the session stops reading the socket, so a
 /// client sending faster than real time is held back by TCP instead of filling memory.
 const MAX_BACKLOG_S: f64 = 120.0;
+
+/// How often a held interim checks whether the model is free.
+const INTERIM_HOLD_POLL: Duration = Duration::from_millis(20);
 
 /// Failed decodes in a row after which the stream is closed with 1011.
 const MAX_CONSECUTIVE_FAILURES: u32 = 3;
@@ -79,6 +82,8 @@ struct Session {
     in_flight: Option<DecodeFuture>,
     /// When the pending endpoint or Finalize began (wall clock), for the latency metric.
     flush_started: Option<Instant>,
+    /// An interim decode is due and held back while the model works for others, since then.
+    interim_held_since: Option<Instant>,
     closing: bool,
     model_uuid: String,
     /// Decodes that failed in a row.
@@ -121,6 +126,7 @@ impl Session {
             hasher: Sha256::new(),
             in_flight: None,
             flush_started: None,
+            interim_held_since: None,
             closing: false,
             failures: 0,
         })
@@ -204,6 +210,7 @@ impl Session {
                     let events = self.recognizer.on_decoded(id, words);
                     if self.send_events(socket, events).await.is_err() { return Close { code: 1000, reason: "" }; }
                 }
+                _ = tokio::time::sleep(INTERIM_HOLD_POLL), if self.interim_held_since.is_some() && !decoding => {}
                 _ = tokio::time::sleep_until(idle_deadline), if !self.closing => {
                     return Close { code: 1011, reason: codes::NET_IDLE };
                 }
@@ -288,9 +295,24 @@ impl Session {
         if self.in_flight.is_some() {
             return;
         }
-        let Some(request) = self.recognizer.next_decode() else {
-            return;
+        // Interims are best effort: while the model works for others (another stream's final, an
+        // upload's window), a decode that would only refresh this stream's interim waits, up to
+        // `interim_hold_ms`, so that finals do not queue behind interims.
+        let max_hold = Duration::from_millis(self.state.config().interim_hold_ms);
+        let busy = self.state.0.scheduler.windows_in_progress() > 0;
+        let hold = busy && self.interim_held_since.is_none_or(|since| since.elapsed() < max_hold);
+        let request = match self.recognizer.next_decode_holding(hold) {
+            NextDecode::Start(request) => request,
+            NextDecode::Held => {
+                self.interim_held_since.get_or_insert_with(Instant::now);
+                return;
+            }
+            NextDecode::Nothing => {
+                self.interim_held_since = None;
+                return;
+            }
         };
+        self.interim_held_since = None;
         let scheduler = self.state.0.scheduler.clone();
         let transcriber = self.state.0.transcriber.clone();
         let options =
