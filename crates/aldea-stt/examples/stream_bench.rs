@@ -1,6 +1,6 @@
 //! Streaming latency and concurrency benchmark: N clients stream real speech (the real-dev clips
-//! joined with 1–3 s silences) at real-time pace into an in-process stt service, with batching on
-//! and off. Reports, per N: p50/p95 of the final after the endpointing window closes (speech end +
+//! joined with 1–3 s silences, each client from another clip) at real-time pace into an in-process
+//! stt service, with batching on and off. Reports, per N: p50/p95 of the final after the endpointing window closes (speech end +
 //! 300 ms on the audio timeline, which is the wall clock at real-time pace) and of the first
 //! interim after speech onset; and the largest N whose p95 final latency stays ≤ 1.5 s.
 //!
@@ -20,6 +20,9 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 const ENDPOINTING_S: f64 = 0.3;
+
+/// What one client sends (16-bit PCM) and where its utterances lie.
+type ClientAudio = (Arc<Vec<u8>>, Arc<Vec<Clip>>);
 
 struct Clip {
     onset: f64,
@@ -41,14 +44,15 @@ fn speech_bounds(samples: &[f32]) -> Option<(f64, f64)> {
     Some((first as f64 * 0.02, (last + 1) as f64 * 0.02))
 }
 
-fn build_stream(seconds: f64) -> (Vec<u8>, Vec<Clip>) {
+/// `seconds` of the real-dev clips joined with 1–3 s silences, starting at clip `first`.
+fn build_stream(seconds: f64, first: usize) -> (Vec<u8>, Vec<Clip>) {
     let shared = std::env::var("ALDEA_SHARED").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("../shared"));
     let dir = shared.join("eval/real-dev");
     let refs = std::fs::read_to_string(dir.join("refs.tsv")).expect("real-dev refs");
     let files: Vec<String> = refs.lines().skip(1).filter_map(|l| l.split('\t').next().map(str::to_owned)).collect();
     let mut samples: Vec<f32> = Vec::new();
     let mut clips = Vec::new();
-    let mut idx = 0;
+    let mut idx = first;
     while (samples.len() as f64) < seconds * 16_000.0 {
         let clip = aldea_audio::load_mono_16k(&dir.join(&files[idx % files.len()])).expect("clip");
         let start = samples.len() as f64 / 16_000.0;
@@ -142,7 +146,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(40.0);
     let max_n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4);
-    // BENCH_THREADS: inference threads (default 2, the machine's cores); BENCH_BATCHING=on|off runs one mode.
+    // BENCH_THREADS: inference threads (default 2, the machine's cores); BENCH_BATCHING=on|off runs one
+    // mode; BENCH_INTERIM_HOLD_MS: the service's `interim_hold_ms` (0: interims never wait).
     let threads: usize = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
     let only = std::env::var("BENCH_BATCHING").ok();
     let models = env_path("ALDEA_TEST_MODELS");
@@ -150,22 +155,39 @@ async fn main() {
         Ct2Engine::load(&models.join("tiny.en"), &EngineOptions { threads, ..Default::default() }).expect("tiny.en");
     let vad = Arc::new(Vad::load(&models.join("silero-vad/silero_vad_v6.onnx")).expect("VAD"));
     let deps = Deps { transcriber: Transcriber::new(Arc::new(engine), Some(vad.clone())), vad };
-    let (audio, clips) = build_stream(seconds);
-    let (audio, clips) = (Arc::new(audio), Arc::new(clips));
+    // Each client starts at another clip, as independent speakers do. BENCH_SYNC=1: every client
+    // sends the same audio 370 ms after the previous one, so their endpoints, and the final decodes
+    // behind them, always come together (a synchronized worst case).
+    let rotate = std::env::var_os("BENCH_SYNC").is_none();
+    let streams: Vec<ClientAudio> = (0..max_n)
+        .map(|i| {
+            let (audio, clips) = build_stream(seconds, if rotate { i * 7 } else { 0 });
+            (Arc::new(audio), Arc::new(clips))
+        })
+        .collect();
+    let (audio, clips) = streams[0].clone();
     println!(
-        "stream: {:.1} s, {} utterances; tiny.en, {threads} threads, real-time pace",
+        "stream: {:.1} s, {} utterances{}; tiny.en, {threads} threads, real-time pace",
         audio.len() as f64 / 32_000.0,
-        clips.len()
+        clips.len(),
+        if rotate { ", each client from another clip" } else { ", the same for every client" }
     );
     for (label, max_batch) in [("batching on", 8), ("batching off", 1)] {
         if only.as_deref().is_some_and(|o| !label.ends_with(o)) {
             continue;
         }
         let mut best = 0;
-        for n in 1..=max_n {
+        // BENCH_STREAMS=N measures N streams only.
+        let only_n: Option<usize> = std::env::var("BENCH_STREAMS").ok().and_then(|v| v.parse().ok());
+        for n in only_n.map_or(1..=max_n, |n| n..=n) {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let config = Config { max_streams: 64, max_batch, max_queue_wait_ms: 60_000, ..Config::default() };
+            let interim_hold_ms = std::env::var("BENCH_INTERIM_HOLD_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(Config::default().interim_hold_ms);
+            let config =
+                Config { max_streams: 64, max_batch, max_queue_wait_ms: 60_000, interim_hold_ms, ..Config::default() };
             let state = AppState::new(config, deps.clone());
             let shutdown = tokio_util::sync::CancellationToken::new();
             let server = tokio::spawn(aldea_stt::serve(state.clone(), listener, shutdown.clone()));
@@ -173,7 +195,7 @@ async fn main() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let mut tasks = Vec::new();
-            for i in 0..n {
+            for (i, (audio, clips)) in streams.iter().take(n).enumerate() {
                 let (audio, clips) = (audio.clone(), clips.clone());
                 tasks.push(tokio::spawn(async move {
                     // Clients start a little apart, as real ones do.
@@ -192,10 +214,14 @@ async fn main() {
             let _ = server.await;
             let (f50, f95) = (percentile(&mut finals, 50.0), percentile(&mut finals, 95.0));
             let (i50, i95) = (percentile(&mut interims, 50.0), percentile(&mut interims, 95.0));
+            let metrics = state.metrics();
             println!(
-                "{label}: {n} stream(s): final after endpoint p50 {f50:.3} s p95 {f95:.3} s ({} finals); first words after onset p50 {i50:.3} s p95 {i95:.3} s; batch size mean {:.2}",
+                "{label}: {n} stream(s): final after endpoint p50 {f50:.3} s p95 {f95:.3} s ({} finals); first words after onset p50 {i50:.3} s p95 {i95:.3} s; batch size mean {:.2}; {} model calls of {:.3} s mean, stream windows queued+run {:.3} s mean",
                 finals.len(),
-                state.metrics().batch_size_mean()
+                metrics.batch_size_mean(),
+                metrics.batch_seconds.count(),
+                metrics.batch_seconds.mean(),
+                metrics.stream_window_seconds.mean(),
             );
             if f95 <= 1.5 {
                 best = n;
