@@ -869,13 +869,8 @@ impl Recognizer {
         self.n_dropped += n as u64;
         // A word that starts before the cut is the prompt's now (the audio of a word cut in two is
         // heard as a fragment, which the time rules of `fresh_words` handle).
-        while self.in_buffer.front().is_some_and(|w| w.start < self.buffer_start() - 0.01) {
-            if let Some(word) = self.in_buffer.pop_front() {
-                self.prompt.extend(word.tokens);
-            }
-        }
-        let excess = self.prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
-        self.prompt.drain(..excess);
+        let n_cut = self.in_buffer.iter().take_while(|w| w.start < self.buffer_start() - 0.01).count();
+        self.move_to_prompt(n_cut);
         let horizon = self.buffer_start() - self.config.speech_pad_s;
         self.spans.retain(|&(_, end)| end > horizon);
     }
@@ -883,7 +878,13 @@ impl Recognizer {
     /// Drops every committed word's audio from the buffer: the next decode has no prefix.
     fn drop_context(&mut self) {
         self.trim_to(self.committed_until);
-        while let Some(word) = self.in_buffer.pop_front() {
+        self.move_to_prompt(self.in_buffer.len());
+    }
+
+    /// The first `n` committed words in the buffer become prompt text (at most
+    /// [`MAX_PROMPT_TOKENS`] of it are kept).
+    fn move_to_prompt(&mut self, n: usize) {
+        for word in self.in_buffer.drain(..n) {
             self.prompt.extend(word.tokens);
         }
         let excess = self.prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
