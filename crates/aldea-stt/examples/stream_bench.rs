@@ -143,11 +143,19 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // RUST_LOG=aldea_stt=debug traces every stream window (why it was due, its audio, its latency).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let seconds: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(40.0);
     let max_n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4);
     // BENCH_THREADS: inference threads (default 2, the machine's cores); BENCH_BATCHING=on|off runs one
-    // mode; BENCH_INTERIM_HOLD_MS: the service's `interim_hold_ms` (0: interims never wait).
+    // mode; BENCH_INTERIM_HOLD_MS: the service's `interim_hold_ms` (0: interims never wait);
+    // BENCH_PACE=0: the service's `pace_interims` off.
     let threads: usize = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
     let only = std::env::var("BENCH_BATCHING").ok();
     let models = env_path("ALDEA_TEST_MODELS");
@@ -186,8 +194,15 @@ async fn main() {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(Config::default().interim_hold_ms);
-            let config =
-                Config { max_streams: 64, max_batch, max_queue_wait_ms: 60_000, interim_hold_ms, ..Config::default() };
+            let pace_interims = std::env::var("BENCH_PACE").map_or(Config::default().pace_interims, |v| v != "0");
+            let config = Config {
+                max_streams: 64,
+                max_batch,
+                max_queue_wait_ms: 60_000,
+                interim_hold_ms,
+                pace_interims,
+                ..Config::default()
+            };
             let state = AppState::new(config, deps.clone());
             let shutdown = tokio_util::sync::CancellationToken::new();
             let server = tokio::spawn(aldea_stt::serve(state.clone(), listener, shutdown.clone()));

@@ -69,10 +69,19 @@ pub struct Config {
     pub step_ms: u64,
     /// New streams are refused while windows wait longer than this on average.
     pub max_queue_wait_ms: u64,
-    /// Longest a stream's interim decode is held back while the model works for others (finals
-    /// never wait behind interims that could wait); 0 never holds.
+    /// Longest a stream's interim decode (or a pause's, which may be one between words) is held
+    /// back while the model works for others (finals never wait behind interims that could wait);
+    /// 0 never holds.
     pub interim_hold_ms: u64,
+    /// Interim decodes are paced by load: the streams in speech together spend at most half the
+    /// model's time on interims (each one's step is `step_ms` times their number, longer where a
+    /// model call lasts over half a step; at most [`MAX_INTERIM_STEP_SCALE`] steps), so that the
+    /// decode at an endpoint seldom waits.
+    pub pace_interims: bool,
 }
+
+/// The longest interim step, in steps, that [`Config::pace_interims`] sets.
+pub const MAX_INTERIM_STEP_SCALE: usize = 4;
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,6 +116,7 @@ impl Default for Config {
             step_ms: 1_000,
             max_queue_wait_ms: 500,
             interim_hold_ms: 1_000,
+            pace_interims: true,
         }
     }
 }
@@ -170,6 +180,8 @@ struct Shared {
     metrics: Arc<metrics::Metrics>,
     ready: AtomicBool,
     active_streams: AtomicUsize,
+    /// Streams whose speech is going on now.
+    speaking_streams: AtomicUsize,
     active_uploads: AtomicUsize,
     stream_options: Arc<TranscribeOptions>,
     final_options: Arc<TranscribeOptions>,
@@ -222,6 +234,7 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             active_streams: AtomicUsize::new(0),
+            speaking_streams: AtomicUsize::new(0),
             active_uploads: AtomicUsize::new(0),
             stream_options,
             final_options,
@@ -311,9 +324,45 @@ impl AppState {
         Some(Permit { state: self.clone(), kind: scheduler::JobKind::Upload })
     }
 
+    /// Streams whose speech is going on now.
+    pub fn speaking_streams(&self) -> usize {
+        self.0.speaking_streams.load(Ordering::Relaxed)
+    }
+
     /// Begins shutdown: readiness drops, new work is refused, streams drain.
     pub fn shutdown(&self) {
         self.0.shutdown.cancel();
+    }
+}
+
+/// Whether one stream is in speech, counted in [`AppState::speaking_streams`] while it is.
+#[derive(Debug)]
+struct Speaking {
+    state: AppState,
+    on: bool,
+}
+
+impl Speaking {
+    fn new(state: AppState) -> Speaking {
+        Speaking { state, on: false }
+    }
+
+    fn set(&mut self, on: bool) {
+        if on != self.on {
+            self.on = on;
+            let counter = &self.state.0.speaking_streams;
+            if on {
+                counter.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Speaking {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 

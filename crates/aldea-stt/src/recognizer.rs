@@ -153,6 +153,32 @@ pub struct DecodeRequest {
     /// This decode is expected to end an utterance (a flush point is in view, or the speech just
     /// paused): its words will likely be final without another look, so it deserves the better beam.
     pub settles: bool,
+    /// Why the decode is due.
+    pub reason: DecodeReason,
+}
+
+/// Why a decode is due (for the scheduler's order and for tracing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeReason {
+    /// The end of an utterance (endpointing silence, Finalize, CloseStream) is in view.
+    Endpoint,
+    /// The speech paused for `pause_s`: the decode may end the utterance early.
+    Pause,
+    /// Speech long enough for agreement to finalize words.
+    LongSpeech,
+    /// Only the interim is refreshed.
+    Interim,
+}
+
+impl DecodeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecodeReason::Endpoint => "endpoint",
+            DecodeReason::Pause => "pause",
+            DecodeReason::LongSpeech => "long_speech",
+            DecodeReason::Interim => "interim",
+        }
+    }
 }
 
 /// What [`Recognizer::next_decode_holding`] decided.
@@ -230,6 +256,8 @@ pub struct Recognizer {
     // Voice activity on the audio timeline (at the live edge, which may run ahead of decoding).
     n_vad_windows: u64,
     in_speech: bool,
+    /// The step of decodes during speech, in `step_s` ([`Recognizer::set_interim_step_scale`]).
+    interim_step_scale: f64,
     silence_run_s: f64,
     speech_start: f64,
     last_speech_end: f64,
@@ -267,6 +295,7 @@ impl Recognizer {
             deferred: Vec::new(),
             n_vad_windows: 0,
             in_speech: false,
+            interim_step_scale: 1.0,
             silence_run_s: 0.0,
             speech_start: origin,
             last_speech_end: origin,
@@ -459,6 +488,18 @@ impl Recognizer {
         }
     }
 
+    /// Whether speech is going on at the end of the audio received.
+    pub fn in_speech(&self) -> bool {
+        self.in_speech
+    }
+
+    /// Decodes during speech (interims, and those for agreement in long speech) come every `scale`
+    /// steps, at least one; the first words of an utterance and the decodes at pauses and endpoints
+    /// keep their pace.
+    pub fn set_interim_step_scale(&mut self, scale: f64) {
+        self.interim_step_scale = scale.max(1.0);
+    }
+
     /// The next audio to decode, when a decode is due and none is running.
     pub fn next_decode(&mut self) -> Option<DecodeRequest> {
         match self.next_decode_holding(false) {
@@ -468,8 +509,9 @@ impl Recognizer {
     }
 
     /// [`Recognizer::next_decode`], where `hold_interims` (the model is busy with other work) holds
-    /// back a decode that would only refresh the interim: nothing is started and the decode stays
-    /// due. A decode that settles words (an endpoint, a pause, long speech) is never held.
+    /// back a decode that would only refresh the interim, or that a short pause asked for: nothing
+    /// is started and the decode stays due. A decode that settles words (an endpoint, long speech)
+    /// is never held.
     pub fn next_decode_holding(&mut self, hold_interims: bool) -> NextDecode {
         if self.in_flight.is_some() {
             return NextDecode::Nothing;
@@ -512,7 +554,7 @@ impl Recognizer {
                 Some(onset) if self.hypothesis.is_empty() => {
                     self.decoded_until.max(onset) + self.config.first_step_s.min(self.config.step_s)
                 }
-                _ => self.decoded_until + self.config.step_s,
+                _ => self.decoded_until + self.config.step_s * self.interim_step_scale,
             };
             horizon >= due_after - 1e-9 || paused
         };
@@ -521,8 +563,19 @@ impl Recognizer {
         if !due || n_samples == 0 {
             return NextDecode::Nothing;
         }
-        let settles = flush_in_view || paused || long_pending;
-        if hold_interims && !settles {
+        let reason = if flush_in_view {
+            DecodeReason::Endpoint
+        } else if paused {
+            DecodeReason::Pause
+        } else if long_pending {
+            DecodeReason::LongSpeech
+        } else {
+            DecodeReason::Interim
+        };
+        let settles = reason != DecodeReason::Interim;
+        // A pause may be one between words: its decode waits too while the model is busy, and
+        // becomes the endpoint's decode (never held) if the silence goes on.
+        if hold_interims && matches!(reason, DecodeReason::Interim | DecodeReason::Pause) {
             return NextDecode::Held;
         }
         self.next_id += 1;
@@ -533,6 +586,7 @@ impl Recognizer {
             offset: self.buffer_start(),
             prompt: self.prompt.clone(),
             settles,
+            reason,
             prefix,
             prefix_end: self.in_buffer.back().map_or(0.0, |w| (w.end - self.buffer_start()).max(0.0)),
         };

@@ -2,7 +2,10 @@
 //! a bounded queue; a dedicated thread takes the first window, waits a few milliseconds for more (or
 //! until the batch is full), and runs compatible windows as one batched model call. Each stream and
 //! each upload has at most one window queued at a time, so first-come order is also fair between
-//! them: a long upload goes window by window between the streams' windows.
+//! them: a long upload goes window by window between the streams' windows. Urgent windows (a
+//! stream's decode that ends an utterance, whose final a client waits for) go ahead of the others;
+//! since each stream has one window at a time, they delay the others by at most one window per
+//! stream.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,6 +52,8 @@ pub struct WindowDone {
 struct Job {
     input: WindowInput,
     kind: JobKind,
+    /// Taken before the queued jobs that are not.
+    urgent: bool,
     queued_at: Instant,
     reply: oneshot::Sender<Result<WindowDone, EngineError>>,
 }
@@ -84,6 +89,8 @@ pub struct Scheduler {
     in_system: Arc<AtomicUsize>,
     /// Exponential average of the queue wait, in microseconds (the admission signal).
     wait_ewma_us: Arc<AtomicU64>,
+    /// Exponential average of a model call's duration, in microseconds.
+    call_ewma_us: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -98,18 +105,20 @@ impl Scheduler {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let queue_depth = Arc::new(AtomicUsize::new(0));
         let wait_ewma_us = Arc::new(AtomicU64::new(0));
+        let call_ewma_us = Arc::new(AtomicU64::new(0));
         let worker = Worker {
             transcriber,
             config,
             metrics,
             queue_depth: queue_depth.clone(),
             wait_ewma_us: wait_ewma_us.clone(),
+            call_ewma_us: call_ewma_us.clone(),
         };
         std::thread::Builder::new()
             .name("aldea-scheduler".to_owned())
             .spawn(move || worker.run(rx))
             .expect("spawning the scheduler thread");
-        Scheduler { tx, queue_depth, in_system: Arc::new(AtomicUsize::new(0)), wait_ewma_us }
+        Scheduler { tx, queue_depth, in_system: Arc::new(AtomicUsize::new(0)), wait_ewma_us, call_ewma_us }
     }
 
     /// Windows queued or being decoded (the model is idle at 0).
@@ -127,12 +136,27 @@ impl Scheduler {
         Duration::from_micros(self.wait_ewma_us.load(Ordering::Relaxed))
     }
 
+    /// Recent average duration of a model call (zero before the first).
+    pub fn recent_call(&self) -> Duration {
+        Duration::from_micros(self.call_ewma_us.load(Ordering::Relaxed))
+    }
+
     /// Queues a window and waits for its result.
     pub async fn run(&self, input: WindowInput, kind: JobKind) -> Result<WindowDone, ScheduleError> {
+        self.submit(input, kind, false).await
+    }
+
+    /// [`Scheduler::run`] for a window whose result someone is waiting on now (a stream's final):
+    /// it goes ahead of the queued windows that are not urgent.
+    pub async fn run_urgent(&self, input: WindowInput, kind: JobKind) -> Result<WindowDone, ScheduleError> {
+        self.submit(input, kind, true).await
+    }
+
+    async fn submit(&self, input: WindowInput, kind: JobKind, urgent: bool) -> Result<WindowDone, ScheduleError> {
         let _in_system = InSystem::enter(&self.in_system);
         let (reply, rx) = oneshot::channel();
         self.queue_depth.fetch_add(1, Ordering::Relaxed);
-        let job = Job { input, kind, queued_at: Instant::now(), reply };
+        let job = Job { input, kind, urgent, queued_at: Instant::now(), reply };
         if self.tx.send(job).await.is_err() {
             self.queue_depth.fetch_sub(1, Ordering::Relaxed);
             return Err(ScheduleError::Stopped);
@@ -145,7 +169,7 @@ impl Scheduler {
         let _in_system = InSystem::enter(&self.in_system);
         let (reply, rx) = oneshot::channel();
         self.queue_depth.fetch_add(1, Ordering::Relaxed);
-        let job = Job { input, kind, queued_at: Instant::now(), reply };
+        let job = Job { input, kind, urgent: false, queued_at: Instant::now(), reply };
         if self.tx.blocking_send(job).is_err() {
             self.queue_depth.fetch_sub(1, Ordering::Relaxed);
             return Err(ScheduleError::Stopped);
@@ -176,6 +200,16 @@ struct Worker {
     metrics: Arc<Metrics>,
     queue_depth: Arc<AtomicUsize>,
     wait_ewma_us: Arc<AtomicU64>,
+    call_ewma_us: Arc<AtomicU64>,
+}
+
+/// The next batch from `pending`: urgent jobs first, then the others, each in arrival order.
+fn take_batch(pending: &mut Vec<Job>, max_batch: usize) -> Vec<Job> {
+    let (mut batch, rest): (Vec<Job>, Vec<Job>) = std::mem::take(pending).into_iter().partition(|job| job.urgent);
+    batch.extend(rest);
+    let keep = batch.split_off(max_batch.max(1).min(batch.len()));
+    *pending = keep;
+    batch
 }
 
 /// A job whose window is ready for the model.
@@ -195,22 +229,29 @@ impl Worker {
                 return;
             }
         };
+        // Jobs taken off the channel and not run yet, in arrival order.
+        let mut pending: Vec<Job> = Vec::new();
         loop {
-            let batch = runtime.block_on(async {
-                let first = rx.recv().await?;
-                let mut batch = vec![first];
-                let deadline = tokio::time::Instant::now() + self.config.batch_window;
-                while batch.len() < self.config.max_batch {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(job)) => batch.push(job),
-                        _ => break,
+            let more = runtime.block_on(async {
+                if pending.is_empty() {
+                    pending.push(rx.recv().await?);
+                    let deadline = tokio::time::Instant::now() + self.config.batch_window;
+                    while pending.len() < self.config.max_batch {
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(job)) => pending.push(job),
+                            _ => break,
+                        }
                     }
                 }
-                Some(batch)
+                Some(())
             });
-            let Some(batch) = batch else {
+            if more.is_none() {
                 return;
-            };
+            }
+            while let Ok(job) = rx.try_recv() {
+                pending.push(job);
+            }
+            let batch = take_batch(&mut pending, self.config.max_batch);
             self.queue_depth.fetch_sub(batch.len(), Ordering::Relaxed);
             self.run_batch(batch);
         }
@@ -251,7 +292,12 @@ impl Worker {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.transcriber.run_windows(&windows)))
             .unwrap_or_else(|_| Err(EngineError::Inference("the model panicked on this batch".to_owned())));
         self.metrics.batch_size.observe(group.len() as f64);
-        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.metrics.batch_seconds.observe(took.as_secs_f64());
+        let previous = self.call_ewma_us.load(Ordering::Relaxed);
+        let sample = took.as_micros() as u64;
+        let average = if previous == 0 { sample } else { (previous * 7 + sample) / 8 };
+        self.call_ewma_us.store(average, Ordering::Relaxed);
         match result {
             Ok(outputs) => {
                 for (job, output) in group.into_iter().zip(outputs) {
@@ -271,5 +317,45 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(urgent: bool, tag: usize) -> Job {
+        let (reply, _) = oneshot::channel();
+        let input = WindowInput::Samples {
+            samples: vec![0.0; tag],
+            previous_tokens: Vec::new(),
+            prefix: Vec::new(),
+            prefix_end: 0.0,
+            language: None,
+            options: Arc::new(TranscribeOptions::default()),
+        };
+        Job { input, kind: JobKind::Stream, urgent, queued_at: Instant::now(), reply }
+    }
+
+    fn tags(jobs: &[Job]) -> Vec<usize> {
+        jobs.iter()
+            .map(|j| match &j.input {
+                WindowInput::Samples { samples, .. } => samples.len(),
+                WindowInput::Mel(_) => usize::MAX,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn urgent_windows_go_first_and_each_class_keeps_its_order() {
+        let mut pending = vec![job(false, 1), job(true, 2), job(false, 3), job(true, 4), job(false, 5)];
+        let batch = take_batch(&mut pending, 3);
+        assert_eq!(tags(&batch), [2, 4, 1]);
+        assert_eq!(tags(&pending), [3, 5]);
+        pending.push(job(true, 6));
+        let batch = take_batch(&mut pending, 1);
+        assert_eq!(tags(&batch), [6]);
+        assert_eq!(tags(&take_batch(&mut pending, 8)), [3, 5]);
+        assert!(pending.is_empty());
     }
 }

@@ -16,9 +16,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use sha2::{Digest, Sha256};
 
 use crate::params::ListenParams;
-use crate::recognizer::{Event, NextDecode, Recognizer, RecognizerConfig, ResultsEvent};
+use crate::recognizer::{DecodeReason, Event, NextDecode, Recognizer, RecognizerConfig, ResultsEvent};
 use crate::scheduler::{JobKind, WindowInput};
-use crate::{response, AppState, Permit};
+use crate::{response, AppState, Permit, Speaking, MAX_INTERIM_STEP_SCALE};
 
 /// Audio received but not yet decoded beyond which the session stops reading the socket, so a
 /// client sending faster than real time is held back by TCP instead of filling memory.
@@ -70,6 +70,10 @@ fn close_message(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
 }
 
+/// The most of the model's time that the interim decodes of the streams in speech take together
+/// ([`crate::Config::pace_interims`]).
+const INTERIM_SHARE: f64 = 0.5;
+
 struct Session {
     state: AppState,
     params: Arc<ListenParams>,
@@ -84,6 +88,8 @@ struct Session {
     flush_started: Option<Instant>,
     /// An interim decode is due and held back while the model works for others, since then.
     interim_held_since: Option<Instant>,
+    /// This stream's part in the count of streams in speech.
+    speaking: Speaking,
     closing: bool,
     model_uuid: String,
     /// Decodes that failed in a row.
@@ -114,6 +120,7 @@ impl Session {
         };
         let (origin, prompt) = params.resume.as_ref().map_or((0.0, Vec::new()), |r| (r.start, r.prompt_tokens.clone()));
         let vad = VadStream::new(state.0.vad.clone())?;
+        let speaking = Speaking::new(state.clone());
         Ok(Session {
             model_uuid: response::model_uuid(&config.model_name),
             state,
@@ -127,6 +134,7 @@ impl Session {
             in_flight: None,
             flush_started: None,
             interim_held_since: None,
+            speaking,
             closing: false,
             failures: 0,
         })
@@ -266,6 +274,7 @@ impl Session {
             Close { code: 1011, reason: codes::INTERNAL }
         })?;
         let events = self.recognizer.push_audio(samples, &probs);
+        self.speaking.set(self.recognizer.in_speech());
         self.pending_events(events);
         Ok(())
     }
@@ -296,8 +305,18 @@ impl Session {
             return;
         }
         // Interims are best effort: while the model works for others (another stream's final, an
-        // upload's window), a decode that would only refresh this stream's interim waits, up to
-        // `interim_hold_ms`, so that finals do not queue behind interims.
+        // upload's window), a decode that would only refresh this stream's interim, or that a short
+        // pause asked for, waits, up to `interim_hold_ms`, so that finals do not queue behind
+        // interims. The decodes that end utterances go ahead of the queue (`run_urgent`).
+        // Streams in speech together share the model's time for interims: at most
+        // `INTERIM_SHARE` of it, so that the decode at an endpoint seldom finds the model busy.
+        if self.state.config().pace_interims {
+            let speaking = self.state.speaking_streams().max(1) as f64;
+            let step_s = self.state.config().step_ms as f64 / 1000.0;
+            let call_s = self.state.0.scheduler.recent_call().as_secs_f64();
+            let scale = speaking * (call_s / (INTERIM_SHARE * step_s)).max(1.0);
+            self.recognizer.set_interim_step_scale(scale.min(MAX_INTERIM_STEP_SCALE as f64));
+        }
         let max_hold = Duration::from_millis(self.state.config().interim_hold_ms);
         let busy = self.state.0.scheduler.windows_in_progress() > 0;
         let hold = busy && self.interim_held_since.is_none_or(|since| since.elapsed() < max_hold);
@@ -320,6 +339,9 @@ impl Session {
         let language = self.params.language.clone().or_else(|| Some("en".to_owned()));
         let request_id = self.request_id.clone();
         self.in_flight = Some(Box::pin(async move {
+            let (reason, audio_s) = (request.reason.as_str(), request.samples.len() as f64 / 16_000.0);
+            // The decode that ends an utterance: a client waits for its final.
+            let urgent = matches!(request.reason, DecodeReason::Endpoint | DecodeReason::Pause);
             let input = WindowInput::Samples {
                 samples: request.samples,
                 previous_tokens: request.prompt,
@@ -328,8 +350,20 @@ impl Session {
                 language,
                 options,
             };
-            match scheduler.run(input, JobKind::Stream).await {
+            let submitted = if urgent {
+                scheduler.run_urgent(input, JobKind::Stream).await
+            } else {
+                scheduler.run(input, JobKind::Stream).await
+            };
+            match submitted {
                 Ok(done) => {
+                    tracing::debug!(
+                        request_id,
+                        reason,
+                        audio_s,
+                        latency_ms = done.latency.as_millis() as u64,
+                        "a stream window was decoded"
+                    );
                     let segments = transcriber.window_segments(&done.output, done.n_frames, request.offset);
                     // A looping decode (the prompt or a phrase said over and over) is no hypothesis:
                     // the next decode, with more audio, looks again.
