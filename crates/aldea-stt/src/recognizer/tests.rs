@@ -529,19 +529,20 @@ fn the_first_words_come_soon_after_speech_starts() {
     assert!(run.n_decodes <= 8, "{} decodes for 6 s of audio", run.n_decodes);
 }
 
+/// Feeds `from..to` s of silent samples with the VAD probabilities of `script`'s speech.
+fn feed_script(recognizer: &mut Recognizer, script: &Script, from: f64, to: f64) {
+    let (first, last) = ((from * SAMPLE_RATE) as usize / VAD_WINDOW, (to * SAMPLE_RATE) as usize / VAD_WINDOW);
+    let probs: Vec<f32> =
+        (first..last).map(|w| if speech_at(script, (w as f64 + 0.5) * VAD_WINDOW_S) { 0.95 } else { 0.02 }).collect();
+    recognizer.push_audio(&vec![0.0; (last - first) * VAD_WINDOW], &probs);
+}
+
 #[test]
 fn held_interim_and_pause_decodes_stay_due_and_endpoint_decodes_are_never_held() {
     let script = script();
     let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
-    let feed = |recognizer: &mut Recognizer, from: f64, to: f64| {
-        let (first, last) = ((from * SAMPLE_RATE) as usize / VAD_WINDOW, (to * SAMPLE_RATE) as usize / VAD_WINDOW);
-        let probs: Vec<f32> = (first..last)
-            .map(|w| if speech_at(&script, (w as f64 + 0.5) * VAD_WINDOW_S) { 0.95 } else { 0.02 })
-            .collect();
-        recognizer.push_audio(&vec![0.0; (last - first) * VAD_WINDOW], &probs);
-    };
     // Speech from 0.5 s: at 1.2 s the first interim decode is due.
-    feed(&mut recognizer, 0.0, 1.2);
+    feed_script(&mut recognizer, &script, 0.0, 1.2);
     assert_eq!(recognizer.next_decode_holding(true), NextDecode::Held);
     assert_eq!(recognizer.next_decode_holding(true), NextDecode::Held, "held, it stays due");
     let NextDecode::Start(request) = recognizer.next_decode_holding(false) else {
@@ -552,11 +553,11 @@ fn held_interim_and_pause_decodes_stay_due_and_endpoint_decodes_are_never_held()
     recognizer.on_decoded(request.id, Some(decode(&script, &request)));
     // 0.2 s into the silence after "over" (2.75 s): a pause, which may be one between words, so its
     // decode waits while the model is busy.
-    feed(&mut recognizer, 1.2, 2.95);
+    feed_script(&mut recognizer, &script, 1.2, 2.95);
     assert_eq!(recognizer.next_decode_holding(true), NextDecode::Held);
     // Once the silence reaches the endpointing window, the decode that ends the utterance is never
     // held.
-    feed(&mut recognizer, 2.95, 3.2);
+    feed_script(&mut recognizer, &script, 2.95, 3.2);
     let NextDecode::Start(request) = recognizer.next_decode_holding(true) else {
         panic!("a settling decode starts while the model is busy");
     };
@@ -569,25 +570,18 @@ fn held_interim_and_pause_decodes_stay_due_and_endpoint_decodes_are_never_held()
 #[test]
 fn a_wider_interim_step_spaces_interims_but_not_the_first_words() {
     let script = script();
-    let feed = |recognizer: &mut Recognizer, from: f64, to: f64| {
-        let (first, last) = ((from * SAMPLE_RATE) as usize / VAD_WINDOW, (to * SAMPLE_RATE) as usize / VAD_WINDOW);
-        let probs: Vec<f32> = (first..last)
-            .map(|w| if speech_at(&script, (w as f64 + 0.5) * VAD_WINDOW_S) { 0.95 } else { 0.02 })
-            .collect();
-        recognizer.push_audio(&vec![0.0; (last - first) * VAD_WINDOW], &probs);
-    };
     for (scale, second_interim_due) in [(1.0, true), (2.0, false)] {
         let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
         recognizer.set_interim_step_scale(scale);
         // Speech from 0.5 s: the first words are due after `first_step_s` whatever the scale.
-        feed(&mut recognizer, 0.0, 1.0);
+        feed_script(&mut recognizer, &script, 0.0, 1.0);
         assert!(recognizer.in_speech());
         let Some(request) = recognizer.next_decode() else {
             panic!("scale {scale}: the first interim is due");
         };
         recognizer.on_decoded(request.id, Some(decode(&script, &request)));
         // 1.3 s later, still in speech: one step has passed, two have not.
-        feed(&mut recognizer, 1.0, 2.3);
+        feed_script(&mut recognizer, &script, 1.0, 2.3);
         assert!(recognizer.in_speech());
         assert_eq!(recognizer.next_decode().is_some(), second_interim_due, "scale {scale}");
     }
