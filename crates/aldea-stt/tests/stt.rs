@@ -44,6 +44,22 @@ fn deps() -> Deps {
     .clone()
 }
 
+/// The tests of this file share one model (and the machine's cores). Streaming completeness at
+/// real-time pace depends on how soon each decode returns, so the tests that measure it take the
+/// model to themselves ([`model_alone`]); the others share it ([`model_shared`]). Measured on the
+/// same 2-core machine, the real-time long_3min stream went from 11.00 % alone to 12.77 % WER while
+/// other tests of this file decoded on the same cores (batch 8.25 %): that is a load test, which
+/// `stream_bench` runs on purpose, not a completeness measurement.
+static MODEL: std::sync::LazyLock<tokio::sync::RwLock<()>> = std::sync::LazyLock::new(|| tokio::sync::RwLock::new(()));
+
+async fn model_shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MODEL.read().await
+}
+
+async fn model_alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MODEL.write().await
+}
+
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.
 async fn assert_eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -377,6 +393,7 @@ fn check_completeness_within(name: &str, streamed: &Streamed, batch: &str, refer
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_transcribes_real_speech_with_the_contract_form() {
+    let _model = model_shared().await;
     let server = spawn(Config::default()).await;
     let rows = refs();
     let (file, reference) = &rows[0];
@@ -406,6 +423,7 @@ async fn upload_transcribes_real_speech_with_the_contract_form() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_the_documented_errors() {
+    let _model = model_shared().await;
     let server = spawn(Config { max_body_bytes: 100_000, ..Config::default() }).await;
     let check = |status: u16, body: &[u8], expected_status: u16, code: &str| {
         assert_eq!(status, expected_status, "{}", String::from_utf8_lossy(body));
@@ -457,6 +475,7 @@ async fn bad_requests_get_the_documented_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_token_guards_everything_but_the_probes() {
+    let _model = model_shared().await;
     let token = "s3cret-token-0123456789";
     let server = spawn(Config { service_token: Some(token.to_owned()), ..Config::default() }).await;
     let (status, _, _) = http(server.addr, "GET", "/live", &[], b"").await;
@@ -486,6 +505,7 @@ async fn the_service_token_guards_everything_but_the_probes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minute_of_real_speech_streams_at_full_speed_and_at_real_time() {
+    let _model = model_alone().await;
     let server = spawn(Config::default()).await;
     let (samples, reference, clips) = real_dev_stream();
     let audio = pcm_bytes(&samples);
@@ -524,6 +544,7 @@ async fn a_minute_of_real_speech_streams_at_full_speed_and_at_real_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_minutes_of_continuous_speech_at_full_speed_and_at_real_time() {
+    let _model = model_alone().await;
     let server = spawn(Config::default()).await;
     let path = shared().join("eval/synth/long_3min.wav");
     let samples = load_16k(&path);
@@ -552,11 +573,10 @@ async fn three_minutes_of_continuous_speech_at_full_speed_and_at_real_time() {
         .await;
         assert_eq!(streamed.close.as_ref().map(|c| c.0), Some(1000), "{name}");
         check_protocol(&streamed);
-        // The gate is +3.0. At real-time pace what each decode hears depends on when it runs: alone
-        // on a 2-core machine the real-time run measured 10.61 % three times on one and 11.20 % twice
-        // on another (batch 8.45 %), and 11.59 % on both while the other tests of this file decoded
-        // on the same cores, so the real-time run guards at +4.0 here (it was +6.0 before the
-        // left-context prefix).
+        // The gate is +3.0. At real-time pace what each decode hears depends on when it runs: with
+        // the model to itself on a 2-core machine the real-time run measured 10.61 % three times on
+        // one and 11.20 % twice on another (batch 8.45 %), 11.00 % on a third (batch 8.25 %), so it
+        // guards at +4.0 here (it was +6.0 before the left-context prefix).
         let margin = if pace.is_some() { 4.0 } else { 3.0 };
         check_completeness_within(name, &streamed, &batch, &reference, margin);
     }
@@ -565,6 +585,7 @@ async fn three_minutes_of_continuous_speech_at_full_speed_and_at_real_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_and_noise_streams_say_nothing() {
+    let _model = model_shared().await;
     let server = spawn(Config::default()).await;
     let silence = vec![0.0f32; 16_000 * 60];
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -609,6 +630,7 @@ async fn silence_and_noise_streams_say_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_streams_close_and_keepalive_keeps_them_open() {
+    let _model = model_shared().await;
     let server = spawn(Config { idle_timeout_ms: 600, ..Config::default() }).await;
     // Nothing sent: closed with 1011 NET-0001 after the idle time.
     let started = Instant::now();
@@ -642,6 +664,7 @@ async fn idle_streams_close_and_keepalive_keeps_them_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finalize_flushes_and_utterance_end_follows_the_finals() {
+    let _model = model_shared().await;
     let server = spawn(Config::default()).await;
     let rows = refs();
     let clip = load_16k(&shared().join("eval/real-dev").join(&rows[1].0));
@@ -712,6 +735,7 @@ async fn finalize_flushes_and_utterance_end_follows_the_finals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_answers_503_and_lets_resumed_streams_in_first() {
+    let _model = model_shared().await;
     let server = spawn(Config { max_streams: 1, resume_headroom: 1, ..Config::default() }).await;
     let request = format!("ws://{}/v1/listen", server.addr).into_client_request().unwrap();
     let (first, _) = tokio_tungstenite::connect_async(request).await.unwrap();
@@ -743,6 +767,7 @@ async fn resume_stream(addr: SocketAddr, query: &str, audio: &[u8]) -> Streamed 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_resumed_on_another_instance_after_a_crash_loses_and_repeats_nothing() {
+    let _model = model_shared().await;
     let (samples, _, _) = real_dev_stream();
     let audio = pcm_bytes(&samples);
     // The unbroken run.
@@ -821,6 +846,7 @@ async fn a_stream_resumed_on_another_instance_after_a_crash_loses_and_repeats_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_then_closes_streams_with_1012() {
+    let _model = model_shared().await;
     let server = spawn(Config { drain_timeout_ms: 300, ..Config::default() }).await;
     let request = format!("ws://{}/v1/listen", server.addr).into_client_request().unwrap();
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
