@@ -155,7 +155,8 @@ async fn main() {
     let max_n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4);
     // BENCH_THREADS: inference threads (default 2, the machine's cores); BENCH_BATCHING=on|off runs one
     // mode; BENCH_INTERIM_HOLD_MS: the service's `interim_hold_ms` (0: interims never wait);
-    // BENCH_PACE=0: the service's `pace_interims` off.
+    // BENCH_PACE=0: the service's `pace_interims` off; BENCH_AGREEMENT_BEAM: the service's
+    // `agreement_beam_size`.
     let threads: usize = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
     let only = std::env::var("BENCH_BATCHING").ok();
     let models = env_path("ALDEA_TEST_MODELS");
@@ -195,7 +196,12 @@ async fn main() {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(Config::default().interim_hold_ms);
             let pace_interims = std::env::var("BENCH_PACE").map_or(Config::default().pace_interims, |v| v != "0");
+            let agreement_beam_size = std::env::var("BENCH_AGREEMENT_BEAM")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(Config::default().agreement_beam_size);
             let config = Config {
+                agreement_beam_size,
                 max_streams: 64,
                 max_batch,
                 max_queue_wait_ms: 60_000,

@@ -334,8 +334,11 @@ impl Session {
         self.interim_held_since = None;
         let scheduler = self.state.0.scheduler.clone();
         let transcriber = self.state.0.transcriber.clone();
-        let options =
-            if request.settles { self.state.0.final_options.clone() } else { self.state.0.stream_options.clone() };
+        let options = match request.reason {
+            DecodeReason::Endpoint | DecodeReason::Pause => self.state.0.final_options.clone(),
+            DecodeReason::LongSpeech => self.state.0.agreement_options.clone(),
+            DecodeReason::Interim => self.state.0.stream_options.clone(),
+        };
         let language = self.params.language.clone().or_else(|| Some("en".to_owned()));
         let request_id = self.request_id.clone();
         self.in_flight = Some(Box::pin(async move {
