@@ -186,7 +186,7 @@ struct Shared {
     ready: AtomicBool,
     active_streams: AtomicUsize,
     /// Streams whose speech is going on now.
-    speaking_streams: AtomicUsize,
+    speaking_streams: Arc<AtomicUsize>,
     active_uploads: AtomicUsize,
     stream_options: Arc<TranscribeOptions>,
     final_options: Arc<TranscribeOptions>,
@@ -241,7 +241,7 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             active_streams: AtomicUsize::new(0),
-            speaking_streams: AtomicUsize::new(0),
+            speaking_streams: Arc::new(AtomicUsize::new(0)),
             active_uploads: AtomicUsize::new(0),
             stream_options,
             final_options,
@@ -346,19 +346,19 @@ impl AppState {
 /// Whether one stream is in speech, counted in [`AppState::speaking_streams`] while it is.
 #[derive(Debug)]
 struct Speaking {
-    state: AppState,
+    counter: Arc<AtomicUsize>,
     on: bool,
 }
 
 impl Speaking {
-    fn new(state: AppState) -> Speaking {
-        Speaking { state, on: false }
+    fn new(state: &AppState) -> Speaking {
+        Speaking { counter: state.0.speaking_streams.clone(), on: false }
     }
 
     fn set(&mut self, on: bool) {
         if on != self.on {
             self.on = on;
-            let counter = &self.state.0.speaking_streams;
+            let counter = &self.counter;
             if on {
                 counter.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -425,4 +425,28 @@ pub async fn serve(
     state.0.sessions.close();
     state.0.sessions.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_counts_as_speaking_once_and_stops_when_dropped() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let mut first = Speaking { counter: counter.clone(), on: false };
+        let mut second = Speaking { counter: counter.clone(), on: false };
+        first.set(true);
+        first.set(true);
+        assert_eq!(counter.load(Ordering::Relaxed), 1, "a stream counts once however often it is told");
+        second.set(true);
+        assert_eq!(counter.load(Ordering::Relaxed), 2);
+        second.set(false);
+        second.set(false);
+        assert_eq!(counter.load(Ordering::Relaxed), 1);
+        drop(first);
+        assert_eq!(counter.load(Ordering::Relaxed), 0, "a stream that ends in speech leaves the count");
+        drop(second);
+        assert_eq!(counter.load(Ordering::Relaxed), 0);
+    }
 }

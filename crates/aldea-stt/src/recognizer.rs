@@ -150,11 +150,17 @@ pub struct DecodeRequest {
     pub prefix: Vec<u32>,
     /// Seconds into `samples` where the prefix's last word ends.
     pub prefix_end: f64,
-    /// This decode is expected to end an utterance (a flush point is in view, or the speech just
-    /// paused): its words will likely be final without another look, so it deserves the better beam.
-    pub settles: bool,
     /// Why the decode is due.
     pub reason: DecodeReason,
+}
+
+impl DecodeRequest {
+    /// This decode is expected to make words final (a flush point is in view, the speech paused, or
+    /// agreement in long speech): they will likely be final without another look, so it deserves
+    /// the better beam.
+    pub fn settles(&self) -> bool {
+        self.reason != DecodeReason::Interim
+    }
 }
 
 /// Why a decode is due (for the scheduler's order and for tracing).
@@ -574,7 +580,6 @@ impl Recognizer {
         } else {
             DecodeReason::Interim
         };
-        let settles = reason != DecodeReason::Interim;
         // A pause may be one between words: its decode waits too while the model is busy, and
         // becomes the endpoint's decode (never held) if the silence goes on.
         if hold_interims && matches!(reason, DecodeReason::Interim | DecodeReason::Pause) {
@@ -587,7 +592,6 @@ impl Recognizer {
             samples: self.buffer[..n_samples].to_vec(),
             offset: self.buffer_start(),
             prompt: self.prompt.clone(),
-            settles,
             reason,
             prefix,
             prefix_end: self.in_buffer.back().map_or(0.0, |w| (w.end - self.buffer_start()).max(0.0)),

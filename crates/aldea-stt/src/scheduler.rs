@@ -203,6 +203,11 @@ struct Worker {
     call_ewma_us: Arc<AtomicU64>,
 }
 
+/// An exponential average in microseconds (weight 1/8) after one more `sample`.
+fn blend(previous_us: u64, sample: Duration) -> u64 {
+    (previous_us * 7 + sample.as_micros() as u64) / 8
+}
+
 /// The next batch from `pending`: urgent jobs first, then the others, each in arrival order.
 fn take_batch(pending: &mut Vec<Job>, max_batch: usize) -> Vec<Job> {
     let (mut batch, rest): (Vec<Job>, Vec<Job>) = std::mem::take(pending).into_iter().partition(|job| job.urgent);
@@ -285,8 +290,7 @@ impl Worker {
         for job in &group {
             let wait = started.duration_since(job.queued_at);
             let previous = self.wait_ewma_us.load(Ordering::Relaxed);
-            let sample = wait.as_micros() as u64;
-            self.wait_ewma_us.store((previous * 7 + sample) / 8, Ordering::Relaxed);
+            self.wait_ewma_us.store(blend(previous, wait), Ordering::Relaxed);
         }
         let windows: Vec<WindowJob> = group.iter().map(|r| r.window.clone()).collect();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.transcriber.run_windows(&windows)))
@@ -294,9 +298,9 @@ impl Worker {
         self.metrics.batch_size.observe(group.len() as f64);
         let took = started.elapsed();
         self.metrics.batch_seconds.observe(took.as_secs_f64());
+        // Seeded with the first call: the pace it sets should not start from zero.
         let previous = self.call_ewma_us.load(Ordering::Relaxed);
-        let sample = took.as_micros() as u64;
-        let average = if previous == 0 { sample } else { (previous * 7 + sample) / 8 };
+        let average = if previous == 0 { took.as_micros() as u64 } else { blend(previous, took) };
         self.call_ewma_us.store(average, Ordering::Relaxed);
         match result {
             Ok(outputs) => {

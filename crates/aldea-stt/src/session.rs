@@ -74,6 +74,14 @@ fn close_message(code: u16, reason: &'static str) -> Message {
 /// ([`crate::Config::pace_interims`]).
 const INTERIM_SHARE: f64 = 0.5;
 
+/// The interim step, in steps, when `speaking` streams are in speech and a model call lasts
+/// `call`: their interims together take at most [`INTERIM_SHARE`] of the model's time, and the
+/// step grows at most to [`MAX_INTERIM_STEP_SCALE`].
+fn interim_step_scale(speaking: usize, call: Duration, step: Duration) -> f64 {
+    let per_step = call.as_secs_f64() / (INTERIM_SHARE * step.as_secs_f64());
+    (speaking.max(1) as f64 * per_step.max(1.0)).min(MAX_INTERIM_STEP_SCALE as f64)
+}
+
 struct Session {
     state: AppState,
     params: Arc<ListenParams>,
@@ -120,7 +128,7 @@ impl Session {
         };
         let (origin, prompt) = params.resume.as_ref().map_or((0.0, Vec::new()), |r| (r.start, r.prompt_tokens.clone()));
         let vad = VadStream::new(state.0.vad.clone())?;
-        let speaking = Speaking::new(state.clone());
+        let speaking = Speaking::new(&state);
         Ok(Session {
             model_uuid: response::model_uuid(&config.model_name),
             state,
@@ -311,11 +319,9 @@ impl Session {
         // Streams in speech together share the model's time for interims: at most
         // `INTERIM_SHARE` of it, so that the decode at an endpoint seldom finds the model busy.
         if self.state.config().pace_interims {
-            let speaking = self.state.speaking_streams().max(1) as f64;
-            let step_s = self.state.config().step_ms as f64 / 1000.0;
-            let call_s = self.state.0.scheduler.recent_call().as_secs_f64();
-            let scale = speaking * (call_s / (INTERIM_SHARE * step_s)).max(1.0);
-            self.recognizer.set_interim_step_scale(scale.min(MAX_INTERIM_STEP_SCALE as f64));
+            let step = Duration::from_millis(self.state.config().step_ms);
+            let scale = interim_step_scale(self.state.speaking_streams(), self.state.0.scheduler.recent_call(), step);
+            self.recognizer.set_interim_step_scale(scale);
         }
         let max_hold = Duration::from_millis(self.state.config().interim_hold_ms);
         let busy = self.state.0.scheduler.windows_in_progress() > 0;
@@ -551,6 +557,21 @@ mod tests {
 
     fn word(text: &str) -> Word {
         Word { text: format!(" {text}"), start: 0.0, end: 0.1, probability: 0.9, tokens: vec![] }
+    }
+
+    #[test]
+    fn interims_get_wider_steps_with_more_streams_and_slower_calls_up_to_the_cap() {
+        let (step, ms) = (Duration::from_secs(1), Duration::from_millis);
+        // One stream, calls under half a step (or none measured yet): the base step.
+        assert_eq!(interim_step_scale(1, ms(400), step), 1.0);
+        assert_eq!(interim_step_scale(0, Duration::ZERO, step), 1.0);
+        // Two streams share the half: each steps twice as far apart.
+        assert_eq!(interim_step_scale(2, ms(400), step), 2.0);
+        // A call of 0.75 s is 1.5 half-steps.
+        assert!((interim_step_scale(1, ms(750), step) - 1.5).abs() < 1e-9);
+        assert!((interim_step_scale(2, ms(750), step) - 3.0).abs() < 1e-9);
+        // Never more than the cap.
+        assert_eq!(interim_step_scale(8, ms(900), step), MAX_INTERIM_STEP_SCALE as f64);
     }
 
     #[test]

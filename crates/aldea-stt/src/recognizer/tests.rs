@@ -548,7 +548,7 @@ fn held_interim_and_pause_decodes_stay_due_and_endpoint_decodes_are_never_held()
     let NextDecode::Start(request) = recognizer.next_decode_holding(false) else {
         panic!("due once the model is free");
     };
-    assert!(!request.settles);
+    assert!(!request.settles());
     assert_eq!(request.reason, DecodeReason::Interim);
     recognizer.on_decoded(request.id, Some(decode(&script, &request)));
     // 0.2 s into the silence after "over" (2.75 s): a pause, which may be one between words, so its
@@ -561,7 +561,7 @@ fn held_interim_and_pause_decodes_stay_due_and_endpoint_decodes_are_never_held()
     let NextDecode::Start(request) = recognizer.next_decode_holding(true) else {
         panic!("a settling decode starts while the model is busy");
     };
-    assert!(request.settles);
+    assert!(request.settles());
     assert_eq!(request.reason, DecodeReason::Endpoint);
     let events = recognizer.on_decoded(request.id, Some(decode(&script, &request)));
     assert!(results(&events).iter().any(|r| r.speech_final), "{events:?}");
