@@ -141,6 +141,11 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values[rank.min(values.len() - 1)]
 }
 
+/// The environment variable `name` parsed, or `default` when it is unset or does not parse.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // RUST_LOG=aldea_stt=debug traces every stream window (why it was due, its audio, its latency).
@@ -157,7 +162,7 @@ async fn main() {
     // mode; BENCH_INTERIM_HOLD_MS: the service's `interim_hold_ms` (0: interims never wait);
     // BENCH_PACE=0: the service's `pace_interims` off; BENCH_AGREEMENT_BEAM: the service's
     // `agreement_beam_size`.
-    let threads: usize = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let threads: usize = env_or("BENCH_THREADS", 2);
     let only = std::env::var("BENCH_BATCHING").ok();
     let models = env_path("ALDEA_TEST_MODELS");
     let engine =
@@ -191,23 +196,15 @@ async fn main() {
         for n in only_n.map_or(1..=max_n, |n| n..=n) {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let interim_hold_ms = std::env::var("BENCH_INTERIM_HOLD_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(Config::default().interim_hold_ms);
-            let pace_interims = std::env::var("BENCH_PACE").map_or(Config::default().pace_interims, |v| v != "0");
-            let agreement_beam_size = std::env::var("BENCH_AGREEMENT_BEAM")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(Config::default().agreement_beam_size);
+            let defaults = Config::default();
             let config = Config {
-                agreement_beam_size,
+                agreement_beam_size: env_or("BENCH_AGREEMENT_BEAM", defaults.agreement_beam_size),
                 max_streams: 64,
                 max_batch,
                 max_queue_wait_ms: 60_000,
-                interim_hold_ms,
-                pace_interims,
-                ..Config::default()
+                interim_hold_ms: env_or("BENCH_INTERIM_HOLD_MS", defaults.interim_hold_ms),
+                pace_interims: std::env::var("BENCH_PACE").map_or(defaults.pace_interims, |v| v != "0"),
+                ..defaults
             };
             let state = AppState::new(config, deps.clone());
             let shutdown = tokio_util::sync::CancellationToken::new();
