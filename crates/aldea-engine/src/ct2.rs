@@ -2,9 +2,11 @@
 //! model directories with no conversion; int8 on CPU, float16 on CUDA.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use ct2rs::sys;
 
+use crate::ct2_host::{copy_to_host, HostView};
 use crate::mel::N_FRAMES;
 use crate::{
     Alignment, Device, Encoded, Engine, EngineError, EngineOptions, GenerateOptions, Generation, ModelConfig, Tokenizer,
@@ -15,6 +17,10 @@ pub struct Ct2Engine {
     model: sys::Whisper,
     config: ModelConfig,
     tokenizer: Tokenizer,
+    device: Device,
+    /// The encoder's output for an empty window (`[1500, d_model]`, all padding), made on first use
+    /// by [`Engine::encode_head`].
+    empty_window: Mutex<Option<Arc<Vec<f32>>>>,
 }
 
 impl std::fmt::Debug for Ct2Engine {
@@ -23,8 +29,20 @@ impl std::fmt::Debug for Ct2Engine {
     }
 }
 
-/// Encoder output kept in the runtime's memory.
-struct Ct2Encoded(sys::StorageView<'static>);
+/// Encoder output: kept in the runtime's memory, or (windows encoded in part) assembled on the host.
+enum Ct2Encoded {
+    Runtime(sys::StorageView<'static>),
+    Host(HostView),
+}
+
+impl Ct2Encoded {
+    fn view(&self) -> &sys::StorageView<'static> {
+        match self {
+            Ct2Encoded::Runtime(view) => view,
+            Ct2Encoded::Host(host) => host.view(),
+        }
+    }
+}
 
 impl Ct2Engine {
     pub fn load(dir: &Path, options: &EngineOptions) -> Result<Ct2Engine, EngineError> {
@@ -48,14 +66,34 @@ impl Ct2Engine {
         let model = sys::Whisper::new(dir, ct2_config).map_err(|e| EngineError::model(dir, e))?;
         config.n_mels = model.n_mels();
         config.multilingual = model.is_multilingual();
-        Ok(Ct2Engine { model, config, tokenizer })
+        Ok(Ct2Engine { model, config, tokenizer, device: options.device, empty_window: Mutex::new(None) })
     }
 
     fn encoded<'a>(&self, encoded: &'a Encoded) -> Result<&'a sys::StorageView<'static>, EngineError> {
         encoded
             .downcast_ref::<Ct2Encoded>()
-            .map(|e| &e.0)
+            .map(Ct2Encoded::view)
             .ok_or_else(|| EngineError::InvalidInput("encoder output from another backend".to_owned()))
+    }
+
+    /// Runs the encoder on mel frames of the given shape and returns its output on the host.
+    fn encode_on_host(&self, mels: &mut [f32], shape: &[usize]) -> Result<Vec<f32>, EngineError> {
+        let view =
+            sys::StorageView::new(shape, mels, sys::Device::CPU).map_err(|e| EngineError::Inference(e.to_string()))?;
+        let out = self.model.encode(&view, true).map_err(|e| EngineError::Inference(e.to_string()))?;
+        let len = usize::try_from(out.size()).map_err(|e| EngineError::Inference(e.to_string()))?;
+        copy_to_host(&out, len).map_err(EngineError::Inference)
+    }
+
+    /// The encoder's output for a window of padding alone (computed once).
+    fn empty_window(&self) -> Result<Arc<Vec<f32>>, EngineError> {
+        if let Some(empty) = self.empty_window.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(empty.clone());
+        }
+        let mut mels = vec![0.0f32; self.config.n_mels * N_FRAMES];
+        let empty = Arc::new(self.encode_on_host(&mut mels, &[1, self.config.n_mels, N_FRAMES])?);
+        *self.empty_window.lock().unwrap_or_else(|p| p.into_inner()) = Some(empty.clone());
+        Ok(empty)
     }
 
     fn token_strings(&self, ids: &[u32]) -> Result<Vec<&str>, EngineError> {
@@ -87,7 +125,42 @@ impl Engine for Ct2Engine {
         let view = sys::StorageView::new(&[batch, n_mels, N_FRAMES], mels, sys::Device::CPU)
             .map_err(|e| EngineError::Inference(e.to_string()))?;
         let out = self.model.encode(&view, false).map_err(|e| EngineError::Inference(e.to_string()))?;
-        Ok(Encoded::new(batch, Ct2Encoded(out)))
+        Ok(Encoded::new(batch, Ct2Encoded::Runtime(out)))
+    }
+
+    fn encode_head(&self, mels: &mut [f32], batch: usize, frames: usize) -> Result<Encoded, EngineError> {
+        let n_mels = self.config.n_mels;
+        // Host assembly only pays on the CPU (on a GPU the output would travel to the host and back).
+        if self.device != Device::Cpu || frames == 0 || frames >= N_FRAMES || !frames.is_multiple_of(2) {
+            return self.encode(mels, batch);
+        }
+        if batch == 0 || mels.len() != batch * n_mels * N_FRAMES {
+            return Err(EngineError::InvalidInput(format!(
+                "expected {batch} windows of {n_mels}x{N_FRAMES} mel frames, got {} values",
+                mels.len()
+            )));
+        }
+        let mut head = Vec::with_capacity(batch * n_mels * frames);
+        for row in mels.chunks_exact(N_FRAMES) {
+            head.extend_from_slice(&row[..frames]);
+        }
+        let heads = self.encode_on_host(&mut head, &[batch, n_mels, frames])?;
+        let empty = self.empty_window()?;
+        let positions = frames / 2;
+        let d_model = empty.len() / (N_FRAMES / 2);
+        if heads.len() != batch * positions * d_model {
+            return Err(EngineError::Inference(format!(
+                "the encoder returned {} values for {batch} windows of {positions} positions",
+                heads.len()
+            )));
+        }
+        let mut data = Vec::with_capacity(batch * (N_FRAMES / 2) * d_model);
+        for window in heads.chunks_exact(positions * d_model) {
+            data.extend_from_slice(window);
+            data.extend_from_slice(&empty[positions * d_model..]);
+        }
+        let view = HostView::new(&[batch, N_FRAMES / 2, d_model], data).map_err(EngineError::Inference)?;
+        Ok(Encoded::new(batch, Ct2Encoded::Host(view)))
     }
 
     fn generate(

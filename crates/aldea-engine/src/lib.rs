@@ -8,12 +8,14 @@
 //! Invariant: never serializes anything to the wire — `aldea-stt` converts these types to `proto`.
 //! Invariant: never reads environment variables or configuration files; callers pass paths and options.
 //! Invariant: the only crate that names an ML runtime (`ct2rs`, `tract-onnx`).
-#![forbid(unsafe_code)]
+//! Invariant: the only unsafe code is in `ct2_host` (the runtime's memory seen from Rust).
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
 
 pub mod ct2;
+#[allow(unsafe_code)]
+mod ct2_host;
 pub mod mel;
 pub mod model;
 pub mod tokenizer;
@@ -139,6 +141,14 @@ pub trait Engine: Send + Sync {
     /// Runs the encoder on `batch` windows of `[n_mels, 3000]` log-mel frames laid out one after
     /// another in `mels`.
     fn encode(&self, mels: &mut [f32], batch: usize) -> Result<Encoded, EngineError>;
+    /// Like [`Engine::encode`] for windows whose frames from `frames` on are padding: only the first
+    /// `frames` (even, under 3000) go through the encoder, and the output beyond them is the
+    /// encoder's output for an empty window (all padding), so the decoder still sees 30 s. The
+    /// encoder's cost falls with its input. A backend that cannot do this encodes the whole window.
+    fn encode_head(&self, mels: &mut [f32], batch: usize, frames: usize) -> Result<Encoded, EngineError> {
+        let _ = frames;
+        self.encode(mels, batch)
+    }
     /// Decodes one sequence per prompt from the encoded batch (`prompts.len() == encoded.batch`).
     fn generate(
         &self,

@@ -356,3 +356,95 @@ fn a_forced_prefix_returns_only_the_words_after_it() {
     let segment_text: String = segments.iter().map(|s| s.text.clone()).collect();
     assert_eq!(segment_text.trim(), text(&after).trim(), "segment text holds no prefix");
 }
+
+/// Windows whose encoder hears only their audio and 3 s after it (the rest of the encoder output is
+/// that of an empty window) transcribe like whole windows: the real-dev clips alone and in pairs
+/// parted by a second of silence, the encoded-in-part ones in batches of three windows of different
+/// lengths. Same words (WER within one point of the whole windows'), same word times.
+#[test]
+fn windows_encoded_in_part_transcribe_like_whole_windows() {
+    let transcriber = transcriber();
+    let rows = refs(&shared().join("eval/real-dev/refs.tsv"));
+    let clips: Vec<(Vec<f32>, String)> =
+        rows.iter().map(|(file, text)| (load_16k(&shared().join("eval/real-dev").join(file)), text.clone())).collect();
+    let mut windows = clips.clone();
+    for pair in clips.chunks_exact(2) {
+        let mut samples = pair[0].0.clone();
+        samples.extend(std::iter::repeat_n(0.0, 16_000));
+        samples.extend_from_slice(&pair[1].0);
+        if samples.len() < 16_000 * 27 {
+            windows.push((samples, format!("{} {}", pair[0].1, pair[1].1)));
+        }
+    }
+    let decode = |padding: Option<f64>, batch: usize| -> Vec<Vec<aldea_engine::Word>> {
+        let options = Arc::new(TranscribeOptions {
+            temperatures: vec![0.0],
+            vad: None,
+            encoder_padding: padding,
+            ..TranscribeOptions::default()
+        });
+        let jobs: Vec<aldea_engine::WindowJob> = windows
+            .iter()
+            .map(|(samples, _)| {
+                let (mel, n_frames) = transcriber.mel_window(samples);
+                aldea_engine::WindowJob {
+                    mel,
+                    n_frames,
+                    previous_tokens: Vec::new(),
+                    language: Some("en".to_owned()),
+                    options: options.clone(),
+                    keep_tail: true,
+                    prefix: Vec::new(),
+                    prefix_end: 0.0,
+                }
+            })
+            .collect();
+        jobs.chunks(batch)
+            .flat_map(|chunk| {
+                let outputs = transcriber.run_windows(chunk).unwrap();
+                chunk
+                    .iter()
+                    .zip(outputs)
+                    .map(|(job, out)| {
+                        transcriber.window_segments(&out, job.n_frames, 0.0).into_iter().flat_map(|s| s.words).collect()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let whole = decode(None, 1);
+    let in_part = decode(Some(3.0), 3);
+    let wer = |decoded: &[Vec<aldea_engine::Word>]| {
+        let mut stats = WerStats::default();
+        for ((_, reference), words) in windows.iter().zip(decoded) {
+            stats.add(english_word_errors(reference, &words.iter().map(|w| w.text.as_str()).collect::<String>()));
+        }
+        stats.wer_percent()
+    };
+    let (whole_wer, in_part_wer) = (wer(&whole), wer(&in_part));
+    eprintln!("{} windows: whole {whole_wer:.2}% WER, encoded in part {in_part_wer:.2}%", windows.len());
+    assert!(windows.len() >= 25);
+    assert!(in_part_wer <= whole_wer + 1.0, "encoded in part {in_part_wer:.2}% vs whole {whole_wer:.2}%");
+    // Word times come from the alignment heads' cross-attention over the encoder output; where the
+    // words are the same (normalized: a comma or a capital may differ), their edges must stay where
+    // the whole window puts them.
+    let mut same = 0;
+    let mut shifts = Vec::new();
+    for (a, b) in whole.iter().zip(&in_part) {
+        let text = |words: &[aldea_engine::Word]| words.iter().map(|w| w.text.clone()).collect::<String>();
+        if english_word_errors(&text(a), &text(b)).errors() == 0 {
+            same += 1;
+            shifts.extend(a.iter().zip(b).flat_map(|(x, y)| [(x.start - y.start).abs(), (x.end - y.end).abs()]));
+        }
+    }
+    shifts.sort_by(f64::total_cmp);
+    let within = |limit: f64| shifts.iter().filter(|&&s| s <= limit + 1e-9).count() as f64 / shifts.len() as f64;
+    let largest = shifts.last().copied().unwrap_or(0.0);
+    eprintln!(
+        "{same} windows read the same words; word edges within 0.02 s: {:.1}%, 0.1 s: {:.1}%, largest shift {largest:.2} s",
+        100.0 * within(0.02),
+        100.0 * within(0.1)
+    );
+    assert!(same * 10 >= windows.len() * 8, "only {same} of {} windows read the same", windows.len());
+    assert!(within(0.1) >= 0.9 && largest <= 1.0, "word edges moved: {shifts:?}");
+}
