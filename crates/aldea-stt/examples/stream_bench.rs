@@ -161,7 +161,7 @@ async fn main() {
     // BENCH_THREADS: inference threads (default 2, the machine's cores); BENCH_BATCHING=on|off runs one
     // mode; BENCH_INTERIM_HOLD_MS: the service's `interim_hold_ms` (0: interims never wait);
     // BENCH_PACE=0: the service's `pace_interims` off; BENCH_AGREEMENT_BEAM: the service's
-    // `agreement_beam_size`.
+    // `agreement_beam_size`; BENCH_ENCODER_PAD: the service's `encoder_padding_s` (0: whole windows).
     let threads: usize = env_or("BENCH_THREADS", 2);
     let only = std::env::var("BENCH_BATCHING").ok();
     let models = env_path("ALDEA_TEST_MODELS");
@@ -204,6 +204,8 @@ async fn main() {
                 max_queue_wait_ms: 60_000,
                 interim_hold_ms: env_or("BENCH_INTERIM_HOLD_MS", defaults.interim_hold_ms),
                 pace_interims: std::env::var("BENCH_PACE").map_or(defaults.pace_interims, |v| v != "0"),
+                encoder_padding_s: Some(env_or("BENCH_ENCODER_PAD", defaults.encoder_padding_s.unwrap_or(0.0)))
+                    .filter(|&pad| pad > 0.0),
                 ..defaults
             };
             let state = AppState::new(config, deps.clone());

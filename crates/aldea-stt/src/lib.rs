@@ -81,6 +81,10 @@ pub struct Config {
     /// model call lasts over half a step; at most [`MAX_INTERIM_STEP_SCALE`] steps), so that the
     /// decode at an endpoint seldom waits.
     pub pace_interims: bool,
+    /// Streams' windows are encoded up to this many seconds after their audio, the rest of the
+    /// 30-s encoder output being that of an empty window (`TranscribeOptions::encoder_padding`):
+    /// a window of 10 s costs the encoder about a third of a whole one. `None` encodes whole windows.
+    pub encoder_padding_s: Option<f64>,
 }
 
 /// The longest interim step, in steps, that [`Config::pace_interims`] sets.
@@ -121,6 +125,7 @@ impl Default for Config {
             max_queue_wait_ms: 500,
             interim_hold_ms: 1_000,
             pace_interims: true,
+            encoder_padding_s: Some(3.0),
         }
     }
 }
@@ -144,6 +149,11 @@ impl Config {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("{name} must be at least 1")));
+        }
+        if self.encoder_padding_s.is_some_and(|p| !(2.0..=30.0).contains(&p)) {
+            return Err(ConfigError(
+                "encoder_padding_s must be between 2 and 30 seconds (under 2 s the model loops)".to_owned(),
+            ));
         }
         if self.step_ms < 100 {
             return Err(ConfigError("step_ms must be at least 100".to_owned()));
@@ -221,6 +231,7 @@ impl AppState {
                 temperatures: vec![0.0],
                 vad: None,
                 max_tokens_per_second: Some(12.0),
+                encoder_padding: config.encoder_padding_s,
                 ..TranscribeOptions::default()
             })
         };

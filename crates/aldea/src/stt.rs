@@ -33,6 +33,10 @@ pub(crate) struct SttArgs {
     /// Seconds that streams may go on after SIGTERM before they are closed with 1012.
     #[arg(long, env = "ALDEA_STT_DRAIN_SECONDS")]
     drain_seconds: Option<u64>,
+    /// Seconds after a stream window's audio that the encoder hears (the rest of its 30 s is an
+    /// empty window's encoding, computed once); 0 encodes whole windows. Default 3; at least 2.
+    #[arg(long, env = "ALDEA_STT_ENCODER_PADDING")]
+    encoder_padding: Option<f64>,
 }
 
 pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCode> {
@@ -43,6 +47,7 @@ pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCod
         max_streams: args.max_streams.unwrap_or(defaults.max_streams),
         max_batch: args.max_batch.unwrap_or(defaults.max_batch),
         drain_timeout_ms: args.drain_seconds.map_or(defaults.drain_timeout_ms, |s| s * 1000),
+        encoder_padding_s: args.encoder_padding.map_or(defaults.encoder_padding_s, |s| (s > 0.0).then_some(s)),
         ..defaults
     };
     config.validate()?;
