@@ -274,6 +274,25 @@ fn streaming_vad_gives_the_whole_file_probabilities() {
     assert!(whole.iter().any(|&p| p > 0.5), "the clip has speech");
 }
 
+/// A streaming window of `samples` (English, no previous text, no prefix, the unfinished tail kept).
+fn stream_window(
+    transcriber: &Transcriber,
+    samples: &[f32],
+    options: &Arc<TranscribeOptions>,
+) -> aldea_engine::WindowJob {
+    let (mel, n_frames) = transcriber.mel_window(samples);
+    aldea_engine::WindowJob {
+        mel,
+        n_frames,
+        previous_tokens: Vec::new(),
+        language: Some("en".to_owned()),
+        options: options.clone(),
+        keep_tail: true,
+        prefix: Vec::new(),
+        prefix_end: 0.0,
+    }
+}
+
 #[test]
 fn batched_windows_decode_like_single_windows() {
     let transcriber = transcriber();
@@ -281,20 +300,7 @@ fn batched_windows_decode_like_single_windows() {
     let clips = ["ps_cards_001.wav", "ps_goforward.wav", "alsa_front_left.wav"];
     let jobs: Vec<aldea_engine::WindowJob> = clips
         .iter()
-        .map(|clip| {
-            let samples = load_16k(&shared().join("eval/real-dev").join(clip));
-            let (mel, n_frames) = transcriber.mel_window(&samples);
-            aldea_engine::WindowJob {
-                mel,
-                n_frames,
-                previous_tokens: Vec::new(),
-                language: Some("en".to_owned()),
-                options: options.clone(),
-                keep_tail: true,
-                prefix: Vec::new(),
-                prefix_end: 0.0,
-            }
-        })
+        .map(|clip| stream_window(transcriber, &load_16k(&shared().join("eval/real-dev").join(clip)), &options))
         .collect();
     let batched = transcriber.run_windows(&jobs).unwrap();
     assert_eq!(batched.len(), jobs.len());
@@ -383,22 +389,8 @@ fn windows_encoded_in_part_transcribe_like_whole_windows() {
             encoder_padding: padding,
             ..TranscribeOptions::default()
         });
-        let jobs: Vec<aldea_engine::WindowJob> = windows
-            .iter()
-            .map(|(samples, _)| {
-                let (mel, n_frames) = transcriber.mel_window(samples);
-                aldea_engine::WindowJob {
-                    mel,
-                    n_frames,
-                    previous_tokens: Vec::new(),
-                    language: Some("en".to_owned()),
-                    options: options.clone(),
-                    keep_tail: true,
-                    prefix: Vec::new(),
-                    prefix_end: 0.0,
-                }
-            })
-            .collect();
+        let jobs: Vec<aldea_engine::WindowJob> =
+            windows.iter().map(|(samples, _)| stream_window(transcriber, samples, &options)).collect();
         jobs.chunks(batch)
             .flat_map(|chunk| {
                 let outputs = transcriber.run_windows(chunk).unwrap();
