@@ -462,4 +462,14 @@ mod tests {
         drop(second);
         assert_eq!(counter.load(Ordering::Relaxed), 0);
     }
+
+    #[test]
+    fn encoder_padding_under_two_seconds_is_refused() {
+        let with = |padding| Config { encoder_padding_s: padding, ..Config::default() }.validate();
+        assert!(with(None).is_ok());
+        assert!(with(Some(3.0)).is_ok());
+        let refused = with(Some(1.0)).unwrap_err().to_string();
+        assert!(refused.contains("encoder_padding_s"), "{refused}");
+        assert!(with(Some(f64::NAN)).is_err());
+    }
 }
