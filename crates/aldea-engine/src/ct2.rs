@@ -160,7 +160,7 @@ impl Engine for Ct2Engine {
             data.extend_from_slice(&empty[positions * d_model..]);
         }
         let view = HostView::new(&[batch, N_FRAMES / 2, d_model], data).map_err(EngineError::Inference)?;
-        Ok(Encoded::new(batch, Ct2Encoded::Host(view)))
+        Ok(Encoded::in_part(batch, frames, Ct2Encoded::Host(view)))
     }
 
     fn generate(

@@ -79,12 +79,21 @@ impl Default for EngineOptions {
 /// Encoder output of a batch, opaque to callers: a backend downcasts its own handle.
 pub struct Encoded {
     pub batch: usize,
+    /// Mel frames of each window that went through the encoder: 3000 for a whole window, fewer when
+    /// [`Engine::encode_head`] encoded it in part.
+    pub frames: usize,
     inner: Box<dyn Any + Send + Sync>,
 }
 
 impl Encoded {
+    /// The encoder output of `batch` whole windows.
     pub fn new<T: Any + Send + Sync>(batch: usize, inner: T) -> Encoded {
-        Encoded { batch, inner: Box::new(inner) }
+        Encoded { batch, frames: mel::N_FRAMES, inner: Box::new(inner) }
+    }
+
+    /// The encoder output of `batch` windows of which the encoder heard the first `frames`.
+    pub fn in_part<T: Any + Send + Sync>(batch: usize, frames: usize, inner: T) -> Encoded {
+        Encoded { batch, frames, inner: Box::new(inner) }
     }
 
     pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
@@ -94,7 +103,7 @@ impl Encoded {
 
 impl std::fmt::Debug for Encoded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Encoded").field("batch", &self.batch).finish()
+        f.debug_struct("Encoded").field("batch", &self.batch).field("frames", &self.frames).finish()
     }
 }
 

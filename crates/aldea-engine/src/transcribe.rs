@@ -242,6 +242,9 @@ pub struct WindowTimes {
     pub align: Duration,
     /// Windows in the batch.
     pub batch: usize,
+    /// Mel frames of the window the encoder heard (3000: the whole window; fewer: encoded in part,
+    /// `TranscribeOptions::encoder_padding`).
+    pub encoded_frames: usize,
 }
 
 /// What one window's decoding gave, after fallback.
@@ -522,6 +525,7 @@ impl Transcriber {
             None => self.engine.encode(&mut mels, jobs.len())?,
         };
         times.encode += started.elapsed();
+        times.encoded_frames = encoded.frames;
 
         let mut language = first.language.clone().unwrap_or_else(|| "en".to_owned());
         let mut language_probability = 1.0;

@@ -394,6 +394,15 @@ fn windows_encoded_in_part_transcribe_like_whole_windows() {
         jobs.chunks(batch)
             .flat_map(|chunk| {
                 let outputs = transcriber.run_windows(chunk).unwrap();
+                // The encoder heard the longest audio of the batch and the padding after it, not 30 s.
+                let longest = chunk.iter().map(|job| job.n_frames).max().unwrap_or(0);
+                let expected =
+                    padding.map_or(3000, |p| (longest + (p * 100.0).ceil() as usize).next_multiple_of(2).min(3000));
+                assert!(
+                    outputs.iter().all(|o| o.times.encoded_frames == expected),
+                    "encoder heard {} frames, not {expected}",
+                    outputs[0].times.encoded_frames
+                );
                 chunk
                     .iter()
                     .zip(outputs)
