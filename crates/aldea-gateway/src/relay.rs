@@ -190,8 +190,11 @@ struct Peek {
 struct ResumePoint {
     offset: u64,
     header: u64,
+    /// Timeline seconds of the audio at `offset`.
     start: f64,
-    tokens: Vec<u32>,
+    /// The resume parameters stt asked for ([`aldea_proto::stream::Checkpoint::resume_query`]);
+    /// empty: replay from the start.
+    query: String,
 }
 
 /// The client's audio kept for a failover: the input's first bytes (a container header) and every
@@ -242,8 +245,8 @@ impl Replay {
                 self.point = ResumePoint {
                     offset: input_start + offset.saturating_sub(input_header),
                     header: checkpoint.header_bytes,
-                    start: checkpoint.committed_until,
-                    tokens: checkpoint.prompt_tokens.clone(),
+                    start: checkpoint.resume_start(),
+                    query: checkpoint.resume_query(),
                 };
                 self.trim_to(self.point.offset);
             }
@@ -525,14 +528,14 @@ impl Session {
                 break;
             };
             let point = self.replay.point.clone();
-            let tokens = point.tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
             let mut query = self.query.clone();
             if !query.is_empty() {
                 query.push('&');
             }
-            query.push_str(&format!("resume_start={}", point.start));
-            if !tokens.is_empty() {
-                query.push_str(&format!("&resume_prompt_tokens={tokens}"));
+            if point.query.is_empty() {
+                query.push_str("resume_start=0");
+            } else {
+                query.push_str(&point.query);
             }
             let Ok((mut upstream, replica)) =
                 connect(&self.state, &self.request_id, self.path, &query, Some(&failed)).await
@@ -634,6 +637,9 @@ mod tests {
             header_bytes: 0,
             prompt: String::new(),
             prompt_tokens: vec![1, 2],
+            audio_start: None,
+            context: Vec::new(),
+            utterance_open: false,
         }
     }
 
@@ -657,6 +663,21 @@ mod tests {
         replay.checkpoint(&checkpoint(0.2, Some(1000)));
         assert_eq!(replay.point.offset, 4200);
         assert_eq!(concat(&replay.replay().unwrap()), input[4200..]);
+        assert_eq!(replay.point.query, "resume_start=0.2&resume_prompt_tokens=1,2");
+        // A checkpoint that restarts at its context: the replay and the timeline begin there.
+        let with_context = aldea_proto::stream::Checkpoint {
+            audio_start: Some(0.22),
+            context: vec![aldea_proto::stream::ContextWord { start: 0.23, end: 0.24, tokens: vec![5] }],
+            ..checkpoint(0.25, Some(1640))
+        };
+        replay.checkpoint(&with_context);
+        assert_eq!((replay.point.offset, replay.point.start), (4840, 0.22));
+        assert_eq!(concat(&replay.replay().unwrap()), input[4840..]);
+        assert!(
+            replay.point.query.starts_with("resume_start=0.22&resume_committed_until=0.25&"),
+            "{}",
+            replay.point.query
+        );
         // A format that cannot restart mid-stream has nothing to replay once trimmed.
         replay.checkpoint(&checkpoint(0.3, None));
         assert!(replay.replay().is_none());

@@ -88,9 +88,13 @@ pub const CHECKPOINT_TYPE: &str = "aldea.checkpoint";
 pub const INTERNAL_PREFIX: &str = "aldea.";
 
 /// Sent by stt to the gateway after each final: where a resumed stream can pick up. A new stream
-/// opened with `resume_start = committed_until`, `resume_prompt_tokens = prompt_tokens` and, as its
-/// first bytes, the first `header_bytes` bytes of the input followed by the input from `byte_offset`
-/// continues this transcript without losing or repeating finals.
+/// opened with [`Checkpoint::resume_query`] and, as its first bytes, the first `header_bytes` bytes
+/// of the input followed by the input from `byte_offset` continues this transcript without losing
+/// or repeating finals.
+///
+/// The restart point may lie before `committed_until`: the committed speech the stream kept as
+/// context for its next decode (`context`, whose audio starts at `audio_start`) is replayed too, so
+/// the resumed stream decodes the next utterance with the same context as the unbroken one would.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     #[serde(rename = "type")]
@@ -107,6 +111,85 @@ pub struct Checkpoint {
     pub prompt: String,
     /// The same prompt as model token ids (what `resume_prompt_tokens` takes back).
     pub prompt_tokens: Vec<u32>,
+    /// Timeline seconds of the audio at `byte_offset` (absent: `committed_until`, no context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_start: Option<f64>,
+    /// Committed words between `audio_start` and `committed_until`: the resumed stream hears their
+    /// audio again as context, with these words fixed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<ContextWord>,
+    /// Words of the utterance going on at `committed_until` are already final (it still owes the
+    /// client its `speech_final`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub utterance_open: bool,
+}
+
+/// A committed word kept as context across a resume: its times on the stream's timeline and its
+/// model tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextWord {
+    pub start: f64,
+    pub end: f64,
+    pub tokens: Vec<u32>,
+}
+
+impl Checkpoint {
+    /// Timeline seconds of the audio at `byte_offset`: where a resumed stream's timeline begins.
+    pub fn resume_start(&self) -> f64 {
+        self.audio_start.unwrap_or(self.committed_until)
+    }
+
+    /// The query parameters (without a leading `&`) that resume a stream from this checkpoint.
+    pub fn resume_query(&self) -> String {
+        let start = self.resume_start();
+        let mut query = format!("resume_start={start}");
+        if start < self.committed_until {
+            query.push_str(&format!("&resume_committed_until={}", self.committed_until));
+        }
+        if !self.prompt_tokens.is_empty() {
+            query.push_str(&format!("&resume_prompt_tokens={}", join(&self.prompt_tokens, ",")));
+        }
+        if !self.context.is_empty() {
+            query.push_str(&format!("&resume_context={}", encode_context(&self.context)));
+        }
+        if self.utterance_open {
+            query.push_str("&resume_utterance_open=true");
+        }
+        query
+    }
+}
+
+fn join(tokens: &[u32], separator: &str) -> String {
+    tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(separator)
+}
+
+/// `resume_context`: one `start_ms:end_ms:token.token…` per word, comma-separated (query-safe).
+pub fn encode_context(words: &[ContextWord]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let ms = |t: f64| (t * 1000.0).round().max(0.0) as u64;
+            format!("{}:{}:{}", ms(w.start), ms(w.end), join(&w.tokens, "."))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads [`encode_context`]'s form back; `None` when it is malformed.
+pub fn decode_context(text: &str) -> Option<Vec<ContextWord>> {
+    text.split(',')
+        .filter(|w| !w.is_empty())
+        .map(|word| {
+            let mut fields = word.split(':');
+            let start: u64 = fields.next()?.parse().ok()?;
+            let end: u64 = fields.next()?.parse().ok()?;
+            let tokens = fields.next()?.split('.').map(|t| t.parse().ok()).collect::<Option<Vec<u32>>>()?;
+            if fields.next().is_some() || end < start || tokens.is_empty() {
+                return None;
+            }
+            Some(ContextWord { start: start as f64 / 1000.0, end: end as f64 / 1000.0, tokens })
+        })
+        .collect()
 }
 
 /// A control message from the client.
@@ -190,5 +273,38 @@ mod tests {
             serde_json::to_string(&end).unwrap(),
             r#"{"type":"UtteranceEnd","channel":[0,1],"last_word_end":3.1}"#
         );
+    }
+
+    #[test]
+    fn a_checkpoint_with_context_resumes_from_its_audio() {
+        let context = vec![
+            ContextWord { start: 1.25, end: 1.5, tokens: vec![440, 7] },
+            ContextWord { start: 1.5, end: 2.0, tokens: vec![9] },
+        ];
+        let checkpoint = Checkpoint {
+            kind: CHECKPOINT_TYPE.to_owned(),
+            committed_until: 2.4,
+            byte_offset: Some(36_000),
+            header_bytes: 0,
+            prompt: "Hi.".to_owned(),
+            prompt_tokens: vec![1, 2],
+            audio_start: Some(1.125),
+            context: context.clone(),
+            utterance_open: true,
+        };
+        assert_eq!(
+            checkpoint.resume_query(),
+            "resume_start=1.125&resume_committed_until=2.4&resume_prompt_tokens=1,2\
+             &resume_context=1250:1500:440.7,1500:2000:9&resume_utterance_open=true"
+        );
+        assert_eq!(decode_context(&encode_context(&context)), Some(context));
+        for bad in ["1:2", "2:1:5", "1:2:", "1:2:x", "1:2:3:4"] {
+            assert_eq!(decode_context(bad), None, "{bad}");
+        }
+        // Without context: the old form, which older checkpoints (no new fields) still parse to.
+        let json = r#"{"type":"aldea.checkpoint","committed_until":3.5,"byte_offset":112000,"header_bytes":0,"prompt":"","prompt_tokens":[]}"#;
+        let old: Checkpoint = serde_json::from_str(json).unwrap();
+        assert_eq!(old.resume_query(), "resume_start=3.5");
+        assert_eq!(serde_json::to_string(&old).unwrap(), json);
     }
 }

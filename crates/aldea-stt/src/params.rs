@@ -64,8 +64,15 @@ pub struct AudioParams {
 /// Where a resumed stream starts (internal, sent by the gateway).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resume {
+    /// Timeline seconds of the first byte of audio.
     pub start: f64,
+    /// Every final up to here was sent: the audio before it is context (`start` when none).
+    pub committed_until: f64,
     pub prompt_tokens: Vec<u32>,
+    /// Committed words whose audio is replayed as context, on the timeline.
+    pub context: Vec<aldea_proto::stream::ContextWord>,
+    /// The utterance going on at `committed_until` already has final words.
+    pub utterance_open: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +123,9 @@ impl ListenParams {
         };
         let mut resume_start = None;
         let mut resume_prompt = Vec::new();
+        let mut resume_committed_until = None;
+        let mut resume_context = Vec::new();
+        let mut resume_utterance_open = false;
         for (name, value) in pairs {
             match name.as_str() {
                 "model" => {
@@ -210,6 +220,21 @@ impl ListenParams {
                     }
                     resume_start = Some(start);
                 }
+                "resume_committed_until" => {
+                    let until: f64 = parse_number(name, value)?;
+                    if !until.is_finite() || until < 0.0 {
+                        return Err(ApiError::BadRequest(
+                            "resume_committed_until must be a non-negative number".to_owned(),
+                        ));
+                    }
+                    resume_committed_until = Some(until);
+                }
+                "resume_context" => {
+                    resume_context = aldea_proto::stream::decode_context(value).ok_or_else(|| {
+                        ApiError::BadRequest("resume_context must be start_ms:end_ms:tokens words".to_owned())
+                    })?;
+                }
+                "resume_utterance_open" => resume_utterance_open = parse_bool(name, value)?,
                 "resume_prompt_tokens" => {
                     resume_prompt = value
                         .split(',')
@@ -232,7 +257,31 @@ impl ListenParams {
                 _ => {}
             }
         }
-        params.resume = resume_start.map(|start| Resume { start, prompt_tokens: resume_prompt });
+        params.resume = match resume_start {
+            Some(start) => {
+                let committed_until = resume_committed_until.unwrap_or(start);
+                // A context word starts in the replayed audio (a word cut a hair before the buffer's
+                // start stays one) and before the commit; it may end after the commit.
+                let inside =
+                    |w: &aldea_proto::stream::ContextWord| w.start >= start - 0.02 && w.start <= committed_until + 1e-3;
+                if committed_until < start || !resume_context.iter().all(inside) {
+                    return Err(ApiError::BadRequest(
+                        "resume_context words must start between resume_start and resume_committed_until".to_owned(),
+                    ));
+                }
+                Some(Resume {
+                    start,
+                    committed_until,
+                    prompt_tokens: resume_prompt,
+                    context: resume_context,
+                    utterance_open: resume_utterance_open,
+                })
+            }
+            None if resume_committed_until.is_some() || !resume_context.is_empty() => {
+                return Err(ApiError::BadRequest("resume parameters need resume_start".to_owned()));
+            }
+            None => None,
+        };
         Ok(params)
     }
 }
@@ -281,6 +330,33 @@ mod tests {
     #[test]
     fn resume_parameters() {
         let params = parse(&[("resume_start", "12.5"), ("resume_prompt_tokens", "1,2,3")]).unwrap();
-        assert_eq!(params.resume, Some(Resume { start: 12.5, prompt_tokens: vec![1, 2, 3] }));
+        assert_eq!(
+            params.resume,
+            Some(Resume {
+                start: 12.5,
+                committed_until: 12.5,
+                prompt_tokens: vec![1, 2, 3],
+                context: Vec::new(),
+                utterance_open: false
+            })
+        );
+        let params = parse(&[
+            ("resume_start", "10"),
+            ("resume_committed_until", "12.5"),
+            ("resume_context", "10100:10400:5.6,10400:12000:7"),
+            ("resume_utterance_open", "true"),
+        ])
+        .unwrap();
+        let resume = params.resume.unwrap();
+        assert_eq!((resume.committed_until, resume.context.len(), resume.utterance_open), (12.5, 2, true));
+        assert_eq!(resume.context[0].tokens, vec![5, 6]);
+        for bad in [
+            vec![("resume_start", "10"), ("resume_committed_until", "9")],
+            vec![("resume_start", "10"), ("resume_committed_until", "12"), ("resume_context", "9000:9500:5")],
+            vec![("resume_start", "10"), ("resume_context", "10x")],
+            vec![("resume_committed_until", "12")],
+        ] {
+            assert!(matches!(parse(&bad), Err(ApiError::BadRequest(_))), "{bad:?}");
+        }
     }
 }

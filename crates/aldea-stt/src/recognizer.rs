@@ -30,6 +30,8 @@ const MAX_WORD_S: f64 = 1.2;
 /// utterances that need no context of each other (another speaker, another topic), and the model
 /// tends to skip speech that follows old audio and a long silence.
 const CONTEXT_GAP_S: f64 = 0.8;
+/// Audio kept before the VAD's speech start (it notices speech a little late).
+const LEAD_IN_S: f64 = 0.5;
 /// VAD speech after the last word of a decode that should have heard a whole utterance, beyond
 /// which the model is taken to have stopped early and the rest is decoded again.
 const UNHEARD_SPEECH_S: f64 = 1.0;
@@ -121,11 +123,33 @@ pub enum Event {
     UtteranceEnd {
         last_word_end: f64,
     },
-    /// Every final so far ends at `committed_until`; a resumed stream starts there with this prompt.
-    Checkpoint {
-        committed_until: f64,
-        prompt_tokens: Vec<u32>,
-    },
+    /// Every final so far ends at `committed_until`: where a resumed stream picks up.
+    Checkpoint(ResumePoint),
+}
+
+/// Where a stream can be resumed ([`Recognizer::resume`]): the audio from `audio_start` is heard
+/// again, the `context` words in it fixed (the prefix the next decode would be given), and results
+/// go on from `committed_until`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumePoint {
+    pub committed_until: f64,
+    /// Timeline seconds of the first sample to replay (at most `committed_until`).
+    pub audio_start: f64,
+    /// Committed text before `audio_start`: the decoding prompt.
+    pub prompt_tokens: Vec<u32>,
+    pub context: Vec<ContextWord>,
+    /// The utterance going on at `committed_until` already has final words.
+    pub utterance_open: bool,
+}
+
+/// A committed word whose audio a resumed stream hears again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextWord {
+    pub start: f64,
+    pub end: f64,
+    pub tokens: Vec<u32>,
+    /// Its text (whether it ends a sentence, and the repeat check at the commit).
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -274,6 +298,12 @@ pub struct Recognizer {
     /// Words were committed since the last UtteranceEnd.
     utterance_has_words: bool,
     last_word_end: f64,
+    /// A resumed stream's audio up to here was heard before (context): its speech makes spans but
+    /// no events or flushes, and nothing before it is decoded again.
+    replayed_until: f64,
+    /// Audio start of the last checkpoint: the next never restarts earlier (the gateway frees the
+    /// input before it).
+    resume_floor: f64,
 }
 
 impl Recognizer {
@@ -309,7 +339,39 @@ impl Recognizer {
             utterance_end_marked: true,
             utterance_has_words: false,
             last_word_end: origin,
+            replayed_until: origin,
+            resume_floor: origin,
         }
+    }
+
+    /// A stream resumed from `point` (the audio from `point.audio_start` on follows).
+    pub fn resume(config: RecognizerConfig, point: ResumePoint) -> Recognizer {
+        let committed_until = point.committed_until.max(point.audio_start);
+        let mut recognizer = Recognizer::new(config, point.audio_start, point.prompt_tokens);
+        for word in &point.context {
+            recognizer.in_buffer.push_back(CommittedWord {
+                start: word.start,
+                end: word.end,
+                tokens: word.tokens.clone(),
+                ends_sentence: ends_sentence(&word.text),
+            });
+            recognizer.committed_tail.push(aldea_proto::bare_word(&word.text));
+        }
+        let excess = recognizer.committed_tail.len().saturating_sub(5);
+        recognizer.committed_tail.drain(..excess);
+        recognizer.committed_until = committed_until;
+        recognizer.results_until = committed_until;
+        recognizer.decoded_until = committed_until;
+        recognizer.last_word_end = point.context.last().map_or(committed_until, |w| w.end);
+        recognizer.utterance_open = point.utterance_open;
+        recognizer.utterance_has_words = point.utterance_open;
+        recognizer.replayed_until = committed_until;
+        recognizer
+    }
+
+    /// Still receiving the audio of a resumed stream's context.
+    fn replaying(&self) -> bool {
+        self.audio_end() < self.replayed_until - 1e-6
     }
 
     /// Timeline position of the end of the audio received.
@@ -361,12 +423,14 @@ impl Recognizer {
 
     fn on_vad_window(&mut self, window_start: f64, window_end: f64, prob: f32, events: &mut Vec<Event>) {
         let neg_threshold = (self.config.vad_threshold - 0.15).max(0.01);
+        // Audio a resumed stream heard before: its speech is known, its events were sent.
+        let replayed = window_end <= self.replayed_until + 1e-9;
         if prob >= self.config.vad_threshold {
             if !self.in_speech {
                 self.in_speech = true;
                 self.speech_start = window_start;
                 self.utterance_end_marked = false;
-                if self.config.vad_events {
+                if self.config.vad_events && !replayed {
                     events.push(Event::SpeechStarted { timestamp: round3(window_start) });
                 }
             }
@@ -385,6 +449,10 @@ impl Recognizer {
             if self.silence_run_s >= self.endpoint_after_s() {
                 self.in_speech = false;
                 self.spans.push((self.speech_start, self.last_speech_end));
+                if replayed {
+                    self.utterance_end_marked = true;
+                    return;
+                }
                 let utterance_end = self.config.endpointing_ms.is_none() && self.config.utterance_end_ms.is_some();
                 self.utterance_end_marked = utterance_end;
                 self.flushes.push_back(Flush {
@@ -398,6 +466,9 @@ impl Recognizer {
             return;
         }
         // Silence after an utterance: UtteranceEnd once the gap is long enough.
+        if replayed {
+            return;
+        }
         if let Some(ms) = self.config.utterance_end_ms {
             if !self.utterance_end_marked && window_end - self.last_speech_end >= f64::from(ms) / 1000.0 {
                 self.utterance_end_marked = true;
@@ -520,7 +591,7 @@ impl Recognizer {
     /// is started and the decode stays due. A decode that settles words (an endpoint, long speech)
     /// is never held.
     pub fn next_decode_holding(&mut self, hold_interims: bool) -> NextDecode {
-        if self.in_flight.is_some() {
+        if self.in_flight.is_some() || self.replaying() {
             return NextDecode::Nothing;
         }
         self.drop_stale_context();
@@ -534,7 +605,7 @@ impl Recognizer {
             && horizon < self.audio_end() - 1e-9
             && horizon - self.buffer_start() > 1.0
         {
-            self.trim_to(horizon - 0.5);
+            self.trim_to(horizon - LEAD_IN_S);
             horizon = self.horizon();
         }
         if !self.speech_in(self.committed_until, horizon) {
@@ -608,9 +679,11 @@ impl Recognizer {
 
     /// The buffer keeps the previous utterance's audio as context only across a short pause: when
     /// the next speech starts [`CONTEXT_GAP_S`] or more after the last committed speech, the buffer
-    /// starts a short lead-in before it (also when the audio came faster than real time).
+    /// starts a short lead-in before it (also when the audio came faster than real time). A buffer
+    /// without committed speech starts the same lead-in before its speech, whatever silence the
+    /// chunking left in it, so the same audio makes the same windows sent at any pace (and resumed).
     fn drop_stale_context(&mut self) {
-        if self.config.context_s <= 0.0 || self.buffer_start() >= self.committed_until - 1e-6 {
+        if self.config.context_s <= 0.0 {
             return;
         }
         // A speech span that reaches past the commit has uncommitted words: it is the next speech,
@@ -618,11 +691,12 @@ impl Recognizer {
         let Some(next_start) = self.next_speech_start() else {
             return;
         };
+        let no_context = self.buffer_start() >= self.committed_until - 1e-6;
         let previous_end =
             self.spans.iter().map(|s| s.1).filter(|&end| end <= self.committed_until + 1e-6).max_by(f64::total_cmp);
-        if previous_end.is_none_or(|end| next_start - end >= CONTEXT_GAP_S) {
-            let keep_from = next_start - 0.5;
-            if keep_from > self.buffer_start() + 0.05 {
+        if no_context || previous_end.is_none_or(|end| next_start - end >= CONTEXT_GAP_S) {
+            let keep_from = next_start - LEAD_IN_S;
+            if keep_from > self.buffer_start() + 1e-3 {
                 self.trim_to(keep_from);
             }
         }
@@ -892,7 +966,9 @@ impl Recognizer {
         self.results_until = end;
         self.interim_since_final = false;
         events.push(Event::Results(ResultsEvent { start, end, words, is_final: true, speech_final, from_finalize }));
-        events.push(Event::Checkpoint { committed_until: end, prompt_tokens: self.all_committed_tokens() });
+        let point = self.resume_point();
+        self.resume_floor = point.audio_start;
+        events.push(Event::Checkpoint(point));
     }
 
     fn send_interim(&mut self, events: &mut Vec<Event>) {
@@ -910,16 +986,38 @@ impl Recognizer {
         }));
     }
 
-    /// Every committed token, oldest first, at most the prompt's length (what a resumed stream is
-    /// prompted with: its buffer starts empty at the commit).
-    fn all_committed_tokens(&self) -> Vec<u32> {
-        let mut tokens = self.prompt.clone();
-        for word in &self.in_buffer {
-            tokens.extend_from_slice(&word.tokens);
+    /// Where a resumed stream picks up now: the committed words [`Recognizer::keep_context`] keeps
+    /// as the next decode's prefix are heard again with their audio; the ones before are prompt.
+    fn resume_point(&self) -> ResumePoint {
+        let (mut first, mut audio_start) = match self.context_cut() {
+            Some((idx, cut)) => (idx, cut.max(self.buffer_start())),
+            None => (self.in_buffer.len(), self.committed_until),
+        };
+        if audio_start < self.resume_floor {
+            audio_start = self.resume_floor.min(self.committed_until);
+            while first < self.in_buffer.len() && self.in_buffer[first].start < audio_start - 1e-6 {
+                first += 1;
+            }
         }
-        let excess = tokens.len().saturating_sub(MAX_PROMPT_TOKENS);
-        tokens.drain(..excess);
-        tokens
+        let mut prompt_tokens = self.prompt.clone();
+        for word in self.in_buffer.iter().take(first) {
+            prompt_tokens.extend_from_slice(&word.tokens);
+        }
+        let excess = prompt_tokens.len().saturating_sub(MAX_PROMPT_TOKENS);
+        prompt_tokens.drain(..excess);
+        let context = self
+            .in_buffer
+            .iter()
+            .skip(first)
+            .map(|w| ContextWord { start: w.start, end: w.end, tokens: w.tokens.clone(), text: String::new() })
+            .collect();
+        ResumePoint {
+            committed_until: self.committed_until,
+            audio_start,
+            prompt_tokens,
+            context,
+            utterance_open: self.utterance_open,
+        }
     }
 
     /// Drops buffered audio before `time` (never audio after it).
@@ -955,6 +1053,16 @@ impl Recognizer {
     /// [`MAX_PREFIX_TOKENS`] of its words): the buffer starts at the earliest sentence start that
     /// fits, else at the earliest word start that fits, else at the last commit.
     fn keep_context(&mut self) {
+        match self.context_cut() {
+            Some((0, _)) => {}
+            Some((_, cut)) => self.trim_to(cut),
+            None => self.trim_to(self.committed_until),
+        }
+    }
+
+    /// The first committed word [`Recognizer::keep_context`] keeps in the buffer and where the
+    /// buffer would start (`None`: none is kept, it starts at the commit).
+    fn context_cut(&self) -> Option<(usize, f64)> {
         let words = &self.in_buffer;
         let fits = |idx: usize| {
             self.committed_until - words[idx].start <= self.config.context_s
@@ -964,25 +1072,24 @@ impl Recognizer {
         let first = (0..words.len())
             .find(|&idx| fits(idx) && sentence_start(idx))
             .or_else(|| (0..words.len()).find(|&idx| fits(idx)));
-        let cut = match first {
-            Some(0) => return,
+        match first? {
+            0 => Some((0, self.buffer_start())),
             // Between the last word dropped and the first kept.
-            Some(idx) => (words[idx - 1].end.max(words[idx].start - 0.1)).min(words[idx].start),
-            None => self.committed_until,
-        };
-        self.trim_to(cut);
+            idx => Some((idx, (words[idx - 1].end.max(words[idx].start - 0.1)).min(words[idx].start))),
+        }
     }
 
     /// In silence with nothing left to finalize, keep only a short lead-in for the next speech (the
     /// VAD notices speech a little late).
     fn trim_silence(&mut self) {
-        if self.flushes.is_empty()
+        if !self.replaying()
+            && self.flushes.is_empty()
             && self.in_flight.is_none()
             && self.hypothesis.is_empty()
             && !self.speech_in(self.committed_until, self.audio_end())
             && self.audio_end() - self.last_speech_end >= CONTEXT_GAP_S.min(self.config.context_s)
         {
-            let keep_from = self.audio_end() - 0.5;
+            let keep_from = self.audio_end() - LEAD_IN_S;
             if keep_from > self.buffer_start() + 0.1 {
                 self.trim_to(keep_from);
             }

@@ -16,7 +16,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use sha2::{Digest, Sha256};
 
 use crate::params::ListenParams;
-use crate::recognizer::{DecodeReason, Event, NextDecode, Recognizer, RecognizerConfig, ResultsEvent};
+use crate::recognizer::{
+    ContextWord, DecodeReason, Event, NextDecode, Recognizer, RecognizerConfig, ResultsEvent, ResumePoint,
+};
 use crate::scheduler::{JobKind, WindowInput};
 use crate::{response, AppState, Permit, Speaking, MAX_INTERIM_STEP_SCALE};
 
@@ -126,7 +128,32 @@ impl Session {
             step_s: config.step_ms as f64 / 1000.0,
             ..RecognizerConfig::default()
         };
-        let (origin, prompt) = params.resume.as_ref().map_or((0.0, Vec::new()), |r| (r.start, r.prompt_tokens.clone()));
+        let recognizer = match &params.resume {
+            Some(resume) => {
+                let tokenizer = state.0.transcriber.engine().tokenizer();
+                let context = resume
+                    .context
+                    .iter()
+                    .map(|w| ContextWord {
+                        start: w.start,
+                        end: w.end,
+                        tokens: w.tokens.clone(),
+                        text: tokenizer.decode(&w.tokens),
+                    })
+                    .collect();
+                Recognizer::resume(
+                    recognizer_config,
+                    ResumePoint {
+                        committed_until: resume.committed_until,
+                        audio_start: resume.start,
+                        prompt_tokens: resume.prompt_tokens.clone(),
+                        context,
+                        utterance_open: resume.utterance_open,
+                    },
+                )
+            }
+            None => Recognizer::new(recognizer_config, 0.0, Vec::new()),
+        };
         let vad = VadStream::new(state.0.vad.clone())?;
         let speaking = Speaking::new(&state);
         Ok(Session {
@@ -137,7 +164,7 @@ impl Session {
             decoder,
             resampler: None,
             vad,
-            recognizer: Recognizer::new(recognizer_config, origin, prompt),
+            recognizer,
             hasher: Sha256::new(),
             in_flight: None,
             flush_started: None,
@@ -349,6 +376,7 @@ impl Session {
         let request_id = self.request_id.clone();
         self.in_flight = Some(Box::pin(async move {
             let (reason, audio_s) = (request.reason.as_str(), request.samples.len() as f64 / 16_000.0);
+            let (offset, prompt_tokens, prefix_tokens) = (request.offset, request.prompt.len(), request.prefix.len());
             // The decode that ends an utterance: a client waits for its final.
             let urgent = matches!(request.reason, DecodeReason::Endpoint | DecodeReason::Pause);
             let input = WindowInput::Samples {
@@ -369,7 +397,10 @@ impl Session {
                     tracing::debug!(
                         request_id,
                         reason,
+                        offset,
                         audio_s,
+                        prompt_tokens,
+                        prefix_tokens,
                         latency_ms = done.latency.as_millis() as u64,
                         "a stream window was decoded"
                     );
@@ -415,9 +446,7 @@ impl Session {
                     }
                     serde_json::to_string(&self.results_message(&results))
                 }
-                Event::Checkpoint { committed_until, prompt_tokens } => {
-                    serde_json::to_string(&self.checkpoint(committed_until, prompt_tokens))
-                }
+                Event::Checkpoint(point) => serde_json::to_string(&self.checkpoint(point)),
             };
             let text = text.map_err(axum::Error::new)?;
             socket.send(Message::Text(text.into())).await?;
@@ -468,26 +497,41 @@ impl Session {
         }
     }
 
-    /// The resume point: only headerless input can restart at a byte offset (frames are fixed-size).
-    fn checkpoint(&self, committed_until: f64, prompt_tokens: Vec<u32>) -> wire::Checkpoint {
+    /// The resume point: only headerless input can restart at a byte offset (frames are
+    /// fixed-size). It restarts at the committed speech kept as context (on a sample of the input),
+    /// so a resumed stream hears it again; a container replays from the start.
+    fn checkpoint(&self, point: ResumePoint) -> wire::Checkpoint {
         let audio = &self.params.audio;
-        let byte_offset = audio.encoding.map(|encoding| {
+        let restart = audio.encoding.map(|encoding| {
             let bytes_per_sample: u64 = match encoding {
                 Encoding::Linear16 => 2,
                 Encoding::Mulaw | Encoding::Alaw => 1,
             };
             // Relative to this stream's own input: a resumed stream's input starts at its origin.
-            let frames = ((committed_until - self.origin()).max(0.0) * f64::from(audio.sample_rate)).round() as u64;
-            frames * bytes_per_sample * u64::from(audio.channels)
+            let rate = f64::from(audio.sample_rate);
+            let frames = ((point.audio_start - self.origin()).max(0.0) * rate).floor() as u64;
+            (frames * bytes_per_sample * u64::from(audio.channels), self.origin() + frames as f64 / rate)
         });
-        let prompt = self.state.0.transcriber.engine().tokenizer().decode(&prompt_tokens);
+        let prompt = self.state.0.transcriber.engine().tokenizer().decode(&point.prompt_tokens);
+        // Without a byte offset the whole input is replayed: no context to carry.
+        let context = match restart {
+            Some(_) => point
+                .context
+                .iter()
+                .map(|w| wire::ContextWord { start: round3(w.start), end: round3(w.end), tokens: w.tokens.clone() })
+                .collect(),
+            None => Vec::new(),
+        };
         wire::Checkpoint {
             kind: wire::CHECKPOINT_TYPE.to_owned(),
-            committed_until: round3(committed_until),
-            byte_offset,
+            committed_until: round3(point.committed_until),
+            byte_offset: restart.map(|(offset, _)| offset),
             header_bytes: 0,
             prompt: prompt.trim().to_owned(),
-            prompt_tokens,
+            prompt_tokens: point.prompt_tokens,
+            audio_start: restart.map(|(_, start)| start).filter(|&start| start < point.committed_until - 1e-9),
+            context,
+            utterance_open: point.utterance_open,
         }
     }
 

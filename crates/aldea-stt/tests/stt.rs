@@ -812,10 +812,24 @@ async fn a_stream_resumed_on_another_instance_after_a_crash_loses_and_repeats_no
     }
     assert!(killed, "a checkpoint past 20 s arrived");
     assert_eq!(close_code, Some(1012), "the dying service closes with 1012");
-    let checkpoint = checkpoint.unwrap();
-    let committed_until = checkpoint["committed_until"].as_f64().unwrap();
-    let byte_offset = checkpoint["byte_offset"].as_u64().expect("linear16 streams have a byte offset") as usize;
-    assert_eq!(byte_offset, (committed_until * 16_000.0).round() as usize * 2);
+    let checkpoint: aldea_proto::stream::Checkpoint = serde_json::from_value(checkpoint.unwrap()).unwrap();
+    let committed_until = checkpoint.committed_until;
+    let byte_offset = checkpoint.byte_offset.expect("linear16 streams have a byte offset") as usize;
+    // The restart point is a sample at or before the commit: the committed speech kept as context.
+    let audio_start = checkpoint.resume_start();
+    assert_eq!(byte_offset, (audio_start * 16_000.0).round() as usize * 2);
+    assert!(audio_start <= committed_until && committed_until - audio_start <= 28.0, "{checkpoint:?}");
+    // Context words start inside the replayed audio (a word cut a hair before the buffer start stays
+    // one) and before the commit; the last may end after it (a final's words are those starting
+    // before its end).
+    assert!(
+        checkpoint.context.iter().all(|w| w.start >= audio_start - 0.02 && w.start <= committed_until),
+        "{checkpoint:?}"
+    );
+    eprintln!(
+        "checkpoint: audio from {audio_start:.3} s, {} context words, committed until {committed_until:.3} s",
+        checkpoint.context.len()
+    );
     // Finals up to the checkpoint count; anything later is redone by the new instance.
     let kept: Vec<(Duration, Value)> = before
         .into_iter()
@@ -825,10 +839,8 @@ async fn a_stream_resumed_on_another_instance_after_a_crash_loses_and_repeats_no
                 && m["start"].as_f64().unwrap() + m["duration"].as_f64().unwrap() <= committed_until + 1e-6
         })
         .collect();
-    let tokens: Vec<String> =
-        checkpoint["prompt_tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap().to_string()).collect();
     let second = spawn(Config::default()).await;
-    let query = format!("encoding=linear16&resume_start={committed_until}&resume_prompt_tokens={}", tokens.join(","));
+    let query = format!("encoding=linear16&{}", checkpoint.resume_query());
     let resumed = resume_stream(second.addr, &query, &audio[byte_offset..]).await;
     check_protocol(&resumed);
     let first_resumed = resumed.finals().first().map(|m| m["start"].as_f64().unwrap());

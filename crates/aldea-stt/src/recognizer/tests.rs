@@ -586,3 +586,99 @@ fn a_wider_interim_step_spaces_interims_but_not_the_first_words() {
         assert_eq!(recognizer.next_decode().is_some(), second_interim_due, "scale {scale}");
     }
 }
+
+/// Feeds `recognizer` the audio from its origin to `to` in 100-ms chunks (each decode's result
+/// arrives with the next chunk), then finalizes: the events, and each decode's (offset, prefix).
+fn drive(recognizer: &mut Recognizer, script: &Script, to: f64) -> (Vec<Event>, Vec<(f64, usize)>) {
+    let origin = recognizer.audio_end();
+    let total = ((to - origin) * SAMPLE_RATE).round() as usize;
+    let (mut events, mut requests) = (Vec::new(), Vec::new());
+    let mut pending: Option<DecodeRequest> = None;
+    let (mut sent, mut windows_sent) = (0usize, 0usize);
+    while sent < total {
+        let n = 1_600.min(total - sent);
+        sent += n;
+        let n_windows = sent / VAD_WINDOW;
+        let probs: Vec<f32> = (windows_sent..n_windows)
+            .map(|w| if speech_at(script, origin + (w as f64 + 0.5) * VAD_WINDOW_S) { 0.95 } else { 0.02 })
+            .collect();
+        windows_sent = n_windows;
+        events.extend(recognizer.push_audio(&vec![0.0; n], &probs));
+        if let Some(request) = pending.take() {
+            events.extend(recognizer.on_decoded(request.id, Some(decode(script, &request))));
+        }
+        if let Some(request) = recognizer.next_decode() {
+            requests.push((request.offset, request.prefix.len()));
+            events.extend(recognizer.take_forced());
+            pending = Some(request);
+        }
+    }
+    events.extend(recognizer.finalize(false));
+    for _ in 0..5 {
+        if let Some(request) = pending.take().or_else(|| recognizer.next_decode()) {
+            requests.push((request.offset, request.prefix.len()));
+            events.extend(recognizer.on_decoded(request.id, Some(decode(script, &request))));
+        }
+    }
+    assert!(recognizer.is_settled());
+    (events, requests)
+}
+
+#[test]
+fn a_stream_resumed_from_a_checkpoint_hears_its_context_again() {
+    // Three utterances parted by pauses short enough to keep the previous one as context.
+    let script: Script = vec![
+        ("the", 0.5, 0.7),
+        ("quick", 0.75, 1.1),
+        ("brown", 1.15, 1.5),
+        ("fox.", 1.55, 1.9),
+        ("it", 2.5, 2.7),
+        ("jumps", 2.75, 3.1),
+        ("over.", 3.15, 3.5),
+        ("the", 4.1, 4.3),
+        ("lazy", 4.35, 4.7),
+        ("dog.", 4.75, 5.1),
+    ];
+    let config = RecognizerConfig { vad_events: true, ..RecognizerConfig::default() };
+    let mut unbroken = Recognizer::new(config.clone(), 0.0, Vec::new());
+    let (events, requests) = drive(&mut unbroken, &script, 6.5);
+    let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
+    assert_eq!(final_words(&events), expected);
+    // The checkpoint after the first utterance's final keeps that utterance as context.
+    let point = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Checkpoint(point) if point.committed_until > 1.9 => Some(point.clone()),
+            _ => None,
+        })
+        .expect("a checkpoint after the first final");
+    assert!(point.audio_start < 0.6 && point.context.len() == 4, "{point:?}");
+    assert_eq!(point.context.iter().map(|w| w.tokens.len()).sum::<usize>(), 4);
+    let text = |w: &ContextWord| script.iter().find(|s| (s.1 - w.start).abs() < 1e-9).map_or("", |s| s.0).to_owned();
+    let context: Vec<ContextWord> = point.context.iter().map(|w| ContextWord { text: text(w), ..w.clone() }).collect();
+
+    // A new recognizer takes over from the checkpoint, given the audio from its audio start.
+    let mut resumed = Recognizer::resume(config, ResumePoint { context, ..point.clone() });
+    let (resumed_events, resumed_requests) = drive(&mut resumed, &script, 6.5);
+    let after = |events: &[Event]| -> Vec<(String, f64, f64)> {
+        results(events)
+            .iter()
+            .filter(|r| r.is_final && r.end > point.committed_until + 1e-9)
+            .flat_map(|r| r.words.iter().map(|w| (w.text.trim().to_owned(), w.start, w.end)))
+            .collect()
+    };
+    assert_eq!(after(&resumed_events), after(&events), "the same finals after the checkpoint");
+    let resumed_results = results(&resumed_events);
+    assert!(resumed_results.iter().all(|r| r.start >= point.committed_until - 1e-9), "nothing before the commit again");
+    assert!(
+        resumed_events
+            .iter()
+            .all(|e| !matches!(e, Event::SpeechStarted { timestamp } if *timestamp < point.committed_until)),
+        "no SpeechStarted for the context's speech"
+    );
+    // Its first decode hears the context with the context's words as the prefix, as the unbroken
+    // stream's next decode did.
+    let next_unbroken = requests.iter().find(|r| r.1 > 0).expect("the unbroken stream decoded with a prefix");
+    let first = resumed_requests.first().expect("the resumed stream decoded");
+    assert!((first.0 - next_unbroken.0).abs() < 1e-3 && first.1 == next_unbroken.1, "{first:?} vs {next_unbroken:?}");
+}

@@ -29,7 +29,8 @@ pub(crate) fn aldea_on(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aldea"));
     cmd.env("ALDEA_HOME", home)
         .env("ALDEA_MODELS", env_path("ALDEA_TEST_MODELS"))
-        .env("ALDEA_LOG", "warn")
+        // ALDEA_TEST_CHILD_LOG (a log filter) debugs a test: the children log at it, shown on stderr.
+        .env("ALDEA_LOG", std::env::var("ALDEA_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".to_owned()))
         .env_remove("ALDEA_SERVICE_TOKEN")
         .env_remove("ALDEA_REDIS_URL");
     cmd
@@ -83,8 +84,17 @@ pub(crate) fn spawn(home: &Path, args: &[&str], marker: &str) -> (Child, String)
                 .flatten()
         })
         .expect("the listening address on stderr");
-    // Keep draining stderr so the process never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    // Keep draining stderr so the process never blocks on a full pipe (shown with
+    // ALDEA_TEST_CHILD_LOG).
+    let show = std::env::var_os("ALDEA_TEST_CHILD_LOG").is_some();
+    let name = args.first().copied().unwrap_or("aldea").to_owned();
+    std::thread::spawn(move || {
+        for line in lines.by_ref().map_while(Result::ok) {
+            if show {
+                eprintln!("[{name}] {line}");
+            }
+        }
+    });
     (child, addr)
 }
 
