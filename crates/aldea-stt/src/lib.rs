@@ -83,9 +83,8 @@ pub struct Config {
     pub pace_interims: bool,
     /// Streams' windows are encoded up to this many seconds after their audio, the rest of the
     /// 30-s encoder output being that of an empty window (`TranscribeOptions::encoder_padding`):
-    /// a window of 10 s costs the encoder about a third of a whole one. `None` (the default) encodes
-    /// whole windows: with 3 s, a stream resumed after failover read one word differently from the
-    /// unbroken run (ARCHITECTURE, "Streams' windows can be encoded in part").
+    /// a window of 10 s costs the encoder about a third of a whole one. `None` encodes whole
+    /// windows (ARCHITECTURE, "Streams' windows are encoded in part").
     pub encoder_padding_s: Option<f64>,
 }
 
@@ -127,7 +126,7 @@ impl Default for Config {
             max_queue_wait_ms: 500,
             interim_hold_ms: 1_000,
             pace_interims: true,
-            encoder_padding_s: None,
+            encoder_padding_s: Some(3.0),
         }
     }
 }

@@ -34,8 +34,8 @@ pub(crate) struct SttArgs {
     #[arg(long, env = "ALDEA_STT_DRAIN_SECONDS")]
     drain_seconds: Option<u64>,
     /// Seconds after a stream window's audio that the encoder hears (the rest of its 30 s is an
-    /// empty window's encoding, computed once): 3 makes stream decodes about 3x cheaper on CPU.
-    /// Default (and 0): whole windows. At least 2.
+    /// empty window's encoding, computed once): the default, 3, makes stream decodes about 3x
+    /// cheaper on CPU. 0: whole windows. Otherwise at least 2.
     #[arg(long, env = "ALDEA_STT_ENCODER_PADDING")]
     encoder_padding: Option<f64>,
 }

@@ -293,6 +293,10 @@ fn stt_serves_uploads_and_stops_on_sigterm() {
     let refused = run(aldea().args(["stt", "--listen", "0.0.0.0:0"]).env_remove("ALDEA_SERVICE_TOKEN"));
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("service token"));
+    // Under 2 s of encoder padding the model loops: refused before anything loads.
+    let refused = run(aldea().args(["stt", "--listen", "127.0.0.1:0", "--encoder-padding", "1"]));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("encoder_padding_s"));
 
     let mut child = aldea()
         .args(["stt", "--listen", "127.0.0.1:0", "--threads", "2"])
