@@ -142,6 +142,20 @@ pub struct ResumePoint {
     pub utterance_open: bool,
 }
 
+impl ResumePoint {
+    /// The same point for input that cannot restart in the middle: no context, every committed
+    /// token in the prompt (at most the prompt's length).
+    pub fn without_context(mut self) -> ResumePoint {
+        for word in self.context.drain(..) {
+            self.prompt_tokens.extend(word.tokens);
+        }
+        let excess = self.prompt_tokens.len().saturating_sub(MAX_PROMPT_TOKENS);
+        self.prompt_tokens.drain(..excess);
+        self.audio_start = self.committed_until;
+        self
+    }
+}
+
 /// A committed word whose audio a resumed stream hears again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextWord {

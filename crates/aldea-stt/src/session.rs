@@ -512,16 +512,14 @@ impl Session {
             let frames = ((point.audio_start - self.origin()).max(0.0) * rate).floor() as u64;
             (frames * bytes_per_sample * u64::from(audio.channels), self.origin() + frames as f64 / rate)
         });
-        let prompt = self.state.0.transcriber.engine().tokenizer().decode(&point.prompt_tokens);
         // Without a byte offset the whole input is replayed: no context to carry.
-        let context = match restart {
-            Some(_) => point
-                .context
-                .iter()
-                .map(|w| wire::ContextWord { start: round3(w.start), end: round3(w.end), tokens: w.tokens.clone() })
-                .collect(),
-            None => Vec::new(),
-        };
+        let point = if restart.is_some() { point } else { point.without_context() };
+        let prompt = self.state.0.transcriber.engine().tokenizer().decode(&point.prompt_tokens);
+        let context = point
+            .context
+            .iter()
+            .map(|w| wire::ContextWord { start: round3(w.start), end: round3(w.end), tokens: w.tokens.clone() })
+            .collect();
         wire::Checkpoint {
             kind: wire::CHECKPOINT_TYPE.to_owned(),
             committed_until: round3(point.committed_until),

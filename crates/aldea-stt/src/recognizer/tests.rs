@@ -654,6 +654,10 @@ fn a_stream_resumed_from_a_checkpoint_hears_its_context_again() {
         .expect("a checkpoint after the first final");
     assert!(point.audio_start < 0.6 && point.context.len() == 4, "{point:?}");
     assert_eq!(point.context.iter().map(|w| w.tokens.len()).sum::<usize>(), 4);
+    // Input that cannot restart in the middle gets no context: its words join the prompt.
+    let flat = point.clone().without_context();
+    assert!(flat.context.is_empty() && flat.audio_start == point.committed_until);
+    assert_eq!(flat.prompt_tokens.len(), point.prompt_tokens.len() + 4);
     let text = |w: &ContextWord| script.iter().find(|s| (s.1 - w.start).abs() < 1e-9).map_or("", |s| s.0).to_owned();
     let context: Vec<ContextWord> = point.context.iter().map(|w| ContextWord { text: text(w), ..w.clone() }).collect();
 
