@@ -162,7 +162,8 @@ pub struct ContextWord {
     pub start: f64,
     pub end: f64,
     pub tokens: Vec<u32>,
-    /// Its text (whether it ends a sentence, and the repeat check at the commit).
+    /// Its text (whether it ends a sentence, and the repeat check at the commit): given to
+    /// [`Recognizer::resume`]; empty in the points the recognizer makes (checkpoints carry tokens).
     pub text: String,
 }
 
@@ -363,16 +364,8 @@ impl Recognizer {
         let committed_until = point.committed_until.max(point.audio_start);
         let mut recognizer = Recognizer::new(config, point.audio_start, point.prompt_tokens);
         for word in &point.context {
-            recognizer.in_buffer.push_back(CommittedWord {
-                start: word.start,
-                end: word.end,
-                tokens: word.tokens.clone(),
-                ends_sentence: ends_sentence(&word.text),
-            });
-            recognizer.committed_tail.push(aldea_proto::bare_word(&word.text));
+            recognizer.keep_committed(word.start, word.end, &word.tokens, &word.text);
         }
-        let excess = recognizer.committed_tail.len().saturating_sub(5);
-        recognizer.committed_tail.drain(..excess);
         recognizer.committed_until = committed_until;
         recognizer.results_until = committed_until;
         recognizer.decoded_until = committed_until;
@@ -961,20 +954,12 @@ impl Recognizer {
             }));
         }
         for word in &words {
-            self.in_buffer.push_back(CommittedWord {
-                start: word.start,
-                end: word.end,
-                tokens: word.tokens.clone(),
-                ends_sentence: ends_sentence(&word.text),
-            });
-            self.committed_tail.push(aldea_proto::bare_word(&word.text));
+            self.keep_committed(word.start, word.end, &word.tokens, &word.text);
             self.last_word_end = word.end;
         }
         if !words.is_empty() {
             self.utterance_has_words = true;
         }
-        let excess = self.committed_tail.len().saturating_sub(5);
-        self.committed_tail.drain(..excess);
         self.utterance_open = !speech_final && (self.utterance_open || !words.is_empty());
         self.committed_until = end;
         self.results_until = end;
@@ -998,6 +983,20 @@ impl Recognizer {
             speech_final: false,
             from_finalize: false,
         }));
+    }
+
+    /// A committed word whose audio is in the buffer: the next decode's prefix, and the last of the
+    /// committed tail (its last five words, bare) that a new hypothesis must not repeat.
+    fn keep_committed(&mut self, start: f64, end: f64, tokens: &[u32], text: &str) {
+        self.in_buffer.push_back(CommittedWord {
+            start,
+            end,
+            tokens: tokens.to_vec(),
+            ends_sentence: ends_sentence(text),
+        });
+        self.committed_tail.push(aldea_proto::bare_word(text));
+        let excess = self.committed_tail.len().saturating_sub(5);
+        self.committed_tail.drain(..excess);
     }
 
     /// Where a resumed stream picks up now: the committed words [`Recognizer::keep_context`] keeps
