@@ -686,3 +686,28 @@ fn a_stream_resumed_from_a_checkpoint_hears_its_context_again() {
     let first = resumed_requests.first().expect("the resumed stream decoded");
     assert!((first.0 - next_unbroken.0).abs() < 1e-3 && first.1 == next_unbroken.1, "{first:?} vs {next_unbroken:?}");
 }
+
+#[test]
+fn the_lead_in_before_speech_does_not_depend_on_the_chunking() {
+    // Silence, then speech from 2.0 s: the VAD's first speech window starts at 1.984 s (window 62).
+    let script: Script = vec![("hello", 2.05, 2.6), ("world", 2.65, 3.2)];
+    let onset = 62.0 * VAD_WINDOW_S;
+    for chunk_s in [0.25, 0.3, 0.45] {
+        let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
+        let mut from = 0.0;
+        let request = loop {
+            let to = from + chunk_s;
+            feed_script(&mut recognizer, &script, from, to);
+            from = to;
+            if let Some(request) = recognizer.next_decode() {
+                break request;
+            }
+            assert!(from < 4.0, "speech is decoded");
+        };
+        assert!(
+            (request.offset - (onset - LEAD_IN_S)).abs() < 1e-3,
+            "chunks of {chunk_s} s: window from {}",
+            request.offset
+        );
+    }
+}
