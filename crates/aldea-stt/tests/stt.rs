@@ -116,11 +116,11 @@ fn real_dev_stream() -> (Vec<f32>, String, Vec<(f64, f64)>) {
         let start = samples.len() as f64 / 16_000.0;
         samples.extend(clip);
         clips.push((start, samples.len() as f64 / 16_000.0));
-        reference.push(text.clone());
+        reference.push(text.as_str());
         samples.extend(std::iter::repeat_n(0.0, 16_000 * (1 + idx % 3)));
         idx += 1;
     }
-    (samples, reference.join(" "), clips)
+    (samples, aldea_eval::joined_reference(reference), clips)
 }
 
 fn pcm_bytes(samples: &[f32]) -> Vec<u8> {

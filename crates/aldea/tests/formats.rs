@@ -65,12 +65,12 @@ fn joined_fixtures(dir: &Path) -> Vec<(PathBuf, String)> {
             used.insert(file.clone());
             samples.extend(aldea_audio::load_mono_16k(&real_dev.join(file)).unwrap());
             samples.extend(std::iter::repeat_n(0.0, 8_000));
-            reference.push(text.clone());
+            reference.push(text.as_str());
         }
         assert!(samples.len() >= 16_000 * 10, "group {group_idx} lasts under 10 s");
         let path = dir.join(format!("group{group_idx}.wav"));
         write_wav(&path, &samples, 16_000);
-        fixtures.push((path, reference.join(" ")));
+        fixtures.push((path, aldea_eval::joined_reference(reference)));
     }
     assert_eq!(used.len(), rows.len(), "every clip is in a group");
     fixtures
@@ -147,6 +147,20 @@ fn total_wer(fixtures: &[(PathBuf, String)], transcripts: &[String]) -> f64 {
     total.wer_percent()
 }
 
+/// Each fixture whose number of errors differs from the 16 kHz WAV's: the file, both counts and
+/// the format's normalized transcript, so that a report names the words a codec changed.
+fn differences_from_wav(fixtures: &[(PathBuf, String)], wav: &[String], format: &[String]) -> Vec<String> {
+    fixtures
+        .iter()
+        .zip(wav.iter().zip(format))
+        .enumerate()
+        .filter_map(|(idx, ((_, reference), (w, f)))| {
+            let (we, fe) = (english_word_errors(reference, w).errors(), english_word_errors(reference, f).errors());
+            (we != fe).then(|| format!("file {idx}: {fe} errors (WAV {we}): {:?}", aldea_eval::normalize_english(f)))
+        })
+        .collect()
+}
+
 /// (name, file, ffmpeg output arguments, extra aldea arguments, allowed WER margin over the WAV's)
 type Case = (&'static str, &'static str, &'static [&'static str], &'static [&'static str], f64);
 
@@ -160,7 +174,8 @@ fn every_format_transcribes_within_the_wer_margin_of_the_16k_wav() {
     }
     let fixtures = joined_fixtures(dir.path());
     let wavs: Vec<PathBuf> = fixtures.iter().map(|(p, _)| p.clone()).collect();
-    let baseline = total_wer(&fixtures, &transcribe_all(&wavs, &[]));
+    let wav_texts = transcribe_all(&wavs, &[]);
+    let baseline = total_wer(&fixtures, &wav_texts);
     eprintln!("16 kHz WAV: WER {baseline:.2}% over {} files", wavs.len());
 
     let cases: &[Case] = &[
@@ -209,7 +224,11 @@ fn every_format_transcribes_within_the_wer_margin_of_the_16k_wav() {
                 path
             })
             .collect();
-        let wer = total_wer(&fixtures, &transcribe_all(&paths, aldea_args));
+        let texts = transcribe_all(&paths, aldea_args);
+        let wer = total_wer(&fixtures, &texts);
+        for line in differences_from_wav(&fixtures, &wav_texts, &texts) {
+            eprintln!("{name}: {line}");
+        }
         results.push((*name, paths, aldea_args.is_empty(), wer, *margin));
     }
     // Where a lossy codec's artefacts change what the model hears, faster-whisper (ffmpeg's decoders)
