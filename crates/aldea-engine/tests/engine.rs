@@ -379,7 +379,7 @@ fn windows_encoded_in_part_transcribe_like_whole_windows() {
         samples.extend(std::iter::repeat_n(0.0, 16_000));
         samples.extend_from_slice(&pair[1].0);
         if samples.len() < 16_000 * 27 {
-            windows.push((samples, format!("{} {}", pair[0].1, pair[1].1)));
+            windows.push((samples, aldea_eval::joined_reference([pair[0].1.as_str(), pair[1].1.as_str()])));
         }
     }
     let decode = |padding: Option<f64>, batch: usize| -> Vec<Vec<aldea_engine::Word>> {

@@ -82,8 +82,8 @@ pub fn word_errors(reference: &str, hypothesis: &str) -> WerStats {
 /// The reference for clips played one after another in a single recording: each clip's reference
 /// normalized on its own, then joined. Normalizing the joined text instead lets the number
 /// normalizer read numbers of neighbouring clips as one ("five five" then "eight of spades" became
-/// "558 of spades", three errors against a correct transcript). The result is normalized text,
-/// which [`english_word_errors`] leaves as it is.
+/// "558 of spades": two errors against a transcript normalized to "55 8", three against tiny.en's
+/// "5 5 8"). The result is normalized text, which [`english_word_errors`] leaves as it is.
 pub fn joined_reference<'a>(clips: impl IntoIterator<Item = &'a str>) -> String {
     clips.into_iter().map(normalize_english).filter(|c| !c.is_empty()).collect::<Vec<_>>().join(" ")
 }
