@@ -7,9 +7,9 @@ aldea_ensure_venv
 aldea_build_release
 model_dir="$("$ALDEA_BIN" models pull tiny.en | tail -n 1)"
 "$ALDEA_BIN" models pull silero-vad >/dev/null
-shared="${ALDEA_SHARED:-$ALDEA_REPO/../shared}"
-file="${BENCH_FILE:-$shared/eval/synth/long_3min.wav}"
+aldea_prepare_fixtures
+file="${BENCH_FILE:-$ALDEA_TEST_SYNTH/long_3min.wav}"
 reference="$(awk -F '\t' -v f="$(basename "$file")" 'FNR > 1 && $1 == f { print $2 }' \
-  "$shared/eval/synth/refs_long.tsv" "$shared/eval/synth/refs.tsv" "$shared/eval/real-dev/refs.tsv")"
+  "$ALDEA_REPO/fixtures/synth/refs_long.tsv" "$ALDEA_REPO/fixtures/synth/refs.tsv" "$ALDEA_REPO/fixtures/real-dev/refs.tsv")"
 exec "$ALDEA_VENV/bin/python" "$ALDEA_REPO/tools/bench/compare.py" --aldea "$ALDEA_BIN" \
   --model-dir "$model_dir" --file "$file" --reference "$reference" --threads 2 --beam 1 --runs 3 "$@"

@@ -21,6 +21,8 @@ aldea_ensure_system_packages() {
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   [ -x /usr/bin/time ] || missing+=(time)
   command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+  # The synthesized test speech (fixtures/synth/make.sh).
+  command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
   # The Redis adapter's tests start a 3-node cluster of their own.
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
@@ -51,12 +53,24 @@ aldea_build_release() {
   export ALDEA_BIN
 }
 
+# The synthesized speech set (espeak-ng) made from fixtures/synth into the build cache, again when
+# its inputs change: exports ALDEA_TEST_SYNTH (the tests make it themselves when it is missing).
+aldea_prepare_fixtures() {
+  export ALDEA_TEST_SYNTH="${ALDEA_TEST_SYNTH:-$HOME/.cache/aldea/fixtures/synth}"
+  local src="$ALDEA_REPO/fixtures/synth" stamp
+  stamp="$(cat "$src/make.sh" "$src/sentences.txt" "$src/long_paragraphs.txt" "$src/SHA256SUMS" | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$ALDEA_TEST_SYNTH/.inputs" 2>/dev/null)" != "$stamp" ]; then
+    aldea_log "making the synthesized speech set in $ALDEA_TEST_SYNTH"
+    bash "$src/make.sh" "$ALDEA_TEST_SYNTH" >/dev/null
+  fi
+}
+
 # The test models (tiny.en and the VAD) pulled with `aldea models pull` into $ALDEA_TEST_HOME, and
-# the environment the tests and benchmarks read: ALDEA_TEST_HOME, ALDEA_TEST_MODELS, ALDEA_SHARED.
+# the environment the tests and benchmarks read: ALDEA_TEST_HOME, ALDEA_TEST_MODELS, ALDEA_TEST_SYNTH.
 aldea_prepare_test_models() {
   export ALDEA_TEST_HOME="${ALDEA_TEST_HOME:-$HOME/.cache/aldea/test-home}"
   export ALDEA_TEST_MODELS="$ALDEA_TEST_HOME/models"
-  export ALDEA_SHARED="${ALDEA_SHARED:-$ALDEA_REPO/../shared}"
+  aldea_prepare_fixtures
   aldea_log "pulling test models with aldea models pull"
   ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull tiny.en >/dev/null
   ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull silero-vad >/dev/null

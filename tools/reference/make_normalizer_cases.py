@@ -1,8 +1,8 @@
 """Builds crates/aldea-eval/tests/normalizer_cases.jsonl: [input, expected] pairs where expected is the
-whisper-normalizer package's EnglishTextNormalizer output. Inputs: every reference of ../shared/eval
+whisper-normalizer package's EnglishTextNormalizer output. Inputs: every reference of fixtures/
 (and each sentence of the long one), plus hand-picked strings that exercise each rule.
 
-usage: make_normalizer_cases.py SHARED_EVAL_DIR OUT.jsonl
+usage: make_normalizer_cases.py FIXTURES_DIR OUT.jsonl   (FIXTURES_DIR: the repository's fixtures/)
 """
 import csv
 import json

@@ -1,5 +1,6 @@
 //! Repository automation: `cargo run -p xtask -- tidy` checks the rules that keep the workspace's shape
-//! (dependency directions between aldea crates, crate headers with invariants).
+//! (dependency directions between aldea crates, crate headers with invariants, and no path that leaves
+//! the repository in tests, benches, examples, scripts or docs).
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -9,10 +10,14 @@ use std::process::{Command, ExitCode};
 
 use anyhow::Context;
 
+mod paths;
+
 /// The one table of allowed internal dependencies (normal and build; dev-dependencies are free
 /// except that `aldea-testkit` may only be one).
 const ALLOWED: &[(&str, &[&str])] = &[
+    ("aldea-testkit", &[]),
     ("aldea-proto", &[]),
+    ("aldea-http", &[]),
     ("aldea-audio", &[]),
     ("aldea-eval", &[]),
     ("aldea-models", &[]),
@@ -21,9 +26,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("aldea-store-sql", &["aldea-store"]),
     ("aldea-store-redis", &["aldea-store"]),
     // aldea-eval only as a dev-dependency: tests score transcripts.
-    ("aldea-stt", &["aldea-proto", "aldea-audio", "aldea-engine", "aldea-eval"]),
+    ("aldea-stt", &["aldea-proto", "aldea-http", "aldea-audio", "aldea-engine", "aldea-eval"]),
     // The gateway reaches stt only over the network.
-    ("aldea-gateway", &["aldea-proto", "aldea-store"]),
+    ("aldea-gateway", &["aldea-proto", "aldea-http", "aldea-store"]),
     (
         "aldea",
         &[
@@ -125,6 +130,8 @@ fn tidy() -> anyhow::Result<Vec<String>> {
             }
         }
     }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    problems.extend(paths::outside_paths(&root.canonicalize().context("the repository root")?));
     for name in allowed.keys() {
         if !packages.iter().any(|p| p["name"] == *name) {
             problems.push(format!("xtask's table names {name}, which is not in the workspace"));

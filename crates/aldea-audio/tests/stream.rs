@@ -1,23 +1,16 @@
 //! Streaming decoding on real speech encoded by ffmpeg: the PCM of a stream cut into two chunks at
 //! every byte offset equals the PCM of the whole file, and a MediaRecorder-style live WebM/Opus stream
-//! gives PCM from its first 250-ms chunk. Needs ffmpeg and the shared eval data (scripts/test.sh).
+//! gives PCM from its first 250-ms chunk. Needs ffmpeg (scripts/test.sh installs it).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use aldea_audio::{decode, decode_with, DecodeOptions, Encoding, Pcm, StreamDecoder};
-
-fn shared() -> PathBuf {
-    std::env::var("ALDEA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
 
 /// Encodes the first `seconds` of a real-dev clip with ffmpeg and returns the bytes.
 fn encode(seconds: f64, args: &[&str]) -> Vec<u8> {
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-t", &seconds.to_string(), "-i"])
-        .arg(shared().join("eval/real-dev/ps_librivox_0870.wav"))
+        .arg(aldea_testkit::fixtures::real_dev("ps_librivox_0870.wav"))
         .args(args)
         .arg("pipe:1")
         .output()

@@ -2,7 +2,7 @@
 //! accuracy against faster-whisper on the same weights (same beam, same normalizer), long-form seams,
 //! and silence. Needs the environment the test command sets up (`scripts/test.sh`):
 //! `ALDEA_TEST_MODELS` (a model home with `tiny.en` and `silero-vad` pulled), `ALDEA_TEST_PYTHON` (a
-//! Python with numpy and faster-whisper) and the shared eval data beside the repository.
+//! Python with numpy and faster-whisper); the audio comes from `fixtures/` (`aldea-testkit`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,19 +12,12 @@ use aldea_engine::ct2::Ct2Engine;
 use aldea_engine::mel::MelExtractor;
 use aldea_engine::{EngineOptions, TranscribeOptions, Transcriber, Vad};
 use aldea_eval::{english_word_errors, WerStats};
+use aldea_testkit::fixtures::{real_dev, real_dev_dir, refs, repo_root, synth_dir};
 
 fn env_path(name: &str) -> PathBuf {
     PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and Python")
     }))
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
-}
-
-fn shared() -> PathBuf {
-    std::env::var("ALDEA_SHARED").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("../shared"))
 }
 
 fn model_dir() -> PathBuf {
@@ -48,18 +41,6 @@ fn load_16k(path: &Path) -> Vec<f32> {
 fn transcribe_text(path: &Path) -> String {
     let samples = load_16k(path);
     transcriber().transcribe(&samples, &TranscribeOptions::default(), &mut |_| {}).expect("transcribe").text()
-}
-
-fn refs(tsv: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(tsv)
-        .expect("refs.tsv")
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut cols = l.split('\t');
-            Some((cols.next()?.to_owned(), cols.next()?.to_owned()))
-        })
-        .collect()
 }
 
 /// faster-whisper's transcripts of the files (beam 5, 2 threads, word timestamps on, int8), by file.
@@ -122,7 +103,7 @@ fn compare(dir: &Path, rows: &[(String, String)]) -> Comparison {
 #[test]
 fn mel_matches_whisper_reference_on_real_clips() {
     let extractor = MelExtractor::new(80);
-    let dir = shared().join("eval/real-dev");
+    let dir = real_dev_dir();
     let tmp = tempfile::tempdir().unwrap();
     for clip in ["alsa_front_center.wav", "ps_cards_005.wav", "ps_librivox_0870.wav", "ps_goforward.wav"] {
         for padding in [0usize, 160] {
@@ -151,7 +132,7 @@ fn mel_matches_whisper_reference_on_real_clips() {
 
 #[test]
 fn real_speech_wer_within_one_point_of_faster_whisper() {
-    let dir = shared().join("eval/real-dev");
+    let dir = real_dev_dir();
     let c = compare(&dir, &refs(&dir.join("refs.tsv")));
     assert!(
         c.ours.wer_percent() <= c.theirs.wer_percent() + 1.0,
@@ -163,7 +144,7 @@ fn real_speech_wer_within_one_point_of_faster_whisper() {
 
 #[test]
 fn synthetic_speech_wer_within_two_points_of_faster_whisper() {
-    let dir = shared().join("eval/synth");
+    let dir = synth_dir();
     let c = compare(&dir, &refs(&dir.join("refs.tsv")));
     assert!(
         c.ours.wer_percent() <= c.theirs.wer_percent() + 2.0,
@@ -190,7 +171,7 @@ fn duplicated_ngrams(reference: &str, hypothesis: &str) -> Vec<String> {
 
 #[test]
 fn long_form_keeps_every_word_across_window_seams() {
-    let dir = shared().join("eval/synth");
+    let dir = synth_dir();
     let rows = refs(&dir.join("refs_long.tsv"));
     let c = compare(&dir, &rows);
     assert!(
@@ -238,7 +219,7 @@ fn silence_and_noise_give_an_empty_transcript() {
 
 #[test]
 fn words_carry_ordered_timestamps_within_the_audio() {
-    let path = shared().join("eval/real-dev/ps_librivox_0870.wav");
+    let path = real_dev("ps_librivox_0870.wav");
     let samples = load_16k(&path);
     let t = transcriber().transcribe(&samples, &TranscribeOptions::default(), &mut |_| {}).unwrap();
     let words: Vec<_> = t.words().collect();
@@ -260,7 +241,7 @@ fn words_carry_ordered_timestamps_within_the_audio() {
 #[test]
 fn streaming_vad_gives_the_whole_file_probabilities() {
     let vad = Arc::new(Vad::load(&env_path("ALDEA_TEST_MODELS").join("silero-vad/silero_vad_v6.onnx")).unwrap());
-    let samples = load_16k(&shared().join("eval/real-dev/ps_cards_001.wav"));
+    let samples = load_16k(&real_dev("ps_cards_001.wav"));
     let whole = vad.probabilities(&samples[..samples.len() / 512 * 512]).unwrap();
     let mut stream = aldea_engine::VadStream::new(vad.clone()).unwrap();
     let mut streamed = Vec::new();
@@ -298,10 +279,8 @@ fn batched_windows_decode_like_single_windows() {
     let transcriber = transcriber();
     let options = Arc::new(TranscribeOptions { beam_size: 1, ..TranscribeOptions::default() });
     let clips = ["ps_cards_001.wav", "ps_goforward.wav", "alsa_front_left.wav"];
-    let jobs: Vec<aldea_engine::WindowJob> = clips
-        .iter()
-        .map(|clip| stream_window(transcriber, &load_16k(&shared().join("eval/real-dev").join(clip)), &options))
-        .collect();
+    let jobs: Vec<aldea_engine::WindowJob> =
+        clips.iter().map(|clip| stream_window(transcriber, &load_16k(&real_dev_dir().join(clip)), &options)).collect();
     let batched = transcriber.run_windows(&jobs).unwrap();
     assert_eq!(batched.len(), jobs.len());
     assert!(batched.iter().all(|o| o.times.batch == jobs.len()));
@@ -325,7 +304,7 @@ fn batched_windows_decode_like_single_windows() {
 fn a_forced_prefix_returns_only_the_words_after_it() {
     let transcriber = transcriber();
     let options = Arc::new(TranscribeOptions { beam_size: 1, ..TranscribeOptions::default() });
-    let samples = load_16k(&shared().join("eval/real-dev/ps_librivox_0870.wav"));
+    let samples = load_16k(&real_dev("ps_librivox_0870.wav"));
     let (mel, n_frames) = transcriber.mel_window(&samples);
     let job = |prefix: Vec<u32>, prefix_end: f64| aldea_engine::WindowJob {
         mel: mel.clone(),
@@ -370,9 +349,9 @@ fn a_forced_prefix_returns_only_the_words_after_it() {
 #[test]
 fn windows_encoded_in_part_transcribe_like_whole_windows() {
     let transcriber = transcriber();
-    let rows = refs(&shared().join("eval/real-dev/refs.tsv"));
+    let rows = refs(&real_dev_dir().join("refs.tsv"));
     let clips: Vec<(Vec<f32>, String)> =
-        rows.iter().map(|(file, text)| (load_16k(&shared().join("eval/real-dev").join(file)), text.clone())).collect();
+        rows.iter().map(|(file, text)| (load_16k(&real_dev_dir().join(file)), text.clone())).collect();
     let mut windows = clips.clone();
     for pair in clips.chunks_exact(2) {
         let mut samples = pair[0].0.clone();

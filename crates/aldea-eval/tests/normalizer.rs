@@ -1,6 +1,6 @@
 //! The Rust normalizer against the Python `whisper-normalizer` package, on every reference of the
 //! eval sets and on strings that exercise each rule. Regenerate the cases with
-//! `tools/reference/make_normalizer_cases.py ../shared/eval crates/aldea-eval/tests/normalizer_cases.jsonl`.
+//! `tools/reference/make_normalizer_cases.py fixtures crates/aldea-eval/tests/normalizer_cases.jsonl`.
 
 #[test]
 fn matches_the_python_normalizer() {

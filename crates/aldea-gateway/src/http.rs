@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(aldea_http::close_when_body_unread))
         .with_state(state)
 }
 

@@ -143,7 +143,10 @@ async fn read_audio(
 }
 
 /// Sends the audio to the replicas in order until one takes it; a full (503) or unreachable
-/// replica is skipped, any other answer is final.
+/// replica is skipped, any other answer is final. A replica whose connection breaks before it
+/// answers is asked once more on a fresh connection first: a pooled keep-alive connection that the
+/// replica closed after its last answer (it does when it answered before reading a body) fails the
+/// next request sent on it, and that says nothing about the replica.
 pub(crate) async fn forward(
     state: &AppState,
     request_id: &str,
@@ -155,41 +158,50 @@ pub(crate) async fn forward(
     for base in state.0.pool.ordered().await {
         let Ok(mut url) = base.join("/v1/listen") else { continue };
         url.set_query((!query.is_empty()).then_some(query));
-        let mut request = state.0.pool.client().post(url).header("x-request-id", request_id).body(audio.clone());
-        if let Some(content_type) = &content_type {
-            request = request.header(CONTENT_TYPE, content_type.clone());
-        }
-        if let Some(timestamps) = &timestamps {
-            request = request.header("timestamps", timestamps.clone());
-        }
-        if let Some(token) = state.0.pool.token() {
-            request = request.bearer_auth(token);
-        }
-        let answer = match request.send().await {
-            Ok(answer) => answer,
-            Err(e) => {
-                tracing::warn!(request_id, replica = %base, error = %e, "stt replica unreachable; trying the next");
-                state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                continue;
+        for attempt in 0..2 {
+            let mut request =
+                state.0.pool.client().post(url.clone()).header("x-request-id", request_id).body(audio.clone());
+            if let Some(content_type) = &content_type {
+                request = request.header(CONTENT_TYPE, content_type.clone());
             }
-        };
-        let status = answer.status();
-        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-            state.0.pool.note_full(&base);
-            state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            continue;
-        }
-        let content_type = answer.headers().get(CONTENT_TYPE).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-        let body = match answer.bytes().await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::warn!(request_id, replica = %base, error = %e, "stt replica failed mid-answer; trying the next");
-                state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                continue;
+            if let Some(timestamps) = &timestamps {
+                request = request.header("timestamps", timestamps.clone());
             }
-        };
-        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Ok(SttAnswer { status, content_type, body });
+            if let Some(token) = state.0.pool.token() {
+                request = request.bearer_auth(token);
+            }
+            let answer = match request.send().await {
+                Ok(answer) => answer,
+                Err(e) if attempt == 0 && !e.is_timeout() && !e.is_connect() => {
+                    tracing::debug!(request_id, replica = %base, error = %e, "stt connection broke before an answer; asking again");
+                    state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(request_id, replica = %base, error = %e, "stt replica unreachable; trying the next");
+                    state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+            };
+            let status = answer.status();
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                state.0.pool.note_full(&base);
+                state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                break;
+            }
+            let content_type =
+                answer.headers().get(CONTENT_TYPE).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+            let body = match answer.bytes().await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(request_id, replica = %base, error = %e, "stt replica failed mid-answer; trying the next");
+                    state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+            };
+            let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            return Ok(SttAnswer { status, content_type, body });
+        }
     }
     Err(ApiError::NoCapacity("no stt replica can take this request now; retry shortly".to_owned()))
 }

@@ -348,6 +348,86 @@ async fn requests_over_the_key_rate_get_429_with_retry_after() {
     assert_eq!(r.status(), 200);
 }
 
+/// An stt replica at the HTTP level only, as hyper behaves when a handler answers before reading
+/// the request body: the answer says nothing of closing, and the connection is closed behind it. The
+/// worst timing, made certain here: the next upload sent on that kept-alive connection finds it
+/// closed before any answer. Capacity and readiness are answered normally on any connection.
+async fn spawn_early_answering_peer() -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(socket);
+                let mut answered_upload = false;
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let (mut length, mut request_id) = (0usize, String::new());
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap();
+                            }
+                            if name.eq_ignore_ascii_case("x-request-id") {
+                                request_id = value.trim().to_owned();
+                            }
+                        }
+                    }
+                    let is_upload = request_line.starts_with("POST ");
+                    if is_upload && answered_upload {
+                        return; // Closed before answering: the request is lost with the connection.
+                    }
+                    let mut body = vec![0u8; length];
+                    reader.read_exact(&mut body).await.unwrap();
+                    let (status, json) = if is_upload {
+                        answered_upload = true;
+                        let error = serde_json::json!({"err_code": "Bad Request", "err_msg": "bad sample_rate", "request_id": request_id});
+                        ("400 Bad Request", error.to_string())
+                    } else if request_line.contains("/v1/capacity") {
+                        ("200 OK", r#"{"free_stream_slots":4,"queue_depth":0,"ready":true}"#.to_owned())
+                    } else {
+                        ("200 OK", r#""ready""#.to_owned())
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
+                        json.len()
+                    );
+                    if reader.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_kept_alive_stt_connection_closed_behind_an_answer_is_not_a_full_replica() {
+    let url = spawn_early_answering_peer().await;
+    let gw = spawn_gateway_over(vec![url], Arc::new(Peer::default()), |_| {}).await;
+    let auth = format!("Token {}", gw.key);
+    // Every upload gets the replica's own answer, none the gateway's 503 NO_CAPACITY: a connection
+    // that breaks before an answer is replaced, not taken for a replica that cannot work.
+    for attempt in 0..4 {
+        let r =
+            gw.post("/v1/listen?sample_rate=abc", vec![0; 32_000]).header("authorization", &auth).send().await.unwrap();
+        let (status, code, _) = error_code(r).await;
+        assert_eq!((status, code.as_str()), (400, "Bad Request"), "upload {attempt}");
+    }
+}
+
 #[tokio::test]
 async fn uploads_are_relayed_metered_and_limited() {
     let gw = spawn_gateway(|c| c.max_body_bytes = 100_000).await;

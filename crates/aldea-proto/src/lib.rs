@@ -1,6 +1,6 @@
-//! Wire types of the public Speech API (../shared/spec/speech-api.md): the pre-recorded response, the
+//! Wire types of the public Speech API (docs/spec/speech-api.md): the pre-recorded response, the
 //! streaming messages ([`stream`]), the error body and their field types, exactly as Deepgram and Aldea clients parse them;
-//! and the usage event of the usage queue ([`usage`], ../shared/spec/platform-api.md).
+//! and the usage event of the usage queue ([`usage`], docs/spec/platform-api.md).
 //!
 //! Invariant: serde only — this crate never does I/O, never depends on tokio, and never depends on
 //! another aldea crate.

@@ -1,5 +1,5 @@
 //! The usage event the gateway puts on the usage queue and the platform records exactly once
-//! (../shared/spec/platform-api.md, "Usage and credit").
+//! (docs/spec/platform-api.md, "Usage and credit").
 
 use serde::{Deserialize, Serialize};
 

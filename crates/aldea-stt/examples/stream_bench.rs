@@ -46,15 +46,13 @@ fn speech_bounds(samples: &[f32]) -> Option<(f64, f64)> {
 
 /// `seconds` of the real-dev clips joined with 1–3 s silences, starting at clip `first`.
 fn build_stream(seconds: f64, first: usize) -> (Vec<u8>, Vec<Clip>) {
-    let shared = std::env::var("ALDEA_SHARED").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("../shared"));
-    let dir = shared.join("eval/real-dev");
-    let refs = std::fs::read_to_string(dir.join("refs.tsv")).expect("real-dev refs");
-    let files: Vec<String> = refs.lines().skip(1).filter_map(|l| l.split('\t').next().map(str::to_owned)).collect();
+    let files: Vec<String> = aldea_testkit::fixtures::real_dev_refs().into_iter().map(|(file, _)| file).collect();
     let mut samples: Vec<f32> = Vec::new();
     let mut clips = Vec::new();
     let mut idx = first;
     while (samples.len() as f64) < seconds * 16_000.0 {
-        let clip = aldea_audio::load_mono_16k(&dir.join(&files[idx % files.len()])).expect("clip");
+        let clip =
+            aldea_audio::load_mono_16k(&aldea_testkit::fixtures::real_dev(&files[idx % files.len()])).expect("clip");
         let start = samples.len() as f64 / 16_000.0;
         if let Some((onset, end)) = speech_bounds(&clip) {
             clips.push(Clip { onset: start + onset, speech_end: start + end });

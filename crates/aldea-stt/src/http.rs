@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .merge(api)
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(aldea_http::close_when_body_unread))
         .with_state(state)
 }
 

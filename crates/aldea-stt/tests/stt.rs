@@ -1,8 +1,8 @@
 //! The stt service on the real model and real speech: uploads, the streaming protocol (at real-time
 //! pace and at full speed), completeness against the batch transcript, silence, idle close,
 //! KeepAlive, Finalize, UtteranceEnd, admission, the service token and resume after a crash.
-//! Needs `ALDEA_TEST_MODELS` (tiny.en and silero-vad pulled) and the shared eval data
-//! (`scripts/test.sh` sets both).
+//! Needs `ALDEA_TEST_MODELS` (tiny.en and silero-vad pulled; `scripts/test.sh` sets it); the audio
+//! comes from `fixtures/` (`aldea-testkit`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use aldea_engine::ct2::Ct2Engine;
 use aldea_engine::{EngineOptions, Transcriber, Vad};
 use aldea_eval::english_word_errors;
 use aldea_stt::{AppState, Config, Deps};
+use aldea_testkit::fixtures::{long_3min_reference, real_dev, real_dev_refs, synth};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -26,15 +27,13 @@ fn env_path(name: &str) -> PathBuf {
     }))
 }
 
-fn shared() -> PathBuf {
-    std::env::var("ALDEA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
-
 fn deps() -> Deps {
     static DEPS: OnceLock<Deps> = OnceLock::new();
     DEPS.get_or_init(|| {
+        // ALDEA_TEST_LOG (a log filter, e.g. `aldea_stt=trace`) shows the service's logs on stderr.
+        if let Ok(filter) = std::env::var("ALDEA_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let models = env_path("ALDEA_TEST_MODELS");
         let engine = Ct2Engine::load(&models.join("tiny.en"), &EngineOptions { threads: 2, ..Default::default() })
             .expect("loading tiny.en");
@@ -91,28 +90,17 @@ fn load_16k(path: &Path) -> Vec<f32> {
     aldea_audio::load_mono_16k(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn refs() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(shared().join("eval/real-dev/refs.tsv")).unwrap();
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut cols = l.split('\t');
-            Some((cols.next()?.to_owned(), cols.next()?.to_owned()))
-        })
-        .collect()
-}
-
 /// The real-dev clips joined with 1, 2 and 3 s of silence in turn, repeated until the stream lasts
 /// at least a minute. Returns the samples, the reference, and each clip's (start, end) in seconds.
 fn real_dev_stream() -> (Vec<f32>, String, Vec<(f64, f64)>) {
     let mut samples = Vec::new();
     let mut reference = Vec::new();
     let mut clips = Vec::new();
-    let rows = refs();
+    let rows = real_dev_refs();
     let mut idx = 0;
     while samples.len() < 16_000 * 60 || idx < rows.len() {
         let (file, text) = &rows[idx % rows.len()];
-        let clip = load_16k(&shared().join("eval/real-dev").join(file));
+        let clip = load_16k(&real_dev(file));
         let start = samples.len() as f64 / 16_000.0;
         samples.extend(clip);
         clips.push((start, samples.len() as f64 / 16_000.0));
@@ -395,9 +383,9 @@ fn check_completeness_within(name: &str, streamed: &Streamed, batch: &str, refer
 async fn upload_transcribes_real_speech_with_the_contract_form() {
     let _model = model_shared().await;
     let server = spawn(Config::default()).await;
-    let rows = refs();
+    let rows = real_dev_refs();
     let (file, reference) = &rows[0];
-    let audio = std::fs::read(shared().join("eval/real-dev").join(file)).unwrap();
+    let audio = std::fs::read(real_dev(file)).unwrap();
     let (status, headers, body) = http(
         server.addr,
         "POST",
@@ -546,15 +534,9 @@ async fn a_minute_of_real_speech_streams_at_full_speed_and_at_real_time() {
 async fn three_minutes_of_continuous_speech_at_full_speed_and_at_real_time() {
     let _model = model_alone().await;
     let server = spawn(Config::default()).await;
-    let path = shared().join("eval/synth/long_3min.wav");
+    let path = synth("long_3min.wav");
     let samples = load_16k(&path);
-    let refs_long = std::fs::read_to_string(shared().join("eval/synth/refs_long.tsv")).unwrap();
-    let reference = refs_long
-        .lines()
-        .find_map(|l| l.strip_prefix("long_3min.wav\t"))
-        .and_then(|rest| rest.split('\t').next())
-        .expect("long_3min's reference")
-        .to_owned();
+    let reference = long_3min_reference();
     let batch = batch_text(server.addr, &samples).await;
     let wav = std::fs::read(&path).unwrap();
     // A WAV header, then 16-kHz 16-bit mono: 32,000 bytes per second at real time.
@@ -666,8 +648,8 @@ async fn idle_streams_close_and_keepalive_keeps_them_open() {
 async fn finalize_flushes_and_utterance_end_follows_the_finals() {
     let _model = model_shared().await;
     let server = spawn(Config::default()).await;
-    let rows = refs();
-    let clip = load_16k(&shared().join("eval/real-dev").join(&rows[1].0));
+    let rows = real_dev_refs();
+    let clip = load_16k(&real_dev(&rows[1].0));
     let request = format!(
         "ws://{}/v1/listen?encoding=linear16&vad_events=true&utterance_end_ms=1000&endpointing=false",
         server.addr

@@ -4,7 +4,7 @@
 //! Needs the environment `scripts/test.sh` sets.
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use aldea_store::{Keys, UsageLedger};
@@ -13,10 +13,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{aldea_on as aldea, env_path, http, last_line, open_stream, poll_until, real_dev, run, spawn};
+use common::{aldea_on as aldea, env_path, http, last_line, open_stream, poll_until, real_dev, run, spawn, ChildGuard};
 
 struct Server {
-    child: Child,
+    /// Killed when the test ends, however it ends.
+    child: ChildGuard,
     addr: String,
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{env_path, http, real_dev, run, shared};
+use common::{env_path, http, real_dev, real_dev_dir, run, synth, ChildGuard};
 
 /// `aldea` with the test model home (models already pulled by the test command).
 fn aldea() -> Command {
@@ -228,7 +228,7 @@ fn several_inputs_are_all_processed_and_failures_reported() {
 
 #[test]
 fn eval_reports_per_file_and_total_wer() {
-    let out = run(aldea().args(["eval", "--json", "--threads", "2"]).arg(shared().join("eval/real-dev")));
+    let out = run(aldea().args(["eval", "--json", "--threads", "2"]).arg(real_dev_dir()));
     assert!(out.status.success());
     let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 21, "20 files and a total");
@@ -239,7 +239,7 @@ fn eval_reports_per_file_and_total_wer() {
     assert!(wer < 25.0, "real-dev WER {wer}");
     assert!(total["rtf"].as_f64().unwrap() > 0.0);
     // The table form carries the same total.
-    let table = stdout(&run(aldea().args(["eval", "--threads", "2"]).arg(shared().join("eval/real-dev"))));
+    let table = stdout(&run(aldea().args(["eval", "--threads", "2"]).arg(real_dev_dir())));
     assert!(table.lines().last().unwrap().starts_with("total\tWER"), "{table}");
 }
 
@@ -250,7 +250,7 @@ fn long_file_peak_memory_stays_under_600_mb() {
         .arg(env!("CARGO_BIN_EXE_aldea"))
         .env("ALDEA_HOME", env_path("ALDEA_TEST_HOME"))
         .args(["transcribe", "--format", "text", "--threads", "2"])
-        .arg(shared().join("eval/synth/long_3min.wav")));
+        .arg(synth("long_3min.wav")));
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let kb: u64 = stderr
@@ -298,12 +298,14 @@ fn stt_serves_uploads_and_stops_on_sigterm() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("encoder_padding_s"));
 
-    let mut child = aldea()
-        .args(["stt", "--listen", "127.0.0.1:0", "--threads", "2"])
-        .env_remove("ALDEA_SERVICE_TOKEN")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        aldea()
+            .args(["stt", "--listen", "127.0.0.1:0", "--threads", "2"])
+            .env_remove("ALDEA_SERVICE_TOKEN")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let addr = lines

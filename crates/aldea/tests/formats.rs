@@ -11,7 +11,7 @@ use std::process::Command;
 use aldea_eval::english_word_errors;
 
 mod common;
-use common::{env_path, shared};
+use common::{env_path, real_dev, real_dev_refs};
 
 fn write_wav(path: &Path, samples: &[f32], rate: u32) {
     let data: Vec<u8> =
@@ -37,16 +37,7 @@ fn write_wav(path: &Path, samples: &[f32], rate: u32) {
 /// silence: one fixture file and its joined reference per group. Separate files keep one unstable
 /// decision of the model from spreading over the whole set through the previous-text prompt.
 fn joined_fixtures(dir: &Path) -> Vec<(PathBuf, String)> {
-    let real_dev = shared().join("eval/real-dev");
-    let refs = std::fs::read_to_string(real_dev.join("refs.tsv")).unwrap();
-    let rows: Vec<(String, String)> = refs
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut cols = l.split('\t');
-            Some((cols.next()?.to_owned(), cols.next()?.to_owned()))
-        })
-        .collect();
+    let rows = real_dev_refs();
     let groups: [&[&str]; 4] = [
         &["alsa_"],
         &["ps_cards_"],
@@ -63,7 +54,7 @@ fn joined_fixtures(dir: &Path) -> Vec<(PathBuf, String)> {
                 continue;
             }
             used.insert(file.clone());
-            samples.extend(aldea_audio::load_mono_16k(&real_dev.join(file)).unwrap());
+            samples.extend(aldea_audio::load_mono_16k(&real_dev(file)).unwrap());
             samples.extend(std::iter::repeat_n(0.0, 8_000));
             reference.push(text.as_str());
         }

@@ -4,23 +4,19 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+// Each test binary uses a part of these.
+#[allow(unused_imports)]
+pub(crate) use aldea_testkit::fixtures::{real_dev, real_dev_dir, real_dev_refs, synth};
+#[allow(unused_imports)]
+pub(crate) use aldea_testkit::{ChildGuard, Children as Processes};
 
 pub(crate) fn env_path(name: &str) -> PathBuf {
     PathBuf::from(std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests through scripts/test.sh, which prepares models and Python")
     }))
-}
-
-pub(crate) fn shared() -> PathBuf {
-    std::env::var("ALDEA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
-
-pub(crate) fn real_dev(file: &str) -> PathBuf {
-    shared().join("eval/real-dev").join(file)
 }
 
 /// `aldea` on its own home (its own database) with the test models, no token and no Redis from
@@ -54,22 +50,10 @@ pub(crate) fn create_key(home: &Path, org: &str) -> String {
     last_line(&created)
 }
 
-/// Child processes killed when the test ends, however it ends.
-pub(crate) struct Processes(pub(crate) Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts `aldea ARGS` on `home` and returns it with the address it printed on the stderr line
-/// containing `marker` (its stderr is drained from then on).
-pub(crate) fn spawn(home: &Path, args: &[&str], marker: &str) -> (Child, String) {
-    let mut child = aldea_on(home).args(args).stderr(Stdio::piped()).spawn().unwrap();
+/// Starts `aldea ARGS` on `home` and returns it, killed when dropped (however the test ends), with
+/// the address it printed on the stderr line containing `marker` (its stderr is drained from then on).
+pub(crate) fn spawn(home: &Path, args: &[&str], marker: &str) -> (ChildGuard, String) {
+    let mut child = ChildGuard::new(aldea_on(home).args(args).stderr(Stdio::piped()).spawn().unwrap());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = lines
         .by_ref()

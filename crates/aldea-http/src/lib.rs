@@ -1,0 +1,114 @@
+//! HTTP plumbing every Aldea service puts in front of its routes (axum middleware).
+//!
+//! Invariant: no service logic and no aldea crate: what is here behaves the same in stt, the gateway
+//! and the services to come; never reads configuration or the environment.
+
+#![forbid(unsafe_code)]
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
+use axum::http::header::CONNECTION;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// Middleware: an answer given before the request's body was read to its end says
+/// `Connection: close`.
+///
+/// hyper closes such a connection after the answer (the unread rest of the body is in the way of
+/// the next request), but without saying so a keep-alive client puts it back in its pool and its
+/// next request on it fails before any answer — on a slow machine often, on a fast one rarely. An
+/// early refusal (a bad parameter, a missing credential, a body over the limit) is the usual case.
+pub async fn close_when_body_unread(request: Request, next: Next) -> Response {
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let finished = Arc::new(AtomicBool::new(false));
+    let seen = finished.clone();
+    let request = request.map(|body| Body::new(Watched { inner: body, finished: seen }));
+    let mut response = next.run(request).await;
+    if !finished.load(Ordering::Acquire) {
+        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that says when it has been read to its end.
+struct Watched {
+    inner: Body,
+    finished: Arc<AtomicBool>,
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.finished.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::post;
+    use axum::Router;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Sends one request with a body over a fresh connection: the answer's head, lowercased.
+    async fn head_of(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = vec![b'x'; 200_000];
+        let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len());
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The server may answer and close before taking the whole body.
+        let _ = stream.write_all(&body).await;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "no answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&answer).to_lowercase()
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_body_is_read_closes_the_connection_and_says_so() {
+        let app = Router::new()
+            .route("/early", post(|| async { (axum::http::StatusCode::BAD_REQUEST, "refused") }))
+            .route("/read", post(|body: Bytes| async move { body.len().to_string() }))
+            .layer(axum::middleware::from_fn(close_when_body_unread));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let early = head_of(addr, "/early").await;
+        assert!(early.starts_with("http/1.1 400"), "{early}");
+        assert!(early.contains("connection: close"), "an early answer says the connection closes: {early}");
+        let read = head_of(addr, "/read").await;
+        assert!(read.starts_with("http/1.1 200"), "{read}");
+        assert!(!read.contains("connection: close"), "a body read to its end keeps the connection: {read}");
+    }
+}
