@@ -38,6 +38,10 @@ const UNHEARD_SPEECH_S: f64 = 1.0;
 /// VAD speech after the commit, beyond which a prefixed decode that says nothing is decoded once
 /// more without its prefix.
 const SILENT_PREFIX_RETRY_S: f64 = 0.2;
+/// A word aligned to less than this (one alignment frame is 20 ms)...
+const UNPLACED_WORD_S: f64 = 0.02;
+/// ... that ends this close to the end of the decoded audio was placed by nothing in the audio.
+const WINDOW_EDGE_S: f64 = 0.06;
 /// Prompt tokens kept from committed text (the engine uses the last 223).
 const MAX_PROMPT_TOKENS: usize = 224;
 /// Most tokens of committed words kept in the buffer as a forced prefix (the runtime decodes at
@@ -283,11 +287,16 @@ pub struct Recognizer {
     /// An interim was sent since the last final (each final needs one before it).
     interim_since_final: bool,
     next_id: u64,
-    /// The decode running: (id, end of its audio on the timeline). Nothing commits or trims while
-    /// it runs, so `in_buffer` still holds the prefix it was given when it returns.
-    in_flight: Option<(u64, f64)>,
+    /// The decode running: (id, end of its audio on the timeline, whether it settles). Nothing
+    /// commits or trims while it runs, so `in_buffer` still holds the prefix it was given when it
+    /// returns.
+    in_flight: Option<(u64, f64, bool)>,
     /// End (timeline) of the audio the last finished decode saw.
     decoded_until: f64,
+    /// The hypothesis comes from a decode with the settling options (beam 5, temperature
+    /// fallback): only such a decode ends an utterance. A greedy interim decode that happened to
+    /// reach past the speech's end (it started just before the pause was seen) is decoded again.
+    hypothesis_settles: bool,
     /// Where the last decode that stopped short of its flush's speech ended (decoded once more from
     /// there; a second stop at the same place is accepted).
     retried_at: Option<f64>,
@@ -339,6 +348,7 @@ impl Recognizer {
             interim_since_final: false,
             next_id: 0,
             in_flight: None,
+            hypothesis_settles: false,
             decoded_until: origin,
             retried_at: None,
             utterance_open: false,
@@ -629,7 +639,7 @@ impl Recognizer {
             horizon - w.start.max(self.committed_until) >= self.config.agreement_after_s - self.config.step_s
         });
         let due = if flush_in_view {
-            self.flushes.front().is_some_and(|f| self.decoded_until < f.speech_end - 1e-6)
+            self.flushes.front().is_some_and(|f| self.decoded_until < f.speech_end - 1e-6 || !self.hypothesis_settles)
         } else {
             // Before the first words of the speech in view, decode sooner; the speech counts from
             // its start (which lies before the horizon), not from the live edge's, which may be far
@@ -674,7 +684,7 @@ impl Recognizer {
             prefix,
             prefix_end: self.in_buffer.back().map_or(0.0, |w| (w.end - self.buffer_start()).max(0.0)),
         };
-        self.in_flight = Some((self.next_id, self.at_sample(self.n_dropped + n_samples as u64)));
+        self.in_flight = Some((self.next_id, self.at_sample(self.n_dropped + n_samples as u64), request.settles()));
         NextDecode::Start(request)
     }
 
@@ -741,7 +751,7 @@ impl Recognizer {
     /// passes `None`: the request is dropped and the audio decoded again with the next one.
     pub fn on_decoded(&mut self, id: u64, words: Option<Vec<Word>>) -> Vec<Event> {
         let mut events = Vec::new();
-        let Some((expected, audio_end)) = self.in_flight else {
+        let Some((expected, audio_end, settles)) = self.in_flight else {
             return events;
         };
         if expected != id {
@@ -752,6 +762,15 @@ impl Recognizer {
             return events;
         };
         self.decoded_until = audio_end;
+        self.hypothesis_settles = settles;
+        // Words at the window's end that the alignment gave no duration: nothing in the audio
+        // carries them (tiny.en repeats the prompt's last word there, "Rear. Rear.", when a short
+        // window ends in the pause before the next word). A real word cut by the live edge comes
+        // back with the next decode's audio; at an endpoint the window ends in silence.
+        let mut words = words;
+        while words.last().is_some_and(|w| w.end - w.start < UNPLACED_WORD_S && w.end >= audio_end - WINDOW_EDGE_S) {
+            words.pop();
+        }
         let hypothesis = self.fresh_words(words, !self.in_buffer.is_empty());
 
         if self
@@ -868,7 +887,8 @@ impl Recognizer {
             // after a decode started lies past its end, so one ending at a queued point chose it.
             let at_flush_point = self.flushes.iter().any(|f| (f.until - self.decoded_until).abs() < 1e-3);
             let covered = (self.decoded_until >= flush.speech_end - 1e-6
-                && (self.decoded_until <= flush.until + 1e-9 || at_flush_point))
+                && (self.decoded_until <= flush.until + 1e-9 || at_flush_point)
+                && self.hypothesis_settles)
                 || !self.speech_in(self.committed_until, flush.until);
             if !covered {
                 return;

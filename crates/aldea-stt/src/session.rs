@@ -413,6 +413,14 @@ impl Session {
                     } else {
                         drop_repeats(segments.into_iter().flat_map(|s| s.words).collect())
                     };
+                    // Transcripts only at trace level (never in production logs).
+                    tracing::trace!(
+                        request_id,
+                        offset,
+                        looping,
+                        words = ?words.iter().map(|w| (w.text.as_str(), round3(w.start), round3(w.end))).collect::<Vec<_>>(),
+                        "the stream window's words"
+                    );
                     (request.id, Some(words))
                 }
                 Err(e) => {

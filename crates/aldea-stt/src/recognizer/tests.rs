@@ -711,3 +711,46 @@ fn the_lead_in_before_speech_does_not_depend_on_the_chunking() {
         );
     }
 }
+
+/// Speech that ends just before an interim decode is due: that greedy decode reaches past the
+/// speech's end before the pause is seen.
+fn script_ending_before_an_interim() -> Script {
+    vec![("the", 0.5, 0.7), ("quick", 0.75, 1.1), ("brown", 1.15, 1.5), ("fox", 1.55, 2.0), ("jumps", 2.05, 2.8)]
+}
+
+#[test]
+fn an_utterance_ends_with_a_settling_decode_never_with_an_interim_one() {
+    let script = script_ending_before_an_interim();
+    let reasons = std::cell::RefCell::new(Vec::new());
+    // The greedy interim decodes mishear the last word; the settling (beam 5) ones hear it.
+    let run = run_with(RecognizerConfig::default(), &script, 4.0, false, |request| {
+        reasons.borrow_mut().push(request.reason);
+        let mut words = decode(&script, request);
+        if !request.settles() {
+            if let Some(last) = words.last_mut() {
+                last.text = " jump".to_owned();
+            }
+        }
+        words
+    });
+    assert_eq!(final_words(&run.events), ["the", "quick", "brown", "fox", "jumps"], "{:?}", reasons.borrow());
+    let last_final = results(&run.events).into_iter().rfind(|r| r.is_final).unwrap();
+    assert!(last_final.speech_final);
+}
+
+#[test]
+fn a_word_the_alignment_gives_no_duration_at_the_window_end_is_not_heard() {
+    let script = script();
+    // The model repeats the last word it heard at the very end of each window, with no duration
+    // (tiny.en's "Rear. Rear." when a short window ends in the pause before the next word).
+    let run = run_with(RecognizerConfig::default(), &script, 7.0, true, |request| {
+        let mut words = decode(&script, request);
+        let end = request.offset + request.samples.len() as f64 / SAMPLE_RATE;
+        if let Some(last) = words.last().cloned() {
+            words.push(Word { start: end - 0.02, end: end - 0.02, ..last });
+        }
+        words
+    });
+    let expected: Vec<String> = script.iter().map(|w| w.0.to_owned()).collect();
+    assert_eq!(final_words(&run.events), expected);
+}
