@@ -134,7 +134,7 @@ async fn main() {
     };
     let config = Config {
         stt_urls: vec![format!("http://{replica}")],
-        jwt_secret: Some("a benchmark secret that is long enough".to_owned()),
+        jwt_secret: Some("a benchmark secret that is long enough".into()),
         // A warm cache: the benchmark asks about the same key all the time.
         key_cache_ttl: Duration::from_secs(3600),
         key_requests_per_minute: u32::MAX,

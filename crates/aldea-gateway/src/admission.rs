@@ -2,17 +2,91 @@
 //! organization (a key's `max_streams` only stricter), as leases with a TTL that the holder renews
 //! while the request lives — a gateway that dies leaves slots that free themselves.
 //!
-//! When the limits store is unreachable the request is admitted (and the fact logged): an outage of
-//! the shared cache must not take the Speech API down with it.
+//! When the limits store is unreachable, this process's own limiter stands in ([`WithFallback`]):
+//! the limits still hold per gateway replica, and an outage of the shared cache neither takes the
+//! Speech API down nor lets every request through.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aldea_store::{KeyGrant, Limits, RateDecision};
+use aldea_store::{KeyGrant, Limits, MemoryLimits, RateDecision};
+use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::Config;
+
+/// The shared limits store, with an in-process limiter that answers while the store cannot: every
+/// operation the store fails is done on the local one instead (counted; a lease taken locally is
+/// released on both, and taken again in the store by its renewal once the store is back).
+pub(crate) struct WithFallback {
+    shared: Arc<dyn Limits>,
+    local: MemoryLimits,
+    /// Operations the local limiter answered because the store failed.
+    pub(crate) fallbacks: AtomicU64,
+}
+
+impl WithFallback {
+    pub(crate) fn new(shared: Arc<dyn Limits>) -> WithFallback {
+        WithFallback { shared, local: MemoryLimits::new(), fallbacks: AtomicU64::new(0) }
+    }
+
+    fn fell_back(&self, operation: &str, error: &aldea_store::StoreError) {
+        if self.fallbacks.fetch_add(1, Ordering::Relaxed).is_multiple_of(100) {
+            tracing::warn!(error = %error, operation, "limits store unavailable; this process's limiter stands in");
+        }
+    }
+}
+
+#[async_trait]
+impl Limits for WithFallback {
+    async fn acquire(&self, scope: &str, holder: &str, limit: u32, ttl: Duration) -> aldea_store::Result<bool> {
+        match self.shared.acquire(scope, holder, limit, ttl).await {
+            Err(e) => {
+                self.fell_back("acquire", &e);
+                self.local.acquire(scope, holder, limit, ttl).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn renew(&self, scope: &str, holder: &str, ttl: Duration) -> aldea_store::Result<bool> {
+        match self.shared.renew(scope, holder, ttl).await {
+            Err(e) => {
+                self.fell_back("renew", &e);
+                // Not held locally (taken in the store before it failed): the lease takes it here.
+                self.local.renew(scope, holder, ttl).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn release(&self, scope: &str, holder: &str) -> aldea_store::Result<()> {
+        let _ = self.local.release(scope, holder).await;
+        self.shared.release(scope, holder).await
+    }
+
+    async fn held(&self, scope: &str) -> aldea_store::Result<u32> {
+        match self.shared.held(scope).await {
+            Err(e) => {
+                self.fell_back("held", &e);
+                self.local.held(scope).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn hit(&self, bucket: &str, per_minute: u32) -> aldea_store::Result<RateDecision> {
+        match self.shared.hit(bucket, per_minute).await {
+            Err(e) => {
+                self.fell_back("hit", &e);
+                self.local.hit(bucket, per_minute).await
+            }
+            answer => answer,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Kind {

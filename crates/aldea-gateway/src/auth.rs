@@ -13,6 +13,7 @@ use axum::http::HeaderMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -86,10 +87,12 @@ pub(crate) struct Authenticator {
     keys: Arc<dyn Keys>,
     shared: Arc<dyn KeyCache>,
     local: Arc<Mutex<lru::LruCache<String, (Instant, CachedGrant)>>>,
+    /// Grants by key id (browser tokens and live streams are checked by id), kept briefly.
+    by_id: Mutex<lru::LruCache<String, (Instant, Option<KeyGrant>)>>,
     local_ttl: Duration,
     negative_ttl: Duration,
     shared_ttl: Duration,
-    jwt_secret: Option<String>,
+    jwt_secret: Option<SecretString>,
 }
 
 impl Authenticator {
@@ -99,6 +102,7 @@ impl Authenticator {
             keys,
             shared,
             local: Arc::new(Mutex::new(lru::LruCache::new(capacity))),
+            by_id: Mutex::new(lru::LruCache::new(capacity)),
             local_ttl: config.key_cache_ttl,
             negative_ttl: config.negative_cache_ttl,
             shared_ttl: config.shared_cache_ttl,
@@ -148,7 +152,7 @@ impl Authenticator {
     pub(crate) async fn authenticate(&self, credential: &Credential) -> Result<KeyGrant, ApiError> {
         let grant = match credential {
             Credential::Key(secret) => self.verify_key(secret).await?,
-            Credential::Jwt(token) => self.verify_jwt(token)?,
+            Credential::Jwt(token) => self.verify_jwt(token).await?,
         };
         if !grant.scopes.iter().any(|s| s == LISTEN_SCOPE) {
             return Err(ApiError::Forbidden("this key lacks the listen scope".to_owned()));
@@ -206,28 +210,70 @@ impl Authenticator {
         }
     }
 
-    fn verify_jwt(&self, token: &str) -> Result<KeyGrant, ApiError> {
+    /// A browser token's grant: the signature and expiry, then the key it was granted for as it is
+    /// now (a token outlives neither its key nor its organization's credit), narrowed to the
+    /// token's scopes.
+    async fn verify_jwt(&self, token: &str) -> Result<KeyGrant, ApiError> {
         let secret = self
             .jwt_secret
-            .as_deref()
+            .as_ref()
+            .map(|s| s.expose_secret())
             .ok_or_else(|| ApiError::Unauthorized("invalid credentials: tokens are not enabled here".to_owned()))?;
         let claims = decode_jwt(token, secret.as_bytes(), aldea_store::unix_now())
             .map_err(|e| ApiError::Unauthorized(format!("invalid credentials: {e}")))?;
-        Ok(KeyGrant {
-            org_id: claims.org,
-            key_id: claims.sub,
-            scopes: claims.scope.split(' ').map(str::to_owned).collect(),
-            limits: KeyLimits { max_streams: claims.max_streams, requests_per_minute: claims.rpm },
-            credit_ok: true,
-            expires_at: None,
-        })
+        let mut grant = self
+            .grant_by_id(&claims.sub)
+            .await?
+            .filter(|grant| grant.org_id == claims.org)
+            .ok_or_else(|| ApiError::Unauthorized("invalid credentials: the token's key was revoked".to_owned()))?;
+        let token_scopes: Vec<&str> = claims.scope.split(' ').collect();
+        grant.scopes.retain(|s| token_scopes.contains(&s.as_str()));
+        grant.limits = KeyLimits {
+            max_streams: stricter(grant.limits.max_streams, claims.max_streams),
+            requests_per_minute: stricter(grant.limits.requests_per_minute, claims.rpm),
+        };
+        Ok(grant)
+    }
+
+    /// The current grant of the key with this id (`None`: revoked, expired or unknown), from the
+    /// system of record at most once a second per key.
+    async fn grant_by_id(&self, key_id: &str) -> Result<Option<KeyGrant>, ApiError> {
+        let fresh = self.by_id.lock().ok().and_then(|mut cache| {
+            cache.get(key_id).filter(|(expires, _)| *expires > Instant::now()).map(|(_, grant)| grant.clone())
+        });
+        if let Some(grant) = fresh {
+            return Ok(grant);
+        }
+        let grant = self.keys.grant_by_id(key_id, aldea_store::unix_now()).await?;
+        if let Ok(mut cache) = self.by_id.lock() {
+            let ttl = self.local_ttl.min(Duration::from_secs(1));
+            cache.put(key_id.to_owned(), (Instant::now() + ttl, grant.clone()));
+        }
+        Ok(grant)
+    }
+
+    /// Whether a live stream admitted with `grant` may go on: its key still valid and its
+    /// organization still in credit. An unreachable store lets it go on (the next check decides).
+    pub(crate) async fn recheck(&self, grant: &KeyGrant) -> Result<(), ApiError> {
+        match self.grant_by_id(&grant.key_id).await {
+            Ok(Some(current)) if !current.credit_ok => {
+                Err(ApiError::PaymentRequired("the organization has no credit left".to_owned()))
+            }
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(ApiError::Unauthorized("the API key was revoked".to_owned())),
+            Err(e) => {
+                tracing::warn!(error = %e, "key store unavailable; the stream goes on until the next check");
+                Ok(())
+            }
+        }
     }
 
     /// A token for browsers, scoped to listen, carrying the key's identity and limits.
     pub(crate) fn grant_jwt(&self, grant: &KeyGrant, ttl: Duration) -> Result<(String, u64), ApiError> {
         let secret = self
             .jwt_secret
-            .as_deref()
+            .as_ref()
+            .map(|s| s.expose_secret())
             .ok_or_else(|| ApiError::BadRequest("temporary tokens are not enabled on this server".to_owned()))?;
         let now = aldea_store::unix_now();
         let ttl_s = ttl.as_secs().max(1);
@@ -241,6 +287,14 @@ impl Authenticator {
             rpm: grant.limits.requests_per_minute,
         };
         Ok((issue_jwt(&claims, secret.as_bytes()), ttl_s))
+    }
+}
+
+/// The stricter of two optional limits (`None`: no limit).
+fn stricter(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -2,24 +2,21 @@
 //! grant, and the checks every Speech API request passes before any work (credential, scope,
 //! credit, requests per minute).
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{
-    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, ORIGIN, VARY,
-};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use std::time::Duration;
+
+use aldea_http::RequestId;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{self, Via};
 use crate::error::ApiError;
-use crate::{admission, openai, relay, upload, AppState};
-
-/// The request id: the caller's `x-request-id` when it sent a usable one, else a new UUID.
-#[derive(Debug, Clone)]
-pub(crate) struct RequestId(pub(crate) String);
+use crate::{admission, metrics, openai, relay, upload, AppState};
 
 /// The gateway's routes with their middleware.
 pub fn router(state: AppState) -> Router {
@@ -29,64 +26,44 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/listen/media", post(upload::listen_upload))
         .route("/v1/listen/media/transcribe", post(upload::listen_upload))
         .route("/v1/listen/media/transcribe_file", post(upload::listen_upload))
-        // The form's size is limited while it is read (the file field), not by axum's default.
-        .route("/v1/audio/transcriptions", post(openai::transcriptions).layer(DefaultBodyLimit::disable()))
+        // The form: the upload limit and a little for the other fields (each is capped while read).
+        .route(
+            "/v1/audio/transcriptions",
+            post(openai::transcriptions)
+                .layer(DefaultBodyLimit::max(state.config().max_body_bytes + openai::FORM_OVERHEAD_BYTES)),
+        )
         .route("/v1/auth/grant", post(grant))
         .route("/live", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
-        .layer(middleware::from_fn_with_state(state.clone(), cors))
-        .layer(middleware::from_fn(request_id))
+        .layer(cors(&state.config().cors_origins))
+        .layer(middleware::from_fn(aldea_http::request_id))
         .layer(middleware::from_fn(aldea_http::close_when_body_unread))
         .with_state(state)
 }
 
-async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value.clone());
-        response.headers_mut().insert("dg-request-id", value);
-    }
-    response
-}
-
-/// CORS for the configured origins only; preflights are answered here.
-async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let origin = request
-        .headers()
-        .get(ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .filter(|o| state.config().cors_origins.iter().any(|allowed| allowed == "*" || allowed == o))
-        .and_then(|o| HeaderValue::from_str(o).ok());
-    let preflight = request.method() == Method::OPTIONS;
-    let mut response =
-        if preflight && origin.is_some() { StatusCode::NO_CONTENT.into_response() } else { next.run(request).await };
-    if let Some(origin) = origin {
-        let headers = response.headers_mut();
-        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.append(VARY, HeaderValue::from_static("origin"));
-        headers.insert(
-            ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("x-request-id, dg-request-id, retry-after"),
-        );
-        if preflight {
-            headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
-            headers.insert(
-                ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type, x-request-id, timestamps"),
-            );
-            headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-        }
-    }
-    response
+/// CORS for the configured origins only (`*`: any, echoed); preflights are answered here.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            AUTHORIZATION,
+            CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("timestamps"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("dg-request-id"),
+            RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -98,7 +75,13 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.0.metrics.render(state.pending_usage())).into_response()
+    let gauges = metrics::Gauges {
+        pending_usage: state.pending_usage(),
+        limits_fallbacks: state.0.limits.fallbacks.load(std::sync::atomic::Ordering::Relaxed),
+        // The queue's dead letters: usage that could not be recorded (kept for an operator).
+        usage_dead_letters: state.0.deps.usage.dead_letter_count().await.ok(),
+    };
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.0.metrics.render(&gauges)).into_response()
 }
 
 /// `POST /v1/auth/grant`: a short-lived token for browsers, for a caller holding a key.
@@ -139,6 +122,6 @@ pub(crate) async fn admit(
         )
     })?;
     let grant = state.0.auth.authenticate(&credential).await?;
-    admission::check_rate(state.0.deps.limits.as_ref(), state.config(), &grant).await?;
+    admission::check_rate(state.0.limits.as_ref(), state.config(), &grant).await?;
     Ok((grant, credential, via))
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aldea_store::{KeyCache, Keys, Limits, UsageQueue};
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,10 +38,11 @@ pub struct Config {
     /// stt replicas: `http://host:port` each; a host name may resolve to several addresses (a
     /// Kubernetes headless Service), each of which becomes a replica.
     pub stt_urls: Vec<String>,
-    /// Bearer token the stt replicas require.
-    pub service_token: Option<String>,
-    /// HS256 secret shared by every replica for `/v1/auth/grant` tokens; `None` disables JWTs.
-    pub jwt_secret: Option<String>,
+    /// Bearer token the stt replicas require (redacted in `Debug`).
+    pub service_token: Option<SecretString>,
+    /// HS256 secret shared by every replica for `/v1/auth/grant` tokens; `None` disables JWTs
+    /// (redacted in `Debug`).
+    pub jwt_secret: Option<SecretString>,
     /// Lifetime of a granted JWT.
     pub jwt_ttl: Duration,
     /// Browser origins allowed by CORS (the dashboard).
@@ -124,7 +126,7 @@ impl Config {
                 return Err(ConfigError(format!("stt URL {url:?} must be http(s)://host[:port]")));
             }
         }
-        if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 32) {
+        if self.jwt_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
             return Err(ConfigError("the JWT secret must be at least 32 characters".to_owned()));
         }
         if self.lease_ttl < Duration::from_secs(3) || self.lease_ttl > Duration::from_secs(15) {
@@ -156,6 +158,8 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     config: Config,
     deps: Deps,
+    /// `deps.limits` with this process's limiter standing in while the store fails.
+    limits: Arc<admission::WithFallback>,
     auth: auth::Authenticator,
     pool: Arc<pool::SttPool>,
     usage: Arc<usage::UsageSink>,
@@ -173,9 +177,11 @@ impl AppState {
         let auth = auth::Authenticator::new(&config, deps.keys.clone(), deps.key_cache.clone());
         let pool = Arc::new(pool::SttPool::new(&config).map_err(|e| ConfigError(e.to_string()))?);
         let usage = Arc::new(usage::UsageSink::new(deps.usage.clone()));
+        let limits = Arc::new(admission::WithFallback::new(deps.limits.clone()));
         Ok(AppState(Arc::new(Inner {
             config,
             deps,
+            limits,
             auth,
             pool,
             usage,
@@ -236,4 +242,22 @@ pub async fn serve(
     state.0.usage.flush().await;
     background.cancel();
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let config = Config {
+            service_token: Some("service-token-0123456789".into()),
+            jwt_secret: Some("jwt-secret-0123456789abcdefghijklmnop".into()),
+            ..Config::default()
+        };
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("service-token-0123456789"), "{shown}");
+        assert!(!shown.contains("jwt-secret-0123456789"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
 }

@@ -3,6 +3,15 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Values read when the metrics are rendered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gauges {
+    pub(crate) pending_usage: usize,
+    pub(crate) limits_fallbacks: u64,
+    /// `None` when the queue did not answer.
+    pub(crate) usage_dead_letters: Option<u64>,
+}
+
 #[derive(Default)]
 pub(crate) struct Metrics {
     pub(crate) active_streams: AtomicU64,
@@ -34,7 +43,8 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn render(&self, pending_usage: usize) -> String {
+    pub(crate) fn render(&self, gauges: &Gauges) -> String {
+        let Gauges { pending_usage, limits_fallbacks, usage_dead_letters } = *gauges;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut line = |name: &str, kind: &str, help: &str, value: String| {
@@ -73,6 +83,20 @@ impl Metrics {
             "Usage events waiting for the usage queue.",
             pending_usage.to_string(),
         );
+        line(
+            "aldea_gateway_limits_fallbacks_total",
+            "counter",
+            "Limit checks this process's own limiter answered because the limits store failed.",
+            limits_fallbacks.to_string(),
+        );
+        if let Some(dead) = usage_dead_letters {
+            line(
+                "aldea_usage_dead_letters",
+                "gauge",
+                "Usage events the consumer could not record, kept in the queue's dead letters.",
+                dead.to_string(),
+            );
+        }
         let _ = writeln!(out, "# HELP aldea_gateway_refused_total Requests refused before any work.");
         let _ = writeln!(out, "# TYPE aldea_gateway_refused_total counter");
         for (status, counter) in

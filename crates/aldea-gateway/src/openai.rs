@@ -5,13 +5,17 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
+use std::time::Duration;
+use tokio::time::timeout;
 
 use crate::error::ApiError;
-use crate::http::{refuse, RequestId};
+use aldea_http::RequestId;
+
+use crate::http::refuse;
 use crate::upload::{admit_upload, finish_upload, forward};
 use crate::AppState;
 
@@ -69,18 +73,20 @@ pub(crate) async fn transcriptions(
         let multipart = Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::BadRequest(format!("a multipart/form-data body is needed: {e}")))?;
-        let form = read_form(multipart, state.config().max_body_bytes).await?;
+        let form = read_form(multipart, state.config().max_body_bytes, state.config().body_idle_timeout).await?;
         let format = Format::parse(form.response_format.as_deref().unwrap_or("json"))?;
         let (audio, content_type) =
             form.file.clone().ok_or_else(|| ApiError::BadRequest("the form has no `file` field".to_owned()))?;
-        let mut query: Vec<(String, String)> = Vec::new();
-        if let Some(model) = &form.model {
-            query.push(("model".to_owned(), model.clone()));
-        }
-        if let Some(language) = &form.language {
-            query.push(("language".to_owned(), language.clone()));
-        }
-        let query = query.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(model) = &form.model {
+                query.append_pair("model", model);
+            }
+            if let Some(language) = &form.language {
+                query.append_pair("language", language);
+            }
+            query.finish()
+        };
         // A form's part type says little (browsers send application/octet-stream): stt detects.
         let content_type = content_type.filter(|c| c.to_str().is_ok_and(|c| c.starts_with("audio/")));
         let answer = forward(&state, &request_id, &query, audio, content_type, None).await?;
@@ -101,27 +107,47 @@ pub(crate) async fn transcriptions(
     response
 }
 
-async fn read_form(mut multipart: Multipart, limit: usize) -> Result<Form, ApiError> {
-    let bad = |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("malformed form: {e}"));
+/// Longest value of a form field other than `file`.
+const MAX_FIELD_BYTES: usize = 4096;
+/// What a form may add around its file (boundaries, part headers, the other fields).
+pub(crate) const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Reads the form: every field capped while it is read (the file at `limit`, the others at
+/// [`MAX_FIELD_BYTES`]), and every wait for the next piece bounded by `idle`.
+async fn read_form(mut multipart: Multipart, limit: usize, idle: Duration) -> Result<Form, ApiError> {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!("the form is larger than the limit of {limit} bytes"))
+        } else {
+            ApiError::BadRequest(format!("malformed form: {e}"))
+        }
+    };
+    let stalled = || ApiError::Timeout(format!("no part of the form arrived for {} s", idle.as_secs_f64()));
     let mut form = Form::default();
-    while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
+    while let Some(mut field) = timeout(idle, multipart.next_field()).await.map_err(|_| stalled())?.map_err(bad)? {
         let name = field.name().unwrap_or("").to_owned();
-        if name == "file" {
-            let content_type = field.content_type().and_then(|c| HeaderValue::from_str(c).ok());
-            let mut data: Vec<u8> = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                if data.len() + chunk.len() > limit {
-                    return Err(ApiError::TooLarge(format!("the file is larger than the limit of {limit} bytes")));
-                }
-                data.extend_from_slice(&chunk);
+        let (cap, too_long) = if name == "file" {
+            (limit, ApiError::TooLarge(format!("the file is larger than the limit of {limit} bytes")))
+        } else {
+            (
+                MAX_FIELD_BYTES,
+                ApiError::BadRequest(format!("the field {name:?} is longer than {MAX_FIELD_BYTES} bytes")),
+            )
+        };
+        let content_type = field.content_type().and_then(|c| HeaderValue::from_str(c).ok());
+        let mut data: Vec<u8> = Vec::new();
+        while let Some(chunk) = timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)? {
+            if data.len() + chunk.len() > cap {
+                return Err(too_long);
             }
+            data.extend_from_slice(&chunk);
+        }
+        if name == "file" {
             form.file = Some((Bytes::from(data), content_type));
             continue;
         }
-        let value = field.text().await.map_err(bad)?;
-        if value.len() > 4096 {
-            return Err(ApiError::BadRequest(format!("the field {name:?} is too long")));
-        }
+        let value = String::from_utf8(data)
+            .map_err(|_| ApiError::BadRequest(format!("the field {name:?} is not UTF-8 text")))?;
         match name.as_str() {
             "model" => form.model = Some(value),
             "language" => form.language = Some(value),
@@ -142,16 +168,6 @@ async fn read_form(mut multipart: Multipart, limit: usize) -> Result<Form, ApiEr
         }
     }
     Ok(form)
-}
-
-fn urlencode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 /// A word of the stt answer.
@@ -360,11 +376,5 @@ mod tests {
     fn subtitle_timestamps() {
         assert_eq!(timestamp(3725.5, ','), "01:02:05,500");
         assert_eq!(timestamp(0.0004, '.'), "00:00:00.000");
-    }
-
-    #[test]
-    fn form_values_are_url_encoded() {
-        assert_eq!(urlencode("nova-3"), "nova-3");
-        assert_eq!(urlencode("a b&c"), "a%20b%26c");
     }
 }

@@ -2,6 +2,7 @@
 //! Service name gives one replica per address), ordered for each request by the free stream slots
 //! and queue depth their `/v1/capacity` reports.
 
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,7 @@ pub(crate) struct SttPool {
     configured: Vec<Url>,
     replicas: Mutex<Vec<Replica>>,
     client: reqwest::Client,
-    token: Option<String>,
+    token: Option<SecretString>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +54,10 @@ impl SttPool {
             .iter()
             .map(|u| Url::parse(u).map_err(|e| PoolError(format!("{u:?}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
+        // stt replicas are the cluster's own services: never reached through a proxy the
+        // environment may name for outbound traffic.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .connect_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| PoolError(e.to_string()))?;
@@ -70,7 +74,7 @@ impl SttPool {
     }
 
     pub(crate) fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+        self.token.as_ref().map(|t| t.expose_secret())
     }
 
     /// Resolves the configured host names again every few seconds.
@@ -200,7 +204,7 @@ impl SttPool {
         let url = base.join("/v1/capacity").ok()?;
         let mut request = self.client.get(url).timeout(CAPACITY_TIMEOUT);
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+            request = request.bearer_auth(token.expose_secret());
         }
         let response = request.send().await.ok()?;
         if !response.status().is_success() {

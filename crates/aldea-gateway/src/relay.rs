@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aldea_proto::stream::INTERNAL_PREFIX;
+use aldea_proto::stream::{Resume, INTERNAL_PREFIX, RESUME_HEADER};
 use aldea_store::UsageKind;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -23,9 +23,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message as UpMessage};
 
 use crate::admission::{self, Kind, Lease};
-use crate::auth::{Credential, Via};
+use crate::auth::Via;
 use crate::error::ApiError;
-use crate::http::{admit, refuse, RequestId};
+use aldea_http::RequestId;
+
+use crate::http::{admit, refuse};
 use crate::usage::Meter;
 use crate::AppState;
 
@@ -56,7 +58,7 @@ pub(crate) async fn listen_ws_pcm(
 
 async fn start(state: AppState, request_id: String, request: Request, path: &'static str) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let (grant, credential, via) = match admit(&state, &parts.headers).await {
+    let (grant, _, via) = match admit(&state, &parts.headers).await {
         Ok(admitted) => admitted,
         Err(e) => return refuse(&state, e, &request_id),
     };
@@ -70,14 +72,13 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
             )
         }
     };
-    let lease = match admission::acquire(state.0.deps.limits.clone(), state.config(), &grant, Kind::Stream, &request_id)
-        .await
-    {
-        Ok(lease) => lease,
-        Err(e) => return refuse(&state, e, &request_id),
-    };
-    let query = parts.uri.query().map(crate::upload::strip_internal_query).unwrap_or_default();
-    let (upstream, replica) = match connect(&state, &request_id, path, &query, None).await {
+    let lease =
+        match admission::acquire(state.0.limits.clone(), state.config(), &grant, Kind::Stream, &request_id).await {
+            Ok(lease) => lease,
+            Err(e) => return refuse(&state, e, &request_id),
+        };
+    let query = parts.uri.query().map(crate::upload::forwarded_query).unwrap_or_default();
+    let (upstream, replica) = match connect(&state, &request_id, path, &query, None, None).await {
         Ok(connected) => connected,
         Err(answer) => {
             lease.release().await;
@@ -87,7 +88,7 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
     state.0.metrics.streams_total.fetch_add(1, Ordering::Relaxed);
     // Small socket buffers: an idle stream should cost a few kilobytes, not the 2 × 128 KiB per
     // socket the WebSocket library reserves by default (audio frames are read in several pieces).
-    let upgrade = upgrade.read_buffer_size(SOCKET_BUFFER).write_buffer_size(SOCKET_BUFFER);
+    let upgrade = aldea_http::ws::limited(upgrade).read_buffer_size(SOCKET_BUFFER).write_buffer_size(SOCKET_BUFFER);
     let upgrade = match via {
         Via::Subprotocol(name) => upgrade.protocols([name]),
         Via::Header => upgrade,
@@ -99,7 +100,7 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
             let session = Session {
                 state,
                 request_id,
-                credential,
+                grant,
                 meter,
                 lease: Some(lease),
                 path,
@@ -118,13 +119,15 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
     })
 }
 
-/// Opens the stream on the first replica that takes it (`avoid` last: a replica that just failed);
+/// Opens the stream on the first replica that takes it (`avoid` last: a replica that just failed),
+/// resumed from `resume` when given (stt's resume header, which only the gateway sets);
 /// stt's own refusal of the request (bad parameters and the like) is relayed as the client's answer.
 async fn connect(
     state: &AppState,
     request_id: &str,
     path: &str,
     query: &str,
+    resume: Option<&Resume>,
     avoid: Option<&Url>,
 ) -> Result<(Upstream, Url), Response> {
     let mut replicas = state.0.pool.ordered().await;
@@ -147,6 +150,10 @@ async fn connect(
             if let Ok(value) = format!("Bearer {token}").parse() {
                 request.headers_mut().insert("authorization", value);
             }
+        }
+        if let Some(resume) = resume {
+            let Ok(value) = resume.to_header().parse() else { continue };
+            request.headers_mut().insert(RESUME_HEADER, value);
         }
         let config = tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(SOCKET_BUFFER)
@@ -192,9 +199,9 @@ struct ResumePoint {
     header: u64,
     /// Timeline seconds of the audio at `offset`.
     start: f64,
-    /// The resume parameters stt asked for ([`aldea_proto::stream::Checkpoint::resume_query`]);
-    /// empty: replay from the start.
-    query: String,
+    /// Where stt said a stream resumed here starts ([`aldea_proto::stream::Checkpoint::resume`]);
+    /// `None`: replay from the start.
+    resume: Option<Resume>,
 }
 
 /// The client's audio kept for a failover: the input's first bytes (a container header) and every
@@ -215,8 +222,11 @@ struct Replay {
 
 /// Leading input bytes kept for a header.
 const HEAD_KEEP: usize = 64 * 1024;
-/// Most input bytes kept for a replay (about 30 min of 16-kHz linear16).
-const MAX_REPLAY: u64 = 64 * 1024 * 1024;
+/// Most input bytes kept for a replay: the bound of a stream's memory in the gateway. A headerless
+/// stream is trimmed at every checkpoint (seconds of audio); a container that cannot restart in
+/// the middle keeps its whole input, up to this (about 35 min of 64-kbit/s Opus), and past it goes
+/// on without failover.
+const MAX_REPLAY: u64 = 16 * 1024 * 1024;
 /// Failovers one stream may go through.
 const MAX_FAILOVERS: u32 = 3;
 
@@ -246,7 +256,7 @@ impl Replay {
                     offset: input_start + offset.saturating_sub(input_header),
                     header: checkpoint.header_bytes,
                     start: checkpoint.resume_start(),
-                    query: checkpoint.resume_query(),
+                    resume: Some(checkpoint.resume()),
                 };
                 self.trim_to(self.point.offset);
             }
@@ -302,7 +312,8 @@ impl Replay {
 struct Session {
     state: AppState,
     request_id: String,
-    credential: Credential,
+    /// What the stream was admitted with: rechecked by key id while it lives.
+    grant: aldea_store::KeyGrant,
     meter: Meter,
     lease: Option<Lease>,
     path: &'static str,
@@ -362,12 +373,15 @@ impl Session {
                     }
                 }
                 _ = recheck.tick() => {
-                    if let Credential::Key(secret) = &self.credential {
-                        if let Err(ApiError::Unauthorized(_)) = self.state.0.auth.verify_key(secret).await {
-                            let _ = upstream.close(None).await;
-                            let _ = client.send(close(1008, "the API key was revoked")).await;
-                            break End::Closed(1008);
-                        }
+                    // Every stream, however it was opened (key or browser token), by its key's id.
+                    if let Err(refusal) = self.state.0.auth.recheck(&self.grant).await {
+                        let reason = match refusal {
+                            ApiError::PaymentRequired(_) => "the organization has no credit left",
+                            _ => "the API key was revoked",
+                        };
+                        let _ = upstream.close(None).await;
+                        let _ = client.send(close(1008, reason)).await;
+                        break End::Closed(1008);
                     }
                 }
                 from_client = client.recv() => {
@@ -380,6 +394,11 @@ impl Session {
                             }
                             UpMessage::Binary(bytes)
                         }
+                        Some(Ok(Message::Text(text))) if aldea_http::ws::text_too_large(text.as_str()) => {
+                            let _ = upstream.close(None).await;
+                            aldea_http::ws::close_too_large(&mut client).await;
+                            break End::Closed(aldea_http::ws::CLOSE_TOO_LARGE);
+                        }
                         Some(Ok(Message::Text(text))) => {
                             if text.as_str().contains("CloseStream") {
                                 self.client_closing = true;
@@ -387,6 +406,13 @@ impl Session {
                             UpMessage::Text(text.as_str().into())
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        // A frame over the contract's limits: refused from its header, before its
+                        // payload is read; the client hears why.
+                        Some(Err(e)) if aldea_http::ws::is_too_large(&e) => {
+                            let _ = upstream.close(None).await;
+                            aldea_http::ws::close_too_large(&mut client).await;
+                            break End::Closed(aldea_http::ws::CLOSE_TOO_LARGE);
+                        }
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break End::ClientGone,
                     };
                     metrics.frames_relayed.fetch_add(1, Ordering::Relaxed);
@@ -528,17 +554,9 @@ impl Session {
                 break;
             };
             let point = self.replay.point.clone();
-            let mut query = self.query.clone();
-            if !query.is_empty() {
-                query.push('&');
-            }
-            if point.query.is_empty() {
-                query.push_str("resume_start=0");
-            } else {
-                query.push_str(&point.query);
-            }
+            let resume = point.resume.clone().unwrap_or_else(Resume::from_start);
             let Ok((mut upstream, replica)) =
-                connect(&self.state, &self.request_id, self.path, &query, Some(&failed)).await
+                connect(&self.state, &self.request_id, self.path, &self.query, Some(&resume), Some(&failed)).await
             else {
                 break;
             };
@@ -663,7 +681,7 @@ mod tests {
         replay.checkpoint(&checkpoint(0.2, Some(1000)));
         assert_eq!(replay.point.offset, 4200);
         assert_eq!(concat(&replay.replay().unwrap()), input[4200..]);
-        assert_eq!(replay.point.query, "resume_start=0.2&resume_prompt_tokens=1,2");
+        assert_eq!(replay.point.resume.as_ref().map(Resume::to_header).unwrap(), "start=0.2&prompt_tokens=1,2");
         // A checkpoint that restarts at its context: the replay and the timeline begin there.
         let with_context = aldea_proto::stream::Checkpoint {
             audio_start: Some(0.22),
@@ -673,11 +691,8 @@ mod tests {
         replay.checkpoint(&with_context);
         assert_eq!((replay.point.offset, replay.point.start), (4840, 0.22));
         assert_eq!(concat(&replay.replay().unwrap()), input[4840..]);
-        assert!(
-            replay.point.query.starts_with("resume_start=0.22&resume_committed_until=0.25&"),
-            "{}",
-            replay.point.query
-        );
+        let header = replay.point.resume.as_ref().map(Resume::to_header).unwrap();
+        assert!(header.starts_with("start=0.22&committed_until=0.25&"), "{header}");
         // A format that cannot restart mid-stream has nothing to replay once trimmed.
         replay.checkpoint(&checkpoint(0.3, None));
         assert!(replay.replay().is_none());

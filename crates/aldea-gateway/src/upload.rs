@@ -13,11 +13,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt;
+use ipnet::IpNet;
 use reqwest::Url;
 
 use crate::admission::{self, Kind};
 use crate::error::ApiError;
-use crate::http::{admit, refuse, RequestId};
+use aldea_http::RequestId;
+
+use crate::http::{admit, refuse};
 use crate::usage::Meter;
 use crate::AppState;
 
@@ -37,7 +40,7 @@ pub(crate) async fn listen_upload(
     };
     let answer = async {
         let (audio, content_type) = read_audio(&state, &headers, body).await?;
-        let query = uri.query().map(strip_internal_query).unwrap_or_default();
+        let query = uri.query().map(forwarded_query).unwrap_or_default();
         forward(&state, &request_id, &query, audio, content_type, headers.get("timestamps").cloned()).await
     }
     .await;
@@ -62,7 +65,7 @@ pub(crate) async fn admit_upload(
         Ok((grant, _, _)) => grant,
         Err(e) => return Err(refuse(state, e, request_id)),
     };
-    match admission::acquire(state.0.deps.limits.clone(), state.config(), &grant, Kind::Upload, request_id).await {
+    match admission::acquire(state.0.limits.clone(), state.config(), &grant, Kind::Upload, request_id).await {
         Ok(lease) => {
             state.0.metrics.uploads_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok((grant, lease))
@@ -219,7 +222,8 @@ async fn read_limited(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let mut collected: Vec<u8> = Vec::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
+    // The declared length is the client's word: memory follows what arrives, at most a MiB ahead.
+    let mut collected: Vec<u8> = Vec::with_capacity(declared.map_or(64 * 1024, |n| (n as usize).min(1024 * 1024)));
     let mut stream = body.into_data_stream();
     loop {
         let next = tokio::time::timeout(idle, stream.next())
@@ -235,16 +239,18 @@ async fn read_limited(
     Ok(Bytes::from(collected))
 }
 
-/// Query parameters only the gateway may set (the stt resume handshake) are dropped from clients'.
-pub(crate) fn strip_internal_query(query: &str) -> String {
-    query
-        .split('&')
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            !name.starts_with("resume_")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+/// The client's query as stt gets it: decoded pair by pair and encoded again (one spelling for
+/// every name, whatever the client's percent-encoding), without the names stt once read as its
+/// resume handshake (`resume_*`: the handshake is the gateway's own header now, and an stt replica of
+/// an older release still reads the query during a rolling update).
+pub(crate) fn forwarded_query(query: &str) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if !name.starts_with("resume_") {
+            out.append_pair(&name, &value);
+        }
+    }
+    out.finish()
 }
 
 /// Fetches a `url` body: http(s) only, every address it resolves to (and every redirect's) public
@@ -272,7 +278,9 @@ async fn fetch_url(state: &AppState, url: &str) -> Result<(Bytes, Option<HeaderV
                 "the url points at a loopback or private address, which this server does not fetch".to_owned(),
             ));
         }
+        // No proxy, whatever the environment says: the connection goes to the address checked.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .resolve_to_addrs(&bare_host, &addrs)
             .timeout(state.config().url_fetch_timeout)
@@ -329,33 +337,59 @@ fn without_url(e: &reqwest::Error) -> String {
     kind.to_owned()
 }
 
-/// Whether an address is on the public internet (not loopback, private, link-local, shared,
-/// multicast, unspecified or documentation space).
+/// Address blocks that are not on the public internet, from IANA's IPv4 and IPv6 Special-Purpose
+/// Address Registries (the entries whose "Globally Reachable" is False, plus the reserved and
+/// multicast spaces). IPv6 outside 2000::/3 is refused as a whole; the forms that embed an IPv4
+/// address (mapped, compatible, NAT64, 6to4) are judged by that address.
+const NOT_PUBLIC: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/23",
+    "2001:db8::/32",
+    "3fff::/20",
+    "5f00::/16",
+];
+
+/// IPv6 blocks whose addresses carry an IPv4 address: where it sits (bit offset) in the address.
+const EMBEDS_V4: &[(&str, u32)] = &[("::ffff:0:0/96", 96), ("::/96", 96), ("64:ff9b::/96", 96), ("2002::/16", 16)];
+
+static NOT_PUBLIC_NETS: std::sync::LazyLock<Vec<IpNet>> =
+    std::sync::LazyLock::new(|| NOT_PUBLIC.iter().filter_map(|n| n.parse().ok()).collect());
+
+/// Whether an address is on the public internet: a `url` body is fetched only from such addresses
+/// unless private targets are allowed.
 pub(crate) fn is_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
-        }
+        IpAddr::V4(v4) => !v4.is_broadcast() && !NOT_PUBLIC_NETS.iter().any(|net| net.contains(&IpAddr::V4(v4))),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
+            if v6.is_unspecified() || v6.is_loopback() {
+                return false;
             }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+            let bits = u128::from(v6);
+            for (block, offset) in EMBEDS_V4 {
+                let Ok(net) = block.parse::<IpNet>() else { continue };
+                if net.contains(&IpAddr::V6(v6)) {
+                    let v4 = std::net::Ipv4Addr::from(((bits >> (128 - offset - 32)) & 0xffff_ffff) as u32);
+                    return is_public(IpAddr::V4(v4));
+                }
+            }
+            let global_unicast = (v6.segments()[0] & 0xe000) == 0x2000;
+            global_unicast && !NOT_PUBLIC_NETS.iter().any(|net| net.contains(&IpAddr::V6(v6)))
         }
     }
 }
@@ -365,7 +399,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn private_and_loopback_addresses_are_not_public() {
+    fn private_reserved_and_embedded_private_addresses_are_not_public() {
         for private in [
             "127.0.0.1",
             "10.1.2.3",
@@ -374,23 +408,57 @@ mod tests {
             "169.254.169.254",
             "100.64.0.1",
             "0.0.0.0",
+            "198.18.0.1",
+            "198.19.255.254",
+            "192.0.0.8",
+            "240.0.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
             "::1",
+            "::",
             "fd00::1",
             "fe80::1",
+            "fec0::1",
+            "ff02::1",
             "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::",
+            "2002:c0a8:101::1",
+            "2001:db8::1",
+            "2001::1",
+            "100::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "198.20.0.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }
 
     #[test]
-    fn clients_cannot_set_the_resume_parameters() {
+    fn clients_cannot_set_the_resume_parameters_in_any_spelling() {
         assert_eq!(
-            strip_internal_query("model=nova-3&resume_start=5&resume_prompt_tokens=1,2&punctuate=true"),
+            forwarded_query("model=nova-3&resume_start=5&resume_prompt_tokens=1,2&punctuate=true"),
             "model=nova-3&punctuate=true"
         );
+        for spelling in ["resume%5Fstart=5", "%72esume_start=5", "resume%5fstart=5", "%72%65sume_start=5"] {
+            assert_eq!(forwarded_query(&format!("encoding=linear16&{spelling}")), "encoding=linear16", "{spelling}");
+        }
+        // Values keep their meaning, in one spelling.
+        assert_eq!(forwarded_query("tag=a%20b&keywords=caf%C3%A9:2&tag=x+y"), "tag=a+b&keywords=caf%C3%A9%3A2&tag=x+y");
     }
 }

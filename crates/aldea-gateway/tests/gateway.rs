@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aldea_gateway::{AppState, Config, Deps};
+use aldea_proto::stream::{Resume, RESUME_HEADER};
 use aldea_store::{
     Credit, KeyLimits, Keys, MemoryKeyCache, MemoryKeys, MemoryLimits, MemoryUsageQueue, NewKey, UsageEvent, UsageQueue,
 };
@@ -41,6 +42,10 @@ struct Peer {
     idle_close: std::sync::atomic::AtomicBool,
     /// Query strings of the streams opened, and the bytes each received.
     seen: std::sync::Mutex<Vec<(String, usize)>>,
+    /// The resume header of each stream opened (`None`: a new stream).
+    resumes: std::sync::Mutex<Vec<Option<Resume>>>,
+    /// Query strings of the uploads received.
+    upload_queries: std::sync::Mutex<Vec<String>>,
 }
 
 /// A stand-in for an stt replica: `/v1/capacity`, `/ready`, uploads answered with the duration of
@@ -71,7 +76,12 @@ fn refuse_once(peer: &Peer) -> bool {
     peer.refuse_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
-async fn peer_upload(State(peer): State<Arc<Peer>>, body: axum::body::Bytes) -> axum::response::Response {
+async fn peer_upload(
+    State(peer): State<Arc<Peer>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    peer.upload_queries.lock().unwrap().push(query.unwrap_or_default());
     if refuse_once(&peer) {
         return (StatusCode::SERVICE_UNAVAILABLE, "full").into_response();
     }
@@ -87,6 +97,7 @@ async fn peer_upload(State(peer): State<Arc<Peer>>, body: axum::body::Bytes) -> 
 async fn peer_stream(
     State(peer): State<Arc<Peer>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> axum::response::Response {
     if refuse_once(&peer) {
@@ -94,12 +105,13 @@ async fn peer_stream(
     }
     peer.streams.fetch_add(1, Ordering::SeqCst);
     let query = query.unwrap_or_default();
-    // A resumed stream's timeline starts where the gateway says.
-    let origin: f64 =
-        query.split('&').find_map(|pair| pair.strip_prefix("resume_start=")).map_or(0.0, |v| v.parse().unwrap());
+    // A resumed stream's timeline starts where the gateway's resume header says.
+    let resume = headers.get(RESUME_HEADER).map(|v| Resume::parse_header(v.to_str().unwrap()).unwrap());
+    let origin = resume.as_ref().map_or(0.0, |r| r.start);
     let index = {
         let mut seen = peer.seen.lock().unwrap();
         seen.push((query.clone(), 0));
+        peer.resumes.lock().unwrap().push(resume);
         seen.len() - 1
     };
     upgrade.on_upgrade(move |mut socket| async move {
@@ -167,19 +179,23 @@ async fn spawn_gateway(adjust: impl FnOnce(&mut Config)) -> Gateway {
 }
 
 async fn spawn_gateway_over(stt_urls: Vec<String>, peer: Arc<Peer>, adjust: impl FnOnce(&mut Config)) -> Gateway {
+    spawn_gateway_with(stt_urls, peer, Arc::new(MemoryLimits::new()), adjust).await
+}
+
+async fn spawn_gateway_with(
+    stt_urls: Vec<String>,
+    peer: Arc<Peer>,
+    limits: Arc<dyn aldea_store::Limits>,
+    adjust: impl FnOnce(&mut Config),
+) -> Gateway {
     let keys = Arc::new(MemoryKeys::new());
     let org = keys.ensure_org("acme", Credit::Unlimited).await.unwrap();
     let (_, key) = keys.create_key(&org.id, NewKey::listen("test"), aldea_store::unix_now()).await.unwrap();
     let usage = Arc::new(MemoryUsageQueue::default());
     let key_cache = Arc::new(MemoryKeyCache::new());
-    let deps = Deps {
-        keys: keys.clone(),
-        key_cache: key_cache.clone(),
-        limits: Arc::new(MemoryLimits::new()),
-        usage: usage.clone(),
-    };
+    let deps = Deps { keys: keys.clone(), key_cache: key_cache.clone(), limits, usage: usage.clone() };
     let mut config =
-        Config { stt_urls, jwt_secret: Some("a test secret that is long enough!".to_owned()), ..Config::default() };
+        Config { stt_urls, jwt_secret: Some("a test secret that is long enough!".into()), ..Config::default() };
     adjust(&mut config);
     let state = AppState::new(config, deps).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -577,6 +593,100 @@ async fn streams_relay_results_drop_internal_messages_and_meter_the_timeline() {
     }
 }
 
+/// The resume handshake belongs to the gateway: a client's `resume_*` query parameters, in any
+/// percent-encoded spelling, never reach stt (as a resume header or as a query stt could decode).
+#[tokio::test]
+async fn clients_cannot_resume_a_stream_or_upload_in_any_spelling() {
+    let gw = spawn_gateway(|_| {}).await;
+    let spellings = ["resume_start=99", "resume%5Fstart=99", "%72esume_start=99", "resume%5fprompt%5Ftokens=1,2"];
+    for spelling in spellings {
+        let path = format!("/v1/listen?encoding=linear16&{spelling}&tag=t");
+        let (mut ws, _) = connect(&gw, &path, Some(("authorization", format!("Token {}", gw.key)))).await.unwrap();
+        ws.send(WsMessage::Binary(vec![0u8; 3200].into())).await.unwrap();
+        ws.send(WsMessage::Text(r#"{"type":"CloseStream"}"#.into())).await.unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            if let WsMessage::Text(text) = message {
+                let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                if value["type"] == "Results" {
+                    assert!(value["start"].as_f64().unwrap() < 1.0, "{spelling}: the timeline was moved: {value}");
+                }
+            }
+        }
+        let response = gw
+            .post(&format!("/v1/listen?{spelling}"), vec![0u8; 3200])
+            .header("authorization", format!("Token {}", gw.key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{spelling}");
+    }
+    let decoded_names = |query: &String| -> Vec<String> {
+        form_urlencoded::parse(query.as_bytes()).map(|(name, _)| name.into_owned()).collect()
+    };
+    let seen: Vec<String> = gw.peer.seen.lock().unwrap().iter().map(|(q, _)| q.clone()).collect();
+    let uploads = gw.peer.upload_queries.lock().unwrap().clone();
+    assert_eq!((seen.len(), uploads.len()), (spellings.len(), spellings.len()));
+    for query in seen.iter().chain(&uploads) {
+        let names = decoded_names(query);
+        assert!(names.iter().all(|n| !n.starts_with("resume")), "stt was sent {query:?}");
+    }
+    assert!(seen.iter().all(|q| q == "encoding=linear16&tag=t"), "{seen:?}");
+    assert!(gw.peer.resumes.lock().unwrap().iter().all(Option::is_none), "no resume header from a client");
+}
+
+/// The close code a client sees after sending `frame` on a fresh stream (`None`: no close frame,
+/// the connection just dropped — 1006 to a browser).
+async fn close_code_after(gw: &Gateway, frame: WsMessage) -> Option<(u16, String)> {
+    let (mut ws, _) = connect(gw, "/v1/listen?encoding=linear16", Some(("authorization", format!("Token {}", gw.key))))
+        .await
+        .unwrap();
+    ws.send(WsMessage::Binary(vec![0u8; 3200].into())).await.unwrap();
+    // As a browser does: the frame is written while what the server says is read (the gateway
+    // stops reading a frame over the limit, so its write may never finish).
+    let (mut write, mut ws) = ws.split();
+    tokio::spawn(async move {
+        let _ = write.send(frame).await;
+    });
+    while let Some(message) = ws.next().await {
+        match message {
+            Ok(WsMessage::Close(frame)) => return frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn frames_over_the_contract_limits_close_with_1009_and_a_reason() {
+    let gw = spawn_gateway(|_| {}).await;
+    for frame in [
+        WsMessage::Binary(vec![0u8; 40 * 1024 * 1024].into()),
+        WsMessage::Binary(vec![0u8; 1024 * 1024 + 2].into()),
+        WsMessage::Text(format!(r#"{{"type":"KeepAlive","pad":"{}"}}"#, "x".repeat(64 * 1024)).into()),
+    ] {
+        let size = frame.len();
+        let (code, reason) =
+            close_code_after(&gw, frame).await.unwrap_or_else(|| panic!("{size} bytes: no close frame"));
+        assert_eq!(code, 1009, "{size} bytes: {reason}");
+        assert!(reason.contains("1 MiB"), "{reason}");
+    }
+    // A frame of exactly 1 MiB is audio like any other.
+    let (mut ws, _) =
+        connect(&gw, "/v1/listen?encoding=linear16", Some(("authorization", format!("Token {}", gw.key))))
+            .await
+            .unwrap();
+    ws.send(WsMessage::Binary(vec![0u8; 1024 * 1024].into())).await.unwrap();
+    ws.send(WsMessage::Text(r#"{"type":"CloseStream"}"#.into())).await.unwrap();
+    let mut code = None;
+    while let Some(Ok(message)) = ws.next().await {
+        if let WsMessage::Close(frame) = message {
+            code = frame.map(|f| u16::from(f.code));
+        }
+    }
+    assert_eq!(code, Some(1000));
+}
+
 #[tokio::test]
 async fn the_eleventh_stream_of_an_organization_gets_429_before_the_upgrade() {
     let gw = spawn_gateway(|_| {}).await;
@@ -642,6 +752,134 @@ async fn browser_tokens_from_the_grant_open_streams_and_expire() {
     );
 }
 
+/// Reads a stream until it closes: the close code and reason (`None`: no close frame).
+async fn close_of(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> Option<(u16, String)> {
+    while let Some(Ok(message)) = ws.next().await {
+        if let WsMessage::Close(frame) = message {
+            return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+        }
+    }
+    None
+}
+
+/// Every live stream is checked again by its key's id, whether it was opened with the key or with a
+/// browser token: a revoked key closes them all with 1008, and so does credit that runs out.
+#[tokio::test]
+async fn streams_opened_by_key_or_token_close_with_1008_on_revocation_or_no_credit() {
+    let gw = spawn_gateway(|c| c.recheck_interval = Duration::from_millis(100)).await;
+    let (record, key) = gw.keys.create_key(&gw.org_id, NewKey::listen("live"), aldea_store::unix_now()).await.unwrap();
+    let open_both = || async {
+        let r = gw.post("/v1/auth/grant", Vec::new()).header("authorization", format!("Token {key}")).send().await;
+        let grant: serde_json::Value = r.unwrap().json().await.unwrap();
+        let token = grant["access_token"].as_str().unwrap().to_owned();
+        let by_token = connect(&gw, "/v1/listen", Some(("authorization", format!("Bearer {token}")))).await.unwrap().0;
+        let by_key = connect(&gw, "/v1/listen", Some(("authorization", format!("Token {key}")))).await.unwrap().0;
+        [by_token, by_key]
+    };
+
+    // Credit runs out: both close with 1008 and say why.
+    let mut streams = open_both().await;
+    gw.keys.set_credit(&gw.org_id, Credit::Seconds(0.0)).await.unwrap();
+    for ws in &mut streams {
+        let closed = tokio::time::timeout(Duration::from_secs(5), close_of(ws)).await.expect("closed in time");
+        assert_eq!(closed, Some((1008, "the organization has no credit left".to_owned())));
+    }
+    gw.keys.set_credit(&gw.org_id, Credit::Unlimited).await.unwrap();
+    // Let the credit be seen again by key and by token (the caches keep an answer at most a second).
+    assert!(
+        eventually(|| async {
+            let r = gw.post("/v1/auth/grant", Vec::new()).header("authorization", format!("Token {key}")).send().await;
+            let Ok(grant) = r.unwrap().json::<serde_json::Value>().await else { return false };
+            let Some(token) = grant["access_token"].as_str() else { return false };
+            let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", format!("Bearer {token}")).send().await;
+            r.unwrap().status() == 200
+        })
+        .await
+    );
+
+    // The key is revoked: both close with 1008.
+    let mut streams = open_both().await;
+    gw.keys.revoke_key(&record.id, aldea_store::unix_now()).await.unwrap();
+    for ws in &mut streams {
+        let closed = tokio::time::timeout(Duration::from_secs(5), close_of(ws)).await.expect("closed in time");
+        assert_eq!(closed, Some((1008, "the API key was revoked".to_owned())));
+    }
+}
+
+/// A browser token outlives neither its key nor its organization's credit: it opens nothing after.
+#[tokio::test]
+async fn a_browser_token_of_a_revoked_key_or_an_org_without_credit_opens_nothing() {
+    let gw = spawn_gateway(|c| c.jwt_ttl = Duration::from_secs(60)).await;
+    let (record, key) = gw.keys.create_key(&gw.org_id, NewKey::listen("web"), aldea_store::unix_now()).await.unwrap();
+    let r = gw.post("/v1/auth/grant", Vec::new()).header("authorization", format!("Token {key}")).send().await.unwrap();
+    let token = r.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let upload = || async {
+        let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", format!("Bearer {token}")).send().await;
+        r.unwrap().status()
+    };
+    assert_eq!(upload().await, 200);
+    gw.keys.set_credit(&gw.org_id, Credit::Seconds(0.0)).await.unwrap();
+    assert!(eventually(|| async { upload().await == 402 }).await, "no credit: 402 for the token too");
+    gw.keys.set_credit(&gw.org_id, Credit::Unlimited).await.unwrap();
+    assert!(eventually(|| async { upload().await == 200 }).await);
+    gw.keys.revoke_key(&record.id, aldea_store::unix_now()).await.unwrap();
+    assert!(eventually(|| async { upload().await == 401 }).await, "revoked key: 401 for its token");
+}
+
+/// A limits store that is down: every call fails.
+struct DownLimits;
+
+#[async_trait::async_trait]
+impl aldea_store::Limits for DownLimits {
+    async fn acquire(&self, _: &str, _: &str, _: u32, _: Duration) -> aldea_store::Result<bool> {
+        Err(aldea_store::StoreError::Unavailable("down".to_owned()))
+    }
+    async fn renew(&self, _: &str, _: &str, _: Duration) -> aldea_store::Result<bool> {
+        Err(aldea_store::StoreError::Unavailable("down".to_owned()))
+    }
+    async fn release(&self, _: &str, _: &str) -> aldea_store::Result<()> {
+        Err(aldea_store::StoreError::Unavailable("down".to_owned()))
+    }
+    async fn held(&self, _: &str) -> aldea_store::Result<u32> {
+        Err(aldea_store::StoreError::Unavailable("down".to_owned()))
+    }
+    async fn hit(&self, _: &str, _: u32) -> aldea_store::Result<aldea_store::RateDecision> {
+        Err(aldea_store::StoreError::Unavailable("down".to_owned()))
+    }
+}
+
+/// With the limits store down, this process's own limiter still holds the rate and the concurrency.
+#[tokio::test]
+async fn limits_hold_while_the_limits_store_is_down() {
+    let (stt_url, peer) = spawn_peer().await;
+    let gw = spawn_gateway_with(vec![stt_url], peer, Arc::new(DownLimits), |c| {
+        c.key_requests_per_minute = 3;
+        c.org_max_streams = 1;
+    })
+    .await;
+    let auth = format!("Token {}", gw.key);
+    let (_first, _) = connect(&gw, "/v1/listen", Some(("authorization", auth.clone()))).await.unwrap();
+    match connect(&gw, "/v1/listen", Some(("authorization", auth.clone()))).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => assert_eq!(answer.status(), 429),
+        other => panic!("a second stream over the limit of 1 was not refused: {:?}", other.map(|r| r.1.status())),
+    }
+    let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the third request of the minute");
+    let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap();
+    assert_eq!(r.status(), 429, "the fourth request of the minute");
+    assert!(r.headers().contains_key("retry-after"));
+    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    let fallbacks = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("aldea_gateway_limits_fallbacks_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("the fallback counter");
+    assert!(fallbacks >= 4, "{fallbacks}");
+    assert!(metrics.contains("\naldea_usage_dead_letters 0\n"), "the usage queue's dead letters are visible");
+}
+
 #[tokio::test]
 async fn cors_answers_only_the_configured_origins() {
     let gw = spawn_gateway(|c| c.cors_origins = vec!["http://localhost:3000".to_owned()]).await;
@@ -653,8 +891,23 @@ async fn cors_answers_only_the_configured_origins() {
         .send()
         .await
         .unwrap();
-    assert_eq!(preflight.status(), 204);
+    assert!(preflight.status().is_success(), "{}", preflight.status());
     assert_eq!(preflight.headers()["access-control-allow-origin"], "http://localhost:3000");
+    assert!(preflight.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, gw.url("/v1/listen"))
+        .header("origin", "http://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(!preflight.headers().contains_key("access-control-allow-origin"), "no other origin is allowed");
+    let answer = client.get(gw.url("/live")).header("origin", "http://localhost:3000").send().await.unwrap();
+    assert_eq!(answer.headers()["access-control-allow-origin"], "http://localhost:3000");
+    let exposed = answer.headers()["access-control-expose-headers"].to_str().unwrap().to_owned();
+    assert!(exposed.contains("x-request-id") && exposed.contains("retry-after"), "{exposed}");
     let other = client.get(gw.url("/live")).header("origin", "http://evil.example").send().await.unwrap();
     assert!(!other.headers().contains_key("access-control-allow-origin"));
     let metrics = client.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
@@ -731,7 +984,9 @@ fn check_failover(messages: &[serde_json::Value], code: Option<u16>, first: &Pee
     // The second replica was told where to resume and got the audio from the last checkpoint on.
     let seen = second.seen.lock().unwrap();
     assert_eq!(seen.len(), 1);
-    assert!(seen[0].0.contains("resume_start=0.4") && seen[0].0.contains("resume_prompt_tokens=7,8"), "{}", seen[0].0);
+    let resume = second.resumes.lock().unwrap()[0].clone().expect("a resume header");
+    assert_eq!((resume.start, resume.prompt_tokens), (0.4, vec![7, 8]));
+    assert!(!seen[0].0.contains("resume"), "the query stays the client's: {}", seen[0].0);
     assert_eq!(seen[0].1, 6 * 3200);
     assert_eq!(first.streams.load(Ordering::SeqCst), 1);
 }
@@ -771,6 +1026,64 @@ async fn a_client_that_stalls_its_upload_gets_408_and_its_slot_back() {
     let r =
         gw.post("/v1/listen", vec![0; 3200]).header("authorization", format!("Token {}", gw.key)).send().await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// A multipart body whose `model` field never ends: chunks of 64 KiB up to `total` bytes, counting
+/// in `pulled` how many the server has taken.
+fn endless_model_field(
+    total: usize,
+    pulled: Arc<AtomicUsize>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let head = b"--XyZ\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\n".to_vec();
+    futures_util::stream::iter(
+        std::iter::once(head).chain(std::iter::repeat_n(vec![b'a'; 64 * 1024], total / (64 * 1024))),
+    )
+    .map(move |chunk| {
+        pulled.fetch_add(chunk.len(), Ordering::SeqCst);
+        Ok(chunk)
+    })
+}
+
+#[tokio::test]
+async fn openai_form_fields_are_capped_while_read_and_a_stalled_form_gets_408() {
+    let gw = spawn_gateway(|c| {
+        c.body_idle_timeout = Duration::from_millis(300);
+        c.max_body_bytes = 8 * 1024 * 1024;
+    })
+    .await;
+    let transcriptions = || {
+        reqwest::Client::new()
+            .post(gw.url("/v1/audio/transcriptions"))
+            .header("authorization", format!("Token {}", gw.key))
+            .header("content-type", "multipart/form-data; boundary=XyZ")
+    };
+    // A `model` field of 64 MiB: refused after its first 4 KiB, not after reading it all.
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let body = reqwest::Body::wrap_stream(endless_model_field(64 * 1024 * 1024, pulled.clone()));
+    let r = transcriptions().body(body).send().await.unwrap();
+    assert_eq!(error_code(r).await.0, 400, "the field is too long");
+    let taken = pulled.load(Ordering::SeqCst);
+    assert!(taken < 16 * 1024 * 1024, "the server read {taken} bytes of a field capped at 4 KiB");
+
+    // A form larger than the route's limit: 413 (the file cap is 8 MiB here).
+    let mut big = b"--XyZ\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n".to_vec();
+    big.extend(std::iter::repeat_n(0u8, 9 * 1024 * 1024));
+    big.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let r = transcriptions().body(big).send().await.unwrap();
+    assert_eq!(error_code(r).await.0, 413);
+
+    // A form that stops arriving: 408 once the idle timeout passes.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    tx.send(Ok(b"--XyZ\r\ncontent-disposition: form-data; name=\"file\"\r\n\r\nRIFF".to_vec())).await.unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        transcriptions().body(reqwest::Body::wrap_stream(tokio_stream_of(rx))).send(),
+    )
+    .await
+    .expect("a stalled form is answered, not waited on forever")
+    .unwrap();
+    assert_eq!(error_code(r).await.0, 408);
+    drop(tx);
 }
 
 /// A body stream fed by a channel (it stalls while the channel is empty).
@@ -843,7 +1156,7 @@ async fn a_container_stream_fails_over_by_replaying_its_whole_input_without_repe
     assert!((messages.last().unwrap()["duration"].as_f64().unwrap() - 1.0).abs() < 1e-6);
     // The replacement got everything from the first byte, with the timeline from 0.
     let seen = second.seen.lock().unwrap();
-    assert!(seen[0].0.contains("resume_start=0") && !seen[0].0.contains("resume_prompt_tokens"), "{}", seen[0].0);
+    assert_eq!(second.resumes.lock().unwrap()[0], Some(Resume::from_start()));
     assert_eq!(seen[0].1, 10 * 3200);
 }
 

@@ -17,6 +17,8 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
+pub mod ws;
+
 /// Middleware: an answer given before the request's body was read to its end says
 /// `Connection: close`.
 ///
@@ -34,6 +36,30 @@ pub async fn close_when_body_unread(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     if !finished.load(Ordering::Acquire) {
         response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The request id: the caller's `x-request-id` when it sent a usable one (1 to 128 visible ASCII
+/// characters), else a new UUID.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Middleware: puts the [`RequestId`] in the request's extensions and echoes it on the answer as
+/// `x-request-id` and `dg-request-id` (the name Deepgram's clients read).
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value.clone());
+        response.headers_mut().insert("dg-request-id", value);
     }
     response
 }

@@ -88,7 +88,7 @@ pub const CHECKPOINT_TYPE: &str = "aldea.checkpoint";
 pub const INTERNAL_PREFIX: &str = "aldea.";
 
 /// Sent by stt to the gateway after each final: where a resumed stream can pick up. A new stream
-/// opened with [`Checkpoint::resume_query`] and, as its first bytes, the first `header_bytes` bytes
+/// opened with [`Checkpoint::resume`] (in [`RESUME_HEADER`]) and, as its first bytes, the first `header_bytes` bytes
 /// of the input followed by the input from `byte_offset` continues this transcript without losing
 /// or repeating finals.
 ///
@@ -109,7 +109,7 @@ pub struct Checkpoint {
     pub header_bytes: u64,
     /// The committed text the next decoding is prompted with.
     pub prompt: String,
-    /// The same prompt as model token ids (what `resume_prompt_tokens` takes back).
+    /// The same prompt as model token ids (what [`Resume::prompt_tokens`] takes back).
     pub prompt_tokens: Vec<u32>,
     /// Timeline seconds of the audio at `byte_offset` (absent: `committed_until`, no context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,23 +139,115 @@ impl Checkpoint {
         self.audio_start.unwrap_or(self.committed_until)
     }
 
-    /// The query parameters (without a leading `&`) that resume a stream from this checkpoint.
-    pub fn resume_query(&self) -> String {
-        let start = self.resume_start();
-        let mut query = format!("resume_start={start}");
-        if start < self.committed_until {
-            query.push_str(&format!("&resume_committed_until={}", self.committed_until));
+    /// Where a stream resumed from this checkpoint starts.
+    pub fn resume(&self) -> Resume {
+        Resume {
+            start: self.resume_start(),
+            committed_until: self.committed_until,
+            prompt_tokens: self.prompt_tokens.clone(),
+            context: self.context.clone(),
+            utterance_open: self.utterance_open,
+        }
+    }
+}
+
+/// The header that carries the resume handshake from the gateway to stt. It is never a query
+/// parameter (clients write the query; they cannot set this header: the gateway builds every
+/// request to stt itself, and stt's routes sit behind the service token).
+pub const RESUME_HEADER: &str = "aldea-resume";
+
+/// Where a resumed stream starts: the value of [`RESUME_HEADER`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    /// Timeline seconds of the first byte of audio.
+    pub start: f64,
+    /// Every final up to here was sent: the audio before it is context (`start` when none).
+    pub committed_until: f64,
+    pub prompt_tokens: Vec<u32>,
+    /// Committed words whose audio is replayed as context, on the timeline.
+    pub context: Vec<ContextWord>,
+    /// The utterance going on at `committed_until` already has final words.
+    pub utterance_open: bool,
+}
+
+impl Resume {
+    /// A stream replayed from its very start (a format that cannot restart in the middle).
+    pub fn from_start() -> Resume {
+        Resume {
+            start: 0.0,
+            committed_until: 0.0,
+            prompt_tokens: Vec::new(),
+            context: Vec::new(),
+            utterance_open: false,
+        }
+    }
+
+    /// The header value: `start=S[&committed_until=C][&prompt_tokens=1,2][&context=…][&utterance_open=true]`
+    /// (numbers, `,`, `.` and `:` only: valid in a header as it is).
+    pub fn to_header(&self) -> String {
+        let mut value = format!("start={}", self.start);
+        if self.start < self.committed_until {
+            value.push_str(&format!("&committed_until={}", self.committed_until));
         }
         if !self.prompt_tokens.is_empty() {
-            query.push_str(&format!("&resume_prompt_tokens={}", join(&self.prompt_tokens, ",")));
+            value.push_str(&format!("&prompt_tokens={}", join(&self.prompt_tokens, ",")));
         }
         if !self.context.is_empty() {
-            query.push_str(&format!("&resume_context={}", encode_context(&self.context)));
+            value.push_str(&format!("&context={}", encode_context(&self.context)));
         }
         if self.utterance_open {
-            query.push_str("&resume_utterance_open=true");
+            value.push_str("&utterance_open=true");
         }
-        query
+        value
+    }
+
+    /// Reads [`Resume::to_header`]'s form back, checking it: `start` present, finite and not
+    /// negative, `committed_until` not before it, every context word starting between the two.
+    pub fn parse_header(value: &str) -> Result<Resume, String> {
+        let mut start = None;
+        let mut committed_until = None;
+        let mut resume = Resume::from_start();
+        let number = |name: &str, v: &str| -> Result<f64, String> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .ok_or_else(|| format!("{name} must be a non-negative number"))
+        };
+        for pair in value.split('&').filter(|p| !p.is_empty()) {
+            let (name, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "start" => start = Some(number(name, v)?),
+                "committed_until" => committed_until = Some(number(name, v)?),
+                "prompt_tokens" => {
+                    resume.prompt_tokens = v
+                        .split(',')
+                        .filter(|t| !t.is_empty())
+                        .map(|t| t.parse::<u32>().map_err(|_| "prompt_tokens must be token ids".to_owned()))
+                        .collect::<Result<_, _>>()?;
+                }
+                "context" => {
+                    resume.context =
+                        decode_context(v).ok_or_else(|| "context must be start_ms:end_ms:tokens words".to_owned())?;
+                }
+                "utterance_open" => {
+                    resume.utterance_open = match v {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err("utterance_open must be true or false".to_owned()),
+                    }
+                }
+                other => return Err(format!("unknown resume field {other:?}")),
+            }
+        }
+        resume.start = start.ok_or_else(|| "the resume header needs start".to_owned())?;
+        resume.committed_until = committed_until.unwrap_or(resume.start);
+        // A context word starts in the replayed audio (a word cut a hair before the buffer's
+        // start stays one) and before the commit; it may end after the commit.
+        let inside = |w: &ContextWord| w.start >= resume.start - 0.02 && w.start <= resume.committed_until + 1e-3;
+        if resume.committed_until < resume.start || !resume.context.iter().all(inside) {
+            return Err("context words must start between start and committed_until".to_owned());
+        }
+        Ok(resume)
     }
 }
 
@@ -163,7 +255,7 @@ fn join(tokens: &[u32], separator: &str) -> String {
     tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(separator)
 }
 
-/// `resume_context`: one `start_ms:end_ms:token.token…` per word, comma-separated (query-safe).
+/// [`Resume::context`] in the header: one `start_ms:end_ms:token.token…` per word, comma-separated.
 pub fn encode_context(words: &[ContextWord]) -> String {
     words
         .iter()
@@ -292,11 +384,12 @@ mod tests {
             context: context.clone(),
             utterance_open: true,
         };
+        let header = checkpoint.resume().to_header();
         assert_eq!(
-            checkpoint.resume_query(),
-            "resume_start=1.125&resume_committed_until=2.4&resume_prompt_tokens=1,2\
-             &resume_context=1250:1500:440.7,1500:2000:9&resume_utterance_open=true"
+            header,
+            "start=1.125&committed_until=2.4&prompt_tokens=1,2&context=1250:1500:440.7,1500:2000:9&utterance_open=true"
         );
+        assert_eq!(Resume::parse_header(&header), Ok(checkpoint.resume()), "the header reads back");
         assert_eq!(decode_context(&encode_context(&context)), Some(context));
         for bad in ["1:2", "2:1:5", "1:2:", "1:2:x", "1:2:3:4"] {
             assert_eq!(decode_context(bad), None, "{bad}");
@@ -304,7 +397,28 @@ mod tests {
         // Without context: the old form, which older checkpoints (no new fields) still parse to.
         let json = r#"{"type":"aldea.checkpoint","committed_until":3.5,"byte_offset":112000,"header_bytes":0,"prompt":"","prompt_tokens":[]}"#;
         let old: Checkpoint = serde_json::from_str(json).unwrap();
-        assert_eq!(old.resume_query(), "resume_start=3.5");
+        assert_eq!(old.resume().to_header(), "start=3.5");
         assert_eq!(serde_json::to_string(&old).unwrap(), json);
+    }
+
+    #[test]
+    fn a_resume_header_that_does_not_hold_together_is_refused() {
+        let parsed = Resume::parse_header("start=12.5&prompt_tokens=1,2,3").unwrap();
+        assert_eq!((parsed.start, parsed.committed_until, parsed.prompt_tokens), (12.5, 12.5, vec![1, 2, 3]));
+        for bad in [
+            "",
+            "committed_until=12",
+            "start=10&committed_until=9",
+            "start=10&committed_until=12&context=9000:9500:5",
+            "start=10&context=10x",
+            "start=-1",
+            "start=NaN",
+            "start=inf",
+            "start=1&prompt_tokens=a",
+            "start=1&utterance_open=yes",
+            "start=1&other=2",
+        ] {
+            assert!(Resume::parse_header(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -7,9 +7,12 @@
 //! clocks agree; a connection failure is [`StoreError::Unavailable`], never a panic.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use aldea_store::{CachedGrant, Delivery, KeyCache, Limits, RateDecision, Result, StoreError, UsageEvent, UsageQueue};
+use aldea_store::{
+    CachedGrant, DeadLetter, Delivery, KeyCache, Limits, RateDecision, Result, StoreError, UsageEvent, UsageQueue,
+};
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -20,6 +23,8 @@ use tokio::sync::mpsc;
 const INVALIDATIONS: &str = "aldea:key-invalidations";
 const USAGE_STREAM: &str = "aldea:usage";
 const USAGE_GROUP: &str = "aldea-usage";
+/// Entries that could not be recorded (or read), kept for an operator.
+const DEAD_STREAM: &str = "aldea:usage:dead";
 
 fn redis_error(e: redis::RedisError) -> StoreError {
     if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
@@ -304,7 +309,8 @@ impl Limits for RedisStore {
 }
 
 /// Entries of an XREADGROUP/XAUTOCLAIM answer: `[[id, [field, value, ...]], ...]`.
-fn parse_entries(value: &Value) -> Vec<(String, Option<UsageEvent>)> {
+/// Stream entries as (id, event); an entry whose event cannot be read gives its raw field instead.
+fn parse_entries(value: &Value) -> Vec<(String, std::result::Result<UsageEvent, String>)> {
     let Value::Array(entries) = value else { return Vec::new() };
     entries
         .iter()
@@ -315,15 +321,15 @@ fn parse_entries(value: &Value) -> Vec<(String, Option<UsageEvent>)> {
                 Value::SimpleString(s) => s.clone(),
                 _ => return None,
             };
-            let event = match parts.get(1) {
+            let raw = match parts.get(1) {
                 Some(Value::Array(fields)) => fields.chunks(2).find_map(|kv| match kv {
-                    [Value::BulkString(k), Value::BulkString(v)] if k.as_slice() == b"event" => {
-                        serde_json::from_slice(v).ok()
-                    }
+                    [Value::BulkString(k), Value::BulkString(v)] if k.as_slice() == b"event" => Some(v.clone()),
                     _ => None,
                 }),
                 _ => None,
-            };
+            }
+            .unwrap_or_default();
+            let event = serde_json::from_slice(&raw).map_err(|_| String::from_utf8_lossy(&raw).into_owned());
             Some((id, event))
         })
         .collect()
@@ -370,10 +376,13 @@ impl UsageQueue for RedisStore {
         };
         if let Value::Array(parts) = &claimed {
             if let Some(entries) = parts.get(1) {
-                for (id, event) in parse_entries(entries) {
+                let entries = parse_entries(entries);
+                let counts = self.delivery_counts(consumer, &entries).await?;
+                for (id, event) in entries {
+                    let deliveries = counts.get(&id).copied().unwrap_or(2);
                     match event {
-                        Some(event) => out.push(Delivery { id, event }),
-                        None => unreadable.push(id),
+                        Ok(event) => out.push(Delivery { id, event, deliveries }),
+                        Err(raw) => unreadable.push((id, raw)),
                     }
                 }
             }
@@ -397,14 +406,14 @@ impl UsageQueue for RedisStore {
             };
             for (id, event) in entries.as_ref().map(parse_entries).unwrap_or_default() {
                 match event {
-                    Some(event) => out.push(Delivery { id, event }),
-                    None => unreadable.push(id),
+                    Ok(event) => out.push(Delivery { id, event, deliveries: 1 }),
+                    Err(raw) => unreadable.push((id, raw)),
                 }
             }
         }
-        if !unreadable.is_empty() {
-            // An entry nobody can parse would be redelivered forever.
-            self.ack(&unreadable).await?;
+        // An entry nobody can read would be redelivered forever: it is kept as a dead letter.
+        for (id, raw) in unreadable {
+            self.add_dead_letter(&id, &raw, "the entry holds no readable usage event").await?;
         }
         Ok(out)
     }
@@ -422,6 +431,104 @@ impl UsageQueue for RedisStore {
             .await
             .map_err(redis_error)?;
         redis::cmd("XDEL").arg(USAGE_STREAM).arg(ids).query_async::<()>(&mut conn).await.map_err(redis_error)
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let payload = serde_json::to_string(&delivery.event).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.add_dead_letter(&delivery.id, &payload, reason).await
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>> {
+        let entries: Value = redis::cmd("XRANGE")
+            .arg(DEAD_STREAM)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        let Value::Array(entries) = entries else { return Ok(Vec::new()) };
+        Ok(entries
+            .iter()
+            .filter_map(|entry| {
+                let Value::Array(parts) = entry else { return None };
+                let Some(Value::Array(fields)) = parts.get(1) else { return None };
+                let field = |name: &[u8]| {
+                    fields.chunks(2).find_map(|kv| match kv {
+                        [Value::BulkString(k), Value::BulkString(v)] if k.as_slice() == name => {
+                            Some(String::from_utf8_lossy(v).into_owned())
+                        }
+                        _ => None,
+                    })
+                };
+                Some(DeadLetter {
+                    id: field(b"id")?,
+                    payload: field(b"payload").unwrap_or_default(),
+                    reason: field(b"reason").unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64> {
+        redis::cmd("XLEN").arg(DEAD_STREAM).query_async(&mut self.conn.clone()).await.map_err(redis_error)
+    }
+}
+
+impl RedisStore {
+    /// Keeps an entry in the dead letters, then takes it out of the queue (in that order: a crash in
+    /// between leaves it in both, never in neither).
+    async fn add_dead_letter(&self, id: &str, payload: &str, reason: &str) -> Result<()> {
+        redis::cmd("XADD")
+            .arg(DEAD_STREAM)
+            .arg("*")
+            .arg("id")
+            .arg(id)
+            .arg("payload")
+            .arg(payload)
+            .arg("reason")
+            .arg(reason)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        self.ack(&[id.to_owned()]).await
+    }
+
+    /// How many times each of `entries` (just claimed by `consumer`) has been delivered.
+    async fn delivery_counts(
+        &self,
+        consumer: &str,
+        entries: &[(String, std::result::Result<UsageEvent, String>)],
+    ) -> Result<HashMap<String, u32>> {
+        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else {
+            return Ok(HashMap::new());
+        };
+        // XPENDING answers [id, consumer, idle ms, deliveries] per entry.
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(USAGE_STREAM)
+            .arg(USAGE_GROUP)
+            .arg(first)
+            .arg(last)
+            .arg(entries.len().max(1) * 4)
+            .arg(consumer)
+            .query_async(&mut self.queue_conn.clone())
+            .await
+            .map_err(redis_error)?;
+        let Value::Array(rows) = pending else { return Ok(HashMap::new()) };
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let Value::Array(fields) = row else { return None };
+                let id = match fields.first()? {
+                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    Value::SimpleString(s) => s.clone(),
+                    _ => return None,
+                };
+                let Value::Int(count) = fields.get(3)? else { return None };
+                Some((id, u32::try_from(*count).unwrap_or(u32::MAX)))
+            })
+            .collect())
     }
 }
 

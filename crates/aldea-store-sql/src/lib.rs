@@ -165,6 +165,29 @@ fn key_from(row: &sqlx::sqlite::SqliteRow) -> KeyRecord {
     }
 }
 
+impl SqlStore {
+    /// The grant of the one live key matching `condition` (a column compared with `value`).
+    async fn grant_where(&self, condition: &'static str, value: &str, now: i64) -> Result<Option<KeyGrant>> {
+        let sql = format!(
+            "SELECT k.*, o.credit_unlimited, o.credit_seconds FROM api_keys k JOIN orgs o ON o.id = k.org_id
+             WHERE {condition} AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)"
+        );
+        let row = sqlx::query(&sql).bind(value).bind(now).fetch_optional(&self.pool).await.map_err(backend)?;
+        Ok(row.map(|row| {
+            let record = key_from(&row);
+            let credit = credit_from(row.get("credit_unlimited"), row.get("credit_seconds"));
+            KeyGrant {
+                org_id: record.org_id,
+                key_id: record.id,
+                scopes: record.scopes,
+                limits: record.limits,
+                credit_ok: credit.allows_requests(),
+                expires_at: record.expires_at,
+            }
+        }))
+    }
+}
+
 #[async_trait]
 impl Keys for SqlStore {
     async fn ensure_org(&self, name: &str, credit: Credit) -> Result<Org> {
@@ -234,27 +257,11 @@ impl Keys for SqlStore {
     }
 
     async fn verify(&self, key_hash: &str, now: i64) -> Result<Option<KeyGrant>> {
-        let row = sqlx::query(
-            "SELECT k.*, o.credit_unlimited, o.credit_seconds FROM api_keys k JOIN orgs o ON o.id = k.org_id
-             WHERE k.key_hash = ? AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)",
-        )
-        .bind(key_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(row.map(|row| {
-            let record = key_from(&row);
-            let credit = credit_from(row.get("credit_unlimited"), row.get("credit_seconds"));
-            KeyGrant {
-                org_id: record.org_id,
-                key_id: record.id,
-                scopes: record.scopes,
-                limits: record.limits,
-                credit_ok: credit.allows_requests(),
-                expires_at: record.expires_at,
-            }
-        }))
+        self.grant_where("k.key_hash = ?", key_hash, now).await
+    }
+
+    async fn grant_by_id(&self, key_id: &str, now: i64) -> Result<Option<KeyGrant>> {
+        self.grant_where("k.id = ?", key_id, now).await
     }
 
     async fn list_keys(&self, org_id: Option<&str>) -> Result<Vec<KeyRecord>> {

@@ -45,6 +45,8 @@ pub async fn keys(store: &dyn Keys) {
         }
     );
     assert_eq!(store.verify(&hash_key("org_unknown"), now).await.unwrap(), None);
+    assert_eq!(store.grant_by_id(&record.id, now).await.unwrap(), Some(grant.clone()), "by id: the same grant");
+    assert_eq!(store.grant_by_id(&unique("no-key"), now).await.unwrap(), None);
     assert!(store.create_key(&unique("no-org"), NewKey::listen("x"), now).await.is_err(), "unknown org");
 
     // Expiry is judged at the time asked.
@@ -52,6 +54,8 @@ pub async fn keys(store: &dyn Keys) {
         store.create_key(&org.id, NewKey { expires_at: Some(now + 10), ..NewKey::listen("short") }, now).await.unwrap();
     assert!(store.verify(&hash_key(&expiring_secret), now).await.unwrap().is_some());
     assert_eq!(store.verify(&hash_key(&expiring_secret), now + 10).await.unwrap(), None);
+    assert!(store.grant_by_id(&expiring.id, now).await.unwrap().is_some());
+    assert_eq!(store.grant_by_id(&expiring.id, now + 10).await.unwrap(), None);
 
     let listed = store.list_keys(Some(&org.id)).await.unwrap();
     assert_eq!(listed.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), [record.id.as_str(), expiring.id.as_str()]);
@@ -60,6 +64,7 @@ pub async fn keys(store: &dyn Keys) {
     // Credit: exhausted credit still verifies, but says so.
     store.set_credit(&org.id, Credit::Seconds(0.0)).await.unwrap();
     assert!(!store.verify(&hash_key(&secret), now).await.unwrap().unwrap().credit_ok);
+    assert!(!store.grant_by_id(&record.id, now).await.unwrap().unwrap().credit_ok);
     store.set_credit(&org.id, Credit::Unlimited).await.unwrap();
     assert_eq!(store.credit(&org.id).await.unwrap(), Credit::Unlimited);
     assert!(store.verify(&hash_key(&secret), now).await.unwrap().unwrap().credit_ok);
@@ -69,6 +74,7 @@ pub async fn keys(store: &dyn Keys) {
     assert_eq!(store.revoke_key(&record.id, now + 1).await.unwrap(), Some(hash_key(&secret)));
     assert_eq!(store.revoke_key(&record.id, now + 2).await.unwrap(), None, "already revoked");
     assert_eq!(store.verify(&hash_key(&secret), now + 1).await.unwrap(), None);
+    assert_eq!(store.grant_by_id(&record.id, now + 1).await.unwrap(), None, "a revoked key has no grant by id");
     let listed = store.list_keys(Some(&org.id)).await.unwrap();
     assert_eq!(listed[0].revoked_at, Some(now + 1));
     assert_eq!(store.revoke_key(&unique("no-key"), now).await.unwrap(), None);
@@ -270,6 +276,35 @@ pub async fn usage_queue(queue: &dyn UsageQueue) {
     let taken = taken.unwrap();
     assert!(taken.iter().any(|d| d.event == late), "a waiting consumer gets a new entry");
     queue.ack(&taken.iter().map(|d| d.id.clone()).collect::<Vec<_>>()).await.unwrap();
+
+    // Deliveries are counted, and a dead letter is kept and never handed out again.
+    let poison = UsageEvent { event_id: UsageEvent::event_id(&request_id, 10), seq: 10, ..events[0].clone() };
+    queue.publish(&poison).await.unwrap();
+    let dead_before = queue.dead_letter_count().await.unwrap();
+    let mut first = None;
+    for _ in 0..50 {
+        let batch = queue.take("c5", 10, Duration::from_millis(100), long).await.unwrap();
+        let (mine, rest): (Vec<_>, Vec<_>) = batch.into_iter().partition(|d| d.event == poison);
+        queue.ack(&rest.iter().map(|d| d.id.clone()).collect::<Vec<_>>()).await.unwrap();
+        if let Some(delivery) = mine.into_iter().next() {
+            first = Some(delivery);
+            break;
+        }
+    }
+    let first = first.expect("the entry is delivered");
+    assert_eq!(first.deliveries, 1, "a first delivery counts 1");
+    let again = queue.take("c6", 10, Duration::from_millis(50), Duration::ZERO).await.unwrap();
+    let again = again.into_iter().find(|d| d.id == first.id).expect("reclaimed");
+    assert_eq!(again.deliveries, 2, "a reclaimed delivery counts again");
+    queue.dead_letter(&again, "cannot be recorded").await.unwrap();
+    assert_eq!(queue.dead_letter_count().await.unwrap(), dead_before + 1);
+    let letters = queue.dead_letters(10_000).await.unwrap();
+    let letter = letters.iter().find(|l| l.id == first.id).expect("the dead letter is kept");
+    assert_eq!(letter.reason, "cannot be recorded");
+    assert_eq!(serde_json::from_str::<UsageEvent>(&letter.payload).unwrap(), poison);
+    let after = queue.take("c7", 10, Duration::from_millis(50), Duration::ZERO).await.unwrap();
+    assert!(after.iter().all(|d| d.id != first.id), "a dead letter is not delivered again");
+    queue.ack(&after.iter().map(|d| d.id.clone()).collect::<Vec<_>>()).await.unwrap();
 }
 
 /// Polls `check` until it holds (`true`) or `within` passes (`false`).

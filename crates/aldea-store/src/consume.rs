@@ -1,43 +1,79 @@
 //! Moving usage from the queue into the ledger: what the platform's consumer does, and what
 //! `aldea all` runs in-process. Recording is idempotent by `event_id`, so an entry redelivered after
-//! a consumer died between `record` and `ack` changes nothing.
+//! a consumer died between `record` and `ack` changes nothing. An entry that fails to record is
+//! delivered again; after [`MAX_DELIVERIES`] it goes to the queue's dead letters (kept for an
+//! operator, counted) instead of holding up the entries behind it forever.
 
 use std::time::Duration;
 
-use crate::{Result, UsageLedger, UsageQueue};
+use crate::{Result, StoreError, UsageLedger, UsageQueue};
 
 /// How long an entry may stay taken but unacknowledged before another consumer reclaims it.
 pub const RECLAIM_AFTER: Duration = Duration::from_secs(30);
 
+/// Deliveries of an entry that failed to record after which it becomes a dead letter.
+pub const MAX_DELIVERIES: u32 = 5;
+
+/// What one [`consume_usage`] call did.
+#[derive(Debug, Default)]
+pub struct Consumed {
+    /// Entries recorded (or found recorded already) and acknowledged.
+    pub recorded: usize,
+    /// Entries moved to the dead letters.
+    pub dead_lettered: usize,
+    /// Entries that failed to record and stay in the queue for another try; the last error.
+    pub failed: usize,
+    pub last_error: Option<StoreError>,
+}
+
+impl Consumed {
+    /// Entries that left the queue.
+    pub fn moved(&self) -> usize {
+        self.recorded + self.dead_lettered
+    }
+}
+
 /// Takes up to `max` entries (waiting at most `wait`), records each in the ledger, then
-/// acknowledges them; the number moved. An entry whose recording fails stays unacknowledged and is
-/// delivered again later.
+/// acknowledges those recorded. An entry whose recording fails stays unacknowledged and is
+/// delivered again later (once `reclaim_after` has passed: [`RECLAIM_AFTER`] in production), unless it has been delivered
+/// [`MAX_DELIVERIES`] times: then it is a dead letter. A failing entry never stops the others of the
+/// batch. `Err` only when the queue itself fails.
 pub async fn consume_usage(
     queue: &dyn UsageQueue,
     ledger: &dyn UsageLedger,
     consumer: &str,
     max: usize,
     wait: Duration,
-) -> Result<usize> {
-    let deliveries = queue.take(consumer, max, wait, RECLAIM_AFTER).await?;
+    reclaim_after: Duration,
+) -> Result<Consumed> {
+    let deliveries = queue.take(consumer, max, wait, reclaim_after).await?;
     let mut done: Vec<String> = Vec::with_capacity(deliveries.len());
-    let mut failure = None;
+    let mut consumed = Consumed::default();
     for delivery in deliveries {
         match ledger.record(&delivery.event).await {
             Ok(_) => done.push(delivery.id),
+            Err(e) if delivery.deliveries >= MAX_DELIVERIES => {
+                tracing::error!(
+                    entry = %delivery.id,
+                    event_id = %delivery.event.event_id,
+                    deliveries = delivery.deliveries,
+                    error = %e,
+                    "usage event could not be recorded; moved to the dead letters"
+                );
+                queue.dead_letter(&delivery, &e.to_string()).await?;
+                consumed.dead_lettered += 1;
+            }
             Err(e) => {
-                failure = Some(e);
-                break;
+                consumed.failed += 1;
+                consumed.last_error = Some(e);
             }
         }
     }
+    consumed.recorded = done.len();
     if !done.is_empty() {
         queue.ack(&done).await?;
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(done.len()),
-    }
+    Ok(consumed)
 }
 
 #[cfg(test)]
@@ -72,12 +108,79 @@ mod tests {
         }
         let mut moved = 0;
         while moved < 3 {
-            moved += consume_usage(&queue, &ledger, "c1", 10, Duration::from_millis(10)).await.unwrap();
+            moved += consume_usage(&queue, &ledger, "c1", 10, Duration::from_millis(10), RECLAIM_AFTER)
+                .await
+                .unwrap()
+                .moved();
         }
         let totals = ledger.totals(&org.id).await.unwrap();
         assert_eq!((totals.events, totals.requests), (2, 2));
         assert!((totals.audio_seconds - 3.5).abs() < 1e-9);
         assert_eq!(ledger.credit(&org.id).await.unwrap(), Credit::Seconds(96.5));
-        assert_eq!(consume_usage(&queue, &ledger, "c1", 10, Duration::from_millis(10)).await.unwrap(), 0);
+        assert_eq!(
+            consume_usage(&queue, &ledger, "c1", 10, Duration::from_millis(10), RECLAIM_AFTER).await.unwrap().moved(),
+            0
+        );
+    }
+
+    /// A ledger that refuses one organization's events (as a constraint or a bug would).
+    struct RefusingLedger {
+        inner: MemoryKeys,
+        refused_org: String,
+    }
+
+    #[async_trait::async_trait]
+    impl UsageLedger for RefusingLedger {
+        async fn record(&self, event: &UsageEvent) -> Result<bool> {
+            if event.org_id == self.refused_org {
+                return Err(StoreError::Backend("constraint violated".to_owned()));
+            }
+            self.inner.record(event).await
+        }
+        async fn totals(&self, org_id: &str) -> Result<crate::UsageTotals> {
+            self.inner.totals(org_id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_that_never_records_becomes_a_dead_letter_and_holds_nothing_up() {
+        let queue = MemoryUsageQueue::default();
+        let ledger = RefusingLedger { inner: MemoryKeys::default(), refused_org: "poison".to_owned() };
+        let org = ledger.inner.ensure_org("acme", Credit::Unlimited).await.unwrap();
+        queue.publish(&event("bad", 0, "poison", 1.0)).await.unwrap();
+        for i in 0..3 {
+            queue.publish(&event(&format!("good{i}"), 0, &org.id, 1.0)).await.unwrap();
+        }
+        // The poison entry comes back on every call (reclaimable at once here); the good ones are
+        // recorded on the first call all the same, and the poison one is a dead letter after its
+        // last delivery.
+        let mut recorded = 0;
+        let mut dead = 0;
+        for call in 1..=MAX_DELIVERIES {
+            let consumed = consume_usage(&queue, &ledger, "c1", 10, Duration::ZERO, Duration::ZERO).await.unwrap();
+            recorded += consumed.recorded;
+            dead += consumed.dead_lettered;
+            assert_eq!(consumed.failed + consumed.dead_lettered, 1, "call {call}");
+        }
+        assert_eq!((recorded, dead), (3, 1));
+        assert_eq!(queue.dead_letter_count().await.unwrap(), 1);
+        let letters = queue.dead_letters(10).await.unwrap();
+        assert!(letters[0].payload.contains("poison") && letters[0].reason.contains("constraint"));
+        assert!(queue.take("c1", 10, Duration::ZERO, Duration::ZERO).await.unwrap().is_empty(), "nothing redelivered");
+        assert_eq!(ledger.totals(&org.id).await.unwrap().events, 3);
+    }
+
+    #[tokio::test]
+    async fn the_consumer_records_the_rest_of_a_batch_and_dead_letters_a_poison_event() {
+        let queue = MemoryUsageQueue::default();
+        let ledger = RefusingLedger { inner: MemoryKeys::default(), refused_org: "poison".to_owned() };
+        let org = ledger.inner.ensure_org("acme", Credit::Unlimited).await.unwrap();
+        queue.publish(&event("bad", 0, "poison", 1.0)).await.unwrap();
+        queue.publish(&event("good", 0, &org.id, 1.0)).await.unwrap();
+        let first = consume_usage(&queue, &ledger, "c1", 10, Duration::ZERO, RECLAIM_AFTER).await.unwrap();
+        assert_eq!((first.recorded, first.failed, first.dead_lettered), (1, 1, 0), "the good one is not held up");
+        assert!(first.last_error.is_some());
+        assert_eq!(ledger.totals(&org.id).await.unwrap().events, 1);
+        assert_eq!(queue.dead_letter_count().await.unwrap(), 0, "not before the last delivery");
     }
 }

@@ -26,7 +26,7 @@ pub mod conformance;
 mod consume;
 mod memory;
 
-pub use consume::{consume_usage, RECLAIM_AFTER};
+pub use consume::{consume_usage, Consumed, MAX_DELIVERIES, RECLAIM_AFTER};
 pub use memory::{MemoryKeyCache, MemoryKeys, MemoryLimits, MemoryUsageQueue};
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +160,9 @@ pub trait Keys: Send + Sync + 'static {
     async fn create_key(&self, org_id: &str, key: NewKey, now: i64) -> Result<(KeyRecord, String)>;
     /// The grant of the key with this hash, unless it is unknown, revoked or expired at `now`.
     async fn verify(&self, key_hash: &str, now: i64) -> Result<Option<KeyGrant>>;
+    /// The grant of the key with this id, unless it is unknown, revoked or expired at `now`: what a
+    /// live stream is checked against (a browser token carries the key's id, not its secret).
+    async fn grant_by_id(&self, key_id: &str, now: i64) -> Result<Option<KeyGrant>>;
     /// Keys of one organization, or of all; oldest first.
     async fn list_keys(&self, org_id: Option<&str>) -> Result<Vec<KeyRecord>>;
     /// Revokes a key; the hash it had (to invalidate caches), or `None` when there is no such live key.
@@ -221,6 +224,18 @@ pub struct Delivery {
     /// The queue's id of this entry (not the event id).
     pub id: String,
     pub event: UsageEvent,
+    /// How many times this entry has been handed out, this time included (1 the first time).
+    pub deliveries: u32,
+}
+
+/// An entry taken out of the usage queue because it could not be recorded: kept, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The queue's id the entry had.
+    pub id: String,
+    /// The entry as it was published (the event's JSON; whatever was there when unreadable).
+    pub payload: String,
+    pub reason: String,
 }
 
 /// The usage queue: at-least-once delivery to a group of consumers, redelivering what a consumer
@@ -232,6 +247,12 @@ pub trait UsageQueue: Send + Sync + 'static {
     /// first, then new ones, waiting at most `wait` for any.
     async fn take(&self, consumer: &str, max: usize, wait: Duration, reclaim_after: Duration) -> Result<Vec<Delivery>>;
     async fn ack(&self, ids: &[String]) -> Result<()>;
+    /// Moves a taken entry to the dead letters (kept for an operator, never redelivered).
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()>;
+    /// The oldest `max` dead letters.
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>>;
+    /// How many dead letters are kept.
+    async fn dead_letter_count(&self) -> Result<u64>;
 }
 
 /// Totals recorded for an organization.

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::{
-    display_prefix, generate_key, hash_key, CachedGrant, Credit, Delivery, KeyCache, KeyGrant, KeyRecord, Keys, Limits,
-    NewKey, Org, RateDecision, Result, StoreError, UsageEvent, UsageLedger, UsageQueue, UsageTotals,
+    display_prefix, generate_key, hash_key, CachedGrant, Credit, DeadLetter, Delivery, KeyCache, KeyGrant, KeyRecord,
+    Keys, Limits, NewKey, Org, RateDecision, Result, StoreError, UsageEvent, UsageLedger, UsageQueue, UsageTotals,
 };
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -27,6 +27,24 @@ struct KeysState {
     events: std::collections::HashSet<String>,
     requests: std::collections::HashSet<(String, String)>,
     totals: HashMap<String, UsageTotals>,
+}
+
+impl KeysState {
+    /// A key's grant at `now`, unless it is revoked or expired.
+    fn grant(&self, record: &KeyRecord, now: i64) -> Option<KeyGrant> {
+        if record.revoked_at.is_some() || record.expires_at.is_some_and(|at| at <= now) {
+            return None;
+        }
+        let credit = self.credit.get(&record.org_id).copied().unwrap_or(Credit::Seconds(0.0));
+        Some(KeyGrant {
+            org_id: record.org_id.clone(),
+            key_id: record.id.clone(),
+            scopes: record.scopes.clone(),
+            limits: record.limits,
+            credit_ok: credit.allows_requests(),
+            expires_at: record.expires_at,
+        })
+    }
 }
 
 /// Organizations, keys and credit in memory (tests; the SQLite adapter is the embedded default).
@@ -84,21 +102,12 @@ impl Keys for MemoryKeys {
 
     async fn verify(&self, key_hash: &str, now: i64) -> Result<Option<KeyGrant>> {
         let state = lock(&self.state);
-        let Some((record, _)) = state.keys.iter().find(|(_, hash)| hash == key_hash) else {
-            return Ok(None);
-        };
-        if record.revoked_at.is_some() || record.expires_at.is_some_and(|at| at <= now) {
-            return Ok(None);
-        }
-        let credit = state.credit.get(&record.org_id).copied().unwrap_or(Credit::Seconds(0.0));
-        Ok(Some(KeyGrant {
-            org_id: record.org_id.clone(),
-            key_id: record.id.clone(),
-            scopes: record.scopes.clone(),
-            limits: record.limits,
-            credit_ok: credit.allows_requests(),
-            expires_at: record.expires_at,
-        }))
+        Ok(state.keys.iter().find(|(_, hash)| hash == key_hash).and_then(|(record, _)| state.grant(record, now)))
+    }
+
+    async fn grant_by_id(&self, key_id: &str, now: i64) -> Result<Option<KeyGrant>> {
+        let state = lock(&self.state);
+        Ok(state.keys.iter().find(|(record, _)| record.id == key_id).and_then(|(record, _)| state.grant(record, now)))
     }
 
     async fn list_keys(&self, org_id: Option<&str>) -> Result<Vec<KeyRecord>> {
@@ -315,8 +324,9 @@ impl Limits for MemoryLimits {
 struct QueueState {
     next_id: u64,
     ready: VecDeque<(String, UsageEvent)>,
-    /// Taken and not acknowledged: id → (event, consumer, taken at).
-    pending: BTreeMap<String, (UsageEvent, String, Instant)>,
+    /// Taken and not acknowledged: id → (event, consumer, taken at, deliveries).
+    pending: BTreeMap<String, (UsageEvent, String, Instant, u32)>,
+    dead: Vec<DeadLetter>,
 }
 
 /// A usage queue in memory with the same delivery rules as the Redis stream.
@@ -335,20 +345,21 @@ impl MemoryUsageQueue {
         let now = Instant::now();
         let mut state = lock(&self.state);
         let mut out = Vec::new();
-        for (id, (event, owner, taken)) in state.pending.iter_mut() {
+        for (id, (event, owner, taken, deliveries)) in state.pending.iter_mut() {
             if out.len() >= max {
                 break;
             }
             if now.duration_since(*taken) >= reclaim_after {
                 *owner = consumer.to_owned();
                 *taken = now;
-                out.push(Delivery { id: id.clone(), event: event.clone() });
+                *deliveries += 1;
+                out.push(Delivery { id: id.clone(), event: event.clone(), deliveries: *deliveries });
             }
         }
         while out.len() < max {
             let Some((id, event)) = state.ready.pop_front() else { break };
-            state.pending.insert(id.clone(), (event.clone(), consumer.to_owned(), now));
-            out.push(Delivery { id, event });
+            state.pending.insert(id.clone(), (event.clone(), consumer.to_owned(), now, 1));
+            out.push(Delivery { id, event, deliveries: 1 });
         }
         out
     }
@@ -388,6 +399,22 @@ impl UsageQueue for MemoryUsageQueue {
             state.pending.remove(id);
         }
         Ok(())
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let payload = serde_json::to_string(&delivery.event).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut state = lock(&self.state);
+        state.pending.remove(&delivery.id);
+        state.dead.push(DeadLetter { id: delivery.id.clone(), payload, reason: reason.to_owned() });
+        Ok(())
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>> {
+        Ok(lock(&self.state).dead.iter().take(max).cloned().collect())
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64> {
+        Ok(lock(&self.state).dead.len() as u64)
     }
 }
 

@@ -6,24 +6,23 @@ use std::time::Instant;
 
 use aldea_audio::{DecodeOptions, Limits};
 use aldea_engine::EngineError;
+use aldea_http::RequestId;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, Failure};
 use crate::params::ListenParams;
 use crate::scheduler::{JobKind, WindowInput};
 use crate::{metrics, response, session, AppState};
-
-/// The request id: the caller's `x-request-id` when it sent a usable one, else a new UUID.
-#[derive(Debug, Clone)]
-pub(crate) struct RequestId(pub(crate) String);
 
 /// The service's routes with their middleware.
 pub fn router(state: AppState) -> Router {
@@ -40,26 +39,9 @@ pub fn router(state: AppState) -> Router {
         .route("/live", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .merge(api)
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(aldea_http::request_id))
         .layer(middleware::from_fn(aldea_http::close_when_body_unread))
         .with_state(state)
-}
-
-async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value.clone());
-        response.headers_mut().insert("dg-request-id", value);
-    }
-    response
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -69,17 +51,13 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        // Compared in constant time: no early exit that would leak the matching prefix by timing.
+        if !given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.expose_secret().as_bytes()))) {
             let id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
             return ApiError::Unauthorized.with_request_id(&id);
         }
     }
     next.run(request).await
-}
-
-/// Compares secrets without an early exit that would leak the matching prefix length by timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -104,6 +82,7 @@ async fn capacity(State(state): State<AppState>) -> Response {
         "free_stream_slots": state.free_stream_slots(),
         "queue_depth": state.0.scheduler.queue_depth(),
         "active_streams": state.0.active_streams.load(std::sync::atomic::Ordering::SeqCst),
+        "queued_uploads": state.queued_uploads(),
         "max_streams": state.config().max_streams,
         "ready": state.is_ready(),
     }))
@@ -152,9 +131,12 @@ async fn upload(
     if bytes.is_empty() {
         return Err(ApiError::BadRequest("the body is empty: send the audio bytes".to_owned()));
     }
-    let Some(permit) = state.admit_upload() else {
-        state.metrics().uploads_rejected_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(ApiError::NoCapacity("every upload slot is busy; retry shortly".to_owned()));
+    let permit = match state.admit_upload().await {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            state.metrics().uploads_rejected_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(refusal);
+        }
     };
     state.metrics().uploads_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let decode_options = DecodeOptions {
@@ -248,7 +230,8 @@ async fn start_stream(
             .into_response()
         }
     };
-    let mut params = match parse_params(&state, &pairs) {
+    let resume = parts.headers.get(aldea_proto::stream::RESUME_HEADER).map(|v| v.to_str().unwrap_or(""));
+    let mut params = match parse_params(&state, &pairs).and_then(|p| p.with_resume_header(resume)) {
         Ok(params) => params,
         Err(error) => return Failure { request_id, error }.into_response(),
     };
@@ -266,7 +249,7 @@ async fn start_stream(
     state.metrics().streams_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tracker = state.0.sessions.clone();
     let params = Arc::new(params);
-    upgrade
+    aldea_http::ws::limited(upgrade)
         .protocols(["token", "bearer"])
         .on_upgrade(move |socket| {
             let session = session::run(state, socket, params, request_id, permit);

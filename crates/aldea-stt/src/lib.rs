@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use aldea_engine::{TranscribeOptions, Transcriber, Vad, VadOptions};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -35,19 +37,25 @@ mod session;
 pub use http::router;
 
 /// The service's settings (the binary fills them from flags, environment and files).
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Name of the model served (reported in metadata; requests may name it).
     pub model_name: String,
-    /// Required `Authorization: Bearer` value of every request but `/live` and `/ready`.
-    pub service_token: Option<String>,
+    /// Required `Authorization: Bearer` value of every request but `/live` and `/ready` (redacted in
+    /// `Debug`, never serialized: the binary sets it from a flag or the environment).
+    #[serde(skip)]
+    pub service_token: Option<SecretString>,
     /// Streams admitted at once.
     pub max_streams: usize,
     /// Extra streams admitted only for resumed streams (failover goes first).
     pub resume_headroom: usize,
     /// Uploads transcribed at once.
     pub max_uploads: usize,
+    /// Uploads waiting for one of those slots, first come first served (503 beyond).
+    pub max_upload_queue: usize,
+    /// Longest an upload waits in that queue (503 after).
+    pub max_upload_wait_ms: u64,
     pub max_body_bytes: usize,
     /// Longest upload, seconds of audio.
     pub max_upload_seconds: f64,
@@ -84,7 +92,7 @@ pub struct Config {
     /// Streams' windows are encoded up to this many seconds after their audio, the rest of the
     /// 30-s encoder output being that of an empty window (`TranscribeOptions::encoder_padding`):
     /// a window of 10 s costs the encoder about a third of a whole one. `None` encodes whole
-    /// windows (ARCHITECTURE, "Streams' windows are encoded in part").
+    /// windows (docs/decisions/07-streams-windows-are-encoded-in-part.md).
     pub encoder_padding_s: Option<f64>,
 }
 
@@ -95,7 +103,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("model_name", &self.model_name)
-            .field("service_token", &self.service_token.as_ref().map(|_| "<redacted>"))
+            .field("service_token", &self.service_token)
             .field("max_streams", &self.max_streams)
             .field("max_uploads", &self.max_uploads)
             .field("max_batch", &self.max_batch)
@@ -111,6 +119,8 @@ impl Default for Config {
             max_streams: 4,
             resume_headroom: 1,
             max_uploads: 4,
+            max_upload_queue: 64,
+            max_upload_wait_ms: 60_000,
             max_body_bytes: 512 * 1024 * 1024,
             max_upload_seconds: 600.0,
             max_stream_seconds: 4.0 * 3600.0,
@@ -159,7 +169,7 @@ impl Config {
         if self.step_ms < 100 {
             return Err(ConfigError("step_ms must be at least 100".to_owned()));
         }
-        if self.service_token.as_deref().is_some_and(|t| t.len() < 16) {
+        if self.service_token.as_ref().is_some_and(|t| t.expose_secret().len() < 16) {
             return Err(ConfigError("the service token must be at least 16 characters".to_owned()));
         }
         Ok(())
@@ -199,6 +209,10 @@ struct Shared {
     /// Streams whose speech is going on now.
     speaking_streams: Arc<AtomicUsize>,
     active_uploads: AtomicUsize,
+    /// One permit per upload slot; a queued upload waits on it in arrival order.
+    upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Uploads waiting for a slot now.
+    queued_uploads: AtomicUsize,
     stream_options: Arc<TranscribeOptions>,
     final_options: Arc<TranscribeOptions>,
     agreement_options: Arc<TranscribeOptions>,
@@ -211,6 +225,7 @@ struct Shared {
 impl AppState {
     /// Starts the scheduler; the state is not ready until [`AppState::warm_up`] ran.
     pub fn new(config: Config, deps: Deps) -> AppState {
+        let upload_slots = Arc::new(tokio::sync::Semaphore::new(config.max_uploads));
         let metrics = Arc::new(metrics::Metrics::default());
         let scheduler = scheduler::Scheduler::start(
             deps.transcriber.clone(),
@@ -255,6 +270,8 @@ impl AppState {
             active_streams: AtomicUsize::new(0),
             speaking_streams: Arc::new(AtomicUsize::new(0)),
             active_uploads: AtomicUsize::new(0),
+            upload_slots,
+            queued_uploads: AtomicUsize::new(0),
             stream_options,
             final_options,
             agreement_options,
@@ -325,23 +342,59 @@ impl AppState {
             }
         }
         self.0.metrics.active_streams.fetch_add(1, Ordering::Relaxed);
-        Some(Permit { state: self.clone(), kind: scheduler::JobKind::Stream })
+        Some(Permit { state: self.clone(), kind: scheduler::JobKind::Stream, _slot: None })
     }
 
-    fn admit_upload(&self) -> Option<Permit> {
-        let counter = &self.0.active_uploads;
-        let mut current = counter.load(Ordering::SeqCst);
-        loop {
-            if current >= self.0.config.max_uploads || !self.is_ready() {
-                return None;
-            }
-            match counter.compare_exchange(current, current + 1, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
+    /// Takes an upload slot, waiting for one in arrival order when all are busy: at most
+    /// `max_upload_queue` uploads wait, each at most `max_upload_wait_ms`; past either (or while
+    /// not ready or shutting down) the answer is [`error::ApiError::NoCapacity`].
+    async fn admit_upload(&self) -> Result<Permit, error::ApiError> {
+        use error::ApiError;
+        if !self.is_ready() || self.0.shutdown.is_cancelled() {
+            return Err(ApiError::NoCapacity("the service is not ready".to_owned()));
         }
+        let slot = match self.0.upload_slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let config = &self.0.config;
+                let queued = &self.0.queued_uploads;
+                if queued.fetch_add(1, Ordering::SeqCst) >= config.max_upload_queue {
+                    queued.fetch_sub(1, Ordering::SeqCst);
+                    return Err(ApiError::NoCapacity(format!(
+                        "{} uploads are already waiting for this replica; retry shortly",
+                        config.max_upload_queue
+                    )));
+                }
+                self.0.metrics.queued_uploads.fetch_add(1, Ordering::Relaxed);
+                let wait = Duration::from_millis(config.max_upload_wait_ms);
+                let waited = tokio::select! {
+                    slot = tokio::time::timeout(wait, self.0.upload_slots.clone().acquire_owned()) => Some(slot),
+                    _ = self.0.shutdown.cancelled() => None,
+                };
+                queued.fetch_sub(1, Ordering::SeqCst);
+                self.0.metrics.queued_uploads.fetch_sub(1, Ordering::Relaxed);
+                match waited {
+                    Some(Ok(Ok(slot))) => slot,
+                    None | Some(Ok(Err(_))) => {
+                        return Err(ApiError::NoCapacity("the service is shutting down".to_owned()))
+                    }
+                    Some(Err(_)) => {
+                        return Err(ApiError::NoCapacity(format!(
+                            "no upload slot freed within {} s; retry shortly",
+                            wait.as_secs_f64()
+                        )))
+                    }
+                }
+            }
+        };
+        self.0.active_uploads.fetch_add(1, Ordering::SeqCst);
         self.0.metrics.active_uploads.fetch_add(1, Ordering::Relaxed);
-        Some(Permit { state: self.clone(), kind: scheduler::JobKind::Upload })
+        Ok(Permit { state: self.clone(), kind: scheduler::JobKind::Upload, _slot: Some(slot) })
+    }
+
+    /// Uploads waiting for a slot now.
+    pub fn queued_uploads(&self) -> usize {
+        self.0.queued_uploads.load(Ordering::SeqCst)
     }
 
     /// Streams whose speech is going on now.
@@ -391,6 +444,8 @@ impl Drop for Speaking {
 struct Permit {
     state: AppState,
     kind: scheduler::JobKind,
+    /// An upload's slot, given back (to the next queued upload) when dropped.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for Permit {

@@ -67,6 +67,8 @@ impl Histogram {
 pub struct Metrics {
     pub active_streams: AtomicI64,
     pub active_uploads: AtomicI64,
+    /// Uploads waiting for a slot.
+    pub queued_uploads: AtomicI64,
     pub streams_total: AtomicU64,
     pub streams_rejected_total: AtomicU64,
     pub uploads_total: AtomicU64,
@@ -90,6 +92,7 @@ impl Default for Metrics {
         Metrics {
             active_streams: AtomicI64::new(0),
             active_uploads: AtomicI64::new(0),
+            queued_uploads: AtomicI64::new(0),
             streams_total: AtomicU64::new(0),
             streams_rejected_total: AtomicU64::new(0),
             uploads_total: AtomicU64::new(0),
@@ -153,6 +156,12 @@ impl Metrics {
             "aldea_stt_active_uploads",
             "Uploads being transcribed.",
             self.active_uploads.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "aldea_stt_queued_uploads",
+            "Uploads waiting for a slot.",
+            self.queued_uploads.load(Ordering::Relaxed).to_string(),
         );
         gauge(
             &mut out,

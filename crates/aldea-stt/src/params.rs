@@ -61,19 +61,9 @@ pub struct AudioParams {
     pub channels: u16,
 }
 
-/// Where a resumed stream starts (internal, sent by the gateway).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Resume {
-    /// Timeline seconds of the first byte of audio.
-    pub start: f64,
-    /// Every final up to here was sent: the audio before it is context (`start` when none).
-    pub committed_until: f64,
-    pub prompt_tokens: Vec<u32>,
-    /// Committed words whose audio is replayed as context, on the timeline.
-    pub context: Vec<aldea_proto::stream::ContextWord>,
-    /// The utterance going on at `committed_until` already has final words.
-    pub utterance_open: bool,
-}
+/// Where a resumed stream starts: internal, sent by the gateway in the
+/// [`aldea_proto::stream::RESUME_HEADER`] header, never read from the query.
+pub use aldea_proto::stream::Resume;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenParams {
@@ -121,11 +111,6 @@ impl ListenParams {
             warnings: Vec::new(),
             resume: None,
         };
-        let mut resume_start = None;
-        let mut resume_prompt = Vec::new();
-        let mut resume_committed_until = None;
-        let mut resume_context = Vec::new();
-        let mut resume_utterance_open = false;
         for (name, value) in pairs {
             match name.as_str() {
                 "model" => {
@@ -213,35 +198,6 @@ impl ListenParams {
                 }
                 "word_format" => params.word_format_tuple = value == "tuple",
                 "tag" => params.tags.push(value.clone()),
-                "resume_start" => {
-                    let start: f64 = parse_number(name, value)?;
-                    if !start.is_finite() || start < 0.0 {
-                        return Err(ApiError::BadRequest("resume_start must be a non-negative number".to_owned()));
-                    }
-                    resume_start = Some(start);
-                }
-                "resume_committed_until" => {
-                    let until: f64 = parse_number(name, value)?;
-                    if !until.is_finite() || until < 0.0 {
-                        return Err(ApiError::BadRequest(
-                            "resume_committed_until must be a non-negative number".to_owned(),
-                        ));
-                    }
-                    resume_committed_until = Some(until);
-                }
-                "resume_context" => {
-                    resume_context = aldea_proto::stream::decode_context(value).ok_or_else(|| {
-                        ApiError::BadRequest("resume_context must be start_ms:end_ms:tokens words".to_owned())
-                    })?;
-                }
-                "resume_utterance_open" => resume_utterance_open = parse_bool(name, value)?,
-                "resume_prompt_tokens" => {
-                    resume_prompt = value
-                        .split(',')
-                        .filter(|t| !t.is_empty())
-                        .map(|t| parse_number::<u32>(name, t))
-                        .collect::<Result<_, _>>()?;
-                }
                 // `false` asks for nothing; anything else is a feature we do not have yet.
                 other
                     if UNSUPPORTED.contains(&other)
@@ -257,32 +213,16 @@ impl ListenParams {
                 _ => {}
             }
         }
-        params.resume = match resume_start {
-            Some(start) => {
-                let committed_until = resume_committed_until.unwrap_or(start);
-                // A context word starts in the replayed audio (a word cut a hair before the buffer's
-                // start stays one) and before the commit; it may end after the commit.
-                let inside =
-                    |w: &aldea_proto::stream::ContextWord| w.start >= start - 0.02 && w.start <= committed_until + 1e-3;
-                if committed_until < start || !resume_context.iter().all(inside) {
-                    return Err(ApiError::BadRequest(
-                        "resume_context words must start between resume_start and resume_committed_until".to_owned(),
-                    ));
-                }
-                Some(Resume {
-                    start,
-                    committed_until,
-                    prompt_tokens: resume_prompt,
-                    context: resume_context,
-                    utterance_open: resume_utterance_open,
-                })
-            }
-            None if resume_committed_until.is_some() || !resume_context.is_empty() => {
-                return Err(ApiError::BadRequest("resume parameters need resume_start".to_owned()));
-            }
-            None => None,
-        };
         Ok(params)
+    }
+
+    /// The resume handshake of the gateway's [`aldea_proto::stream::RESUME_HEADER`] (absent: a
+    /// new stream). Query parameters never resume a stream, whatever their spelling.
+    pub fn with_resume_header(mut self, header: Option<&str>) -> Result<ListenParams, ApiError> {
+        self.resume = header
+            .map(|value| Resume::parse_header(value).map_err(|e| ApiError::BadRequest(format!("resume header: {e}"))))
+            .transpose()?;
+        Ok(self)
     }
 }
 
@@ -328,35 +268,17 @@ mod tests {
     }
 
     #[test]
-    fn resume_parameters() {
-        let params = parse(&[("resume_start", "12.5"), ("resume_prompt_tokens", "1,2,3")]).unwrap();
-        assert_eq!(
-            params.resume,
-            Some(Resume {
-                start: 12.5,
-                committed_until: 12.5,
-                prompt_tokens: vec![1, 2, 3],
-                context: Vec::new(),
-                utterance_open: false
-            })
-        );
-        let params = parse(&[
-            ("resume_start", "10"),
-            ("resume_committed_until", "12.5"),
-            ("resume_context", "10100:10400:5.6,10400:12000:7"),
-            ("resume_utterance_open", "true"),
-        ])
-        .unwrap();
-        let resume = params.resume.unwrap();
-        assert_eq!((resume.committed_until, resume.context.len(), resume.utterance_open), (12.5, 2, true));
-        assert_eq!(resume.context[0].tokens, vec![5, 6]);
-        for bad in [
-            vec![("resume_start", "10"), ("resume_committed_until", "9")],
-            vec![("resume_start", "10"), ("resume_committed_until", "12"), ("resume_context", "9000:9500:5")],
-            vec![("resume_start", "10"), ("resume_context", "10x")],
-            vec![("resume_committed_until", "12")],
+    fn the_query_never_resumes_a_stream_only_the_gateway_header_does() {
+        for query in [
+            vec![("resume_start", "12.5"), ("resume_prompt_tokens", "1,2,3")],
+            vec![("resume_start", "10"), ("resume_committed_until", "12.5"), ("resume_utterance_open", "true")],
         ] {
-            assert!(matches!(parse(&bad), Err(ApiError::BadRequest(_))), "{bad:?}");
+            assert_eq!(parse(&query).unwrap().resume, None, "{query:?}");
         }
+        let resumed = parse(&[]).unwrap().with_resume_header(Some("start=12.5&prompt_tokens=1,2,3")).unwrap();
+        assert_eq!(resumed.resume.map(|r| (r.start, r.prompt_tokens)), Some((12.5, vec![1, 2, 3])));
+        let bad = parse(&[]).unwrap().with_resume_header(Some("start=10&committed_until=9"));
+        assert!(matches!(bad, Err(ApiError::BadRequest(_))));
+        assert_eq!(parse(&[]).unwrap().with_resume_header(None).unwrap().resume, None);
     }
 }

@@ -180,7 +180,11 @@ impl Session {
         if close.code == 1000 {
             let _ = self.send_metadata(&mut socket, self.recognizer.audio_end() - self.origin()).await;
         }
-        let _ = socket.send(close_message(close.code, close.reason)).await;
+        if close.code == aldea_http::ws::CLOSE_TOO_LARGE {
+            aldea_http::ws::close_too_large(&mut socket).await;
+        } else {
+            let _ = socket.send(close_message(close.code, close.reason)).await;
+        }
         close
     }
 
@@ -201,9 +205,16 @@ impl Session {
             let decoding = self.in_flight.is_some();
             tokio::select! {
                 frame = socket.recv(), if !self.closing && self.recognizer.backlog_s() < MAX_BACKLOG_S => {
-                    let Some(Ok(frame)) = frame else {
+                    let frame = match frame {
+                        Some(Ok(Message::Text(text))) if aldea_http::ws::text_too_large(text.as_str()) => {
+                            return Close { code: aldea_http::ws::CLOSE_TOO_LARGE, reason: aldea_http::ws::TOO_LARGE_REASON };
+                        }
+                        Some(Ok(frame)) => frame,
+                        Some(Err(e)) if aldea_http::ws::is_too_large(&e) => {
+                            return Close { code: aldea_http::ws::CLOSE_TOO_LARGE, reason: aldea_http::ws::TOO_LARGE_REASON };
+                        }
                         // The client went away: nothing left to tell it.
-                        return Close { code: 1000, reason: "" };
+                        _ => return Close { code: 1000, reason: "" },
                     };
                     match frame {
                         Message::Binary(bytes) => {

@@ -465,7 +465,7 @@ async fn bad_requests_get_the_documented_errors() {
 async fn the_service_token_guards_everything_but_the_probes() {
     let _model = model_shared().await;
     let token = "s3cret-token-0123456789";
-    let server = spawn(Config { service_token: Some(token.to_owned()), ..Config::default() }).await;
+    let server = spawn(Config { service_token: Some(token.into()), ..Config::default() }).await;
     let (status, _, _) = http(server.addr, "GET", "/live", &[], b"").await;
     assert_eq!(status, 200);
     let (status, _, _) = http(server.addr, "GET", "/ready", &[], b"").await;
@@ -715,6 +715,40 @@ async fn finalize_flushes_and_utterance_end_follows_the_finals() {
     server.shutdown.cancel();
 }
 
+/// A burst of uploads larger than the slots waits in a bounded queue, first come first served;
+/// only an upload beyond the queue is refused (503 with Retry-After), and at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_uploads_waits_in_a_bounded_queue() {
+    let _model = model_shared().await;
+    let server = spawn(Config { max_uploads: 1, max_upload_queue: 2, ..Config::default() }).await;
+    let (samples, _, _) = real_dev_stream();
+    let wav = std::sync::Arc::new(wav_bytes(&samples[..16_000 * 20]));
+    let addr = server.addr;
+    let burst: Vec<_> = (0..4)
+        .map(|_| {
+            let wav = wav.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let (status, headers, body) =
+                    http(addr, "POST", "/v1/listen", &[("content-type", "audio/wav")], &wav).await;
+                (status, header(&headers, "retry-after").is_some(), body, started.elapsed())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in burst {
+        answers.push(request.await.unwrap());
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "one at work, two queued: {statuses:?}");
+    let refused = answers.iter().find(|a| a.0 == 503).expect("the fourth is refused");
+    assert!(refused.1, "503 says Retry-After");
+    assert_eq!(serde_json::from_slice::<Value>(&refused.2).unwrap()["err_code"], "NO_CAPACITY");
+    let slowest = answers.iter().filter(|a| a.0 == 200).map(|a| a.3).max().unwrap();
+    assert!(refused.3 < slowest, "the refusal came at once ({:?}), not after a wait ({slowest:?})", refused.3);
+    server.shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_answers_503_and_lets_resumed_streams_in_first() {
     let _model = model_shared().await;
@@ -735,16 +769,28 @@ async fn admission_answers_503_and_lets_resumed_streams_in_first() {
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["free_stream_slots"], 0);
     let (_, _, body) = http(server.addr, "GET", "/metrics", &[], b"").await;
     assert!(String::from_utf8_lossy(&body).contains("aldea_stt_streams_rejected_total 1"));
-    let (status, _, _) = http(server.addr, "GET", "/v1/listen?resume_start=3.5", &upgrade, b"").await;
+    // The resume handshake is the gateway's header, never the query, however it is spelled.
+    for query in ["resume_start=3.5", "resume%5Fstart=3.5", "%72esume_start=3.5"] {
+        let (status, _, _) = http(server.addr, "GET", &format!("/v1/listen?{query}"), &upgrade, b"").await;
+        assert_eq!(status, 503, "{query} is no resume");
+    }
+    let resumed = [upgrade.as_slice(), &[(aldea_proto::stream::RESUME_HEADER, "start=3.5")]].concat();
+    let (status, _, _) = http(server.addr, "GET", "/v1/listen", &resumed, b"").await;
     assert_eq!(status, 101, "a resumed stream uses the headroom");
     drop(first);
     server.shutdown.cancel();
 }
 
-/// Streams `audio` (16-kHz linear16) to `addr` at full speed and closes it.
-async fn resume_stream(addr: SocketAddr, query: &str, audio: &[u8]) -> Streamed {
-    stream(addr, StreamPlan { query, audio, chunk_bytes: 3_200, pace_bytes_per_s: None, close: true, headers: &[] })
-        .await
+/// Streams `audio` (16-kHz linear16) to `addr` at full speed and closes it, resumed as the
+/// gateway's `resume` header says (`None`: a new stream).
+async fn resume_stream(addr: SocketAddr, query: &str, resume: Option<&str>, audio: &[u8]) -> Streamed {
+    let header = resume.map(|value| (aldea_proto::stream::RESUME_HEADER, value));
+    let headers: Vec<(&str, &str)> = header.into_iter().collect();
+    stream(
+        addr,
+        StreamPlan { query, audio, chunk_bytes: 3_200, pace_bytes_per_s: None, close: true, headers: &headers },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -754,7 +800,7 @@ async fn a_stream_resumed_on_another_instance_after_a_crash_loses_and_repeats_no
     let audio = pcm_bytes(&samples);
     // The unbroken run.
     let steady = spawn(Config::default()).await;
-    let unbroken = resume_stream(steady.addr, "encoding=linear16", &audio).await;
+    let unbroken = resume_stream(steady.addr, "encoding=linear16", None, &audio).await;
     steady.shutdown.cancel();
 
     // A run that dies once a checkpoint past 20 s has been sent.
@@ -822,8 +868,8 @@ async fn a_stream_resumed_on_another_instance_after_a_crash_loses_and_repeats_no
         })
         .collect();
     let second = spawn(Config::default()).await;
-    let query = format!("encoding=linear16&{}", checkpoint.resume_query());
-    let resumed = resume_stream(second.addr, &query, &audio[byte_offset..]).await;
+    let resume = checkpoint.resume().to_header();
+    let resumed = resume_stream(second.addr, "encoding=linear16", Some(&resume), &audio[byte_offset..]).await;
     check_protocol(&resumed);
     let first_resumed = resumed.finals().first().map(|m| m["start"].as_f64().unwrap());
     assert_eq!(first_resumed.map(|s| (s - committed_until).abs() < 0.0015), Some(true), "the timeline continues");

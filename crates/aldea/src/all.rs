@@ -35,7 +35,7 @@ pub(crate) struct AllArgs {
 pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCode> {
     let model_args = ModelArgs { model: args.model.clone(), threads: args.threads, beam: 5, language: "en".to_owned() };
     let mut stt_config = aldea_stt::Config {
-        service_token: args.options.service_token.clone().filter(|t| !t.is_empty()),
+        service_token: crate::non_empty(&args.options.service_token),
         ..aldea_stt::Config::default()
     };
     stt_config.validate()?;

@@ -1,6 +1,7 @@
 //! `aldea gateway [--listen ADDR] [--stt URLS] [--redis URL]`: the public Speech API in front of the
 //! stt pool.
 
+use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,12 +17,12 @@ use crate::{output, stores, Settings};
 #[derive(Debug, Args)]
 pub(crate) struct GatewayOptions {
     /// Bearer token the stt replicas require.
-    #[arg(long, env = "ALDEA_SERVICE_TOKEN", hide_env_values = true)]
-    pub(crate) service_token: Option<String>,
+    #[arg(long, env = "ALDEA_SERVICE_TOKEN", hide_env_values = true, value_parser = crate::secret)]
+    pub(crate) service_token: Option<SecretString>,
     /// Secret (≥ 32 characters) that signs the short-lived browser tokens of /v1/auth/grant; shared
     /// by every gateway replica. Without it JWTs are refused.
-    #[arg(long, env = "ALDEA_JWT_SECRET", hide_env_values = true)]
-    pub(crate) jwt_secret: Option<String>,
+    #[arg(long, env = "ALDEA_JWT_SECRET", hide_env_values = true, value_parser = crate::secret)]
+    pub(crate) jwt_secret: Option<SecretString>,
     /// Browser origins allowed to call the API (comma-separated; `*` for any).
     #[arg(long, env = "ALDEA_CORS_ORIGINS", value_delimiter = ',')]
     pub(crate) cors_origins: Vec<String>,
@@ -43,14 +44,17 @@ pub(crate) struct GatewayOptions {
     /// Seconds that streams may go on after SIGTERM before they are closed with 1012.
     #[arg(long, env = "ALDEA_GATEWAY_DRAIN_SECONDS", default_value_t = 30)]
     pub(crate) drain_seconds: u64,
+    /// Seconds an upload's body may stall (no byte arriving) before it is answered 408.
+    #[arg(long, env = "ALDEA_BODY_IDLE_SECONDS", default_value_t = 30.0)]
+    pub(crate) body_idle_seconds: f64,
 }
 
 impl GatewayOptions {
     pub(crate) fn config(&self, stt_urls: Vec<String>, model_name: &str) -> aldea_gateway::Config {
         aldea_gateway::Config {
             stt_urls,
-            service_token: self.service_token.clone().filter(|t| !t.is_empty()),
-            jwt_secret: self.jwt_secret.clone().filter(|t| !t.is_empty()),
+            service_token: crate::non_empty(&self.service_token),
+            jwt_secret: crate::non_empty(&self.jwt_secret),
             cors_origins: self.cors_origins.iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect(),
             org_max_streams: self.org_max_streams,
             org_max_uploads: self.org_max_uploads,
@@ -58,6 +62,7 @@ impl GatewayOptions {
             max_body_bytes: self.max_body_bytes,
             allow_private_urls: self.allow_private_urls,
             drain_timeout: Duration::from_secs(self.drain_seconds),
+            body_idle_timeout: Duration::from_secs_f64(self.body_idle_seconds.clamp(0.1, 3600.0)),
             model_name: model_name.to_owned(),
             ..aldea_gateway::Config::default()
         }

@@ -91,3 +91,14 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,symphonia_core=error,symphonia=error"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
+
+/// A secret flag or variable (tokens, signing keys): kept as a type whose `Debug` is redacted.
+fn secret(value: &str) -> Result<secrecy::SecretString, std::convert::Infallible> {
+    Ok(value.into())
+}
+
+/// A secret that was given and is not empty (an empty variable means unset).
+fn non_empty(secret: &Option<secrecy::SecretString>) -> Option<secrecy::SecretString> {
+    use secrecy::ExposeSecret;
+    secret.clone().filter(|s| !s.expose_secret().is_empty())
+}

@@ -46,23 +46,41 @@ pub(crate) async fn run_usage_consumer(
     stop: CancellationToken,
 ) {
     loop {
-        let step =
-            aldea_store::consume_usage(queue.as_ref(), ledger.as_ref(), &consumer, 256, Duration::from_millis(500));
-        tokio::select! {
+        let step = aldea_store::consume_usage(
+            queue.as_ref(),
+            ledger.as_ref(),
+            &consumer,
+            256,
+            Duration::from_millis(500),
+            aldea_store::RECLAIM_AFTER,
+        );
+        let failure = tokio::select! {
             _ = stop.cancelled() => break,
-            moved = step => if let Err(e) = moved {
-                tracing::warn!(error = %e, "usage consumer: retrying shortly");
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+            consumed = step => match consumed {
+                Ok(consumed) => consumed.last_error.map(|e| e.to_string()),
+                Err(e) => Some(e.to_string()),
+            }
+        };
+        if let Some(error) = failure {
+            tracing::warn!(error, "usage consumer: an entry is retried shortly");
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }
     // What is already queued is recorded before the process ends.
-    while let Ok(n) = aldea_store::consume_usage(queue.as_ref(), ledger.as_ref(), &consumer, 256, Duration::ZERO).await
+    while let Ok(consumed) = aldea_store::consume_usage(
+        queue.as_ref(),
+        ledger.as_ref(),
+        &consumer,
+        256,
+        Duration::ZERO,
+        aldea_store::RECLAIM_AFTER,
+    )
+    .await
     {
-        if n == 0 {
+        if consumed.moved() == 0 {
             break;
         }
     }

@@ -22,8 +22,8 @@ pub(crate) struct SttArgs {
     #[arg(long, env = "ALDEA_THREADS")]
     threads: Option<usize>,
     /// Every request must carry `Authorization: Bearer <token>` (probes excepted).
-    #[arg(long, env = "ALDEA_SERVICE_TOKEN", hide_env_values = true)]
-    service_token: Option<String>,
+    #[arg(long, env = "ALDEA_SERVICE_TOKEN", hide_env_values = true, value_parser = crate::secret)]
+    service_token: Option<secrecy::SecretString>,
     /// Streams admitted at once (503 beyond).
     #[arg(long, env = "ALDEA_STT_MAX_STREAMS")]
     max_streams: Option<usize>,
@@ -44,7 +44,7 @@ pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCod
     let defaults = aldea_stt::Config::default();
     let model_args = ModelArgs { model: args.model.clone(), threads: args.threads, beam: 5, language: "en".to_owned() };
     let mut config = aldea_stt::Config {
-        service_token: args.service_token.clone().filter(|t| !t.is_empty()),
+        service_token: crate::non_empty(&args.service_token),
         max_streams: args.max_streams.unwrap_or(defaults.max_streams),
         max_batch: args.max_batch.unwrap_or(defaults.max_batch),
         drain_timeout_ms: args.drain_seconds.map_or(defaults.drain_timeout_ms, |s| s * 1000),
