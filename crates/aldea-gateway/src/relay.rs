@@ -141,7 +141,15 @@ async fn connect(
             continue;
         }
         url.set_path(path);
-        url.set_query((!query.is_empty()).then_some(query));
+        // During a rolling update a replica of the release before the header reads the resume from
+        // the query: it gets both (the client's own `resume_*` were dropped by `forwarded_query`).
+        let legacy = resume.map(|r| r.to_legacy_query());
+        let query = match (&legacy, query.is_empty()) {
+            (Some(legacy), true) => legacy.clone(),
+            (Some(legacy), false) => format!("{query}&{legacy}"),
+            (None, _) => query.to_owned(),
+        };
+        url.set_query((!query.is_empty()).then_some(&query));
         let Ok(mut request) = url.as_str().into_client_request() else { continue };
         if let Ok(value) = request_id.parse() {
             request.headers_mut().insert("x-request-id", value);

@@ -201,8 +201,16 @@ impl Resume {
         value
     }
 
+    /// The same as query parameters of the release before the header (`resume_start=…`): what an stt
+    /// replica of that release reads, sent beside the header during a rolling update. Remove once
+    /// every replica reads the header.
+    pub fn to_legacy_query(&self) -> String {
+        self.to_header().split('&').map(|pair| format!("resume_{pair}")).collect::<Vec<_>>().join("&")
+    }
+
     /// Reads [`Resume::to_header`]'s form back, checking it: `start` present, finite and not
     /// negative, `committed_until` not before it, every context word starting between the two.
+    /// Fields it does not know are ignored (a newer gateway may send more).
     pub fn parse_header(value: &str) -> Result<Resume, String> {
         let mut start = None;
         let mut committed_until = None;
@@ -236,7 +244,8 @@ impl Resume {
                         _ => return Err("utterance_open must be true or false".to_owned()),
                     }
                 }
-                other => return Err(format!("unknown resume field {other:?}")),
+                // A field from a newer gateway (a rolling update): what this release knows is enough.
+                _ => {}
             }
         }
         resume.start = start.ok_or_else(|| "the resume header needs start".to_owned())?;
@@ -390,6 +399,11 @@ mod tests {
             "start=1.125&committed_until=2.4&prompt_tokens=1,2&context=1250:1500:440.7,1500:2000:9&utterance_open=true"
         );
         assert_eq!(Resume::parse_header(&header), Ok(checkpoint.resume()), "the header reads back");
+        assert_eq!(
+            checkpoint.resume().to_legacy_query(),
+            "resume_start=1.125&resume_committed_until=2.4&resume_prompt_tokens=1,2\
+             &resume_context=1250:1500:440.7,1500:2000:9&resume_utterance_open=true"
+        );
         assert_eq!(decode_context(&encode_context(&context)), Some(context));
         for bad in ["1:2", "2:1:5", "1:2:", "1:2:x", "1:2:3:4"] {
             assert_eq!(decode_context(bad), None, "{bad}");
@@ -416,9 +430,9 @@ mod tests {
             "start=inf",
             "start=1&prompt_tokens=a",
             "start=1&utterance_open=yes",
-            "start=1&other=2",
         ] {
             assert!(Resume::parse_header(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(Resume::parse_header("start=1&from_a_newer_gateway=2").map(|r| r.start), Ok(1.0));
     }
 }

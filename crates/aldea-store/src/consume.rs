@@ -52,6 +52,12 @@ pub async fn consume_usage(
     for delivery in deliveries {
         match ledger.record(&delivery.event).await {
             Ok(_) => done.push(delivery.id),
+            // A ledger that is down says nothing about the event: it is tried again, never
+            // dead-lettered for it.
+            Err(e) if matches!(e, StoreError::Unavailable(_)) => {
+                consumed.failed += 1;
+                consumed.last_error = Some(e);
+            }
             Err(e) if delivery.deliveries >= MAX_DELIVERIES => {
                 tracing::error!(
                     entry = %delivery.id,
@@ -182,5 +188,29 @@ mod tests {
         assert!(first.last_error.is_some());
         assert_eq!(ledger.totals(&org.id).await.unwrap().events, 1);
         assert_eq!(queue.dead_letter_count().await.unwrap(), 0, "not before the last delivery");
+    }
+
+    /// A ledger that is down.
+    struct DownLedger;
+
+    #[async_trait::async_trait]
+    impl UsageLedger for DownLedger {
+        async fn record(&self, _: &UsageEvent) -> Result<bool> {
+            Err(StoreError::Unavailable("down".to_owned()))
+        }
+        async fn totals(&self, _: &str) -> Result<crate::UsageTotals> {
+            Err(StoreError::Unavailable("down".to_owned()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ledger_outage_dead_letters_nothing() {
+        let queue = MemoryUsageQueue::default();
+        queue.publish(&event("r", 0, "acme", 1.0)).await.unwrap();
+        for _ in 0..2 * MAX_DELIVERIES {
+            let consumed = consume_usage(&queue, &DownLedger, "c1", 10, Duration::ZERO, Duration::ZERO).await.unwrap();
+            assert_eq!((consumed.failed, consumed.dead_lettered), (1, 0));
+        }
+        assert_eq!(queue.dead_letter_count().await.unwrap(), 0, "the event waits for the ledger");
     }
 }

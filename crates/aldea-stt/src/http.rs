@@ -117,6 +117,14 @@ async fn upload(
     if state.0.shutdown.is_cancelled() {
         return Err(ApiError::NoCapacity("the service is shutting down".to_owned()));
     }
+    // The slot first: a queued upload waits with its body unread (in the socket, not in memory).
+    let permit = match state.admit_upload().await {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            state.metrics().uploads_rejected_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(refusal);
+        }
+    };
     let limit = state.config().max_body_bytes;
     let bytes: Bytes = axum::body::to_bytes(body, limit)
         .await
@@ -131,13 +139,6 @@ async fn upload(
     if bytes.is_empty() {
         return Err(ApiError::BadRequest("the body is empty: send the audio bytes".to_owned()));
     }
-    let permit = match state.admit_upload().await {
-        Ok(permit) => permit,
-        Err(refusal) => {
-            state.metrics().uploads_rejected_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(refusal);
-        }
-    };
     state.metrics().uploads_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let decode_options = DecodeOptions {
         encoding: params.audio.encoding,

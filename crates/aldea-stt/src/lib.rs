@@ -366,13 +366,13 @@ impl AppState {
                     )));
                 }
                 self.0.metrics.queued_uploads.fetch_add(1, Ordering::Relaxed);
+                // Counted out however the wait ends, the request dropped mid-wait included.
+                let _queued = Queued(self);
                 let wait = Duration::from_millis(config.max_upload_wait_ms);
                 let waited = tokio::select! {
                     slot = tokio::time::timeout(wait, self.0.upload_slots.clone().acquire_owned()) => Some(slot),
                     _ = self.0.shutdown.cancelled() => None,
                 };
-                queued.fetch_sub(1, Ordering::SeqCst);
-                self.0.metrics.queued_uploads.fetch_sub(1, Ordering::Relaxed);
                 match waited {
                     Some(Ok(Ok(slot))) => slot,
                     None | Some(Ok(Err(_))) => {
@@ -436,6 +436,16 @@ impl Speaking {
 impl Drop for Speaking {
     fn drop(&mut self) {
         self.set(false);
+    }
+}
+
+/// An upload waiting for a slot: counted in the queue until dropped.
+struct Queued<'a>(&'a AppState);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0 .0.queued_uploads.fetch_sub(1, Ordering::SeqCst);
+        self.0 .0.metrics.queued_uploads.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

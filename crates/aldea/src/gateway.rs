@@ -62,7 +62,11 @@ impl GatewayOptions {
             max_body_bytes: self.max_body_bytes,
             allow_private_urls: self.allow_private_urls,
             drain_timeout: Duration::from_secs(self.drain_seconds),
-            body_idle_timeout: Duration::from_secs_f64(self.body_idle_seconds.clamp(0.1, 3600.0)),
+            body_idle_timeout: Duration::from_secs_f64(if self.body_idle_seconds.is_finite() {
+                self.body_idle_seconds.clamp(0.1, 3600.0)
+            } else {
+                30.0
+            }),
             model_name: model_name.to_owned(),
             ..aldea_gateway::Config::default()
         }
