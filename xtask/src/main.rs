@@ -22,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("aldea-eval", &[]),
     ("aldea-models", &[]),
     ("aldea-engine", &["aldea-audio"]),
+    ("aldea-engine-ct2", &["aldea-engine"]),
     ("aldea-store", &["aldea-proto"]),
     ("aldea-store-sql", &["aldea-store"]),
     ("aldea-store-redis", &["aldea-store"]),
@@ -35,6 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "aldea-proto",
             "aldea-audio",
             "aldea-engine",
+            "aldea-engine-ct2",
             "aldea-models",
             "aldea-eval",
             "aldea-stt",
@@ -48,7 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 
 /// External crates that only one aldea crate may name.
 const OWNERS: &[(&str, &str)] = &[
-    ("ct2rs", "aldea-engine"),
+    ("ct2rs", "aldea-engine-ct2"),
     ("tract-onnx", "aldea-engine"),
     ("sqlx", "aldea-store-sql"),
     ("redis", "aldea-store-redis"),

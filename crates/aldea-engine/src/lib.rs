@@ -2,20 +2,17 @@
 //! long-form transcription loop (the algorithm faster-whisper runs, written here) with word
 //! timestamps, and the Silero voice-activity detector that keeps silence free of words.
 //!
-//! The CTranslate2 backend ([`ct2::Ct2Engine`]) reads CTranslate2 model directories as
-//! faster-whisper does; another backend implements [`Engine`] and every caller keeps working.
+//! A backend implements [`Engine`] in its own crate (`aldea-engine-ct2`: CTranslate2, the runtime
+//! behind faster-whisper); this crate names no Whisper runtime, so everything above the trait (the
+//! stt service's recognizer and scheduler, their tests) builds and runs without the C++ engine.
 //!
 //! Invariant: never serializes anything to the wire — `aldea-stt` converts these types to `proto`.
 //! Invariant: never reads environment variables or configuration files; callers pass paths and options.
-//! Invariant: the only crate that names an ML runtime (`ct2rs`, `tract-onnx`).
-//! Invariant: the only unsafe code is in `ct2_host` (the runtime's memory seen from Rust).
+//! Invariant: names no Whisper runtime; the only ML runtime here is `tract-onnx` (the VAD).
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
 
-pub mod ct2;
-#[allow(unsafe_code)]
-mod ct2_host;
 pub mod mel;
 pub mod model;
 pub mod tokenizer;
@@ -45,7 +42,8 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    pub(crate) fn model(path: &Path, e: impl std::fmt::Display) -> EngineError {
+    /// A model file that could not be read or used.
+    pub fn model(path: &Path, e: impl std::fmt::Display) -> EngineError {
         EngineError::ModelFile { path: path.to_owned(), msg: e.to_string() }
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aldea_engine::ct2::Ct2Engine;
+use aldea_engine_ct2::Ct2Engine;
 use aldea_engine::{EngineOptions, Transcriber, Vad};
 use aldea_stt::{AppState, Config, Deps};
 use futures_util::{SinkExt, StreamExt};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use aldea_engine::ct2::Ct2Engine;
+use aldea_engine_ct2::Ct2Engine;
 use aldea_engine::{EngineOptions, Transcriber, Vad};
 use aldea_eval::english_word_errors;
 use aldea_stt::{AppState, Config, Deps};

@@ -1,14 +1,21 @@
-//! The CTranslate2 backend (`ct2rs::sys::Whisper`): the engine behind faster-whisper, reading the same
-//! model directories with no conversion; int8 on CPU, float16 on CUDA.
+//! The CTranslate2 backend of [`aldea_engine::Engine`] (`ct2rs::sys::Whisper`): the engine behind
+//! faster-whisper, reading the same model directories with no conversion; int8 on CPU, float16 on
+//! CUDA. Only the `aldea` binary (which picks adapters), tests and benchmarks name this crate.
+//!
+//! Invariant: the only crate that names `ct2rs` (and so links CTranslate2 and oneDNN).
+//! Invariant: the only unsafe code of the workspace is in `host` (the runtime's memory seen from Rust).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ct2rs::sys;
+use host::{copy_to_host, HostView};
 
-use crate::ct2_host::{copy_to_host, HostView};
-use crate::mel::N_FRAMES;
-use crate::{
+#[allow(unsafe_code)]
+mod host;
+
+use aldea_engine::mel::N_FRAMES;
+use aldea_engine::{
     Alignment, Device, Encoded, Engine, EngineError, EngineOptions, GenerateOptions, Generation, ModelConfig, Tokenizer,
 };
 

@@ -1,6 +1,6 @@
 // The one thing ct2rs does not expose: reading a CTranslate2 StorageView's values on the host.
-// The headers under include/ are CTranslate2 4.8.4's, the version ct2rs 0.10.3 builds (MIT, see
-// LICENSE.CTranslate2; half_float/half.hpp is MIT too); they must match the library ct2rs links.
+// The CTranslate2 headers come from the ct2rs package itself (build.rs finds them), so they always
+// match the library ct2rs compiles and links.
 
 #include <cstddef>
 #include <cstring>

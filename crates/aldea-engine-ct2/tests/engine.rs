@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use aldea_engine::ct2::Ct2Engine;
+use aldea_engine_ct2::Ct2Engine;
 use aldea_engine::mel::MelExtractor;
 use aldea_engine::{EngineOptions, TranscribeOptions, Transcriber, Vad};
 use aldea_eval::{english_word_errors, WerStats};

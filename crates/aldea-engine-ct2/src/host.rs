@@ -1,5 +1,5 @@
 //! The CTranslate2 runtime's memory seen from Rust, for what `ct2rs` does not offer: reading a
-//! float32 CPU `StorageView` (through the C++ shim in `ct2-shim/`, built by `build.rs`) and a view
+//! float32 CPU `StorageView` (through the C++ shim `shim.cc`, built by `build.rs`) and a view
 //! over a buffer that the view's owner keeps alive. The only unsafe code of the workspace.
 
 use std::ffi::{c_int, c_void};
