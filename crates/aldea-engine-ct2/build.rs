@@ -12,13 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=shim.cc");
     println!("cargo:rerun-if-changed=build.rs");
     let include = ct2rs_include().unwrap_or_else(|e| panic!("locating the CTranslate2 headers of ct2rs: {e}"));
-    cc::Build::new()
-        .cpp(true)
-        .std("c++17")
-        .include(&include)
-        .file("shim.cc")
-        .warnings(false)
-        .compile("aldea_ct2_shim");
+    cc::Build::new().cpp(true).std("c++17").include(&include).file("shim.cc").warnings(false).compile("aldea_ct2_shim");
 }
 
 /// `CTranslate2/include` of the ct2rs package this build resolved (the lock file decides which).

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use aldea_engine_ct2::Ct2Engine;
 use aldea_engine::mel::MelExtractor;
 use aldea_engine::{EngineOptions, TranscribeOptions, Transcriber, Vad};
+use aldea_engine_ct2::Ct2Engine;
 use aldea_eval::{english_word_errors, WerStats};
 use aldea_testkit::fixtures::{real_dev, real_dev_dir, refs, repo_root, synth_dir};
 

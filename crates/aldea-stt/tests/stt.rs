@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use aldea_engine_ct2::Ct2Engine;
 use aldea_engine::{EngineOptions, Transcriber, Vad};
+use aldea_engine_ct2::Ct2Engine;
 use aldea_eval::english_word_errors;
 use aldea_stt::{AppState, Config, Deps};
 use aldea_testkit::fixtures::{long_3min_reference, real_dev, real_dev_refs, synth};

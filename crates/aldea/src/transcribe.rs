@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use aldea_engine_ct2::Ct2Engine;
 use aldea_engine::{EngineOptions, TranscribeOptions, Transcriber, Transcript, Vad};
+use aldea_engine_ct2::Ct2Engine;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
