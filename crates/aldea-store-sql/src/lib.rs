@@ -4,7 +4,7 @@
 //!
 //! Invariant: secrets never reach the database (only [`aldea_store::hash_key`]); an event id is
 //! recorded once, and its credit charge happens in the same transaction; the schema is created and
-//! upgraded by [`SqlStore::open`] (numbered migrations, each applied once).
+//! upgraded by [`SqlStore::open`] (sqlx's migrator over `migrations/sqlite/`, each step applied once).
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -17,46 +17,9 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-/// Numbered schema steps; `schema_migrations` records which ran.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE orgs (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        created_at INTEGER NOT NULL,
-        credit_unlimited INTEGER NOT NULL,
-        credit_seconds REAL NOT NULL
-    );
-    CREATE TABLE api_keys (
-        id TEXT PRIMARY KEY,
-        org_id TEXT NOT NULL REFERENCES orgs(id),
-        name TEXT NOT NULL,
-        prefix TEXT NOT NULL,
-        key_hash TEXT NOT NULL UNIQUE,
-        scopes TEXT NOT NULL,
-        max_streams INTEGER,
-        requests_per_minute INTEGER,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER,
-        revoked_at INTEGER
-    );
-    CREATE INDEX api_keys_org ON api_keys(org_id, created_at);
-    CREATE TABLE usage_events (
-        event_id TEXT PRIMARY KEY,
-        request_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        org_id TEXT NOT NULL,
-        key_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        model TEXT NOT NULL,
-        audio_seconds REAL NOT NULL,
-        started_at INTEGER NOT NULL,
-        ended_at INTEGER NOT NULL,
-        is_final INTEGER NOT NULL,
-        status INTEGER NOT NULL
-    );
-    CREATE INDEX usage_events_org ON usage_events(org_id, started_at);",
-)];
+/// The schema, one numbered SQL file per step under `migrations/sqlite/`, embedded at compile time;
+/// sqlx records each applied step (with its checksum) in `_sqlx_migrations`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 fn backend(e: sqlx::Error) -> StoreError {
     match e {
@@ -102,29 +65,10 @@ impl SqlStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        for &(version, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await.map_err(backend)?;
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-            if done.is_some() {
-                continue;
-            }
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(backend)?;
-            sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
-        }
-        Ok(())
+        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => backend(e),
+            other => StoreError::Backend(format!("schema migration: {other}")),
+        })
     }
 }
 
@@ -403,6 +347,44 @@ mod tests {
         // Reopening applies no migration twice and keeps the data.
         let again = SqlStore::open(&path).await.unwrap();
         assert_eq!(again.list_keys(None).await.unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_database_from_the_hand_written_migrator_opens_with_its_data() {
+        // Databases made before sqlx's migrator: the schema of step 1 and `schema_migrations`.
+        let dir = std::env::temp_dir().join(format!("aldea-sql-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("aldea.db");
+        let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let old = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        sqlx::raw_sql(include_str!("../migrations/sqlite/0001_initial.sql")).execute(&old).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY);
+             INSERT INTO schema_migrations (version) VALUES (1);
+             INSERT INTO orgs (id, name, created_at, credit_unlimited, credit_seconds)
+             VALUES ('org-1', 'acme', 1, 0, 90.0);",
+        )
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+
+        let store = SqlStore::open(&path).await.unwrap();
+        let org = store.org_by_name("acme").await.unwrap().expect("the organization is kept");
+        assert_eq!(org.id, "org-1");
+        assert_eq!(store.credit("org-1").await.unwrap(), Credit::Seconds(90.0));
+        let legacy: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+                .fetch_optional(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(legacy, None, "the hand-written migration table is dropped");
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(applied, MIGRATOR.iter().count() as i64);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
