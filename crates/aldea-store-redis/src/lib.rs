@@ -7,7 +7,6 @@
 //! clocks agree; a connection failure is [`StoreError::Unavailable`], never a panic.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use aldea_store::{
@@ -219,8 +218,19 @@ impl KeyCache for RedisStore {
     }
 }
 
-/// Server time in milliseconds, inside scripts.
-const NOW_MS: &str = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)";
+/// The check-and-set steps, compiled into the binary and hashed once: each call sends EVALSHA and
+/// loads the script only when the server does not know it yet.
+mod scripts {
+    use std::sync::LazyLock;
+
+    pub(crate) static ACQUIRE: LazyLock<redis::Script> =
+        LazyLock::new(|| redis::Script::new(include_str!("lua/acquire.lua")));
+    pub(crate) static RENEW: LazyLock<redis::Script> =
+        LazyLock::new(|| redis::Script::new(include_str!("lua/renew.lua")));
+    pub(crate) static HELD: LazyLock<redis::Script> =
+        LazyLock::new(|| redis::Script::new(include_str!("lua/held.lua")));
+    pub(crate) static HIT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("lua/hit.lua")));
+}
 
 fn lease_key(scope: &str) -> String {
     format!("aldea:lease:{scope}")
@@ -229,17 +239,7 @@ fn lease_key(scope: &str) -> String {
 #[async_trait]
 impl Limits for RedisStore {
     async fn acquire(&self, scope: &str, holder: &str, limit: u32, ttl: Duration) -> Result<bool> {
-        let script = redis::Script::new(&format!(
-            "{NOW_MS}
-            redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-            if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-                return 0
-            end
-            redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-            if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-            return 1"
-        ));
-        let won: i64 = script
+        let won: i64 = scripts::ACQUIRE
             .key(lease_key(scope))
             .arg(holder)
             .arg(limit)
@@ -251,15 +251,7 @@ impl Limits for RedisStore {
     }
 
     async fn renew(&self, scope: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        let script = redis::Script::new(&format!(
-            "{NOW_MS}
-            local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
-            if not expires or tonumber(expires) <= now then return 0 end
-            redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-            if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-            return 1"
-        ));
-        let renewed: i64 = script
+        let renewed: i64 = scripts::RENEW
             .key(lease_key(scope))
             .arg(holder)
             .arg(ttl.as_millis().max(1) as u64)
@@ -279,23 +271,15 @@ impl Limits for RedisStore {
     }
 
     async fn held(&self, scope: &str) -> Result<u32> {
-        let script = redis::Script::new(&format!("{NOW_MS}\nreturn redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')"));
-        let n: i64 = script.key(lease_key(scope)).invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
+        let n: i64 =
+            scripts::HELD.key(lease_key(scope)).invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
         Ok(n as u32)
     }
 
     async fn hit(&self, bucket: &str, per_minute: u32) -> Result<RateDecision> {
         // The minute is the server's; the counter lives in a hash tag with its bucket so that the
         // script's keys share a slot.
-        let script = redis::Script::new(
-            "local t = redis.call('TIME')
-            local minute = math.floor(t[1] / 60)
-            local key = KEYS[1] .. ':' .. minute
-            local n = redis.call('INCR', key)
-            if n == 1 then redis.call('EXPIRE', key, 61) end
-            return {n, 60 - (t[1] % 60)}",
-        );
-        let (count, left): (u32, u32) = script
+        let (count, left): (u32, u32) = scripts::HIT
             .key(format!("aldea:rate:{{{bucket}}}"))
             .invoke_async(&mut self.conn.clone())
             .await
@@ -308,7 +292,7 @@ impl Limits for RedisStore {
     }
 }
 
-/// Entries of an XREADGROUP/XAUTOCLAIM answer: `[[id, [field, value, ...]], ...]`.
+/// Entries of an XREADGROUP/XCLAIM answer: `[[id, [field, value, ...]], ...]`.
 /// Stream entries as (id, event); an entry whose event cannot be read gives its raw field instead.
 fn parse_entries(value: &Value) -> Vec<(String, std::result::Result<UsageEvent, String>)> {
     let Value::Array(entries) = value else { return Vec::new() };
@@ -316,11 +300,7 @@ fn parse_entries(value: &Value) -> Vec<(String, std::result::Result<UsageEvent, 
         .iter()
         .filter_map(|entry| {
             let Value::Array(parts) = entry else { return None };
-            let id = match parts.first()? {
-                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                Value::SimpleString(s) => s.clone(),
-                _ => return None,
-            };
+            let id = entry_id(parts.first()?)?;
             let raw = match parts.get(1) {
                 Some(Value::Array(fields)) => fields.chunks(2).find_map(|kv| match kv {
                     [Value::BulkString(k), Value::BulkString(v)] if k.as_slice() == b"event" => Some(v.clone()),
@@ -353,19 +333,21 @@ impl UsageQueue for RedisStore {
         let mut conn = self.queue_conn.clone();
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
-        // Entries a dead consumer left: XAUTOCLAIM answers [next cursor, entries, deleted ids].
-        let claimed: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
+        // Entries a dead consumer left, with how often each was delivered: XPENDING answers
+        // [id, consumer, idle ms, deliveries] per entry idle for at least `reclaim_after`.
+        let idle_ms = reclaim_after.as_millis() as u64;
+        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
             .arg(USAGE_STREAM)
             .arg(USAGE_GROUP)
-            .arg(consumer)
-            .arg(reclaim_after.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
+            .arg("IDLE")
+            .arg(idle_ms)
+            .arg("-")
+            .arg("+")
             .arg(max)
             .query_async(&mut conn)
             .await;
-        let claimed = match claimed {
-            Ok(claimed) => claimed,
+        let stale = match pending {
+            Ok(pending) => pending_rows(&pending),
             // A Redis that restarted without persistence lost the group: make it again (from the
             // start of whatever the stream holds now) and read on the next call.
             Err(e) if e.code() == Some("NOGROUP") => {
@@ -374,16 +356,20 @@ impl UsageQueue for RedisStore {
             }
             Err(e) => return Err(redis_error(e)),
         };
-        if let Value::Array(parts) = &claimed {
-            if let Some(entries) = parts.get(1) {
-                let entries = parse_entries(entries);
-                let counts = self.delivery_counts(consumer, &entries).await?;
-                for (id, event) in entries {
-                    let deliveries = counts.get(&id).copied().unwrap_or(2);
-                    match event {
-                        Ok(event) => out.push(Delivery { id, event, deliveries }),
-                        Err(raw) => unreadable.push((id, raw)),
-                    }
+        if !stale.is_empty() {
+            // XCLAIM with the same minimum idle time skips an entry another consumer claimed
+            // meanwhile; each claim is one more delivery.
+            let mut claim = redis::cmd("XCLAIM");
+            claim.arg(USAGE_STREAM).arg(USAGE_GROUP).arg(consumer).arg(idle_ms);
+            for (id, _) in &stale {
+                claim.arg(id);
+            }
+            let claimed: Value = claim.query_async(&mut conn).await.map_err(redis_error)?;
+            for (id, event) in parse_entries(&claimed) {
+                let before = stale.iter().find(|(s, _)| *s == id).map_or(0, |(_, n)| *n);
+                match event {
+                    Ok(event) => out.push(Delivery { id, event, deliveries: before.saturating_add(1) }),
+                    Err(raw) => unreadable.push((id, raw)),
                 }
             }
         }
@@ -494,41 +480,27 @@ impl RedisStore {
             .map_err(redis_error)?;
         self.ack(&[id.to_owned()]).await
     }
+}
 
-    /// How many times each of `entries` (just claimed by `consumer`) has been delivered.
-    async fn delivery_counts(
-        &self,
-        consumer: &str,
-        entries: &[(String, std::result::Result<UsageEvent, String>)],
-    ) -> Result<HashMap<String, u32>> {
-        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else {
-            return Ok(HashMap::new());
-        };
-        // XPENDING answers [id, consumer, idle ms, deliveries] per entry.
-        let pending: Value = redis::cmd("XPENDING")
-            .arg(USAGE_STREAM)
-            .arg(USAGE_GROUP)
-            .arg(first)
-            .arg(last)
-            .arg(entries.len().max(1) * 4)
-            .arg(consumer)
-            .query_async(&mut self.queue_conn.clone())
-            .await
-            .map_err(redis_error)?;
-        let Value::Array(rows) = pending else { return Ok(HashMap::new()) };
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                let Value::Array(fields) = row else { return None };
-                let id = match fields.first()? {
-                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                    Value::SimpleString(s) => s.clone(),
-                    _ => return None,
-                };
-                let Value::Int(count) = fields.get(3)? else { return None };
-                Some((id, u32::try_from(*count).unwrap_or(u32::MAX)))
-            })
-            .collect())
+/// Rows of an XPENDING answer as (id, deliveries so far).
+fn pending_rows(value: &Value) -> Vec<(String, u32)> {
+    let Value::Array(rows) = value else { return Vec::new() };
+    rows.iter()
+        .filter_map(|row| {
+            let Value::Array(fields) = row else { return None };
+            let id = entry_id(fields.first()?)?;
+            let Value::Int(count) = fields.get(3)? else { return None };
+            Some((id, u32::try_from(*count).unwrap_or(u32::MAX)))
+        })
+        .collect()
+}
+
+/// A stream entry id as Redis sends it (bulk or simple string).
+fn entry_id(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
     }
 }
 

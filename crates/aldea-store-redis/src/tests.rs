@@ -42,14 +42,42 @@ fn free_port() -> u16 {
 }
 
 async fn start_cluster() -> Cluster {
-    let dir = std::env::temp_dir().join(format!("aldea-redis-cluster-{}", uuid::Uuid::new_v4().simple()));
+    let (cluster, addresses) = start_servers(3, true).await;
+    let created = std::process::Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
+    let port = addresses[0].rsplit(':').next().unwrap().to_owned();
+    aldea_store::conformance::eventually(Duration::from_secs(20), || {
+        let port = port.clone();
+        async move {
+            std::process::Command::new("redis-cli")
+                .args(["-p", &port, "cluster", "info"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        }
+    })
+    .await
+    .then_some(())
+    .expect("the cluster forms");
+    cluster
+}
+
+/// `n` `redis-server` processes of this test alone (cluster-enabled or not), answering pings.
+async fn start_servers(n: usize, cluster_enabled: bool) -> (Cluster, Vec<String>) {
+    let dir = std::env::temp_dir().join(format!("aldea-redis-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cluster = Cluster { children: Vec::new(), dir: dir.clone(), urls: Vec::new() };
     let mut addresses = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         let port = free_port();
+        let enabled = if cluster_enabled { "yes" } else { "no" };
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", enabled])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf"), "--save", "", "--appendonly", "no"])
             .current_dir(&dir)
             .stdout(std::process::Stdio::null())
@@ -74,28 +102,7 @@ async fn start_cluster() -> Cluster {
         .then_some(())
         .expect("the node answers");
     }
-    let created = std::process::Command::new("redis-cli")
-        .arg("--cluster")
-        .arg("create")
-        .args(&addresses)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
-    let port = addresses[0].rsplit(':').next().unwrap().to_owned();
-    aldea_store::conformance::eventually(Duration::from_secs(20), || {
-        let port = port.clone();
-        async move {
-            std::process::Command::new("redis-cli")
-                .args(["-p", &port, "cluster", "info"])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-        }
-    })
-    .await
-    .then_some(())
-    .expect("the cluster forms");
-    cluster
+    (cluster, addresses)
 }
 
 #[test]
@@ -139,4 +146,48 @@ async fn an_unreachable_server_is_unavailable_not_a_panic() {
         Err(other) => panic!("expected Unavailable, got {other}"),
         Ok(_) => panic!("nothing listens on {port}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaimed_entries_carry_their_exact_delivery_counts() {
+    // A server of this test alone: the usage stream's name is fixed.
+    let (server, _) = start_servers(1, false).await;
+    let store = RedisStore::connect(RedisTarget::parse(&server.urls[0]).unwrap()).await.unwrap();
+    let event = |seq: u32| UsageEvent {
+        event_id: UsageEvent::event_id("req", seq),
+        request_id: "req".to_owned(),
+        seq,
+        org_id: "org".to_owned(),
+        key_id: "key".to_owned(),
+        kind: aldea_store::UsageKind::Stream,
+        model: "tiny.en".to_owned(),
+        audio_seconds: 1.0,
+        started_at: 1,
+        ended_at: 2,
+        is_final: false,
+        status: 1000,
+    };
+    for seq in 0..22 {
+        store.publish(&event(seq)).await.unwrap();
+    }
+    let hour = Duration::from_secs(3600);
+    // A consumer that dies holds the first and the last entry, delivered 4 times already; the
+    // live consumer holds the 20 between (recent, not reclaimable).
+    let first = store.take("dead", 1, Duration::ZERO, hour).await.unwrap();
+    let between = store.take("live", 20, Duration::ZERO, hour).await.unwrap();
+    let last = store.take("dead", 1, Duration::ZERO, hour).await.unwrap();
+    assert_eq!((first.len(), between.len(), last.len()), (1, 20, 1));
+    let mut age = redis::cmd("XCLAIM");
+    age.arg(USAGE_STREAM).arg(USAGE_GROUP).arg("dead").arg(0).arg(&first[0].id).arg(&last[0].id);
+    age.arg("IDLE").arg(7_200_000).arg("RETRYCOUNT").arg(4).arg("JUSTID");
+    age.query_async::<Value>(&mut store.queue_conn.clone()).await.unwrap();
+
+    let reclaimed = store.take("live", 10, Duration::ZERO, hour).await.unwrap();
+    let got: Vec<(&str, u32)> = reclaimed.iter().map(|d| (d.id.as_str(), d.deliveries)).collect();
+    assert_eq!(
+        got,
+        vec![(first[0].id.as_str(), 5), (last[0].id.as_str(), 5)],
+        "each reclaimed entry counts every delivery, however many entries lie between them"
+    );
+    drop(server);
 }
