@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod stream;
+pub mod subtitles;
 pub mod usage;
 
 /// Stable error codes of the error body and of WebSocket close reasons.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use aldea_engine::Transcript;
 use aldea_proto as proto;
+use aldea_proto::subtitles::{self, Cue};
 use sha2::{Digest, Sha256};
 
 /// Fixed namespace for model UUIDs, so a model's UUID is the same on every host and every run.
@@ -68,36 +69,18 @@ pub fn prerecorded_for(
     }
 }
 
-fn timestamp(seconds: f64, decimal: char) -> String {
-    let ms = (seconds.max(0.0) * 1000.0).round() as u64;
-    format!("{:02}:{:02}:{:02}{decimal}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+fn cues(transcript: &Transcript) -> impl Iterator<Item = Cue<'_>> {
+    transcript.segments.iter().map(|s| Cue { start: s.start, end: s.end, text: &s.text })
 }
 
+/// The transcript as a SubRip file, one cue per segment.
 pub fn srt(transcript: &Transcript) -> String {
-    let mut out = String::new();
-    for (idx, segment) in transcript.segments.iter().enumerate() {
-        out.push_str(&format!(
-            "{}\n{} --> {}\n{}\n\n",
-            idx + 1,
-            timestamp(segment.start, ','),
-            timestamp(segment.end, ','),
-            segment.text.trim()
-        ));
-    }
-    out
+    subtitles::srt(cues(transcript))
 }
 
+/// The transcript as a WebVTT file, one cue per segment.
 pub fn vtt(transcript: &Transcript) -> String {
-    let mut out = String::from("WEBVTT\n\n");
-    for segment in &transcript.segments {
-        out.push_str(&format!(
-            "{} --> {}\n{}\n\n",
-            timestamp(segment.start, '.'),
-            timestamp(segment.end, '.'),
-            segment.text.trim()
-        ));
-    }
-    out
+    subtitles::vtt(cues(transcript))
 }
 
 #[cfg(test)]
