@@ -420,7 +420,8 @@ fn open_track<'s>(source: MediaSourceStream<'s>, container: Container) -> Result
 }
 
 fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Result<Decoded, AudioError> {
-    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+    // Borrowed: the upload is not copied a second time.
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     let OpenedTrack { mut format, track_id, mut decoder, declared_rate } = open_track(source, container)?;
 
     let mut channels: Vec<Vec<f32>> = Vec::new();

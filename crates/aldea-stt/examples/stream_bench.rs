@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aldea_engine_ct2::Ct2Engine;
 use aldea_engine::{EngineOptions, Transcriber, Vad};
+use aldea_engine_ct2::Ct2Engine;
 use aldea_stt::{AppState, Config, Deps};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -232,14 +232,19 @@ async fn main() {
             let _ = server.await;
             let (f50, f95) = (percentile(&mut finals, 50.0), percentile(&mut finals, 95.0));
             let (i50, i95) = (percentile(&mut interims, 50.0), percentile(&mut interims, 95.0));
-            let metrics = state.metrics();
+            let text = state.metrics().render(aldea_stt::metrics::Snapshot {
+                free_stream_slots: 0,
+                queue_depth: 0,
+                ready: true,
+            });
+            let mean = |name: &str| aldea_stt::metrics::mean_of(&text, name).unwrap_or(0.0);
             println!(
                 "{label}: {n} stream(s): final after endpoint p50 {f50:.3} s p95 {f95:.3} s ({} finals); first words after onset p50 {i50:.3} s p95 {i95:.3} s; batch size mean {:.2}; {} model calls of {:.3} s mean, stream windows queued+run {:.3} s mean",
                 finals.len(),
-                metrics.batch_size_mean(),
-                metrics.batch_seconds.count(),
-                metrics.batch_seconds.mean(),
-                metrics.stream_window_seconds.mean(),
+                mean("aldea_stt_batch_size"),
+                aldea_stt::metrics::count_of(&text, "aldea_stt_batch_seconds").unwrap_or(0),
+                mean("aldea_stt_batch_seconds"),
+                mean("aldea_stt_stream_window_seconds"),
             );
             if f95 <= 1.5 {
                 best = n;

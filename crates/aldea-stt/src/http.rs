@@ -74,7 +74,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         queue_depth: state.0.scheduler.queue_depth(),
         ready: state.is_ready(),
     };
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics().render(snapshot)).into_response()
+    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics().render(snapshot)).into_response()
 }
 
 async fn capacity(State(state): State<AppState>) -> Response {
@@ -121,7 +121,7 @@ async fn upload(
     let permit = match state.admit_upload().await {
         Ok(permit) => permit,
         Err(refusal) => {
-            state.metrics().uploads_rejected_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.metrics().uploads_rejected_total.inc();
             return Err(refusal);
         }
     };
@@ -139,7 +139,7 @@ async fn upload(
     if bytes.is_empty() {
         return Err(ApiError::BadRequest("the body is empty: send the audio bytes".to_owned()));
     }
-    state.metrics().uploads_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.metrics().uploads_total.inc();
     let decode_options = DecodeOptions {
         encoding: params.audio.encoding,
         sample_rate: params.audio.sample_rate,
@@ -240,14 +240,14 @@ async fn start_stream(
         params.audio.encoding = Some(aldea_audio::Encoding::Linear16);
     }
     let Some(permit) = state.admit_stream(params.resume.is_some()) else {
-        state.metrics().streams_rejected_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state.metrics().streams_rejected_total.inc();
         return Failure {
             request_id,
             error: ApiError::NoCapacity("no free stream slot on this replica; retry or use another".to_owned()),
         }
         .into_response();
     };
-    state.metrics().streams_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.metrics().streams_total.inc();
     let tracker = state.0.sessions.clone();
     let params = Arc::new(params);
     aldea_http::ws::limited(upgrade)

@@ -341,7 +341,7 @@ impl AppState {
                 Err(actual) => current = actual,
             }
         }
-        self.0.metrics.active_streams.fetch_add(1, Ordering::Relaxed);
+        self.0.metrics.active_streams.inc();
         Some(Permit { state: self.clone(), kind: scheduler::JobKind::Stream, _slot: None })
     }
 
@@ -365,7 +365,7 @@ impl AppState {
                         config.max_upload_queue
                     )));
                 }
-                self.0.metrics.queued_uploads.fetch_add(1, Ordering::Relaxed);
+                self.0.metrics.queued_uploads.inc();
                 // Counted out however the wait ends, the request dropped mid-wait included.
                 let _queued = Queued(self);
                 let wait = Duration::from_millis(config.max_upload_wait_ms);
@@ -388,7 +388,7 @@ impl AppState {
             }
         };
         self.0.active_uploads.fetch_add(1, Ordering::SeqCst);
-        self.0.metrics.active_uploads.fetch_add(1, Ordering::Relaxed);
+        self.0.metrics.active_uploads.inc();
         Ok(Permit { state: self.clone(), kind: scheduler::JobKind::Upload, _slot: Some(slot) })
     }
 
@@ -445,7 +445,7 @@ struct Queued<'a>(&'a AppState);
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.0 .0.queued_uploads.fetch_sub(1, Ordering::SeqCst);
-        self.0 .0.metrics.queued_uploads.fetch_sub(1, Ordering::Relaxed);
+        self.0 .0.metrics.queued_uploads.dec();
     }
 }
 
@@ -464,11 +464,11 @@ impl Drop for Permit {
         match self.kind {
             scheduler::JobKind::Stream => {
                 shared.active_streams.fetch_sub(1, Ordering::SeqCst);
-                shared.metrics.active_streams.fetch_sub(1, Ordering::Relaxed);
+                shared.metrics.active_streams.dec();
             }
             scheduler::JobKind::Upload => {
                 shared.active_uploads.fetch_sub(1, Ordering::SeqCst);
-                shared.metrics.active_uploads.fetch_sub(1, Ordering::Relaxed);
+                shared.metrics.active_uploads.dec();
             }
         }
     }

@@ -1,81 +1,40 @@
-//! Prometheus metrics of the service, rendered in the text exposition format. Counters, gauges and
-//! fixed-bucket histograms on atomics: recording never locks and never allocates.
+//! Prometheus metrics of the service (`prometheus-client`), served as OpenMetrics text. Counters and
+//! gauges are atomics; the live gauges (`ready`, free slots, queue depth) are set at scrape time.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
-/// A histogram with fixed upper bounds (seconds or counts).
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    /// Sum in millionths.
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 const LATENCY_BOUNDS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0];
 const RTF_BOUNDS: &[f64] = &[0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0];
 const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0];
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, value: f64) {
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            if value <= *bound {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.sum_micros.fetch_add((value.max(0.0) * 1e6) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Mean of the observed values (0 before any).
-    pub fn mean(&self) -> f64 {
-        let count = self.count();
-        if count == 0 {
-            return 0.0;
-        }
-        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6 / count as f64
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", count.load(Ordering::Relaxed));
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count());
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {}", self.count());
-    }
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AudioKind {
+    kind: &'static str,
 }
 
-/// Every metric of the stt service.
+/// Every metric of the stt service, registered once.
 #[derive(Debug)]
 pub struct Metrics {
-    pub active_streams: AtomicI64,
-    pub active_uploads: AtomicI64,
+    registry: Registry,
+    pub active_streams: Gauge<i64, AtomicI64>,
+    pub active_uploads: Gauge<i64, AtomicI64>,
     /// Uploads waiting for a slot.
-    pub queued_uploads: AtomicI64,
-    pub streams_total: AtomicU64,
-    pub streams_rejected_total: AtomicU64,
-    pub uploads_total: AtomicU64,
-    pub uploads_rejected_total: AtomicU64,
-    /// Audio received, in millionths of a second, by kind.
-    stream_audio_micros: AtomicU64,
-    upload_audio_micros: AtomicU64,
+    pub queued_uploads: Gauge<i64, AtomicI64>,
+    pub streams_total: Counter,
+    pub streams_rejected_total: Counter,
+    pub uploads_total: Counter,
+    pub uploads_rejected_total: Counter,
+    audio_seconds: Family<AudioKind, Counter<f64, AtomicU64>>,
     /// Processing time / audio duration of each upload.
     pub upload_rtf: Histogram,
     /// Wall time from an endpoint (or Finalize) to its final.
@@ -85,27 +44,82 @@ pub struct Metrics {
     pub upload_window_seconds: Histogram,
     pub batch_size: Histogram,
     pub batch_seconds: Histogram,
+    ready: Gauge<i64, AtomicI64>,
+    free_stream_slots: Gauge<i64, AtomicI64>,
+    queue_depth: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
-            active_streams: AtomicI64::new(0),
-            active_uploads: AtomicI64::new(0),
-            queued_uploads: AtomicI64::new(0),
-            streams_total: AtomicU64::new(0),
-            streams_rejected_total: AtomicU64::new(0),
-            uploads_total: AtomicU64::new(0),
-            uploads_rejected_total: AtomicU64::new(0),
-            stream_audio_micros: AtomicU64::new(0),
-            upload_audio_micros: AtomicU64::new(0),
-            upload_rtf: Histogram::new(RTF_BOUNDS),
-            final_latency: Histogram::new(LATENCY_BOUNDS),
-            stream_window_seconds: Histogram::new(LATENCY_BOUNDS),
-            upload_window_seconds: Histogram::new(LATENCY_BOUNDS),
-            batch_size: Histogram::new(BATCH_BOUNDS),
-            batch_seconds: Histogram::new(LATENCY_BOUNDS),
-        }
+        let histogram = |bounds: &[f64]| Histogram::new(bounds.iter().copied());
+        let mut metrics = Metrics {
+            registry: Registry::default(),
+            active_streams: Gauge::default(),
+            active_uploads: Gauge::default(),
+            queued_uploads: Gauge::default(),
+            streams_total: Counter::default(),
+            streams_rejected_total: Counter::default(),
+            uploads_total: Counter::default(),
+            uploads_rejected_total: Counter::default(),
+            audio_seconds: Family::default(),
+            upload_rtf: histogram(RTF_BOUNDS),
+            final_latency: histogram(LATENCY_BOUNDS),
+            stream_window_seconds: histogram(LATENCY_BOUNDS),
+            upload_window_seconds: histogram(LATENCY_BOUNDS),
+            batch_size: histogram(BATCH_BOUNDS),
+            batch_seconds: histogram(LATENCY_BOUNDS),
+            ready: Gauge::default(),
+            free_stream_slots: Gauge::default(),
+            queue_depth: Gauge::default(),
+        };
+        let r = &mut metrics.registry;
+        r.register("aldea_stt_ready", "1 when the model is loaded and warm", metrics.ready.clone());
+        r.register("aldea_stt_active_streams", "Streams being recognized", metrics.active_streams.clone());
+        r.register("aldea_stt_active_uploads", "Uploads being transcribed", metrics.active_uploads.clone());
+        r.register("aldea_stt_queued_uploads", "Uploads waiting for a slot", metrics.queued_uploads.clone());
+        r.register(
+            "aldea_stt_free_stream_slots",
+            "Streams this replica still admits",
+            metrics.free_stream_slots.clone(),
+        );
+        r.register("aldea_stt_queue_depth", "Windows waiting for the model", metrics.queue_depth.clone());
+        // Counters are written with the `_total` suffix.
+        r.register("aldea_stt_streams", "Streams accepted", metrics.streams_total.clone());
+        r.register(
+            "aldea_stt_streams_rejected",
+            "Streams refused for capacity (503)",
+            metrics.streams_rejected_total.clone(),
+        );
+        r.register("aldea_stt_uploads", "Uploads accepted", metrics.uploads_total.clone());
+        r.register(
+            "aldea_stt_uploads_rejected",
+            "Uploads refused for capacity (503)",
+            metrics.uploads_rejected_total.clone(),
+        );
+        r.register("aldea_stt_audio_seconds", "Seconds of audio received", metrics.audio_seconds.clone());
+        r.register(
+            "aldea_stt_upload_rtf",
+            "Processing time over audio duration per upload",
+            metrics.upload_rtf.clone(),
+        );
+        r.register(
+            "aldea_stt_final_latency_seconds",
+            "Wall time from an endpoint or Finalize to its final result",
+            metrics.final_latency.clone(),
+        );
+        r.register(
+            "aldea_stt_stream_window_seconds",
+            "Queue wait plus model time of a stream's window",
+            metrics.stream_window_seconds.clone(),
+        );
+        r.register(
+            "aldea_stt_upload_window_seconds",
+            "Queue wait plus model time of an upload's window",
+            metrics.upload_window_seconds.clone(),
+        );
+        r.register("aldea_stt_batch_size", "Windows per batched model call", metrics.batch_size.clone());
+        r.register("aldea_stt_batch_seconds", "Model time per batch", metrics.batch_seconds.clone());
+        metrics
     }
 }
 
@@ -118,116 +132,40 @@ pub struct Snapshot {
 }
 
 impl Metrics {
-    /// Mean windows per batched model call so far.
-    pub fn batch_size_mean(&self) -> f64 {
-        self.batch_size.mean()
-    }
-
     pub fn add_stream_audio(&self, seconds: f64) {
-        self.stream_audio_micros.fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+        self.audio_seconds.get_or_create(&AudioKind { kind: "stream" }).inc_by(seconds.max(0.0));
     }
 
     pub fn add_upload_audio(&self, seconds: f64) {
-        self.upload_audio_micros.fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+        self.audio_seconds.get_or_create(&AudioKind { kind: "upload" }).inc_by(seconds.max(0.0));
     }
 
+    /// Every metric as OpenMetrics text ([`CONTENT_TYPE`]), with the live gauges of `snapshot`.
     pub fn render(&self, snapshot: Snapshot) -> String {
+        self.ready.set(i64::from(snapshot.ready));
+        self.free_stream_slots.set(i64::try_from(snapshot.free_stream_slots).unwrap_or(i64::MAX));
+        self.queue_depth.set(i64::try_from(snapshot.queue_depth).unwrap_or(i64::MAX));
         let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-        };
-        let counter = |out: &mut String, name: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-        };
-        gauge(
-            &mut out,
-            "aldea_stt_ready",
-            "1 when the model is loaded and warm.",
-            u8::from(snapshot.ready).to_string(),
-        );
-        gauge(
-            &mut out,
-            "aldea_stt_active_streams",
-            "Streams being recognized.",
-            self.active_streams.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "aldea_stt_active_uploads",
-            "Uploads being transcribed.",
-            self.active_uploads.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "aldea_stt_queued_uploads",
-            "Uploads waiting for a slot.",
-            self.queued_uploads.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "aldea_stt_free_stream_slots",
-            "Streams this replica still admits.",
-            snapshot.free_stream_slots.to_string(),
-        );
-        gauge(&mut out, "aldea_stt_queue_depth", "Windows waiting for the model.", snapshot.queue_depth.to_string());
-        counter(
-            &mut out,
-            "aldea_stt_streams_total",
-            "Streams accepted.",
-            self.streams_total.load(Ordering::Relaxed).to_string(),
-        );
-        counter(
-            &mut out,
-            "aldea_stt_streams_rejected_total",
-            "Streams refused for capacity (503).",
-            self.streams_rejected_total.load(Ordering::Relaxed).to_string(),
-        );
-        counter(
-            &mut out,
-            "aldea_stt_uploads_total",
-            "Uploads accepted.",
-            self.uploads_total.load(Ordering::Relaxed).to_string(),
-        );
-        counter(
-            &mut out,
-            "aldea_stt_uploads_rejected_total",
-            "Uploads refused for capacity (503).",
-            self.uploads_rejected_total.load(Ordering::Relaxed).to_string(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP aldea_stt_audio_seconds_total Seconds of audio received.\n# TYPE aldea_stt_audio_seconds_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "aldea_stt_audio_seconds_total{{kind=\"stream\"}} {}",
-            self.stream_audio_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "aldea_stt_audio_seconds_total{{kind=\"upload\"}} {}",
-            self.upload_audio_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        self.upload_rtf.render(&mut out, "aldea_stt_upload_rtf", "Processing time over audio duration per upload.");
-        self.final_latency.render(
-            &mut out,
-            "aldea_stt_final_latency_seconds",
-            "Wall time from an endpoint or Finalize to its final result.",
-        );
-        self.stream_window_seconds.render(
-            &mut out,
-            "aldea_stt_stream_window_seconds",
-            "Queue wait plus model time of a stream's window.",
-        );
-        self.upload_window_seconds.render(
-            &mut out,
-            "aldea_stt_upload_window_seconds",
-            "Queue wait plus model time of an upload's window.",
-        );
-        self.batch_size.render(&mut out, "aldea_stt_batch_size", "Windows per batched model call.");
-        self.batch_seconds.render(&mut out, "aldea_stt_batch_seconds", "Model time per batch.");
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The `_sum / _count` of a histogram in rendered metrics text (benchmarks read means this way).
+pub fn mean_of(text: &str, histogram: &str) -> Option<f64> {
+    let value = |suffix: &str| {
+        let prefix = format!("{histogram}{suffix} ");
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let (sum, count) = (value("_sum")?, value("_count")?);
+    (count > 0.0).then(|| sum / count)
+}
+
+/// The `_count` of a histogram in rendered metrics text.
+pub fn count_of(text: &str, histogram: &str) -> Option<u64> {
+    let prefix = format!("{histogram}_count ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -239,11 +177,18 @@ mod tests {
         let metrics = Metrics::default();
         metrics.final_latency.observe(0.25);
         metrics.final_latency.observe(2.5);
+        metrics.streams_rejected_total.inc();
+        metrics.add_upload_audio(1.5);
         let text = metrics.render(Snapshot { free_stream_slots: 3, queue_depth: 1, ready: true });
-        assert!(text.contains("aldea_stt_final_latency_seconds_bucket{le=\"0.3\"} 1\n"));
-        assert!(text.contains("aldea_stt_final_latency_seconds_bucket{le=\"3\"} 2\n"));
-        assert!(text.contains("aldea_stt_final_latency_seconds_count 2\n"));
-        assert!(text.contains("aldea_stt_free_stream_slots 3\n"));
-        assert!(text.contains("aldea_stt_ready 1\n"));
+        assert!(text.contains("aldea_stt_final_latency_seconds_bucket{le=\"0.3\"} 1\n"), "{text}");
+        assert!(text.contains("aldea_stt_final_latency_seconds_bucket{le=\"3.0\"} 2\n"), "{text}");
+        assert!(text.contains("aldea_stt_final_latency_seconds_count 2\n"), "{text}");
+        assert!(text.contains("aldea_stt_free_stream_slots 3\n"), "{text}");
+        assert!(text.contains("aldea_stt_ready 1\n"), "{text}");
+        assert!(text.contains("aldea_stt_streams_rejected_total 1\n"), "{text}");
+        assert!(text.contains("aldea_stt_audio_seconds_total{kind=\"upload\"} 1.5\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(count_of(&text, "aldea_stt_final_latency_seconds"), Some(2));
+        assert!((mean_of(&text, "aldea_stt_final_latency_seconds").unwrap() - 1.375).abs() < 1e-9);
     }
 }
