@@ -251,20 +251,20 @@ fn a_resumed_recognizer_continues_the_timeline_and_prompt() {
 #[test]
 fn a_repeated_prompt_tail_is_not_committed_twice() {
     let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());
-    recognizer.committed_tail = vec!["jumps".to_owned(), "over".to_owned()];
+    recognizer.agreement.committed_tail = vec!["jumps".to_owned(), "over".to_owned()];
     recognizer.committed_until = 2.0;
     // The buffer still holds committed audio (it starts before the commit).
-    recognizer.n_dropped = 0;
+    recognizer.audio.n_dropped = 0;
     let word =
         |t: &str, s: f64, e: f64| Word { text: format!(" {t}"), start: s, end: e, probability: 0.9, tokens: vec![] };
-    recognizer.in_speech = true;
-    recognizer.speech_start = 0.0;
+    recognizer.speech.in_speech = true;
+    recognizer.speech.speech_start = 0.0;
     let fresh =
         recognizer.fresh_words(vec![word("jumps", 1.0, 1.5), word("over", 2.05, 2.3), word("the", 2.4, 2.5)], false);
     let texts: Vec<&str> = fresh.iter().map(|w| w.text.trim()).collect();
     assert_eq!(texts, vec!["the"]);
     // A buffer that starts at the commit holds no committed audio: the same words are a real repeat.
-    recognizer.n_dropped = 32_000;
+    recognizer.audio.n_dropped = 32_000;
     let fresh = recognizer.fresh_words(vec![word("jumps", 2.0, 2.5), word("over", 2.55, 2.8)], false);
     assert_eq!(fresh.len(), 2);
     // ... except the last word's tail heard again right at the cut: a fragment, not a repeat.
