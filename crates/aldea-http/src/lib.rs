@@ -17,6 +17,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
+pub mod spool;
 pub mod ws;
 
 /// Middleware: an answer given before the request's body was read to its end says
