@@ -722,4 +722,15 @@ mod tests {
         assert_eq!(trimmed["duration"], 1.5);
         assert!(trim_results(&results, 2.5).is_none());
     }
+
+    /// What a client gets when a Results message is trimmed after a failover, to the byte: every
+    /// field stt sent is kept (those this gateway does not know too), keys in sorted order.
+    #[test]
+    fn a_trimmed_results_message_keeps_every_field_stt_sent() {
+        let results = r#"{"type":"Results","channel_index":[0,1],"start":1.0,"duration":2.0,"is_final":true,"speech_final":false,"from_finalize":false,"channel":{"alternatives":[{"transcript":"One two three.","confidence":0.9,"words":[{"word":"one","punctuated_word":"One","start":1.0,"end":1.4,"confidence":0.9,"speaker":0},{"word":"two","punctuated_word":"two","start":1.5,"end":2.0,"confidence":0.8,"speaker":0},{"word":"three","punctuated_word":"three.","start":2.1,"end":2.8,"confidence":0.7,"speaker":1}]}]},"metadata":{"request_id":"r1","model_uuid":"u1","model_info":{"name":"tiny.en","version":"1","arch":"whisper"}},"from_a_newer_stt":{"x":1}}"#;
+        assert_eq!(
+            trim_results(results, 1.5).unwrap(),
+            r#"{"channel":{"alternatives":[{"confidence":0.9,"transcript":"two three.","words":[{"confidence":0.8,"end":2.0,"punctuated_word":"two","speaker":0,"start":1.5,"word":"two"},{"confidence":0.7,"end":2.8,"punctuated_word":"three.","speaker":1,"start":2.1,"word":"three"}]}]},"channel_index":[0,1],"duration":1.5,"from_a_newer_stt":{"x":1},"from_finalize":false,"is_final":true,"metadata":{"model_info":{"arch":"whisper","name":"tiny.en","version":"1"},"model_uuid":"u1","request_id":"r1"},"speech_final":false,"start":1.5,"type":"Results"}"#
+        );
+    }
 }

@@ -850,6 +850,47 @@ impl aldea_store::Limits for DownLimits {
     }
 }
 
+/// The value of a line of the metrics text (`name value`).
+async fn metric(gw: &Gateway, name: &str) -> Option<u64> {
+    let text = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The gateway's own refusals are counted by status, for uploads and streams alike.
+#[tokio::test]
+async fn refusals_are_counted_by_status() {
+    let gw = spawn_gateway(|c| c.max_body_bytes = 1000).await;
+    let auth = format!("Token {}", gw.key);
+    // 401: an upload and a stream without credentials.
+    assert_eq!(gw.post("/v1/listen", vec![0; 64]).send().await.unwrap().status(), 401);
+    match connect(&gw, "/v1/listen", None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => assert_eq!(answer.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|r| r.1.status())),
+    }
+    // 503: the only replica is full, for an upload and for a stream.
+    gw.peer.refuse_first.store(2, Ordering::SeqCst);
+    assert_eq!(gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap().status(), 503);
+    match connect(&gw, "/v1/listen", Some(("authorization", auth.clone()))).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => assert_eq!(answer.status(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|r| r.1.status())),
+    }
+    // 429: a key limited to one request a minute, asked twice.
+    let limited =
+        NewKey { limits: KeyLimits { max_streams: None, requests_per_minute: Some(1) }, ..NewKey::listen("one") };
+    let (_, key) = gw.keys.create_key(&gw.org_id, limited, aldea_store::unix_now()).await.unwrap();
+    for expected in [200, 429] {
+        let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", format!("Token {key}")).send().await;
+        assert_eq!(r.unwrap().status(), expected);
+    }
+    // Statuses the counter does not keep: stt's own 415 (relayed) and the gateway's 413.
+    assert_eq!(gw.post("/v1/listen", vec![0; 33]).header("authorization", &auth).send().await.unwrap().status(), 415);
+    assert_eq!(gw.post("/v1/listen", vec![0; 2000]).header("authorization", &auth).send().await.unwrap().status(), 413);
+    for (status, count) in [(401, 2), (402, 0), (429, 1), (503, 2)] {
+        let name = format!("aldea_gateway_refused_total{{status=\"{status}\"}}");
+        assert_eq!(metric(&gw, &name).await, Some(count), "{name}");
+    }
+}
+
 /// With the limits store down, this process's own limiter still holds the rate and the concurrency.
 #[tokio::test]
 async fn limits_hold_while_the_limits_store_is_down() {
