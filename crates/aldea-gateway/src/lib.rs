@@ -21,16 +21,20 @@ use tokio_util::task::TaskTracker;
 mod admission;
 mod auth;
 mod error;
-mod http;
+mod extract;
+mod grant;
 mod metrics;
 mod openai;
 mod pool;
+mod probes;
 mod relay;
+mod router;
 mod upload;
+mod upstream;
 mod usage;
 
 pub use error::ApiError;
-pub use http::router;
+pub use router::router;
 
 /// Everything the gateway is told; the binary fills it from flags, env and files.
 #[derive(Debug, Clone)]

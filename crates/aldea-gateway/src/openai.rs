@@ -2,22 +2,22 @@
 //! `language`, `prompt`, `response_format`, `timestamp_granularities[]`) transcribed through the same
 //! stt upload as `/v1/listen`, answered as `json`, `text`, `srt`, `vtt` or `verbose_json`.
 
+use std::time::Duration;
+
+use aldea_http::RequestId;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
-use std::time::Duration;
 use tokio::time::timeout;
 
 use crate::error::ApiError;
-use aldea_http::RequestId;
-
-use crate::http::refuse;
-use crate::upload::{admit_upload, finish_upload, forward};
-use crate::AppState;
+use crate::extract::UploadSlot;
+use crate::{upstream, AppState};
 
 /// Longest cue or segment, seconds.
 const MAX_SEGMENT_S: f64 = 15.0;
@@ -62,17 +62,12 @@ struct Form {
 pub(crate) async fn transcriptions(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    request: Request,
-) -> Response {
-    let headers = request.headers().clone();
-    let (grant, lease) = match admit_upload(&state, &headers, &request_id).await {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
-    };
-    let result = async {
-        let multipart = Multipart::from_request(request, &state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("a multipart/form-data body is needed: {e}")))?;
+    slot: UploadSlot,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let result: Result<(Response, Option<f64>), ApiError> = async {
+        let multipart =
+            multipart.map_err(|e| ApiError::BadRequest(format!("a multipart/form-data body is needed: {e}")))?;
         let form = read_form(multipart, state.config().max_body_bytes, state.config().body_idle_timeout).await?;
         let format = Format::parse(form.response_format.as_deref().unwrap_or("json"))?;
         let (audio, content_type) =
@@ -89,7 +84,7 @@ pub(crate) async fn transcriptions(
         };
         // A form's part type says little (browsers send application/octet-stream): stt detects.
         let content_type = content_type.filter(|c| c.to_str().is_ok_and(|c| c.starts_with("audio/")));
-        let answer = forward(&state, &request_id, &query, audio, content_type, None).await?;
+        let answer = upstream::post_upload(&state, &request_id, &query, audio, content_type, None).await?;
         if !answer.status.is_success() {
             return Ok((answer.into_response(), None));
         }
@@ -99,12 +94,12 @@ pub(crate) async fn transcriptions(
         Ok((render(&body, format, &form), seconds))
     }
     .await;
-    let (response, seconds) = match result {
-        Ok(done) => done,
-        Err(e) => (refuse(&state, e, &request_id), None),
+    let (status, seconds) = match &result {
+        Ok((response, seconds)) => (response.status(), *seconds),
+        Err(e) => (e.status(), None),
     };
-    finish_upload(&state, &grant, &request_id, response.status().as_u16(), seconds, lease).await;
-    response
+    slot.finish(&state, status, seconds).await;
+    result.map(|(response, _)| response)
 }
 
 /// Longest value of a form field other than `file`.

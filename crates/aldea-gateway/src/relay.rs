@@ -8,33 +8,27 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aldea_proto::stream::{Resume, INTERNAL_PREFIX, RESUME_HEADER};
+use aldea_http::RequestId;
+use aldea_proto::stream::{Resume, INTERNAL_PREFIX};
 use aldea_store::UsageKind;
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Url;
 use serde::Deserialize;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message as UpMessage};
+use tokio_tungstenite::tungstenite::Message as UpMessage;
 
 use crate::admission::{self, Kind, Lease};
 use crate::auth::Via;
 use crate::error::ApiError;
-use aldea_http::RequestId;
-
-use crate::http::{admit, refuse};
+use crate::extract::{Admitted, SttQuery};
+use crate::upstream::{self, Opened, Upstream, SOCKET_BUFFER};
 use crate::usage::Meter;
 use crate::AppState;
-
-type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Read and write buffer of each WebSocket, client side and stt side.
-const SOCKET_BUFFER: usize = 4 * 1024;
 
 /// How long the gateway waits for stt's last results after the client went away without
 /// CloseStream (they are needed only to meter the stream exactly).
@@ -43,46 +37,45 @@ const ORPHAN_FLUSH: Duration = Duration::from_secs(30);
 pub(crate) async fn listen_ws(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    request: Request,
-) -> Response {
-    start(state, request_id, request, "/v1/listen").await
+    admitted: Admitted,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    SttQuery(query): SttQuery,
+) -> Result<Response, ApiError> {
+    start(state, request_id, admitted, upgrade, query, "/v1/listen").await
 }
 
 pub(crate) async fn listen_ws_pcm(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    request: Request,
-) -> Response {
-    start(state, request_id, request, "/v1/listen/pcm").await
+    admitted: Admitted,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    SttQuery(query): SttQuery,
+) -> Result<Response, ApiError> {
+    start(state, request_id, admitted, upgrade, query, "/v1/listen/pcm").await
 }
 
-async fn start(state: AppState, request_id: String, request: Request, path: &'static str) -> Response {
-    let (mut parts, _body) = request.into_parts();
-    let (grant, _, via) = match admit(&state, &parts.headers).await {
-        Ok(admitted) => admitted,
-        Err(e) => return refuse(&state, e, &request_id),
-    };
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            return refuse(
-                &state,
-                ApiError::BadRequest(format!("a WebSocket upgrade is needed: {rejection}")),
-                &request_id,
-            )
-        }
-    };
-    let lease =
-        match admission::acquire(state.0.limits.clone(), state.config(), &grant, Kind::Stream, &request_id).await {
-            Ok(lease) => lease,
-            Err(e) => return refuse(&state, e, &request_id),
-        };
-    let query = parts.uri.query().map(crate::upload::forwarded_query).unwrap_or_default();
-    let (upstream, replica) = match connect(&state, &request_id, path, &query, None, None).await {
-        Ok(connected) => connected,
-        Err(answer) => {
+/// After admission: the upgrade checked, a stream slot taken, the stt stream opened; then the
+/// client's upgrade is accepted and the session runs.
+async fn start(
+    state: AppState,
+    request_id: String,
+    Admitted { grant, via }: Admitted,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    query: String,
+    path: &'static str,
+) -> Result<Response, ApiError> {
+    let upgrade =
+        upgrade.map_err(|rejection| ApiError::BadRequest(format!("a WebSocket upgrade is needed: {rejection}")))?;
+    let lease = admission::acquire(state.0.limits.clone(), state.config(), &grant, Kind::Stream, &request_id).await?;
+    let (upstream, replica) = match upstream::open_stream(&state, &request_id, path, &query, None, None).await {
+        Ok(Opened::Stream(upstream, replica)) => (*upstream, replica),
+        Ok(Opened::Refused(answer)) => {
             lease.release().await;
-            return answer;
+            return Ok(answer.into_response());
+        }
+        Err(e) => {
+            lease.release().await;
+            return Err(e);
         }
     };
     state.0.metrics.streams_total.fetch_add(1, Ordering::Relaxed);
@@ -95,7 +88,7 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
     };
     let meter = Meter::new(&request_id, &grant, UsageKind::Stream, &state.config().model_name);
     let tasks = state.0.tasks.clone();
-    upgrade.on_upgrade(move |socket| {
+    Ok(upgrade.on_upgrade(move |socket| {
         tasks.track_future(async move {
             let session = Session {
                 state,
@@ -116,77 +109,7 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
             };
             session.run(socket, upstream).await;
         })
-    })
-}
-
-/// Opens the stream on the first replica that takes it (`avoid` last: a replica that just failed),
-/// resumed from `resume` when given (stt's resume header, which only the gateway sets);
-/// stt's own refusal of the request (bad parameters and the like) is relayed as the client's answer.
-async fn connect(
-    state: &AppState,
-    request_id: &str,
-    path: &str,
-    query: &str,
-    resume: Option<&Resume>,
-    avoid: Option<&Url>,
-) -> Result<(Upstream, Url), Response> {
-    let mut replicas = state.0.pool.ordered().await;
-    if let Some(avoid) = avoid {
-        replicas.sort_by_key(|r| r == avoid);
-    }
-    for base in replicas {
-        let mut url = base.clone();
-        let scheme = if base.scheme() == "https" { "wss" } else { "ws" };
-        if url.set_scheme(scheme).is_err() {
-            continue;
-        }
-        url.set_path(path);
-        // During a rolling update a replica of the release before the header reads the resume from
-        // the query: it gets both (the client's own `resume_*` were dropped by `forwarded_query`).
-        let legacy = resume.map(|r| r.to_legacy_query());
-        let query = match (&legacy, query.is_empty()) {
-            (Some(legacy), true) => legacy.clone(),
-            (Some(legacy), false) => format!("{query}&{legacy}"),
-            (None, _) => query.to_owned(),
-        };
-        url.set_query((!query.is_empty()).then_some(&query));
-        let Ok(mut request) = url.as_str().into_client_request() else { continue };
-        if let Ok(value) = request_id.parse() {
-            request.headers_mut().insert("x-request-id", value);
-        }
-        if let Some(token) = state.0.pool.token() {
-            if let Ok(value) = format!("Bearer {token}").parse() {
-                request.headers_mut().insert("authorization", value);
-            }
-        }
-        if let Some(resume) = resume {
-            let Ok(value) = resume.to_header().parse() else { continue };
-            request.headers_mut().insert(RESUME_HEADER, value);
-        }
-        let config = tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(SOCKET_BUFFER)
-            .write_buffer_size(SOCKET_BUFFER);
-        match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
-            Ok((stream, _)) => return Ok((stream, base)),
-            Err(tungstenite::Error::Http(answer)) if answer.status() != StatusCode::SERVICE_UNAVAILABLE => {
-                let status = answer.status();
-                let body = answer.into_body().unwrap_or_default();
-                let mut response = (status, body).into_response();
-                response.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("application/json"));
-                return Err(response);
-            }
-            Err(e) => {
-                if matches!(e, tungstenite::Error::Http(_)) {
-                    state.0.pool.note_full(&base);
-                }
-                tracing::warn!(request_id, replica = %base, error = %e, "stt replica did not take the stream; trying the next");
-                state.0.metrics.upstream_retries.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-    state.0.metrics.count_refusal(503);
-    Err(ApiError::NoCapacity("no stt replica can take a stream now; retry shortly".to_owned())
-        .with_request_id(request_id))
+    }))
 }
 
 /// The fields of stt's messages the gateway reads.
@@ -563,10 +486,24 @@ impl Session {
             };
             let point = self.replay.point.clone();
             let resume = point.resume.clone().unwrap_or_else(Resume::from_start);
-            let Ok((mut upstream, replica)) =
-                connect(&self.state, &self.request_id, self.path, &self.query, Some(&resume), Some(&failed)).await
-            else {
-                break;
+            let opened = upstream::open_stream(
+                &self.state,
+                &self.request_id,
+                self.path,
+                &self.query,
+                Some(&resume),
+                Some(&failed),
+            )
+            .await;
+            let (mut upstream, replica) = match opened {
+                Ok(Opened::Stream(upstream, replica)) => (*upstream, replica),
+                Ok(Opened::Refused(_)) => break,
+                Err(e) => {
+                    // No replica left to take the stream over: counted as a refusal (503), as it
+                    // always was, though no answer is sent (the client is closed with 1011).
+                    self.state.0.metrics.count_refusal(e.status().as_u16());
+                    break;
+                }
             };
             tracing::info!(request_id = %self.request_id, from = %failed, to = %replica, resume_start = point.start, "stream moved to another replica");
             let mut sent = true;
