@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use aldea_http::RequestId;
+use aldea_proto::{Alternative, PrerecordedResponse};
 use axum::body::Bytes;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
@@ -88,10 +89,10 @@ pub(crate) async fn transcriptions(
         if !answer.status.is_success() {
             return Ok((answer.into_response(), None));
         }
-        let body: serde_json::Value = serde_json::from_slice(&answer.body)
-            .map_err(|e| ApiError::Internal(format!("stt answered something that is not JSON: {e}")))?;
-        let seconds = body.pointer("/metadata/duration").and_then(|d| d.as_f64());
-        Ok((render(&body, format, &form), seconds))
+        let body: PrerecordedResponse = serde_json::from_slice(&answer.body).map_err(|e| {
+            ApiError::Internal(format!("stt answered something that is not a pre-recorded response: {e}"))
+        })?;
+        Ok((render(&body, format, &form), Some(body.metadata.duration)))
     }
     .await;
     let (status, seconds) = match &result {
@@ -165,7 +166,7 @@ async fn read_form(mut multipart: Multipart, limit: usize, idle: Duration) -> Re
     Ok(form)
 }
 
-/// A word of the stt answer.
+/// A word of the stt answer, as OpenAI's answers show it.
 #[derive(Debug, Clone, PartialEq)]
 struct Word {
     text: String,
@@ -187,22 +188,14 @@ struct Segment {
     no_speech_prob: f64,
 }
 
-fn words_of(body: &serde_json::Value) -> Vec<Word> {
-    body.pointer("/results/channels/0/alternatives/0/words")
-        .and_then(|w| w.as_array())
-        .map(|words| {
-            words
-                .iter()
-                .filter_map(|w| {
-                    Some(Word {
-                        text: w.get("punctuated_word").or_else(|| w.get("word"))?.as_str()?.to_owned(),
-                        start: w.get("start")?.as_f64()?,
-                        end: w.get("end")?.as_f64()?,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The first channel's first alternative: what the answer is made from.
+fn alternative(body: &PrerecordedResponse) -> Option<&Alternative> {
+    body.results.channels.first()?.alternatives.first()
+}
+
+fn words_of(body: &PrerecordedResponse) -> Vec<Word> {
+    let words = alternative(body).map(|a| a.words.as_slice()).unwrap_or_default();
+    words.iter().map(|w| Word { text: w.punctuated_word.clone(), start: w.start, end: w.end }).collect()
 }
 
 /// Words grouped into segments: a segment ends at a sentence end, before a pause of a second or
@@ -276,8 +269,8 @@ fn timestamp(seconds: f64, separator: char) -> String {
     format!("{:02}:{:02}:{:02}{separator}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
 }
 
-fn render(body: &serde_json::Value, format: Format, form: &Form) -> Response {
-    let text = body.pointer("/results/channels/0/alternatives/0/transcript").and_then(|t| t.as_str()).unwrap_or("");
+fn render(body: &PrerecordedResponse, format: Format, form: &Form) -> Response {
+    let text = alternative(body).map_or("", |a| a.transcript.as_str());
     let words = words_of(body);
     let with_type = |content_type: &'static str, text: String| {
         ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
@@ -312,11 +305,13 @@ fn render(body: &serde_json::Value, format: Format, form: &Form) -> Response {
         }
         Format::VerboseJson => {
             let language = body
-                .pointer("/results/channels/0/detected_language")
-                .and_then(|l| l.as_str())
+                .results
+                .channels
+                .first()
+                .and_then(|c| c.detected_language.as_deref())
                 .or(form.language.as_deref())
                 .unwrap_or("en");
-            let duration = body.pointer("/metadata/duration").and_then(|d| d.as_f64()).unwrap_or(0.0);
+            let duration = body.metadata.duration;
             let mut answer = serde_json::json!({
                 "task": "transcribe",
                 "language": language_name(language),
@@ -365,6 +360,64 @@ mod tests {
         assert_eq!((s[2].id, s[2].start, s[2].end), (2, 3.0, 4.0));
         let long: Vec<Word> = (0..40).map(|i| word("w", f64::from(i) * 0.5, f64::from(i) * 0.5 + 0.4)).collect();
         assert!(segments(&long).iter().all(|s| s.end - s.start <= MAX_SEGMENT_S));
+    }
+
+    /// An stt answer of two sentences, as stt writes it.
+    fn answer() -> PrerecordedResponse {
+        let words = vec![
+            aldea_proto::Word::from_punctuated("Hello", 0.0, 0.4, 0.9),
+            aldea_proto::Word::from_punctuated("there.", 0.5, 0.9, 0.9),
+            aldea_proto::Word::from_punctuated("Bye.", 2.5, 2.8, 0.9),
+        ];
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"request_id": "r1", "created": "2026-11-25T21:00:00Z", "duration": 3.0, "channels": 1,
+                "models": [], "model_info": {}, "sha256": ""},
+            "results": {"channels": [{"detected_language": "de", "alternatives": [
+                {"transcript": "Hello there. Bye.", "confidence": 0.9, "words": words}]}]}
+        }))
+        .unwrap()
+    }
+
+    async fn rendered(format: Format, form: &Form) -> (String, String) {
+        let response = render(&answer(), format, form);
+        let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (content_type, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_stt_answer_in_every_format() {
+        let form = Form::default();
+        assert_eq!(rendered(Format::Json, &form).await.1, r#"{"text":"Hello there. Bye."}"#);
+        assert_eq!(
+            rendered(Format::Text, &form).await,
+            ("text/plain; charset=utf-8".to_owned(), "Hello there. Bye.\n".to_owned())
+        );
+        assert_eq!(
+            rendered(Format::Srt, &form).await.1,
+            "1\n00:00:00,000 --> 00:00:00,900\nHello there.\n\n2\n00:00:02,500 --> 00:00:02,800\nBye.\n\n"
+        );
+        assert_eq!(
+            rendered(Format::Vtt, &form).await.1,
+            "WEBVTT\n\n00:00:00.000 --> 00:00:00.900\nHello there.\n\n00:00:02.500 --> 00:00:02.800\nBye.\n\n"
+        );
+        let words_only = Form { word_timestamps: true, ..Form::default() };
+        let verbose: serde_json::Value =
+            serde_json::from_str(&rendered(Format::VerboseJson, &words_only).await.1).unwrap();
+        assert_eq!(
+            verbose,
+            serde_json::json!({"task": "transcribe", "language": "german", "duration": 3.0, "text": "Hello there. Bye.",
+                "words": [{"word": "Hello", "start": 0.0, "end": 0.4}, {"word": "there.", "start": 0.5, "end": 0.9},
+                    {"word": "Bye.", "start": 2.5, "end": 2.8}]})
+        );
+        let verbose: serde_json::Value = serde_json::from_str(&rendered(Format::VerboseJson, &form).await.1).unwrap();
+        let segments: Vec<(&str, f64, f64)> = verbose["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["text"].as_str().unwrap(), s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(segments, [(" Hello there.", 0.0, 0.9), (" Bye.", 2.5, 2.8)]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use std::sync::atomic::Ordering;
 
 use aldea_proto::stream::{Resume, RESUME_HEADER};
+use aldea_proto::PrerecordedResponse;
 use axum::body::{Body, Bytes};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
@@ -36,13 +37,14 @@ pub(crate) struct SttAnswer {
 }
 
 impl SttAnswer {
-    /// The audio seconds a successful answer reports.
+    /// The audio seconds a successful answer reports (read as the proto type stt writes it from;
+    /// the body is relayed as it came, fields this gateway does not know included).
     pub(crate) fn seconds(&self) -> Option<f64> {
         if !self.status.is_success() {
             return None;
         }
-        let value: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
-        value.pointer("/metadata/duration").and_then(|d| d.as_f64())
+        let answer: PrerecordedResponse = serde_json::from_slice(&self.body).ok()?;
+        Some(answer.metadata.duration)
     }
 }
 

@@ -9,7 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aldea_gateway::{AppState, Config, Deps};
-use aldea_proto::stream::{Resume, RESUME_HEADER};
+use aldea_proto::stream::{
+    ResultsMetadata, Resume, StreamAlternative, StreamChannel, StreamMetadata, StreamResults, StreamWords,
+    RESUME_HEADER,
+};
+use aldea_proto::{ModelInfo, PrerecordedMetadata, PrerecordedResponse, PrerecordedResults, Word};
 use aldea_store::{
     Credit, KeyLimits, Keys, MemoryKeyCache, MemoryKeys, MemoryLimits, MemoryUsageQueue, NewKey, UsageEvent, UsageQueue,
 };
@@ -50,7 +54,8 @@ struct Peer {
 
 /// A stand-in for an stt replica: `/v1/capacity`, `/ready`, uploads answered with the duration of
 /// the body read as 16-bit PCM at 16 kHz (415 for an odd length), and streams that answer each
-/// binary frame with a Results message and an internal checkpoint, and CloseStream with Metadata.
+/// binary frame with a Results message and an internal checkpoint, and CloseStream with Metadata;
+/// its answers and messages are stt's wire types (`aldea-proto`), as the gateway reads them.
 async fn spawn_peer() -> (String, Arc<Peer>) {
     let peer = Arc::new(Peer::default());
     peer.free_slots.store(4, Ordering::SeqCst);
@@ -90,8 +95,7 @@ async fn peer_upload(
         let error = serde_json::json!({"err_code": "UNSUPPORTED_AUDIO", "err_msg": "odd", "request_id": "x"});
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(error)).into_response();
     }
-    let duration = body.len() as f64 / 32000.0;
-    Json(serde_json::json!({"metadata": {"duration": duration}, "results": {"channels": []}})).into_response()
+    Json(prerecorded(body.len() as f64 / 32000.0)).into_response()
 }
 
 async fn peer_stream(
@@ -115,7 +119,7 @@ async fn peer_stream(
         seen.len() - 1
     };
     upgrade.on_upgrade(move |mut socket| async move {
-        let _ = socket.send(Message::Text(r#"{"type":"Metadata","duration":0.0}"#.into())).await;
+        let _ = socket.send(Message::Text(stream_metadata(0.0).into())).await;
         let (mut received, mut frames) = (0usize, 0usize);
         while let Some(Ok(message)) = socket.recv().await {
             match message {
@@ -134,10 +138,7 @@ async fn peer_stream(
                     }
                     let start = origin + (received - bytes.len()) as f64 / 32000.0;
                     let end = origin + received as f64 / 32000.0;
-                    let results = serde_json::json!({"type": "Results", "start": start, "duration": end - start, "is_final": true,
-                        "channel": {"alternatives": [{"transcript": format!("w{start:.1}"), "confidence": 1.0,
-                            "words": [{"word": "w", "punctuated_word": format!("w{start:.1}"), "start": start, "end": end, "confidence": 1.0}]}]}});
-                    let _ = socket.send(Message::Text(results.to_string().into())).await;
+                    let _ = socket.send(Message::Text(stream_results(start, end).into())).await;
                     let byte_offset = (!peer.container.load(Ordering::SeqCst)).then_some(received);
                     let checkpoint = serde_json::json!({"type": "aldea.checkpoint", "committed_until": end,
                         "byte_offset": byte_offset, "header_bytes": 0, "prompt": "", "prompt_tokens": [7, 8]});
@@ -149,8 +150,7 @@ async fn peer_stream(
                     return;
                 }
                 Message::Text(text) if text.contains("CloseStream") => {
-                    let metadata = serde_json::json!({"type": "Metadata", "duration": received as f64 / 32000.0});
-                    let _ = socket.send(Message::Text(metadata.to_string().into())).await;
+                    let _ = socket.send(Message::Text(stream_metadata(received as f64 / 32000.0).into())).await;
                     let _ = socket
                         .send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1000, reason: "".into() })))
                         .await;
@@ -160,6 +160,78 @@ async fn peer_stream(
             }
         }
     })
+}
+
+fn model_info() -> ModelInfo {
+    ModelInfo { name: "tiny.en".to_owned(), version: "1".to_owned(), arch: "whisper".to_owned() }
+}
+
+/// What stt answers an upload of `duration` seconds in which it heard no words.
+fn prerecorded(duration: f64) -> PrerecordedResponse {
+    PrerecordedResponse {
+        metadata: PrerecordedMetadata {
+            request_id: "peer".to_owned(),
+            created: "2026-11-25T21:00:00Z".to_owned(),
+            duration,
+            channels: 1,
+            models: Vec::new(),
+            model_info: Default::default(),
+            sha256: String::new(),
+            tags: Vec::new(),
+            warnings: Vec::new(),
+        },
+        results: PrerecordedResults { channels: Vec::new() },
+    }
+}
+
+/// A stream's Metadata as stt sends it: at open (0) and at close (the seconds heard).
+fn stream_metadata(duration: f64) -> String {
+    let metadata = StreamMetadata {
+        kind: "Metadata".to_owned(),
+        request_id: "peer".to_owned(),
+        created: "2026-11-25T21:00:00.000Z".to_owned(),
+        duration,
+        channels: 1,
+        model_info: model_info(),
+        transaction_key: "deprecated".to_owned(),
+        sha256: String::new(),
+        warnings: Vec::new(),
+    };
+    serde_json::to_string(&metadata).unwrap()
+}
+
+/// A final result as stt sends it: one word, `w<start>`, over `start..end`.
+fn stream_results(start: f64, end: f64) -> String {
+    let text = format!("w{start:.1}");
+    let results = StreamResults {
+        kind: "Results".to_owned(),
+        channel_index: [0, 1],
+        start,
+        duration: end - start,
+        is_final: true,
+        speech_final: false,
+        from_finalize: false,
+        channel: StreamChannel {
+            alternatives: vec![StreamAlternative {
+                transcript: text.clone(),
+                confidence: 1.0,
+                words: StreamWords::Objects(vec![Word {
+                    word: "w".to_owned(),
+                    punctuated_word: text,
+                    start,
+                    end,
+                    confidence: 1.0,
+                }]),
+            }],
+        },
+        metadata: ResultsMetadata {
+            request_id: "peer".to_owned(),
+            model_uuid: "peer".to_owned(),
+            model_info: model_info(),
+        },
+        no_speech_prob: None,
+    };
+    serde_json::to_string(&results).unwrap()
 }
 
 struct Gateway {

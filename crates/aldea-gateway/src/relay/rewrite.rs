@@ -2,13 +2,18 @@
 //! in the gateway (a checkpoint moves the replay's resume point); after a failover the replacement
 //! replica's opening Metadata is dropped, results the client already has are dropped or trimmed to
 //! their new words ([`trim_results`]), and durations count from the client's zero; the audio
-//! timeline the results reach is what the stream is metered for.
+//! timeline the results reach is what the stream is metered for. stt's messages are read as the
+//! `aldea-proto` types stt writes them from (`StreamMetadata`, `StreamResults`, `Checkpoint`).
 //!
 //! Invariant: pure (no I/O); no `aldea.*` message is ever forwarded; a message is forwarded as the
-//! bytes stt sent unless it must change, and a changed one keeps every field stt sent (fields this
-//! gateway does not know too); after a failover no final the client already had is sent again.
+//! bytes stt sent unless it must change, and a changed one is those bytes with only the fields that
+//! change replaced (every other field kept, those this gateway does not know too); after a failover
+//! no final the client already had is sent again. A message that does not read as its proto type
+//! is relayed as it came and counts for nothing.
 
-use aldea_proto::stream::{Checkpoint, CHECKPOINT_TYPE, INTERNAL_PREFIX};
+use aldea_proto::stream::{Checkpoint, StreamMetadata, StreamResults, StreamWords, CHECKPOINT_TYPE, INTERNAL_PREFIX};
+use aldea_proto::Word;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 /// What to do with a message from stt.
@@ -22,14 +27,11 @@ pub(crate) enum Outbound {
     Drop,
 }
 
-/// The fields of stt's messages the gateway reads.
+/// The `type` of a message, read first to know which proto type the rest is.
 #[derive(Deserialize)]
-struct Peek {
+struct Tagged {
     #[serde(rename = "type")]
     kind: Option<String>,
-    start: Option<f64>,
-    duration: Option<f64>,
-    is_final: Option<bool>,
 }
 
 /// A stream's timeline as the client has been told it, across failovers.
@@ -67,88 +69,115 @@ impl Rewriter {
 
     /// Reads a message from stt: what the client is sent of it.
     pub(crate) fn outbound(&mut self, text: &str) -> Outbound {
-        let Ok(peek) = serde_json::from_str::<Peek>(text) else { return Outbound::Forward(text.to_owned()) };
-        let kind = peek.kind.as_deref().unwrap_or("");
+        let Ok(Tagged { kind }) = serde_json::from_str::<Tagged>(text) else {
+            return Outbound::Forward(text.to_owned());
+        };
+        let kind = kind.unwrap_or_default();
         if kind.starts_with(INTERNAL_PREFIX) {
             if kind == CHECKPOINT_TYPE {
-                if let Ok(checkpoint) = serde_json::from_str::<Checkpoint>(text) {
+                if let Some(checkpoint) = read::<Checkpoint>(&kind, text) {
                     return Outbound::Checkpoint(checkpoint);
                 }
             }
             return Outbound::Drop;
         }
-        match kind {
-            "Metadata" => {
-                if std::mem::take(&mut self.swallow_metadata) {
-                    return Outbound::Drop;
-                }
-                let duration = peek.duration.unwrap_or(0.0);
-                self.heard_upstream(duration);
-                if self.origin > 0.0 {
-                    // A replacement replica counts from its resume start; the client's stream
-                    // began at zero.
-                    if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) {
-                        value["duration"] = serde_json::json!(round3(self.origin + duration));
-                        return Outbound::Forward(value.to_string());
-                    }
-                }
-                Outbound::Forward(text.to_owned())
+        let outbound = match kind.as_str() {
+            "Metadata" => read::<StreamMetadata>(&kind, text).map(|metadata| self.metadata(text, &metadata)),
+            "Results" => read::<StreamResults>(&kind, text).map(|results| self.results(text, &results)),
+            _ => None,
+        };
+        outbound.unwrap_or_else(|| Outbound::Forward(text.to_owned()))
+    }
+
+    fn metadata(&mut self, text: &str, metadata: &StreamMetadata) -> Outbound {
+        if std::mem::take(&mut self.swallow_metadata) {
+            return Outbound::Drop;
+        }
+        self.heard_upstream(metadata.duration);
+        if self.origin > 0.0 {
+            // A replacement replica counts from its resume start; the client's stream began at zero.
+            let duration = round3(self.origin + metadata.duration);
+            if let Some(rebased) = patched(text, |value| value["duration"] = serde_json::json!(duration)) {
+                return Outbound::Forward(rebased);
             }
-            "Results" => {
-                let start = peek.start.unwrap_or(0.0);
-                let end = start + peek.duration.unwrap_or(0.0);
-                self.heard = self.heard.max(end);
-                let is_final = peek.is_final.unwrap_or(false);
-                if self.resumed && start < self.relayed_until - 1e-3 {
-                    if end <= self.relayed_until + 1e-3 {
-                        return Outbound::Drop;
-                    }
-                    if let Some(trimmed) = trim_results(text, self.relayed_until) {
-                        if is_final {
-                            self.relayed_until = end;
-                        }
-                        return Outbound::Forward(trimmed);
-                    }
-                    return Outbound::Drop;
-                }
-                if is_final {
-                    self.relayed_until = self.relayed_until.max(end);
-                }
-                Outbound::Forward(text.to_owned())
+        }
+        Outbound::Forward(text.to_owned())
+    }
+
+    fn results(&mut self, text: &str, results: &StreamResults) -> Outbound {
+        let end = results.start + results.duration;
+        self.heard = self.heard.max(end);
+        if self.resumed && results.start < self.relayed_until - 1e-3 {
+            if end <= self.relayed_until + 1e-3 {
+                return Outbound::Drop;
             }
-            _ => Outbound::Forward(text.to_owned()),
+            let Some(trimmed) = trim_results(text, results, self.relayed_until) else { return Outbound::Drop };
+            if results.is_final {
+                self.relayed_until = end;
+            }
+            return Outbound::Forward(trimmed);
+        }
+        if results.is_final {
+            self.relayed_until = self.relayed_until.max(end);
+        }
+        Outbound::Forward(text.to_owned())
+    }
+}
+
+/// A message as the proto type of its `kind`; `None` (logged) when it does not read as one.
+fn read<T: DeserializeOwned>(kind: &str, text: &str) -> Option<T> {
+    match serde_json::from_str(text) {
+        Ok(message) => Some(message),
+        Err(e) => {
+            // Not the error's text: it may quote the message (a transcript).
+            tracing::debug!(
+                kind,
+                line = e.line(),
+                column = e.column(),
+                "an stt message does not read as its proto type"
+            );
+            None
         }
     }
+}
+
+/// `text` (a JSON object) with `change` made to it and every other field as it was.
+fn patched(text: &str, change: impl FnOnce(&mut serde_json::Value)) -> Option<String> {
+    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+    change(&mut value);
+    Some(value.to_string())
 }
 
 /// The duration a Metadata message reports (`None` for any other message).
 pub(crate) fn metadata_duration(text: &str) -> Option<f64> {
-    let peek = serde_json::from_str::<Peek>(text).ok()?;
-    (peek.kind.as_deref() == Some("Metadata")).then(|| peek.duration.unwrap_or(0.0))
+    let Tagged { kind } = serde_json::from_str::<Tagged>(text).ok()?;
+    let kind = kind.filter(|kind| kind == "Metadata")?;
+    read::<StreamMetadata>(&kind, text).map(|metadata| metadata.duration)
 }
 
-/// A Results message without the words that end before `until` (already final at the client),
-/// its transcript, start and duration rebuilt from the words kept; `None` when none are left.
-fn trim_results(text: &str, until: f64) -> Option<String> {
+/// A Results message (`text`, read as `results`) without the words that start before `until`
+/// (already final at the client), its transcript, start and duration rebuilt from the words kept;
+/// `None` when none are left. Tuple words (`word_format=tuple`) carry no start to trim by: none
+/// are kept.
+fn trim_results(text: &str, results: &StreamResults, until: f64) -> Option<String> {
     let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
     let alternatives = value.pointer_mut("/channel/alternatives")?.as_array_mut()?;
-    let mut new_start = None;
-    let mut new_end = None;
-    for alternative in alternatives.iter_mut() {
-        let words = alternative.get_mut("words")?.as_array_mut()?;
-        words.retain(|w| w.get("start").and_then(|s| s.as_f64()).is_some_and(|s| s >= until - 1e-3));
-        let transcript: Vec<&str> =
-            words.iter().filter_map(|w| w.get("punctuated_word").or_else(|| w.get("word"))?.as_str()).collect();
-        let transcript = transcript.join(" ");
-        if new_start.is_none() {
-            new_start = words.first().and_then(|w| w.get("start")?.as_f64());
-            new_end = words.last().and_then(|w| w.get("end")?.as_f64());
+    let mut span = None;
+    for (alternative, typed) in alternatives.iter_mut().zip(&results.channel.alternatives) {
+        let StreamWords::Objects(words) = &typed.words else { return None };
+        let keep: Vec<bool> = words.iter().map(|w| w.start >= until - 1e-3).collect();
+        let kept: Vec<&Word> = words.iter().zip(&keep).filter(|(_, keep)| **keep).map(|(w, _)| w).collect();
+        // The words as stt sent them (fields this gateway does not know included), those kept.
+        let mut keeps = keep.iter();
+        alternative.get_mut("words")?.as_array_mut()?.retain(|_| keeps.next().copied().unwrap_or(false));
+        let transcript: Vec<&str> = kept.iter().map(|w| w.punctuated_word.as_str()).collect();
+        alternative["transcript"] = serde_json::json!(transcript.join(" "));
+        if span.is_none() {
+            span = kept.first().zip(kept.last()).map(|(first, last)| (first.start, last.end));
         }
-        alternative["transcript"] = serde_json::json!(transcript);
     }
-    let start = new_start?;
-    let end = new_end.unwrap_or(start);
-    let old_end = value.get("start")?.as_f64()? + value.get("duration")?.as_f64()?;
+    let (start, end) = span?;
+    let old_end = results.start + results.duration;
     value["start"] = serde_json::json!(round3(start));
     value["duration"] = serde_json::json!(round3(old_end.max(end) - start));
     Some(value.to_string())
@@ -185,6 +214,10 @@ mod tests {
         .to_string()
     }
 
+    fn trim(text: &str, until: f64) -> Option<String> {
+        trim_results(text, &serde_json::from_str(text).unwrap(), until)
+    }
+
     fn forwarded(outbound: Outbound) -> serde_json::Value {
         match outbound {
             Outbound::Forward(text) => serde_json::from_str(&text).unwrap(),
@@ -195,11 +228,11 @@ mod tests {
     #[test]
     fn results_already_final_at_the_client_are_trimmed_to_the_new_words() {
         let results = results(1.0, 3.0, true, &[("One", 1.0, 1.4), ("two", 1.5, 2.0), ("three.", 2.1, 2.8)]);
-        let trimmed: serde_json::Value = serde_json::from_str(&trim_results(&results, 1.5).unwrap()).unwrap();
+        let trimmed: serde_json::Value = serde_json::from_str(&trim(&results, 1.5).unwrap()).unwrap();
         assert_eq!(trimmed["channel"]["alternatives"][0]["transcript"], "two three.");
         assert_eq!(trimmed["start"], 1.5);
         assert_eq!(trimmed["duration"], 1.5);
-        assert!(trim_results(&results, 2.5).is_none());
+        assert!(trim(&results, 2.5).is_none());
     }
 
     /// What a client gets when a Results message is trimmed after a failover, to the byte: every
@@ -208,7 +241,7 @@ mod tests {
     fn a_trimmed_results_message_keeps_every_field_stt_sent() {
         let results = r#"{"type":"Results","channel_index":[0,1],"start":1.0,"duration":2.0,"is_final":true,"speech_final":false,"from_finalize":false,"channel":{"alternatives":[{"transcript":"One two three.","confidence":0.9,"words":[{"word":"one","punctuated_word":"One","start":1.0,"end":1.4,"confidence":0.9,"speaker":0},{"word":"two","punctuated_word":"two","start":1.5,"end":2.0,"confidence":0.8,"speaker":0},{"word":"three","punctuated_word":"three.","start":2.1,"end":2.8,"confidence":0.7,"speaker":1}]}]},"metadata":{"request_id":"r1","model_uuid":"u1","model_info":{"name":"tiny.en","version":"1","arch":"whisper"}},"from_a_newer_stt":{"x":1}}"#;
         assert_eq!(
-            trim_results(results, 1.5).unwrap(),
+            trim(results, 1.5).unwrap(),
             r#"{"channel":{"alternatives":[{"confidence":0.9,"transcript":"two three.","words":[{"confidence":0.8,"end":2.0,"punctuated_word":"two","speaker":0,"start":1.5,"word":"two"},{"confidence":0.7,"end":2.8,"punctuated_word":"three.","speaker":1,"start":2.1,"word":"three"}]}]},"channel_index":[0,1],"duration":1.5,"from_a_newer_stt":{"x":1},"from_finalize":false,"is_final":true,"metadata":{"model_info":{"arch":"whisper","name":"tiny.en","version":"1"},"model_uuid":"u1","request_id":"r1"},"speech_final":false,"start":1.5,"type":"Results"}"#
         );
     }
@@ -276,6 +309,27 @@ mod tests {
             rewriter.outbound(closing),
             Outbound::Forward(r#"{"channels":1,"created":"2026-11-25T21:00:00.000Z","duration":1.0,"from_a_newer_stt":true,"model_info":{"arch":"whisper","name":"tiny.en","version":"1"},"request_id":"r1","sha256":"e3b0","transaction_key":"deprecated","type":"Metadata"}"#.to_owned())
         );
+    }
+
+    #[test]
+    fn a_message_off_the_contract_is_relayed_as_it_came_and_counts_for_nothing() {
+        let mut rewriter = Rewriter::default();
+        let off = [
+            r#"{"type":"Results","start":5.0,"duration":1.0,"is_final":true}"#,
+            r#"{"type":"Metadata","duration":9.0}"#,
+        ];
+        for text in off {
+            assert_eq!(rewriter.outbound(text), Outbound::Forward(text.to_owned()));
+        }
+        assert_eq!(rewriter.heard(), 0.0);
+        assert_eq!(metadata_duration(off[1]), None);
+    }
+
+    #[test]
+    fn tuple_words_have_no_start_to_trim_by() {
+        let mut value: serde_json::Value = serde_json::from_str(&results(1.0, 3.0, true, &[])).unwrap();
+        value["channel"]["alternatives"][0]["words"] = serde_json::json!([["one", 1000, 1400], ["three", 2100, 2800]]);
+        assert_eq!(trim(&value.to_string(), 1.5), None);
     }
 
     #[test]
