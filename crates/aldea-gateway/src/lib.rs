@@ -225,7 +225,8 @@ pub async fn serve(
     let background = CancellationToken::new();
     state.0.auth.spawn_invalidation_listener(background.clone());
     state.0.usage.spawn_retry(background.clone());
-    state.0.pool.spawn_refresh(background.clone());
+    // The first capacity readings are in before the first request is taken.
+    state.0.pool.start(background.clone()).await;
     let app = router(state.clone());
     let stop = shutdown.clone();
     let on_stop = state.clone();

@@ -77,7 +77,7 @@ pub(crate) async fn open_stream(
     resume: Option<&Resume>,
     avoid: Option<&Url>,
 ) -> Result<Opened, ApiError> {
-    let mut replicas = state.0.pool.ordered().await;
+    let mut replicas = state.0.pool.ordered();
     if let Some(avoid) = avoid {
         replicas.sort_by_key(|r| r == avoid);
     }
@@ -144,7 +144,7 @@ pub(crate) async fn post_upload(
     content_type: Option<HeaderValue>,
     timestamps: Option<HeaderValue>,
 ) -> Result<SttAnswer, ApiError> {
-    for base in state.0.pool.ordered().await {
+    for base in state.0.pool.ordered() {
         let Ok(mut url) = base.join("/v1/listen") else { continue };
         url.set_query((!query.is_empty()).then_some(query));
         for attempt in 0..2 {

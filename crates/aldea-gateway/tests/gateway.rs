@@ -13,7 +13,7 @@ use aldea_proto::stream::{
     ResultsMetadata, Resume, StreamAlternative, StreamChannel, StreamMetadata, StreamResults, StreamWords,
     RESUME_HEADER,
 };
-use aldea_proto::{ModelInfo, PrerecordedMetadata, PrerecordedResponse, PrerecordedResults, Word};
+use aldea_proto::{Capacity, ModelInfo, PrerecordedMetadata, PrerecordedResponse, PrerecordedResults, Word};
 use aldea_store::{
     Credit, KeyLimits, Keys, MemoryKeyCache, MemoryKeys, MemoryLimits, MemoryUsageQueue, NewKey, UsageEvent, UsageQueue,
 };
@@ -65,8 +65,15 @@ async fn spawn_peer() -> (String, Arc<Peer>) {
             "/v1/capacity",
             get(|State(peer): State<Arc<Peer>>| async move {
                 // Like stt: the slots free now, less the streams it has taken.
-                let free = peer.free_slots.load(Ordering::SeqCst).saturating_sub(peer.streams.load(Ordering::SeqCst));
-                Json(serde_json::json!({"free_stream_slots": free, "queue_depth": 0, "ready": true}))
+                let (free, streams) = (peer.free_slots.load(Ordering::SeqCst), peer.streams.load(Ordering::SeqCst));
+                Json(Capacity {
+                    active_streams: streams as u64,
+                    free_stream_slots: free.saturating_sub(streams) as u64,
+                    max_streams: free as u64,
+                    queue_depth: 0,
+                    queued_uploads: 0,
+                    ready: true,
+                })
             }),
         )
         .route("/v1/listen", get(peer_stream).post(peer_upload))
@@ -483,7 +490,7 @@ async fn spawn_early_answering_peer() -> String {
                         let error = serde_json::json!({"err_code": "Bad Request", "err_msg": "bad sample_rate", "request_id": request_id});
                         ("400 Bad Request", error.to_string())
                     } else if request_line.contains("/v1/capacity") {
-                        ("200 OK", r#"{"free_stream_slots":4,"queue_depth":0,"ready":true}"#.to_owned())
+                        ("200 OK", r#"{"active_streams":0,"free_stream_slots":4,"max_streams":4,"queue_depth":0,"queued_uploads":0,"ready":true}"#.to_owned())
                     } else {
                         ("200 OK", r#""ready""#.to_owned())
                     };
