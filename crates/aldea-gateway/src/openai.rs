@@ -1,6 +1,11 @@
 //! `POST /v1/audio/transcriptions`, OpenAI-compatible: a multipart form (`file`, `model`,
 //! `language`, `prompt`, `response_format`, `timestamp_granularities[]`) transcribed through the same
 //! stt upload as `/v1/listen`, answered as `json`, `text`, `srt`, `vtt` or `verbose_json`.
+//!
+//! Invariant: the upload's slot is taken before the form is read, and given back with its usage
+//! metered whatever the answer; every field is capped while it is read (the file at
+//! `max_body_bytes`, the others at 4 KiB) and every wait for the next piece bounded; stt's refusals
+//! are relayed as they came.
 
 use std::time::Duration;
 

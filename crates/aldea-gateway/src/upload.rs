@@ -2,6 +2,11 @@
 //! read up to the size limit (413 as soon as it is passed, not after buffering it all), sent to the
 //! least-loaded stt replica (the next one when a replica is full or unreachable), and the answer is
 //! relayed as it came. The audio seconds in the answer's metadata are metered.
+//!
+//! Invariant: the upload's slot is taken before its body is read, and given back with its usage
+//! metered whatever the answer; a body is never held past `max_body_bytes` (a `url` body's JSON past
+//! 64 KiB), and a stalled one gets 408; a `url` is fetched without a proxy, connecting to the
+//! address checked, which must be public unless private targets are allowed.
 
 use std::net::IpAddr;
 
