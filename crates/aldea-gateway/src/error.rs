@@ -1,6 +1,11 @@
 //! One error type that becomes the HTTP answer in the contract's form
 //! (`{"err_code","err_msg","request_id"}`), with the status the contract gives each kind; errors an
 //! stt replica answered are relayed as they came.
+//!
+//! Invariant: every answer made from an [`ApiError`] carries the request's id (the one the
+//! `aldea_http::request_id` middleware holds while the request is answered) and is marked as a
+//! [`Refusal`], which the router counts by status; no other answer is marked. A 5xx body is generic
+//! and its cause is logged once, where the answer is made.
 
 use aldea_proto::{codes, ErrorBody};
 use axum::http::{HeaderValue, StatusCode};
@@ -58,7 +63,7 @@ impl ApiError {
     }
 
     /// The answer, with the request id in the body (the middleware sets the headers).
-    pub fn with_request_id(self, request_id: &str) -> Response {
+    fn answer(self, request_id: &str) -> Response {
         let status = self.status();
         let retry_after = match &self {
             ApiError::RateLimited { retry_after_s, .. } => Some(retry_after_s.max(&1).to_string()),
@@ -78,6 +83,20 @@ impl ApiError {
         if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
             response.headers_mut().insert("retry-after", value);
         }
+        response
+    }
+}
+
+/// Marks an answer made from an [`ApiError`]: a refusal of the gateway's own (an answer stt gave and
+/// the gateway relays is not one).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refusal;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = aldea_http::current_request_id().unwrap_or_default();
+        let mut response = self.answer(&request_id);
+        response.extensions_mut().insert(Refusal);
         response
     }
 }

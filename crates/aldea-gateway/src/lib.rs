@@ -21,16 +21,20 @@ use tokio_util::task::TaskTracker;
 mod admission;
 mod auth;
 mod error;
-mod http;
+mod extract;
+mod grant;
 mod metrics;
 mod openai;
 mod pool;
+mod probes;
 mod relay;
+mod router;
 mod upload;
+mod upstream;
 mod usage;
 
 pub use error::ApiError;
-pub use http::router;
+pub use router::router;
 
 /// Everything the gateway is told; the binary fills it from flags, env and files.
 #[derive(Debug, Clone)]
@@ -221,7 +225,8 @@ pub async fn serve(
     let background = CancellationToken::new();
     state.0.auth.spawn_invalidation_listener(background.clone());
     state.0.usage.spawn_retry(background.clone());
-    state.0.pool.spawn_refresh(background.clone());
+    // The first capacity readings are in before the first request is taken.
+    state.0.pool.start(background.clone()).await;
     let app = router(state.clone());
     let stop = shutdown.clone();
     let on_stop = state.clone();

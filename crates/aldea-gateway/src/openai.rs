@@ -1,23 +1,29 @@
 //! `POST /v1/audio/transcriptions`, OpenAI-compatible: a multipart form (`file`, `model`,
 //! `language`, `prompt`, `response_format`, `timestamp_granularities[]`) transcribed through the same
 //! stt upload as `/v1/listen`, answered as `json`, `text`, `srt`, `vtt` or `verbose_json`.
+//!
+//! Invariant: the upload's slot is taken before the form is read, and given back with its usage
+//! metered whatever the answer; every field is capped while it is read (the file at
+//! `max_body_bytes`, the others at 4 KiB) and every wait for the next piece bounded; stt's refusals
+//! are relayed as they came.
 
+use std::time::Duration;
+
+use aldea_http::RequestId;
+use aldea_proto::{Alternative, PrerecordedResponse};
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
-use std::time::Duration;
 use tokio::time::timeout;
 
 use crate::error::ApiError;
-use aldea_http::RequestId;
-
-use crate::http::refuse;
-use crate::upload::{admit_upload, finish_upload, forward};
-use crate::AppState;
+use crate::extract::UploadSlot;
+use crate::{upstream, AppState};
 
 /// Longest cue or segment, seconds.
 const MAX_SEGMENT_S: f64 = 15.0;
@@ -62,17 +68,12 @@ struct Form {
 pub(crate) async fn transcriptions(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    request: Request,
-) -> Response {
-    let headers = request.headers().clone();
-    let (grant, lease) = match admit_upload(&state, &headers, &request_id).await {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
-    };
-    let result = async {
-        let multipart = Multipart::from_request(request, &state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("a multipart/form-data body is needed: {e}")))?;
+    slot: UploadSlot,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let result: Result<(Response, Option<f64>), ApiError> = async {
+        let multipart =
+            multipart.map_err(|e| ApiError::BadRequest(format!("a multipart/form-data body is needed: {e}")))?;
         let form = read_form(multipart, state.config().max_body_bytes, state.config().body_idle_timeout).await?;
         let format = Format::parse(form.response_format.as_deref().unwrap_or("json"))?;
         let (audio, content_type) =
@@ -89,22 +90,22 @@ pub(crate) async fn transcriptions(
         };
         // A form's part type says little (browsers send application/octet-stream): stt detects.
         let content_type = content_type.filter(|c| c.to_str().is_ok_and(|c| c.starts_with("audio/")));
-        let answer = forward(&state, &request_id, &query, audio, content_type, None).await?;
+        let answer = upstream::post_upload(&state, &request_id, &query, audio, content_type, None).await?;
         if !answer.status.is_success() {
             return Ok((answer.into_response(), None));
         }
-        let body: serde_json::Value = serde_json::from_slice(&answer.body)
-            .map_err(|e| ApiError::Internal(format!("stt answered something that is not JSON: {e}")))?;
-        let seconds = body.pointer("/metadata/duration").and_then(|d| d.as_f64());
-        Ok((render(&body, format, &form), seconds))
+        let body: PrerecordedResponse = serde_json::from_slice(&answer.body).map_err(|e| {
+            ApiError::Internal(format!("stt answered something that is not a pre-recorded response: {e}"))
+        })?;
+        Ok((render(&body, format, &form), Some(body.metadata.duration)))
     }
     .await;
-    let (response, seconds) = match result {
-        Ok(done) => done,
-        Err(e) => (refuse(&state, e, &request_id), None),
+    let (status, seconds) = match &result {
+        Ok((response, seconds)) => (response.status(), *seconds),
+        Err(e) => (e.status(), None),
     };
-    finish_upload(&state, &grant, &request_id, response.status().as_u16(), seconds, lease).await;
-    response
+    slot.finish(&state, status, seconds).await;
+    result.map(|(response, _)| response)
 }
 
 /// Longest value of a form field other than `file`.
@@ -170,7 +171,7 @@ async fn read_form(mut multipart: Multipart, limit: usize, idle: Duration) -> Re
     Ok(form)
 }
 
-/// A word of the stt answer.
+/// A word of the stt answer, as OpenAI's answers show it.
 #[derive(Debug, Clone, PartialEq)]
 struct Word {
     text: String,
@@ -192,22 +193,14 @@ struct Segment {
     no_speech_prob: f64,
 }
 
-fn words_of(body: &serde_json::Value) -> Vec<Word> {
-    body.pointer("/results/channels/0/alternatives/0/words")
-        .and_then(|w| w.as_array())
-        .map(|words| {
-            words
-                .iter()
-                .filter_map(|w| {
-                    Some(Word {
-                        text: w.get("punctuated_word").or_else(|| w.get("word"))?.as_str()?.to_owned(),
-                        start: w.get("start")?.as_f64()?,
-                        end: w.get("end")?.as_f64()?,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The first channel's first alternative: what the answer is made from.
+fn alternative(body: &PrerecordedResponse) -> Option<&Alternative> {
+    body.results.channels.first()?.alternatives.first()
+}
+
+fn words_of(body: &PrerecordedResponse) -> Vec<Word> {
+    let words = alternative(body).map(|a| a.words.as_slice()).unwrap_or_default();
+    words.iter().map(|w| Word { text: w.punctuated_word.clone(), start: w.start, end: w.end }).collect()
 }
 
 /// Words grouped into segments: a segment ends at a sentence end, before a pause of a second or
@@ -281,8 +274,8 @@ fn timestamp(seconds: f64, separator: char) -> String {
     format!("{:02}:{:02}:{:02}{separator}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
 }
 
-fn render(body: &serde_json::Value, format: Format, form: &Form) -> Response {
-    let text = body.pointer("/results/channels/0/alternatives/0/transcript").and_then(|t| t.as_str()).unwrap_or("");
+fn render(body: &PrerecordedResponse, format: Format, form: &Form) -> Response {
+    let text = alternative(body).map_or("", |a| a.transcript.as_str());
     let words = words_of(body);
     let with_type = |content_type: &'static str, text: String| {
         ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
@@ -317,11 +310,13 @@ fn render(body: &serde_json::Value, format: Format, form: &Form) -> Response {
         }
         Format::VerboseJson => {
             let language = body
-                .pointer("/results/channels/0/detected_language")
-                .and_then(|l| l.as_str())
+                .results
+                .channels
+                .first()
+                .and_then(|c| c.detected_language.as_deref())
                 .or(form.language.as_deref())
                 .unwrap_or("en");
-            let duration = body.pointer("/metadata/duration").and_then(|d| d.as_f64()).unwrap_or(0.0);
+            let duration = body.metadata.duration;
             let mut answer = serde_json::json!({
                 "task": "transcribe",
                 "language": language_name(language),
@@ -370,6 +365,64 @@ mod tests {
         assert_eq!((s[2].id, s[2].start, s[2].end), (2, 3.0, 4.0));
         let long: Vec<Word> = (0..40).map(|i| word("w", f64::from(i) * 0.5, f64::from(i) * 0.5 + 0.4)).collect();
         assert!(segments(&long).iter().all(|s| s.end - s.start <= MAX_SEGMENT_S));
+    }
+
+    /// An stt answer of two sentences, as stt writes it.
+    fn answer() -> PrerecordedResponse {
+        let words = vec![
+            aldea_proto::Word::from_punctuated("Hello", 0.0, 0.4, 0.9),
+            aldea_proto::Word::from_punctuated("there.", 0.5, 0.9, 0.9),
+            aldea_proto::Word::from_punctuated("Bye.", 2.5, 2.8, 0.9),
+        ];
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"request_id": "r1", "created": "2026-11-25T21:00:00Z", "duration": 3.0, "channels": 1,
+                "models": [], "model_info": {}, "sha256": ""},
+            "results": {"channels": [{"detected_language": "de", "alternatives": [
+                {"transcript": "Hello there. Bye.", "confidence": 0.9, "words": words}]}]}
+        }))
+        .unwrap()
+    }
+
+    async fn rendered(format: Format, form: &Form) -> (String, String) {
+        let response = render(&answer(), format, form);
+        let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (content_type, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_stt_answer_in_every_format() {
+        let form = Form::default();
+        assert_eq!(rendered(Format::Json, &form).await.1, r#"{"text":"Hello there. Bye."}"#);
+        assert_eq!(
+            rendered(Format::Text, &form).await,
+            ("text/plain; charset=utf-8".to_owned(), "Hello there. Bye.\n".to_owned())
+        );
+        assert_eq!(
+            rendered(Format::Srt, &form).await.1,
+            "1\n00:00:00,000 --> 00:00:00,900\nHello there.\n\n2\n00:00:02,500 --> 00:00:02,800\nBye.\n\n"
+        );
+        assert_eq!(
+            rendered(Format::Vtt, &form).await.1,
+            "WEBVTT\n\n00:00:00.000 --> 00:00:00.900\nHello there.\n\n00:00:02.500 --> 00:00:02.800\nBye.\n\n"
+        );
+        let words_only = Form { word_timestamps: true, ..Form::default() };
+        let verbose: serde_json::Value =
+            serde_json::from_str(&rendered(Format::VerboseJson, &words_only).await.1).unwrap();
+        assert_eq!(
+            verbose,
+            serde_json::json!({"task": "transcribe", "language": "german", "duration": 3.0, "text": "Hello there. Bye.",
+                "words": [{"word": "Hello", "start": 0.0, "end": 0.4}, {"word": "there.", "start": 0.5, "end": 0.9},
+                    {"word": "Bye.", "start": 2.5, "end": 2.8}]})
+        );
+        let verbose: serde_json::Value = serde_json::from_str(&rendered(Format::VerboseJson, &form).await.1).unwrap();
+        let segments: Vec<(&str, f64, f64)> = verbose["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["text"].as_str().unwrap(), s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(segments, [(" Hello there.", 0.0, 0.9), (" Bye.", 2.5, 2.8)]);
     }
 
     #[test]

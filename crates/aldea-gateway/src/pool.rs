@@ -1,45 +1,92 @@
 //! The stt replicas: the configured URLs, each host name re-resolved periodically (a headless
-//! Service name gives one replica per address), ordered for each request by the free stream slots
-//! and queue depth their `/v1/capacity` reports.
+//! Service name gives one replica per address), and what each said of its capacity. A background
+//! task reads every replica's `/v1/capacity` ([`aldea_proto::Capacity`]) together every
+//! [`CAPACITY_FRESH`]; [`SttPool::ordered`] orders the replicas from the last readings, on the
+//! spot, by the free stream slots and queue depth they reported.
+//!
+//! Invariant: no request waits on a capacity reading (only `serve`'s start waits for the first
+//! round, bounded by [`CAPACITY_TIMEOUT`]); the replicas are reached without a proxy, and the
+//! readings on their own connections (never on those of the requests); a replica chosen first is
+//! counted as one slot fuller until a reading asked for after the choice replaces that, and one
+//! that refused work as full for a reading period at least, then until a reading asked for after it.
 
-use secrecy::{ExposeSecret, SecretString};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aldea_proto::Capacity;
 use reqwest::Url;
-use serde::Deserialize;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 
-/// How long a capacity reading is trusted before it is asked again.
+/// How often every replica's capacity is read.
 const CAPACITY_FRESH: Duration = Duration::from_millis(250);
 /// How long a replica may take to answer its capacity.
 const CAPACITY_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often host names are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Deserialize)]
-struct Capacity {
-    free_stream_slots: i64,
-    queue_depth: i64,
-    ready: bool,
-}
-
-/// One replica's base URL with what it last said.
+/// One replica's base URL with what is known of its load.
 #[derive(Debug, Clone)]
-pub(crate) struct Replica {
-    pub(crate) base: Url,
+struct Replica {
+    base: Url,
     /// Which configured URL it came from (a name may give several replicas).
     source: usize,
-    capacity: Option<Capacity>,
-    read_at: Option<Instant>,
+    load: Load,
+}
+
+/// A replica's load: its last reading and what this gateway did since.
+#[derive(Debug, Clone, Default)]
+struct Load {
+    /// The last reading and when it was asked for; `None`: never read, or the replica did not
+    /// answer.
+    reading: Option<(Capacity, Asked)>,
+    /// Times the replica was the first choice.
+    chosen: u64,
+    /// Its last refusal of work (503): when, and `chosen` then.
+    refused: Option<(Instant, u64)>,
+}
+
+/// When a reading was asked for, and how many times its replica had been chosen by then (the
+/// choices after are not in it).
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    at: Instant,
+    chosen: u64,
+}
+
+/// Where a replica stands in the order: ready ones by the most free slots (then the shortest
+/// queue) first, unknown or unreachable ones next, unready ones last.
+type Rank = (u8, i64, u64);
+
+impl Load {
+    fn rank(&self) -> Rank {
+        let Some((capacity, asked)) = &self.reading else { return (1, 0, 0) };
+        if !capacity.ready {
+            return (2, 0, 0);
+        }
+        let free = match self.refused {
+            // A refusal stands for a reading period at least, then until a reading asked after
+            // that: full, less the choices made since.
+            Some((at, chosen)) if asked.at < at + CAPACITY_FRESH => -count(self.chosen - chosen),
+            _ => count(capacity.free_stream_slots) - count(self.chosen - asked.chosen),
+        };
+        (0, -free, capacity.queue_depth)
+    }
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 pub(crate) struct SttPool {
     configured: Vec<Url>,
     replicas: Mutex<Vec<Replica>>,
+    /// For the requests: uploads and readiness.
     client: reqwest::Client,
+    /// For the capacity readings, on connections of their own.
+    readings: reqwest::Client,
     token: Option<SecretString>,
 }
 
@@ -56,17 +103,25 @@ impl SttPool {
             .collect::<Result<Vec<_>, _>>()?;
         // stt replicas are the cluster's own services: never reached through a proxy the
         // environment may name for outbound traffic.
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| PoolError(e.to_string()))?;
+        let client = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .map_err(|e| PoolError(e.to_string()))
+        };
         let replicas = configured
             .iter()
             .enumerate()
-            .map(|(source, base)| Replica { base: base.clone(), source, capacity: None, read_at: None })
+            .map(|(source, base)| Replica { base: base.clone(), source, load: Load::default() })
             .collect();
-        Ok(SttPool { configured, replicas: Mutex::new(replicas), client, token: config.service_token.clone() })
+        Ok(SttPool {
+            configured,
+            replicas: Mutex::new(replicas),
+            client: client()?,
+            readings: client()?,
+            token: config.service_token.clone(),
+        })
     }
 
     pub(crate) fn client(&self) -> &reqwest::Client {
@@ -77,18 +132,39 @@ impl SttPool {
         self.token.as_ref().map(|t| t.expose_secret())
     }
 
-    /// Resolves the configured host names again every few seconds.
-    pub(crate) fn spawn_refresh(self: &std::sync::Arc<Self>, stop: CancellationToken) {
+    /// Starts the background work until `stop`: host names resolved again every few seconds, every
+    /// replica's capacity read every [`CAPACITY_FRESH`]. Returns once the first capacity round is
+    /// in (or [`CAPACITY_TIMEOUT`] has passed), so the first requests are ordered by readings.
+    pub(crate) async fn start(self: &Arc<Self>, stop: CancellationToken) {
         let pool = self.clone();
+        let stop_resolving = stop.clone();
         tokio::spawn(async move {
             loop {
                 pool.resolve().await;
                 tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop_resolving.cancelled() => return,
                     _ = tokio::time::sleep(RESOLVE_EVERY) => {}
                 }
             }
         });
+        let (first_round, first_read) = tokio::sync::oneshot::channel();
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CAPACITY_FRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut first_round = Some(first_round);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                pool.read_capacities().await;
+                if let Some(done) = first_round.take() {
+                    let _ = done.send(());
+                }
+            }
+        });
+        let _ = tokio::time::timeout(CAPACITY_TIMEOUT, first_read).await;
     }
 
     /// Expands every configured URL whose host is a name into one URL per address it resolves to;
@@ -137,8 +213,7 @@ impl SttPool {
                     old.iter().find(|r| r.base == base).cloned().unwrap_or(Replica {
                         base,
                         source,
-                        capacity: None,
-                        read_at: None,
+                        load: Load::default(),
                     })
                 })
                 .collect();
@@ -149,60 +224,32 @@ impl SttPool {
         self.replicas.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    /// Replicas in the order to try them: ready ones with the most free slots (then the shortest
-    /// queue) first, unknown ones next, unready or unreachable ones last.
-    pub(crate) async fn ordered(&self) -> Vec<Url> {
-        let mut replicas = self.snapshot();
-        let stale: Vec<usize> = (0..replicas.len())
-            .filter(|&i| replicas[i].read_at.is_none_or(|at| at.elapsed() > CAPACITY_FRESH))
+    /// One round: every replica's capacity, read together; each reading replaces the replica's
+    /// last one.
+    async fn read_capacities(&self) {
+        let asked: Vec<(Url, Asked)> = self
+            .snapshot()
+            .into_iter()
+            .map(|r| (r.base, Asked { at: Instant::now(), chosen: r.load.chosen }))
             .collect();
         let readings =
-            futures_util::future::join_all(stale.iter().map(|&i| self.read_capacity(replicas[i].base.clone()))).await;
-        for (&i, reading) in stale.iter().zip(readings) {
-            replicas[i].capacity = reading;
-            replicas[i].read_at = Some(Instant::now());
+            futures_util::future::join_all(asked.iter().map(|(base, _)| self.read_capacity(base.clone()))).await;
+        for ((base, asked), reading) in asked.into_iter().zip(readings) {
+            self.record(&base, reading, asked);
         }
-        let Ok(mut shared) = self.replicas.lock() else { return replicas.into_iter().map(|r| r.base).collect() };
-        for &i in &stale {
-            let fresh = &replicas[i];
-            // A reading another request merged meanwhile (with the choices made since) wins.
-            let still_stale = |r: &Replica| r.read_at.is_none_or(|at| at.elapsed() > CAPACITY_FRESH);
-            if let Some(r) = shared.iter_mut().find(|r| r.base == fresh.base && still_stale(r)) {
-                r.capacity = fresh.capacity.clone();
-                r.read_at = fresh.read_at;
-            }
-        }
-        let mut order: Vec<Replica> = shared.clone();
-        order.sort_by_key(|r| match &r.capacity {
-            Some(c) if c.ready => (0, -c.free_stream_slots, c.queue_depth),
-            Some(_) => (2, 0, 0),
-            None => (1, 0, 0),
-        });
-        // The first choice is counted as taken until its next reading, so that requests arriving
-        // together spread over the replicas instead of all taking the one that looked freest.
-        if let Some(first) = order.first() {
-            if let Some(c) = shared.iter_mut().find(|r| r.base == first.base).and_then(|r| r.capacity.as_mut()) {
-                c.free_stream_slots -= 1;
-            }
-        }
-        order.into_iter().map(|r| r.base).collect()
     }
 
-    /// Marks a replica as just having refused work, so the next request prefers the others.
-    pub(crate) fn note_full(&self, base: &Url) {
+    fn record(&self, base: &Url, reading: Option<Capacity>, asked: Asked) {
         if let Ok(mut replicas) = self.replicas.lock() {
-            if let Some(r) = replicas.iter_mut().find(|r| &r.base == base) {
-                if let Some(c) = r.capacity.as_mut() {
-                    c.free_stream_slots = 0;
-                }
-                r.read_at = Some(Instant::now());
+            if let Some(replica) = replicas.iter_mut().find(|r| &r.base == base) {
+                replica.load.reading = reading.map(|capacity| (capacity, asked));
             }
         }
     }
 
     async fn read_capacity(&self, base: Url) -> Option<Capacity> {
         let url = base.join("/v1/capacity").ok()?;
-        let mut request = self.client.get(url).timeout(CAPACITY_TIMEOUT);
+        let mut request = self.readings.get(url).timeout(CAPACITY_TIMEOUT);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.expose_secret());
         }
@@ -211,6 +258,28 @@ impl SttPool {
             return None;
         }
         response.json::<Capacity>().await.ok()
+    }
+
+    /// Replicas in the order to try them (see [`Load::rank`]), from the last readings; the first
+    /// is counted as taken until a reading asked for after this, so that requests arriving together
+    /// spread over the replicas instead of all taking the one that looked freest.
+    pub(crate) fn ordered(&self) -> Vec<Url> {
+        let Ok(mut replicas) = self.replicas.lock() else { return Vec::new() };
+        let mut order: Vec<(Rank, usize)> = replicas.iter().enumerate().map(|(i, r)| (r.load.rank(), i)).collect();
+        order.sort();
+        if let Some(&(_, first)) = order.first() {
+            replicas[first].load.chosen += 1;
+        }
+        order.into_iter().map(|(_, i)| replicas[i].base.clone()).collect()
+    }
+
+    /// Marks a replica as just having refused work, so the next request prefers the others.
+    pub(crate) fn note_full(&self, base: &Url) {
+        if let Ok(mut replicas) = self.replicas.lock() {
+            if let Some(r) = replicas.iter_mut().find(|r| &r.base == base) {
+                r.load.refused = Some((Instant::now(), r.load.chosen));
+            }
+        }
     }
 
     /// Whether any replica says it is ready.
@@ -223,5 +292,74 @@ impl SttPool {
         }))
         .await;
         answers.into_iter().any(|a| a == Some(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: u16) -> (SttPool, Vec<Url>) {
+        let stt_urls: Vec<String> = (0..n).map(|i| format!("http://10.0.0.{}:8800", i + 1)).collect();
+        let pool = SttPool::new(&Config { stt_urls: stt_urls.clone(), ..Config::default() }).unwrap();
+        (pool, stt_urls.iter().map(|u| Url::parse(u).unwrap()).collect())
+    }
+
+    fn capacity(free_stream_slots: u64, queue_depth: u64, ready: bool) -> Capacity {
+        Capacity { active_streams: 0, free_stream_slots, max_streams: 4, queue_depth, queued_uploads: 0, ready }
+    }
+
+    /// A reading of `base` asked for now (or `later` after now), as the background round records it.
+    fn read(pool: &SttPool, base: &Url, reading: Option<Capacity>, later: Duration) {
+        let chosen = pool.snapshot().iter().find(|r| &r.base == base).unwrap().load.chosen;
+        pool.record(base, reading, Asked { at: Instant::now() + later, chosen });
+    }
+
+    #[test]
+    fn replicas_are_ordered_by_free_slots_then_queue_with_unknown_and_unready_after() {
+        let (pool, urls) = pool(5);
+        read(&pool, &urls[0], Some(capacity(1, 0, true)), Duration::ZERO);
+        read(&pool, &urls[1], Some(capacity(3, 0, false)), Duration::ZERO);
+        // urls[2]: never answered.
+        read(&pool, &urls[3], Some(capacity(3, 5, true)), Duration::ZERO);
+        read(&pool, &urls[4], Some(capacity(3, 1, true)), Duration::ZERO);
+        assert_eq!(pool.ordered(), [&urls[4], &urls[3], &urls[0], &urls[2], &urls[1]].map(Url::clone));
+    }
+
+    #[test]
+    fn the_first_choice_counts_as_taken_until_a_reading_asked_after_it() {
+        let (pool, urls) = pool(2);
+        for url in &urls {
+            read(&pool, url, Some(capacity(2, 0, true)), Duration::ZERO);
+        }
+        // Requests arriving together spread: each first choice is one slot fuller.
+        let firsts: Vec<Url> = (0..4).map(|_| pool.ordered().remove(0)).collect();
+        assert_eq!(firsts, [&urls[0], &urls[1], &urls[0], &urls[1]].map(Url::clone));
+        // A reading asked for before those choices (still on its way) does not undo them...
+        pool.record(&urls[0], Some(capacity(2, 0, true)), Asked { at: Instant::now(), chosen: 0 });
+        read(&pool, &urls[1], Some(capacity(2, 0, true)), Duration::ZERO);
+        assert_eq!(pool.ordered()[0], urls[1]);
+        // ...one asked for after them replaces them: the replica says what it has.
+        read(&pool, &urls[0], Some(capacity(2, 0, true)), Duration::ZERO);
+        assert_eq!(pool.ordered()[0], urls[0]);
+    }
+
+    #[test]
+    fn a_replica_that_refused_is_full_for_a_reading_period_then_until_its_next_reading() {
+        let (pool, urls) = pool(2);
+        read(&pool, &urls[0], Some(capacity(4, 0, true)), Duration::ZERO);
+        read(&pool, &urls[1], Some(capacity(2, 0, true)), Duration::ZERO);
+        assert_eq!(pool.ordered()[0], urls[0]);
+        pool.note_full(&urls[0]);
+        assert_eq!(pool.ordered()[0], urls[1]);
+        // A reading asked for within the period does not undo the refusal.
+        read(&pool, &urls[0], Some(capacity(4, 0, true)), Duration::ZERO);
+        assert_eq!(pool.ordered(), [&urls[1], &urls[0]].map(Url::clone));
+        // One asked for after it does.
+        read(&pool, &urls[0], Some(capacity(4, 0, true)), CAPACITY_FRESH);
+        assert_eq!(pool.ordered()[0], urls[0]);
+        // A replica that stops answering is unknown: after those that answer.
+        read(&pool, &urls[0], None, CAPACITY_FRESH);
+        assert_eq!(pool.ordered(), [&urls[1], &urls[0]].map(Url::clone));
     }
 }

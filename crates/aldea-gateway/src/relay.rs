@@ -3,38 +3,42 @@
 //! upgrade is accepted (so stt's own refusals — 400, 415, … — reach the client as they came), then
 //! one task relays frames both ways with backpressure (a frame is read only once the previous one
 //! is sent on). Internal stt messages are dropped; the audio timeline the results report is metered
-//! at intervals and at the end.
+//! at intervals and at the end. A replica lost mid-stream is replaced from the last resume point.
+//! This is the session's I/O loop; what it decides on is in [`replay`] (the failover replay buffer)
+//! and [`rewrite`] (what the client is sent of stt's messages), both free of I/O.
+//!
+//! Invariant: every refusal comes before the upgrade, as an HTTP status; a stream holds its two
+//! sockets' small buffers, at most one client message in flight and its replay buffer; however it
+//! ends, its usage is metered and its slot released; it moves to another replica at most
+//! [`MAX_FAILOVERS`] times, and a stream that cannot move is closed with 1011.
+
+mod replay;
+mod rewrite;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aldea_proto::stream::{Resume, INTERNAL_PREFIX, RESUME_HEADER};
+use aldea_http::RequestId;
+use aldea_proto::stream::Resume;
 use aldea_store::UsageKind;
-use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Url;
-use serde::Deserialize;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message as UpMessage};
+use tokio_tungstenite::tungstenite::Message as UpMessage;
 
 use crate::admission::{self, Kind, Lease};
 use crate::auth::Via;
 use crate::error::ApiError;
-use aldea_http::RequestId;
-
-use crate::http::{admit, refuse};
+use crate::extract::{Admitted, SttQuery};
+use crate::upstream::{self, Opened, Upstream, SOCKET_BUFFER};
 use crate::usage::Meter;
 use crate::AppState;
-
-type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Read and write buffer of each WebSocket, client side and stt side.
-const SOCKET_BUFFER: usize = 4 * 1024;
+use replay::Replay;
+use rewrite::{Outbound, Rewriter};
 
 /// How long the gateway waits for stt's last results after the client went away without
 /// CloseStream (they are needed only to meter the stream exactly).
@@ -43,46 +47,45 @@ const ORPHAN_FLUSH: Duration = Duration::from_secs(30);
 pub(crate) async fn listen_ws(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    request: Request,
-) -> Response {
-    start(state, request_id, request, "/v1/listen").await
+    admitted: Admitted,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    SttQuery(query): SttQuery,
+) -> Result<Response, ApiError> {
+    start(state, request_id, admitted, upgrade, query, "/v1/listen").await
 }
 
 pub(crate) async fn listen_ws_pcm(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    request: Request,
-) -> Response {
-    start(state, request_id, request, "/v1/listen/pcm").await
+    admitted: Admitted,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    SttQuery(query): SttQuery,
+) -> Result<Response, ApiError> {
+    start(state, request_id, admitted, upgrade, query, "/v1/listen/pcm").await
 }
 
-async fn start(state: AppState, request_id: String, request: Request, path: &'static str) -> Response {
-    let (mut parts, _body) = request.into_parts();
-    let (grant, _, via) = match admit(&state, &parts.headers).await {
-        Ok(admitted) => admitted,
-        Err(e) => return refuse(&state, e, &request_id),
-    };
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            return refuse(
-                &state,
-                ApiError::BadRequest(format!("a WebSocket upgrade is needed: {rejection}")),
-                &request_id,
-            )
-        }
-    };
-    let lease =
-        match admission::acquire(state.0.limits.clone(), state.config(), &grant, Kind::Stream, &request_id).await {
-            Ok(lease) => lease,
-            Err(e) => return refuse(&state, e, &request_id),
-        };
-    let query = parts.uri.query().map(crate::upload::forwarded_query).unwrap_or_default();
-    let (upstream, replica) = match connect(&state, &request_id, path, &query, None, None).await {
-        Ok(connected) => connected,
-        Err(answer) => {
+/// After admission: the upgrade checked, a stream slot taken, the stt stream opened; then the
+/// client's upgrade is accepted and the session runs.
+async fn start(
+    state: AppState,
+    request_id: String,
+    Admitted { grant, via }: Admitted,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    query: String,
+    path: &'static str,
+) -> Result<Response, ApiError> {
+    let upgrade =
+        upgrade.map_err(|rejection| ApiError::BadRequest(format!("a WebSocket upgrade is needed: {rejection}")))?;
+    let lease = admission::acquire(state.0.limits.clone(), state.config(), &grant, Kind::Stream, &request_id).await?;
+    let (upstream, replica) = match upstream::open_stream(&state, &request_id, path, &query, None, None).await {
+        Ok(Opened::Stream(upstream, replica)) => (*upstream, replica),
+        Ok(Opened::Refused(answer)) => {
             lease.release().await;
-            return answer;
+            return Ok(answer.into_response());
+        }
+        Err(e) => {
+            lease.release().await;
+            return Err(e);
         }
     };
     state.0.metrics.streams_total.fetch_add(1, Ordering::Relaxed);
@@ -95,7 +98,7 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
     };
     let meter = Meter::new(&request_id, &grant, UsageKind::Stream, &state.config().model_name);
     let tasks = state.0.tasks.clone();
-    upgrade.on_upgrade(move |socket| {
+    Ok(upgrade.on_upgrade(move |socket| {
         tasks.track_future(async move {
             let session = Session {
                 state,
@@ -107,215 +110,17 @@ async fn start(state: AppState, request_id: String, request: Request, path: &'st
                 query,
                 replica,
                 replay: Replay::default(),
-                origin: 0.0,
-                relayed_until: 0.0,
-                heard: 0.0,
+                rewriter: Rewriter::default(),
                 client_closing: false,
                 failovers: 0,
-                swallow_metadata: false,
             };
             session.run(socket, upstream).await;
         })
-    })
+    }))
 }
 
-/// Opens the stream on the first replica that takes it (`avoid` last: a replica that just failed),
-/// resumed from `resume` when given (stt's resume header, which only the gateway sets);
-/// stt's own refusal of the request (bad parameters and the like) is relayed as the client's answer.
-async fn connect(
-    state: &AppState,
-    request_id: &str,
-    path: &str,
-    query: &str,
-    resume: Option<&Resume>,
-    avoid: Option<&Url>,
-) -> Result<(Upstream, Url), Response> {
-    let mut replicas = state.0.pool.ordered().await;
-    if let Some(avoid) = avoid {
-        replicas.sort_by_key(|r| r == avoid);
-    }
-    for base in replicas {
-        let mut url = base.clone();
-        let scheme = if base.scheme() == "https" { "wss" } else { "ws" };
-        if url.set_scheme(scheme).is_err() {
-            continue;
-        }
-        url.set_path(path);
-        // During a rolling update a replica of the release before the header reads the resume from
-        // the query: it gets both (the client's own `resume_*` were dropped by `forwarded_query`).
-        let legacy = resume.map(|r| r.to_legacy_query());
-        let query = match (&legacy, query.is_empty()) {
-            (Some(legacy), true) => legacy.clone(),
-            (Some(legacy), false) => format!("{query}&{legacy}"),
-            (None, _) => query.to_owned(),
-        };
-        url.set_query((!query.is_empty()).then_some(&query));
-        let Ok(mut request) = url.as_str().into_client_request() else { continue };
-        if let Ok(value) = request_id.parse() {
-            request.headers_mut().insert("x-request-id", value);
-        }
-        if let Some(token) = state.0.pool.token() {
-            if let Ok(value) = format!("Bearer {token}").parse() {
-                request.headers_mut().insert("authorization", value);
-            }
-        }
-        if let Some(resume) = resume {
-            let Ok(value) = resume.to_header().parse() else { continue };
-            request.headers_mut().insert(RESUME_HEADER, value);
-        }
-        let config = tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(SOCKET_BUFFER)
-            .write_buffer_size(SOCKET_BUFFER);
-        match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
-            Ok((stream, _)) => return Ok((stream, base)),
-            Err(tungstenite::Error::Http(answer)) if answer.status() != StatusCode::SERVICE_UNAVAILABLE => {
-                let status = answer.status();
-                let body = answer.into_body().unwrap_or_default();
-                let mut response = (status, body).into_response();
-                response.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("application/json"));
-                return Err(response);
-            }
-            Err(e) => {
-                if matches!(e, tungstenite::Error::Http(_)) {
-                    state.0.pool.note_full(&base);
-                }
-                tracing::warn!(request_id, replica = %base, error = %e, "stt replica did not take the stream; trying the next");
-                state.0.metrics.upstream_retries.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-    state.0.metrics.count_refusal(503);
-    Err(ApiError::NoCapacity("no stt replica can take a stream now; retry shortly".to_owned())
-        .with_request_id(request_id))
-}
-
-/// The fields of stt's messages the gateway reads.
-#[derive(Deserialize)]
-struct Peek {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    start: Option<f64>,
-    duration: Option<f64>,
-    is_final: Option<bool>,
-}
-
-/// Where a stream can restart on another replica: from the input at absolute byte `offset` (after
-/// the first `header` bytes of the input), with the timeline at `start` and the prompt `tokens`.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct ResumePoint {
-    offset: u64,
-    header: u64,
-    /// Timeline seconds of the audio at `offset`.
-    start: f64,
-    /// Where stt said a stream resumed here starts ([`aldea_proto::stream::Checkpoint::resume`]);
-    /// `None`: replay from the start.
-    resume: Option<Resume>,
-}
-
-/// The client's audio kept for a failover: the input's first bytes (a container header) and every
-/// byte since the last resume point; bounded, and given up (no failover) past the bound.
-#[derive(Debug, Default)]
-struct Replay {
-    head: Vec<u8>,
-    chunks: std::collections::VecDeque<Bytes>,
-    /// Absolute offset of the first byte in `chunks`.
-    chunks_start: u64,
-    received: u64,
-    point: ResumePoint,
-    /// The current upstream's input: the absolute offset it began at and the header bytes sent
-    /// before it (its own offsets map back through these).
-    upstream_input: (u64, u64),
-    overflowed: bool,
-}
-
-/// Leading input bytes kept for a header.
-const HEAD_KEEP: usize = 64 * 1024;
-/// Most input bytes kept for a replay: the bound of a stream's memory in the gateway. A headerless
-/// stream is trimmed at every checkpoint (seconds of audio); a container that cannot restart in
-/// the middle keeps its whole input, up to this (about 35 min of 64-kbit/s Opus), and past it goes
-/// on without failover.
-const MAX_REPLAY: u64 = 16 * 1024 * 1024;
 /// Failovers one stream may go through.
 const MAX_FAILOVERS: u32 = 3;
-
-impl Replay {
-    fn push(&mut self, bytes: &Bytes) {
-        if self.head.len() < HEAD_KEEP {
-            let take = (HEAD_KEEP - self.head.len()).min(bytes.len());
-            self.head.extend_from_slice(&bytes[..take]);
-        }
-        self.received += bytes.len() as u64;
-        if self.overflowed {
-            return;
-        }
-        self.chunks.push_back(bytes.clone());
-        if self.received - self.chunks_start > MAX_REPLAY {
-            self.overflowed = true;
-            self.chunks.clear();
-        }
-    }
-
-    /// A checkpoint from the current upstream moves the resume point (and frees what precedes it).
-    fn checkpoint(&mut self, checkpoint: &aldea_proto::stream::Checkpoint) {
-        let (input_start, input_header) = self.upstream_input;
-        match checkpoint.byte_offset {
-            Some(offset) => {
-                self.point = ResumePoint {
-                    offset: input_start + offset.saturating_sub(input_header),
-                    header: checkpoint.header_bytes,
-                    start: checkpoint.resume_start(),
-                    resume: Some(checkpoint.resume()),
-                };
-                self.trim_to(self.point.offset);
-            }
-            // The format cannot restart in the middle: the whole input is replayed from the start
-            // and what was already final is dropped on the way out.
-            None => self.point = ResumePoint::default(),
-        }
-    }
-
-    fn trim_to(&mut self, offset: u64) {
-        while let Some(front) = self.chunks.front_mut() {
-            let end = self.chunks_start + front.len() as u64;
-            if end <= offset {
-                self.chunks_start = end;
-                self.chunks.pop_front();
-            } else {
-                if self.chunks_start < offset {
-                    let cut = (offset - self.chunks_start) as usize;
-                    *front = front.slice(cut..);
-                    self.chunks_start = offset;
-                }
-                break;
-            }
-        }
-    }
-
-    /// What a new upstream is sent: the header, then the input from the resume point.
-    fn replay(&self) -> Option<Vec<Bytes>> {
-        if self.overflowed || self.chunks_start > self.point.offset {
-            return None;
-        }
-        let header = usize::try_from(self.point.header).ok()?;
-        if header > self.head.len() {
-            return None;
-        }
-        let mut out = Vec::new();
-        if header > 0 && self.point.offset > 0 {
-            out.push(Bytes::copy_from_slice(&self.head[..header]));
-        }
-        let mut position = self.chunks_start;
-        for chunk in &self.chunks {
-            let end = position + chunk.len() as u64;
-            if end > self.point.offset {
-                let skip = self.point.offset.saturating_sub(position) as usize;
-                out.push(chunk.slice(skip..));
-            }
-            position = end;
-        }
-        Some(out)
-    }
-}
 
 struct Session {
     state: AppState,
@@ -329,17 +134,11 @@ struct Session {
     /// The replica serving the stream now.
     replica: Url,
     replay: Replay,
-    /// Timeline start of the current upstream (the resume start after a failover).
-    origin: f64,
-    /// End of the last final the client received: nothing before it is sent again.
-    relayed_until: f64,
-    /// Furthest point of the audio timeline the results reached (metered).
-    heard: f64,
+    /// What the client is sent of stt's messages, and the timeline they reached.
+    rewriter: Rewriter,
     /// The client asked to close (sent again to a replica taking over).
     client_closing: bool,
     failovers: u32,
-    /// The next Metadata is a replacement replica's opening one: the client already had its own.
-    swallow_metadata: bool,
 }
 
 /// How the relay ended.
@@ -350,12 +149,6 @@ enum End {
     ClientGone,
     /// The gateway closed both sides with this code.
     Closed(u16),
-}
-
-/// What to do with a message from stt.
-enum Outbound {
-    Forward(String),
-    Drop,
 }
 
 impl Session {
@@ -376,7 +169,7 @@ impl Session {
                     break End::Closed(1012);
                 }
                 _ = usage_tick.tick() => {
-                    if let Some(event) = self.meter.event(self.heard, false, 0) {
+                    if let Some(event) = self.meter.event(self.rewriter.heard(), false, 0) {
                         self.state.0.usage.record(event).await;
                     }
                 }
@@ -434,8 +227,9 @@ impl Session {
                 }
                 from_upstream = upstream.next() => {
                     match from_upstream {
-                        Some(Ok(UpMessage::Text(text))) => match self.outbound(text.as_str()) {
+                        Some(Ok(UpMessage::Text(text))) => match self.rewriter.outbound(text.as_str()) {
                             Outbound::Drop => {}
+                            Outbound::Checkpoint(checkpoint) => self.replay.checkpoint(&checkpoint),
                             Outbound::Forward(text) => {
                                 metrics.frames_relayed.fetch_add(1, Ordering::Relaxed);
                                 if client.send(Message::Text(text.into())).await.is_err() {
@@ -479,75 +273,20 @@ impl Session {
             End::ClientGone => {
                 // Ask stt to finish so the audio it heard is known, then meter it.
                 let heard = finish_orphan(&mut upstream).await;
-                self.heard = self.heard.max(self.origin + heard);
+                self.rewriter.heard_upstream(heard);
                 1000
             }
         };
         metrics.active_streams.fetch_sub(1, Ordering::Relaxed);
-        if let Some(event) = self.meter.event(self.heard, true, status) {
+        let heard = self.rewriter.heard();
+        if let Some(event) = self.meter.event(heard, true, status) {
             metrics.audio_ms.fetch_add((event.audio_seconds * 1000.0).round() as u64, Ordering::Relaxed);
             self.state.0.usage.record(event).await;
         }
         if let Some(lease) = self.lease.take() {
             lease.release().await;
         }
-        tracing::debug!(request_id = %self.request_id, status, seconds = self.heard, failovers = self.failovers, "stream ended");
-    }
-
-    /// Reads a message from stt: internal ones update the resume point and stay here; results the
-    /// client already has (after a failover) are dropped or trimmed; the rest goes on.
-    fn outbound(&mut self, text: &str) -> Outbound {
-        let Ok(peek) = serde_json::from_str::<Peek>(text) else { return Outbound::Forward(text.to_owned()) };
-        let kind = peek.kind.as_deref().unwrap_or("");
-        if kind.starts_with(INTERNAL_PREFIX) {
-            if kind == aldea_proto::stream::CHECKPOINT_TYPE {
-                if let Ok(checkpoint) = serde_json::from_str::<aldea_proto::stream::Checkpoint>(text) {
-                    self.replay.checkpoint(&checkpoint);
-                }
-            }
-            return Outbound::Drop;
-        }
-        match kind {
-            "Metadata" => {
-                if std::mem::take(&mut self.swallow_metadata) {
-                    return Outbound::Drop;
-                }
-                let duration = peek.duration.unwrap_or(0.0);
-                self.heard = self.heard.max(self.origin + duration);
-                if self.origin > 0.0 {
-                    // A replacement replica counts from its resume start; the client's stream
-                    // began at zero.
-                    if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) {
-                        value["duration"] = serde_json::json!(round3(self.origin + duration));
-                        return Outbound::Forward(value.to_string());
-                    }
-                }
-                Outbound::Forward(text.to_owned())
-            }
-            "Results" => {
-                let start = peek.start.unwrap_or(0.0);
-                let end = start + peek.duration.unwrap_or(0.0);
-                self.heard = self.heard.max(end);
-                let is_final = peek.is_final.unwrap_or(false);
-                if self.failovers > 0 && start < self.relayed_until - 1e-3 {
-                    if end <= self.relayed_until + 1e-3 {
-                        return Outbound::Drop;
-                    }
-                    if let Some(trimmed) = trim_results(text, self.relayed_until) {
-                        if is_final {
-                            self.relayed_until = end;
-                        }
-                        return Outbound::Forward(trimmed);
-                    }
-                    return Outbound::Drop;
-                }
-                if is_final {
-                    self.relayed_until = self.relayed_until.max(end);
-                }
-                Outbound::Forward(text.to_owned())
-            }
-            _ => Outbound::Forward(text.to_owned()),
-        }
+        tracing::debug!(request_id = %self.request_id, status, seconds = heard, failovers = self.failovers, "stream ended");
     }
 
     /// Moves the stream to another replica from the last resume point; `None` when it cannot (the
@@ -561,12 +300,26 @@ impl Session {
                 tracing::warn!(request_id = %self.request_id, "stream lost its replica and cannot be replayed");
                 break;
             };
-            let point = self.replay.point.clone();
+            let point = self.replay.point().clone();
             let resume = point.resume.clone().unwrap_or_else(Resume::from_start);
-            let Ok((mut upstream, replica)) =
-                connect(&self.state, &self.request_id, self.path, &self.query, Some(&resume), Some(&failed)).await
-            else {
-                break;
+            let opened = upstream::open_stream(
+                &self.state,
+                &self.request_id,
+                self.path,
+                &self.query,
+                Some(&resume),
+                Some(&failed),
+            )
+            .await;
+            let (mut upstream, replica) = match opened {
+                Ok(Opened::Stream(upstream, replica)) => (*upstream, replica),
+                Ok(Opened::Refused(_)) => break,
+                Err(e) => {
+                    // No replica left to take the stream over: counted as a refusal (503), as it
+                    // always was, though no answer is sent (the client is closed with 1011).
+                    self.state.0.metrics.count_refusal(e.status().as_u16());
+                    break;
+                }
             };
             tracing::info!(request_id = %self.request_id, from = %failed, to = %replica, resume_start = point.start, "stream moved to another replica");
             let mut sent = true;
@@ -583,45 +336,13 @@ impl Session {
                 continue;
             }
             self.replica = replica;
-            self.replay.upstream_input = (point.offset, if point.offset > 0 { point.header } else { 0 });
-            self.origin = point.start;
-            self.swallow_metadata = true;
+            self.replay.restarted_at(&point);
+            self.rewriter.resumed_at(point.start);
             return Some(upstream);
         }
         let _ = client.send(close(1011, "the recognition service was lost")).await;
         None
     }
-}
-
-/// A Results message without the words that end before `until` (already final at the client),
-/// its transcript, start and duration rebuilt from the words kept; `None` when none are left.
-fn trim_results(text: &str, until: f64) -> Option<String> {
-    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
-    let alternatives = value.pointer_mut("/channel/alternatives")?.as_array_mut()?;
-    let mut new_start = None;
-    let mut new_end = None;
-    for alternative in alternatives.iter_mut() {
-        let words = alternative.get_mut("words")?.as_array_mut()?;
-        words.retain(|w| w.get("start").and_then(|s| s.as_f64()).is_some_and(|s| s >= until - 1e-3));
-        let transcript: Vec<&str> =
-            words.iter().filter_map(|w| w.get("punctuated_word").or_else(|| w.get("word"))?.as_str()).collect();
-        let transcript = transcript.join(" ");
-        if new_start.is_none() {
-            new_start = words.first().and_then(|w| w.get("start")?.as_f64());
-            new_end = words.last().and_then(|w| w.get("end")?.as_f64());
-        }
-        alternative["transcript"] = serde_json::json!(transcript);
-    }
-    let start = new_start?;
-    let end = new_end.unwrap_or(start);
-    let old_end = value.get("start")?.as_f64()? + value.get("duration")?.as_f64()?;
-    value["start"] = serde_json::json!(round3(start));
-    value["duration"] = serde_json::json!(round3(old_end.max(end) - start));
-    Some(value.to_string())
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// The client left without CloseStream: stt is asked to close and its last messages are read
@@ -635,10 +356,8 @@ async fn finish_orphan(upstream: &mut Upstream) -> f64 {
     let _ = tokio::time::timeout(ORPHAN_FLUSH, async {
         while let Some(Ok(message)) = upstream.next().await {
             if let UpMessage::Text(text) = message {
-                if let Ok(peek) = serde_json::from_str::<Peek>(text.as_str()) {
-                    if peek.kind.as_deref() == Some("Metadata") {
-                        heard = heard.max(peek.duration.unwrap_or(0.0));
-                    }
+                if let Some(duration) = rewrite::metadata_duration(text.as_str()) {
+                    heard = heard.max(duration);
                 }
             }
         }
@@ -649,77 +368,4 @@ async fn finish_orphan(upstream: &mut Upstream) -> f64 {
 
 fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: reason.into() }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn checkpoint(committed_until: f64, byte_offset: Option<u64>) -> aldea_proto::stream::Checkpoint {
-        aldea_proto::stream::Checkpoint {
-            kind: aldea_proto::stream::CHECKPOINT_TYPE.to_owned(),
-            committed_until,
-            byte_offset,
-            header_bytes: 0,
-            prompt: String::new(),
-            prompt_tokens: vec![1, 2],
-            audio_start: None,
-            context: Vec::new(),
-            utterance_open: false,
-        }
-    }
-
-    fn concat(chunks: &[Bytes]) -> Vec<u8> {
-        chunks.iter().flat_map(|c| c.iter().copied()).collect()
-    }
-
-    #[test]
-    fn the_replay_starts_at_the_last_checkpoint_whatever_the_chunking() {
-        let input: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        let mut replay = Replay::default();
-        for chunk in input.chunks(333) {
-            replay.push(&Bytes::copy_from_slice(chunk));
-        }
-        assert_eq!(concat(&replay.replay().unwrap()), input, "before any checkpoint: everything");
-        replay.checkpoint(&checkpoint(0.1, Some(3200)));
-        assert_eq!(concat(&replay.replay().unwrap()), input[3200..]);
-        assert_eq!(replay.chunks_start, 3200, "what precedes the point is freed");
-        // A replacement stream's offsets count from where its input began.
-        replay.upstream_input = (3200, 0);
-        replay.checkpoint(&checkpoint(0.2, Some(1000)));
-        assert_eq!(replay.point.offset, 4200);
-        assert_eq!(concat(&replay.replay().unwrap()), input[4200..]);
-        assert_eq!(replay.point.resume.as_ref().map(Resume::to_header).unwrap(), "start=0.2&prompt_tokens=1,2");
-        // A checkpoint that restarts at its context: the replay and the timeline begin there.
-        let with_context = aldea_proto::stream::Checkpoint {
-            audio_start: Some(0.22),
-            context: vec![aldea_proto::stream::ContextWord { start: 0.23, end: 0.24, tokens: vec![5] }],
-            ..checkpoint(0.25, Some(1640))
-        };
-        replay.checkpoint(&with_context);
-        assert_eq!((replay.point.offset, replay.point.start), (4840, 0.22));
-        assert_eq!(concat(&replay.replay().unwrap()), input[4840..]);
-        let header = replay.point.resume.as_ref().map(Resume::to_header).unwrap();
-        assert!(header.starts_with("start=0.22&committed_until=0.25&"), "{header}");
-        // A format that cannot restart mid-stream has nothing to replay once trimmed.
-        replay.checkpoint(&checkpoint(0.3, None));
-        assert!(replay.replay().is_none());
-    }
-
-    #[test]
-    fn results_already_final_at_the_client_are_trimmed_to_the_new_words() {
-        let results = serde_json::json!({
-            "type": "Results", "start": 1.0, "duration": 2.0, "is_final": true,
-            "channel": {"alternatives": [{"transcript": "one two three", "confidence": 0.9, "words": [
-                {"word": "one", "punctuated_word": "One", "start": 1.0, "end": 1.4},
-                {"word": "two", "punctuated_word": "two", "start": 1.5, "end": 2.0},
-                {"word": "three", "punctuated_word": "three.", "start": 2.1, "end": 2.8}]}]}
-        })
-        .to_string();
-        let trimmed: serde_json::Value = serde_json::from_str(&trim_results(&results, 1.5).unwrap()).unwrap();
-        assert_eq!(trimmed["channel"]["alternatives"][0]["transcript"], "two three.");
-        assert_eq!(trimmed["start"], 1.5);
-        assert_eq!(trimmed["duration"], 1.5);
-        assert!(trim_results(&results, 2.5).is_none());
-    }
 }

@@ -2,27 +2,28 @@
 //! read up to the size limit (413 as soon as it is passed, not after buffering it all), sent to the
 //! least-loaded stt replica (the next one when a replica is full or unreachable), and the answer is
 //! relayed as it came. The audio seconds in the answer's metadata are metered.
+//!
+//! Invariant: the upload's slot is taken before its body is read, and given back with its usage
+//! metered whatever the answer; a body is never held past `max_body_bytes` (a `url` body's JSON past
+//! 64 KiB), and a stalled one gets 408; a `url` is fetched without a proxy, connecting to the
+//! address checked, which must be public unless private targets are allowed.
 
 use std::net::IpAddr;
 
-use aldea_store::UsageKind;
+use aldea_http::RequestId;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt;
 use ipnet::IpNet;
 use reqwest::Url;
 
-use crate::admission::{self, Kind};
 use crate::error::ApiError;
-use aldea_http::RequestId;
-
-use crate::http::{admit, refuse};
-use crate::usage::Meter;
-use crate::AppState;
+use crate::extract::{SttQuery, UploadSlot};
+use crate::{upstream, AppState};
 
 /// Redirects followed when fetching a `url` body (each target checked again).
 const MAX_REDIRECTS: usize = 5;
@@ -30,93 +31,23 @@ const MAX_REDIRECTS: usize = 5;
 pub(crate) async fn listen_upload(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    uri: Uri,
+    slot: UploadSlot,
+    SttQuery(query): SttQuery,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let (grant, lease) = match admit_upload(&state, &headers, &request_id).await {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
-    };
+) -> Result<Response, ApiError> {
     let answer = async {
         let (audio, content_type) = read_audio(&state, &headers, body).await?;
-        let query = uri.query().map(forwarded_query).unwrap_or_default();
-        forward(&state, &request_id, &query, audio, content_type, headers.get("timestamps").cloned()).await
+        upstream::post_upload(&state, &request_id, &query, audio, content_type, headers.get("timestamps").cloned())
+            .await
     }
     .await;
-    let (response, seconds) = match answer {
-        Ok(answer) => {
-            let seconds = answer.seconds();
-            (answer.into_response(), seconds)
-        }
-        Err(e) => (refuse(&state, e, &request_id), None),
+    let (status, seconds) = match &answer {
+        Ok(answer) => (answer.status, answer.seconds()),
+        Err(e) => (e.status(), None),
     };
-    finish_upload(&state, &grant, &request_id, response.status().as_u16(), seconds, lease).await;
-    response
-}
-
-/// The checks before an upload: credentials and rate, then one of the organization's upload slots.
-pub(crate) async fn admit_upload(
-    state: &AppState,
-    headers: &HeaderMap,
-    request_id: &str,
-) -> Result<(aldea_store::KeyGrant, admission::Lease), Response> {
-    let grant = match admit(state, headers).await {
-        Ok((grant, _, _)) => grant,
-        Err(e) => return Err(refuse(state, e, request_id)),
-    };
-    match admission::acquire(state.0.limits.clone(), state.config(), &grant, Kind::Upload, request_id).await {
-        Ok(lease) => {
-            state.0.metrics.uploads_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok((grant, lease))
-        }
-        Err(e) => Err(refuse(state, e, request_id)),
-    }
-}
-
-/// Meters an upload (the seconds stt reported; a refused or failed request meters nothing) and
-/// gives its slot back.
-pub(crate) async fn finish_upload(
-    state: &AppState,
-    grant: &aldea_store::KeyGrant,
-    request_id: &str,
-    status: u16,
-    seconds: Option<f64>,
-    lease: admission::Lease,
-) {
-    let seconds = seconds.unwrap_or(0.0);
-    let mut meter = Meter::new(request_id, grant, UsageKind::Rest, &state.config().model_name);
-    if let Some(event) = meter.event(seconds, true, status) {
-        state.0.metrics.audio_ms.fetch_add((seconds * 1000.0).round() as u64, std::sync::atomic::Ordering::Relaxed);
-        state.0.usage.record(event).await;
-    }
-    lease.release().await;
-}
-
-/// What an stt replica answered.
-pub(crate) struct SttAnswer {
-    pub(crate) status: StatusCode,
-    pub(crate) content_type: Option<HeaderValue>,
-    pub(crate) body: Bytes,
-}
-
-impl SttAnswer {
-    /// The audio seconds a successful answer reports.
-    pub(crate) fn seconds(&self) -> Option<f64> {
-        if !self.status.is_success() {
-            return None;
-        }
-        let value: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
-        value.pointer("/metadata/duration").and_then(|d| d.as_f64())
-    }
-
-    pub(crate) fn into_response(self) -> Response {
-        let mut response = (self.status, Body::from(self.body)).into_response();
-        if let Some(value) = self.content_type {
-            response.headers_mut().insert(CONTENT_TYPE, value);
-        }
-        response
-    }
+    slot.finish(&state, status, seconds).await;
+    answer.map(IntoResponse::into_response)
 }
 
 /// The audio of a request: the body itself, or the content of the `url` a JSON body names.
@@ -143,70 +74,6 @@ async fn read_audio(
             content_type,
         ))
     }
-}
-
-/// Sends the audio to the replicas in order until one takes it; a full (503) or unreachable
-/// replica is skipped, any other answer is final. A replica whose connection breaks before it
-/// answers is asked once more on a fresh connection first: a pooled keep-alive connection that the
-/// replica closed after its last answer (it does when it answered before reading a body) fails the
-/// next request sent on it, and that says nothing about the replica.
-pub(crate) async fn forward(
-    state: &AppState,
-    request_id: &str,
-    query: &str,
-    audio: Bytes,
-    content_type: Option<HeaderValue>,
-    timestamps: Option<HeaderValue>,
-) -> Result<SttAnswer, ApiError> {
-    for base in state.0.pool.ordered().await {
-        let Ok(mut url) = base.join("/v1/listen") else { continue };
-        url.set_query((!query.is_empty()).then_some(query));
-        for attempt in 0..2 {
-            let mut request =
-                state.0.pool.client().post(url.clone()).header("x-request-id", request_id).body(audio.clone());
-            if let Some(content_type) = &content_type {
-                request = request.header(CONTENT_TYPE, content_type.clone());
-            }
-            if let Some(timestamps) = &timestamps {
-                request = request.header("timestamps", timestamps.clone());
-            }
-            if let Some(token) = state.0.pool.token() {
-                request = request.bearer_auth(token);
-            }
-            let answer = match request.send().await {
-                Ok(answer) => answer,
-                Err(e) if attempt == 0 && !e.is_timeout() && !e.is_connect() => {
-                    tracing::debug!(request_id, replica = %base, error = %e, "stt connection broke before an answer; asking again");
-                    state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(request_id, replica = %base, error = %e, "stt replica unreachable; trying the next");
-                    state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    break;
-                }
-            };
-            let status = answer.status();
-            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-                state.0.pool.note_full(&base);
-                state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                break;
-            }
-            let content_type =
-                answer.headers().get(CONTENT_TYPE).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-            let body = match answer.bytes().await {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    tracing::warn!(request_id, replica = %base, error = %e, "stt replica failed mid-answer; trying the next");
-                    state.0.metrics.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    break;
-                }
-            };
-            let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            return Ok(SttAnswer { status, content_type, body });
-        }
-    }
-    Err(ApiError::NoCapacity("no stt replica can take this request now; retry shortly".to_owned()))
 }
 
 /// The body, refused with 413 as soon as it passes `limit` (a declared length over it is refused
@@ -237,20 +104,6 @@ async fn read_limited(
         collected.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(collected))
-}
-
-/// The client's query as stt gets it: decoded pair by pair and encoded again (one spelling for
-/// every name, whatever the client's percent-encoding), without the names stt once read as its
-/// resume handshake (`resume_*`: the handshake is the gateway's own header now, and an stt replica of
-/// an older release still reads the query during a rolling update).
-pub(crate) fn forwarded_query(query: &str) -> String {
-    let mut out = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        if !name.starts_with("resume_") {
-            out.append_pair(&name, &value);
-        }
-    }
-    out.finish()
 }
 
 /// Fetches a `url` body: http(s) only, every address it resolves to (and every redirect's) public
@@ -447,18 +300,5 @@ mod tests {
         ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
-    }
-
-    #[test]
-    fn clients_cannot_set_the_resume_parameters_in_any_spelling() {
-        assert_eq!(
-            forwarded_query("model=nova-3&resume_start=5&resume_prompt_tokens=1,2&punctuate=true"),
-            "model=nova-3&punctuate=true"
-        );
-        for spelling in ["resume%5Fstart=5", "%72esume_start=5", "resume%5fstart=5", "%72%65sume_start=5"] {
-            assert_eq!(forwarded_query(&format!("encoding=linear16&{spelling}")), "encoding=linear16", "{spelling}");
-        }
-        // Values keep their meaning, in one spelling.
-        assert_eq!(forwarded_query("tag=a%20b&keywords=caf%C3%A9:2&tag=x+y"), "tag=a+b&keywords=caf%C3%A9%3A2&tag=x+y");
     }
 }

@@ -9,7 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aldea_gateway::{AppState, Config, Deps};
-use aldea_proto::stream::{Resume, RESUME_HEADER};
+use aldea_proto::stream::{
+    ResultsMetadata, Resume, StreamAlternative, StreamChannel, StreamMetadata, StreamResults, StreamWords,
+    RESUME_HEADER,
+};
+use aldea_proto::{Capacity, ModelInfo, PrerecordedMetadata, PrerecordedResponse, PrerecordedResults, Word};
 use aldea_store::{
     Credit, KeyLimits, Keys, MemoryKeyCache, MemoryKeys, MemoryLimits, MemoryUsageQueue, NewKey, UsageEvent, UsageQueue,
 };
@@ -50,7 +54,8 @@ struct Peer {
 
 /// A stand-in for an stt replica: `/v1/capacity`, `/ready`, uploads answered with the duration of
 /// the body read as 16-bit PCM at 16 kHz (415 for an odd length), and streams that answer each
-/// binary frame with a Results message and an internal checkpoint, and CloseStream with Metadata.
+/// binary frame with a Results message and an internal checkpoint, and CloseStream with Metadata;
+/// its answers and messages are stt's wire types (`aldea-proto`), as the gateway reads them.
 async fn spawn_peer() -> (String, Arc<Peer>) {
     let peer = Arc::new(Peer::default());
     peer.free_slots.store(4, Ordering::SeqCst);
@@ -60,8 +65,15 @@ async fn spawn_peer() -> (String, Arc<Peer>) {
             "/v1/capacity",
             get(|State(peer): State<Arc<Peer>>| async move {
                 // Like stt: the slots free now, less the streams it has taken.
-                let free = peer.free_slots.load(Ordering::SeqCst).saturating_sub(peer.streams.load(Ordering::SeqCst));
-                Json(serde_json::json!({"free_stream_slots": free, "queue_depth": 0, "ready": true}))
+                let (free, streams) = (peer.free_slots.load(Ordering::SeqCst), peer.streams.load(Ordering::SeqCst));
+                Json(Capacity {
+                    active_streams: streams as u64,
+                    free_stream_slots: free.saturating_sub(streams) as u64,
+                    max_streams: free as u64,
+                    queue_depth: 0,
+                    queued_uploads: 0,
+                    ready: true,
+                })
             }),
         )
         .route("/v1/listen", get(peer_stream).post(peer_upload))
@@ -90,8 +102,7 @@ async fn peer_upload(
         let error = serde_json::json!({"err_code": "UNSUPPORTED_AUDIO", "err_msg": "odd", "request_id": "x"});
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(error)).into_response();
     }
-    let duration = body.len() as f64 / 32000.0;
-    Json(serde_json::json!({"metadata": {"duration": duration}, "results": {"channels": []}})).into_response()
+    Json(prerecorded(body.len() as f64 / 32000.0)).into_response()
 }
 
 async fn peer_stream(
@@ -115,7 +126,7 @@ async fn peer_stream(
         seen.len() - 1
     };
     upgrade.on_upgrade(move |mut socket| async move {
-        let _ = socket.send(Message::Text(r#"{"type":"Metadata","duration":0.0}"#.into())).await;
+        let _ = socket.send(Message::Text(stream_metadata(0.0).into())).await;
         let (mut received, mut frames) = (0usize, 0usize);
         while let Some(Ok(message)) = socket.recv().await {
             match message {
@@ -134,10 +145,7 @@ async fn peer_stream(
                     }
                     let start = origin + (received - bytes.len()) as f64 / 32000.0;
                     let end = origin + received as f64 / 32000.0;
-                    let results = serde_json::json!({"type": "Results", "start": start, "duration": end - start, "is_final": true,
-                        "channel": {"alternatives": [{"transcript": format!("w{start:.1}"), "confidence": 1.0,
-                            "words": [{"word": "w", "punctuated_word": format!("w{start:.1}"), "start": start, "end": end, "confidence": 1.0}]}]}});
-                    let _ = socket.send(Message::Text(results.to_string().into())).await;
+                    let _ = socket.send(Message::Text(stream_results(start, end).into())).await;
                     let byte_offset = (!peer.container.load(Ordering::SeqCst)).then_some(received);
                     let checkpoint = serde_json::json!({"type": "aldea.checkpoint", "committed_until": end,
                         "byte_offset": byte_offset, "header_bytes": 0, "prompt": "", "prompt_tokens": [7, 8]});
@@ -149,8 +157,7 @@ async fn peer_stream(
                     return;
                 }
                 Message::Text(text) if text.contains("CloseStream") => {
-                    let metadata = serde_json::json!({"type": "Metadata", "duration": received as f64 / 32000.0});
-                    let _ = socket.send(Message::Text(metadata.to_string().into())).await;
+                    let _ = socket.send(Message::Text(stream_metadata(received as f64 / 32000.0).into())).await;
                     let _ = socket
                         .send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1000, reason: "".into() })))
                         .await;
@@ -160,6 +167,78 @@ async fn peer_stream(
             }
         }
     })
+}
+
+fn model_info() -> ModelInfo {
+    ModelInfo { name: "tiny.en".to_owned(), version: "1".to_owned(), arch: "whisper".to_owned() }
+}
+
+/// What stt answers an upload of `duration` seconds in which it heard no words.
+fn prerecorded(duration: f64) -> PrerecordedResponse {
+    PrerecordedResponse {
+        metadata: PrerecordedMetadata {
+            request_id: "peer".to_owned(),
+            created: "2026-11-25T21:00:00Z".to_owned(),
+            duration,
+            channels: 1,
+            models: Vec::new(),
+            model_info: Default::default(),
+            sha256: String::new(),
+            tags: Vec::new(),
+            warnings: Vec::new(),
+        },
+        results: PrerecordedResults { channels: Vec::new() },
+    }
+}
+
+/// A stream's Metadata as stt sends it: at open (0) and at close (the seconds heard).
+fn stream_metadata(duration: f64) -> String {
+    let metadata = StreamMetadata {
+        kind: "Metadata".to_owned(),
+        request_id: "peer".to_owned(),
+        created: "2026-11-25T21:00:00.000Z".to_owned(),
+        duration,
+        channels: 1,
+        model_info: model_info(),
+        transaction_key: "deprecated".to_owned(),
+        sha256: String::new(),
+        warnings: Vec::new(),
+    };
+    serde_json::to_string(&metadata).unwrap()
+}
+
+/// A final result as stt sends it: one word, `w<start>`, over `start..end`.
+fn stream_results(start: f64, end: f64) -> String {
+    let text = format!("w{start:.1}");
+    let results = StreamResults {
+        kind: "Results".to_owned(),
+        channel_index: [0, 1],
+        start,
+        duration: end - start,
+        is_final: true,
+        speech_final: false,
+        from_finalize: false,
+        channel: StreamChannel {
+            alternatives: vec![StreamAlternative {
+                transcript: text.clone(),
+                confidence: 1.0,
+                words: StreamWords::Objects(vec![Word {
+                    word: "w".to_owned(),
+                    punctuated_word: text,
+                    start,
+                    end,
+                    confidence: 1.0,
+                }]),
+            }],
+        },
+        metadata: ResultsMetadata {
+            request_id: "peer".to_owned(),
+            model_uuid: "peer".to_owned(),
+            model_info: model_info(),
+        },
+        no_speech_prob: None,
+    };
+    serde_json::to_string(&results).unwrap()
 }
 
 struct Gateway {
@@ -411,7 +490,7 @@ async fn spawn_early_answering_peer() -> String {
                         let error = serde_json::json!({"err_code": "Bad Request", "err_msg": "bad sample_rate", "request_id": request_id});
                         ("400 Bad Request", error.to_string())
                     } else if request_line.contains("/v1/capacity") {
-                        ("200 OK", r#"{"free_stream_slots":4,"queue_depth":0,"ready":true}"#.to_owned())
+                        ("200 OK", r#"{"active_streams":0,"free_stream_slots":4,"max_streams":4,"queue_depth":0,"queued_uploads":0,"ready":true}"#.to_owned())
                     } else {
                         ("200 OK", r#""ready""#.to_owned())
                     };
@@ -847,6 +926,47 @@ impl aldea_store::Limits for DownLimits {
     }
     async fn hit(&self, _: &str, _: u32) -> aldea_store::Result<aldea_store::RateDecision> {
         Err(aldea_store::StoreError::Unavailable("down".to_owned()))
+    }
+}
+
+/// The value of a line of the metrics text (`name value`).
+async fn metric(gw: &Gateway, name: &str) -> Option<u64> {
+    let text = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The gateway's own refusals are counted by status, for uploads and streams alike.
+#[tokio::test]
+async fn refusals_are_counted_by_status() {
+    let gw = spawn_gateway(|c| c.max_body_bytes = 1000).await;
+    let auth = format!("Token {}", gw.key);
+    // 401: an upload and a stream without credentials.
+    assert_eq!(gw.post("/v1/listen", vec![0; 64]).send().await.unwrap().status(), 401);
+    match connect(&gw, "/v1/listen", None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => assert_eq!(answer.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|r| r.1.status())),
+    }
+    // 503: the only replica is full, for an upload and for a stream.
+    gw.peer.refuse_first.store(2, Ordering::SeqCst);
+    assert_eq!(gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap().status(), 503);
+    match connect(&gw, "/v1/listen", Some(("authorization", auth.clone()))).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => assert_eq!(answer.status(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|r| r.1.status())),
+    }
+    // 429: a key limited to one request a minute, asked twice.
+    let limited =
+        NewKey { limits: KeyLimits { max_streams: None, requests_per_minute: Some(1) }, ..NewKey::listen("one") };
+    let (_, key) = gw.keys.create_key(&gw.org_id, limited, aldea_store::unix_now()).await.unwrap();
+    for expected in [200, 429] {
+        let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", format!("Token {key}")).send().await;
+        assert_eq!(r.unwrap().status(), expected);
+    }
+    // Statuses the counter does not keep: stt's own 415 (relayed) and the gateway's 413.
+    assert_eq!(gw.post("/v1/listen", vec![0; 33]).header("authorization", &auth).send().await.unwrap().status(), 415);
+    assert_eq!(gw.post("/v1/listen", vec![0; 2000]).header("authorization", &auth).send().await.unwrap().status(), 413);
+    for (status, count) in [(401, 2), (402, 0), (429, 1), (503, 2)] {
+        let name = format!("aldea_gateway_refused_total{{status=\"{status}\"}}");
+        assert_eq!(metric(&gw, &name).await, Some(count), "{name}");
     }
 }
 

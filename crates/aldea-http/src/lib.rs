@@ -46,8 +46,22 @@ pub async fn close_when_body_unread(request: Request, next: Next) -> Response {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Middleware: puts the [`RequestId`] in the request's extensions and echoes it on the answer as
-/// `x-request-id` and `dg-request-id` (the name Deepgram's clients read).
+tokio::task_local! {
+    /// The id of the request whose answer is being made: set by [`request_id`] around the layers and
+    /// handler inside it.
+    static CURRENT_REQUEST_ID: String;
+}
+
+/// The id of the request being answered, when called from inside the [`request_id`] middleware
+/// (a handler, an extractor, an error turned into its answer); `None` elsewhere, such as in a task
+/// the request spawned.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(String::clone).ok()
+}
+
+/// Middleware: puts the [`RequestId`] in the request's extensions, runs the rest of the request
+/// with it as the [`current_request_id`], and echoes it on the answer as `x-request-id` and
+/// `dg-request-id` (the name Deepgram's clients read).
 pub async fn request_id(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -57,7 +71,7 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
+    let mut response = CURRENT_REQUEST_ID.scope(id.clone(), next.run(request)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value.clone());
         response.headers_mut().insert("dg-request-id", value);
@@ -119,6 +133,26 @@ mod tests {
             answer.extend_from_slice(&buf[..n]);
         }
         String::from_utf8_lossy(&answer).to_lowercase()
+    }
+
+    #[tokio::test]
+    async fn the_request_id_is_current_while_the_request_is_answered() {
+        use tower::ServiceExt as _;
+        let app = Router::new()
+            .route("/", axum::routing::get(|| async { current_request_id().unwrap_or_default() }))
+            .layer(axum::middleware::from_fn(request_id));
+        let request = Request::builder().uri("/").header("x-request-id", "abc-1").body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.headers()["x-request-id"], "abc-1");
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"abc-1");
+        // A new id when the caller sent none (or one not usable), the same in the header and inside.
+        let request = Request::builder().uri("/").header("x-request-id", "a b").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let header = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        assert_eq!((header.len(), std::str::from_utf8(&body).unwrap()), (36, header.as_str()));
+        assert_eq!(current_request_id(), None, "outside a request there is none");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Wire types of the public Speech API (docs/spec/speech-api.md): the pre-recorded response, the
 //! streaming messages ([`stream`]), the error body and their field types, exactly as Deepgram and Aldea clients parse them;
-//! and the usage event of the usage queue ([`usage`], docs/spec/platform-api.md).
+//! stt's capacity answer, which the gateway reads; and the usage event of the usage queue
+//! ([`usage`], docs/spec/platform-api.md).
 //!
 //! Invariant: serde only — this crate never does I/O, never depends on tokio, and never depends on
 //! another aldea crate.
@@ -42,6 +43,23 @@ pub struct ErrorBody {
     pub err_code: String,
     pub err_msg: String,
     pub request_id: String,
+}
+
+/// `GET /v1/capacity` of an stt replica (behind its service token): what it can take now. The
+/// gateway reads it to order the replicas. Fields in name order, as the map it replaced wrote them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Streams open now.
+    pub active_streams: u64,
+    /// Streams it would still take.
+    pub free_stream_slots: u64,
+    pub max_streams: u64,
+    /// Windows waiting for the model.
+    pub queue_depth: u64,
+    /// Uploads waiting for a slot.
+    pub queued_uploads: u64,
+    /// It has its model and is not shutting down.
+    pub ready: bool,
 }
 
 /// `model_info` entry: what the model is.
@@ -144,6 +162,20 @@ mod tests {
         assert_eq!(bare_word("well-known."), "well-known");
         assert_eq!(bare_word("\"Hello!\""), "hello");
         assert_eq!(bare_word("3.5%"), "3.5");
+    }
+
+    #[test]
+    fn capacity_wire_form() {
+        let capacity = Capacity {
+            active_streams: 1,
+            free_stream_slots: 3,
+            max_streams: 4,
+            queue_depth: 2,
+            queued_uploads: 0,
+            ready: true,
+        };
+        expect![[r#"{"active_streams":1,"free_stream_slots":3,"max_streams":4,"queue_depth":2,"queued_uploads":0,"ready":true}"#]]
+            .assert_eq(&serde_json::to_string(&capacity).unwrap());
     }
 
     #[test]

@@ -78,14 +78,14 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 }
 
 async fn capacity(State(state): State<AppState>) -> Response {
-    Json(serde_json::json!({
-        "free_stream_slots": state.free_stream_slots(),
-        "queue_depth": state.0.scheduler.queue_depth(),
-        "active_streams": state.0.active_streams.load(std::sync::atomic::Ordering::SeqCst),
-        "queued_uploads": state.queued_uploads(),
-        "max_streams": state.config().max_streams,
-        "ready": state.is_ready(),
-    }))
+    Json(aldea_proto::Capacity {
+        active_streams: state.0.active_streams.load(std::sync::atomic::Ordering::SeqCst) as u64,
+        free_stream_slots: state.free_stream_slots() as u64,
+        max_streams: state.config().max_streams as u64,
+        queue_depth: state.0.scheduler.queue_depth() as u64,
+        queued_uploads: state.queued_uploads() as u64,
+        ready: state.is_ready(),
+    })
     .into_response()
 }
 

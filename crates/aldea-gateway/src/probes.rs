@@ -1,0 +1,35 @@
+//! The operator's routes: `/live` (the process answers), `/ready` (an stt replica is ready and the
+//! key store answers; not while shutting down) and `/metrics` (Prometheus text).
+//!
+//! Invariant: no credential is asked and none is read; nothing here changes state.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::{metrics, AppState};
+
+pub(crate) async fn live() -> &'static str {
+    "ok"
+}
+
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+    if state.is_ready().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+pub(crate) async fn metrics_text(State(state): State<AppState>) -> Response {
+    let gauges = metrics::Gauges {
+        pending_usage: state.pending_usage(),
+        limits_fallbacks: state.0.limits.fallbacks.load(Ordering::Relaxed),
+        // The queue's dead letters: usage that could not be recorded (kept for an operator).
+        usage_dead_letters: state.0.deps.usage.dead_letter_count().await.ok(),
+    };
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.0.metrics.render(&gauges)).into_response()
+}
