@@ -67,6 +67,11 @@ pub struct Config {
     pub shared_cache_ttl: Duration,
     /// Largest upload body (and largest content fetched for a `url` body).
     pub max_body_bytes: usize,
+    /// An upload body up to this size is held in memory; a larger one goes to an unnamed temporary
+    /// file while it is sent to stt (what bounds the gateway's memory per upload).
+    pub spool_memory_bytes: usize,
+    /// Where larger bodies go (`None`: the system's temporary directory).
+    pub spool_dir: Option<std::path::PathBuf>,
     /// Whether a `url` body may point at loopback or private addresses (off: no request forgery
     /// against the cluster's own services).
     pub allow_private_urls: bool,
@@ -104,6 +109,8 @@ impl Default for Config {
             negative_cache_ttl: Duration::from_millis(500),
             shared_cache_ttl: Duration::from_millis(500),
             max_body_bytes: 512 * 1024 * 1024,
+            spool_memory_bytes: 2 * 1024 * 1024,
+            spool_dir: None,
             allow_private_urls: false,
             url_fetch_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(30),
@@ -198,6 +205,17 @@ impl AppState {
 
     pub fn config(&self) -> &Config {
         &self.0.config
+    }
+
+    /// How a body of at most `max_bytes` is read: in memory up to the spool threshold, idle at
+    /// most `idle`.
+    pub(crate) fn spool_limits(&self, max_bytes: usize, idle: Duration) -> aldea_http::spool::SpoolLimits {
+        aldea_http::spool::SpoolLimits {
+            max_bytes: max_bytes as u64,
+            in_memory: self.0.config.spool_memory_bytes,
+            idle,
+            dir: self.0.config.spool_dir.clone(),
+        }
     }
 
     /// Whether the gateway can serve: an stt replica is ready and the key store answers.

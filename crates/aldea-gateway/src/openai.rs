@@ -4,14 +4,13 @@
 //!
 //! Invariant: the upload's slot is taken before the form is read, and given back with its usage
 //! metered whatever the answer; every field is capped while it is read (the file at
-//! `max_body_bytes`, the others at 4 KiB) and every wait for the next piece bounded; stt's refusals
+//! `max_body_bytes`, spooled to a temporary file past the threshold; the others at 4 KiB) and every wait for the next piece bounded; stt's refusals
 //! are relayed as they came.
 
-use std::time::Duration;
-
+use aldea_http::spool::{spool, SpoolError, SpoolLimits, Spooled};
 use aldea_http::RequestId;
+use aldea_proto::subtitles::{self, Cue};
 use aldea_proto::{Alternative, PrerecordedResponse};
-use axum::body::Bytes;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::header::CONTENT_TYPE;
@@ -21,7 +20,7 @@ use axum::{Extension, Json};
 use serde::Serialize;
 use tokio::time::timeout;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, IntoApi};
 use crate::extract::UploadSlot;
 use crate::{upstream, AppState};
 
@@ -57,7 +56,7 @@ impl Format {
 /// The form as sent.
 #[derive(Debug, Default)]
 struct Form {
-    file: Option<(Bytes, Option<HeaderValue>)>,
+    file: Option<(Spooled, Option<HeaderValue>)>,
     model: Option<String>,
     language: Option<String>,
     response_format: Option<String>,
@@ -74,7 +73,8 @@ pub(crate) async fn transcriptions(
     let result: Result<(Response, Option<f64>), ApiError> = async {
         let multipart =
             multipart.map_err(|e| ApiError::BadRequest(format!("a multipart/form-data body is needed: {e}")))?;
-        let form = read_form(multipart, state.config().max_body_bytes, state.config().body_idle_timeout).await?;
+        let limits = state.spool_limits(state.config().max_body_bytes, state.config().body_idle_timeout);
+        let form = read_form(multipart, &limits).await?;
         let format = Format::parse(form.response_format.as_deref().unwrap_or("json"))?;
         let (audio, content_type) =
             form.file.clone().ok_or_else(|| ApiError::BadRequest("the form has no `file` field".to_owned()))?;
@@ -90,7 +90,7 @@ pub(crate) async fn transcriptions(
         };
         // A form's part type says little (browsers send application/octet-stream): stt detects.
         let content_type = content_type.filter(|c| c.to_str().is_ok_and(|c| c.starts_with("audio/")));
-        let answer = upstream::post_upload(&state, &request_id, &query, audio, content_type, None).await?;
+        let answer = upstream::post_upload(&state, &request_id, &query, &audio, content_type, None).await?;
         if !answer.status.is_success() {
             return Ok((answer.into_response(), None));
         }
@@ -113,9 +113,11 @@ const MAX_FIELD_BYTES: usize = 4096;
 /// What a form may add around its file (boundaries, part headers, the other fields).
 pub(crate) const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
 
-/// Reads the form: every field capped while it is read (the file at `limit`, the others at
-/// [`MAX_FIELD_BYTES`]), and every wait for the next piece bounded by `idle`.
-async fn read_form(mut multipart: Multipart, limit: usize, idle: Duration) -> Result<Form, ApiError> {
+/// Reads the form: every field capped while it is read (the file at the limit, spooled as an
+/// upload's body is, the others at [`MAX_FIELD_BYTES`]), and every wait for the next piece bounded
+/// by the idle time.
+async fn read_form(mut multipart: Multipart, limits: &SpoolLimits) -> Result<Form, ApiError> {
+    let (limit, idle) = (limits.max_bytes, limits.idle);
     let bad = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(format!("the form is larger than the limit of {limit} bytes"))
@@ -127,25 +129,25 @@ async fn read_form(mut multipart: Multipart, limit: usize, idle: Duration) -> Re
     let mut form = Form::default();
     while let Some(mut field) = timeout(idle, multipart.next_field()).await.map_err(|_| stalled())?.map_err(bad)? {
         let name = field.name().unwrap_or("").to_owned();
-        let (cap, too_long) = if name == "file" {
-            (limit, ApiError::TooLarge(format!("the file is larger than the limit of {limit} bytes")))
-        } else {
-            (
-                MAX_FIELD_BYTES,
-                ApiError::BadRequest(format!("the field {name:?} is longer than {MAX_FIELD_BYTES} bytes")),
-            )
-        };
         let content_type = field.content_type().and_then(|c| HeaderValue::from_str(c).ok());
+        if name == "file" {
+            let file = spool(&mut field, None, limits).await.map_err(|e| match e {
+                SpoolError::TooLarge { .. } => {
+                    ApiError::TooLarge(format!("the file is larger than the limit of {limit} bytes"))
+                }
+                SpoolError::Idle(_) => stalled(),
+                other => other.into_api(bad),
+            })?;
+            form.file = Some((file, content_type));
+            continue;
+        }
+        let too_long = || ApiError::BadRequest(format!("the field {name:?} is longer than {MAX_FIELD_BYTES} bytes"));
         let mut data: Vec<u8> = Vec::new();
         while let Some(chunk) = timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)? {
-            if data.len() + chunk.len() > cap {
-                return Err(too_long);
+            if data.len() + chunk.len() > MAX_FIELD_BYTES {
+                return Err(too_long());
             }
             data.extend_from_slice(&chunk);
-        }
-        if name == "file" {
-            form.file = Some((Bytes::from(data), content_type));
-            continue;
         }
         let value = String::from_utf8(data)
             .map_err(|_| ApiError::BadRequest(format!("the field {name:?} is not UTF-8 text")))?;
@@ -269,9 +271,8 @@ fn language_name(code: &str) -> String {
     name.to_owned()
 }
 
-fn timestamp(seconds: f64, separator: char) -> String {
-    let ms = (seconds.max(0.0) * 1000.0).round() as u64;
-    format!("{:02}:{:02}:{:02}{separator}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+fn cues(segments: &[Segment]) -> impl Iterator<Item = Cue<'_>> {
+    segments.iter().map(|s| Cue { start: s.start, end: s.end, text: &s.text })
 }
 
 fn render(body: &PrerecordedResponse, format: Format, form: &Form) -> Response {
@@ -283,31 +284,8 @@ fn render(body: &PrerecordedResponse, format: Format, form: &Form) -> Response {
     match format {
         Format::Json => Json(serde_json::json!({ "text": text })).into_response(),
         Format::Text => with_type("text/plain; charset=utf-8", format!("{text}\n")),
-        Format::Srt => {
-            let mut out = String::new();
-            for (i, s) in segments(&words).iter().enumerate() {
-                out.push_str(&format!(
-                    "{}\n{} --> {}\n{}\n\n",
-                    i + 1,
-                    timestamp(s.start, ','),
-                    timestamp(s.end, ','),
-                    s.text.trim()
-                ));
-            }
-            with_type("application/x-subrip; charset=utf-8", out)
-        }
-        Format::Vtt => {
-            let mut out = String::from("WEBVTT\n\n");
-            for s in segments(&words) {
-                out.push_str(&format!(
-                    "{} --> {}\n{}\n\n",
-                    timestamp(s.start, '.'),
-                    timestamp(s.end, '.'),
-                    s.text.trim()
-                ));
-            }
-            with_type("text/vtt; charset=utf-8", out)
-        }
+        Format::Srt => with_type("application/x-subrip; charset=utf-8", subtitles::srt(cues(&segments(&words)))),
+        Format::Vtt => with_type("text/vtt; charset=utf-8", subtitles::vtt(cues(&segments(&words)))),
         Format::VerboseJson => {
             let language = body
                 .results
@@ -423,11 +401,5 @@ mod tests {
             .map(|s| (s["text"].as_str().unwrap(), s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap()))
             .collect();
         assert_eq!(segments, [(" Hello there.", 0.0, 0.9), (" Bye.", 2.5, 2.8)]);
-    }
-
-    #[test]
-    fn subtitle_timestamps() {
-        assert_eq!(timestamp(3725.5, ','), "01:02:05,500");
-        assert_eq!(timestamp(0.0004, '.'), "00:00:00.000");
     }
 }

@@ -1,5 +1,7 @@
 //! `POST /v1/listen` (and its aliases): the body — raw audio, or JSON `{"url"}` fetched here — is
-//! read up to the size limit (413 as soon as it is passed, not after buffering it all), sent to the
+//! read up to the size limit (413 as soon as it is passed, not after buffering it all; in memory up
+//! to the spool threshold, in an unnamed temporary file past it, so memory per upload stays
+//! bounded whatever its size), sent to the
 //! least-loaded stt replica (the next one when a replica is full or unreachable), and the answer is
 //! relayed as it came. The audio seconds in the answer's metadata are metered.
 //!
@@ -11,7 +13,7 @@
 use std::net::IpAddr;
 
 use aldea_http::RequestId;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
@@ -21,12 +23,16 @@ use futures_util::StreamExt;
 use ipnet::IpNet;
 use reqwest::Url;
 
-use crate::error::ApiError;
+use aldea_http::spool::{spool, SpoolError, SpoolLimits, Spooled};
+
+use crate::error::{ApiError, IntoApi};
 use crate::extract::{SttQuery, UploadSlot};
 use crate::{upstream, AppState};
 
 /// Redirects followed when fetching a `url` body (each target checked again).
 const MAX_REDIRECTS: usize = 5;
+/// Largest JSON body (`{"url": …}`).
+const MAX_JSON_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn listen_upload(
     State(state): State<AppState>,
@@ -38,7 +44,7 @@ pub(crate) async fn listen_upload(
 ) -> Result<Response, ApiError> {
     let answer = async {
         let (audio, content_type) = read_audio(&state, &headers, body).await?;
-        upstream::post_upload(&state, &request_id, &query, audio, content_type, headers.get("timestamps").cloned())
+        upstream::post_upload(&state, &request_id, &query, &audio, content_type, headers.get("timestamps").cloned())
             .await
     }
     .await;
@@ -55,61 +61,35 @@ async fn read_audio(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Bytes, Option<HeaderValue>), ApiError> {
+) -> Result<(Spooled, Option<HeaderValue>), ApiError> {
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let idle = state.config().body_idle_timeout;
+    let read_error = |e: axum::Error| ApiError::BadRequest(format!("the body could not be read: {e}"));
     if is_json {
-        let json = read_limited(body, headers, 64 * 1024, state.config().body_idle_timeout).await?;
-        let url = serde_json::from_slice::<serde_json::Value>(&json)
-            .ok()
+        let limits = SpoolLimits { in_memory: MAX_JSON_BYTES, ..state.spool_limits(MAX_JSON_BYTES, idle) };
+        let json = spool(body.into_data_stream(), declared, &limits).await.map_err(|e| e.into_api(read_error))?;
+        let url = json
+            .as_bytes()
+            .and_then(|json| serde_json::from_slice::<serde_json::Value>(json).ok())
             .and_then(|v| v.get("url").and_then(|u| u.as_str()).map(str::to_owned))
             .ok_or_else(|| ApiError::BadRequest("a JSON body must be {\"url\": \"https://...\"}".to_owned()))?;
         fetch_url(state, &url).await
     } else {
         let content_type = headers.get(CONTENT_TYPE).cloned();
-        Ok((
-            read_limited(body, headers, state.config().max_body_bytes, state.config().body_idle_timeout).await?,
-            content_type,
-        ))
+        let limits = state.spool_limits(state.config().max_body_bytes, idle);
+        let audio = spool(body.into_data_stream(), declared, &limits).await.map_err(|e| e.into_api(read_error))?;
+        Ok((audio, content_type))
     }
-}
-
-/// The body, refused with 413 as soon as it passes `limit` (a declared length over it is refused
-/// before reading anything).
-async fn read_limited(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-    idle: std::time::Duration,
-) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::TooLarge(format!("the body is larger than the limit of {limit} bytes"));
-    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    // The declared length is the client's word: memory follows what arrives, at most a MiB ahead.
-    let mut collected: Vec<u8> = Vec::with_capacity(declared.map_or(64 * 1024, |n| (n as usize).min(1024 * 1024)));
-    let mut stream = body.into_data_stream();
-    loop {
-        let next = tokio::time::timeout(idle, stream.next())
-            .await
-            .map_err(|_| ApiError::Timeout(format!("no part of the body arrived for {} s", idle.as_secs_f64())))?;
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("the body could not be read: {e}")))?;
-        if collected.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        collected.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(collected))
 }
 
 /// Fetches a `url` body: http(s) only, every address it resolves to (and every redirect's) public
 /// unless private targets are allowed, connecting to the address checked (no second lookup to
 /// rebind), within the size and time limits.
-async fn fetch_url(state: &AppState, url: &str) -> Result<(Bytes, Option<HeaderValue>), ApiError> {
+async fn fetch_url(state: &AppState, url: &str) -> Result<(Spooled, Option<HeaderValue>), ApiError> {
     let limit = state.config().max_body_bytes;
     let mut current = Url::parse(url).map_err(|e| ApiError::BadRequest(format!("invalid url: {e}")))?;
     for _ in 0..=MAX_REDIRECTS {
@@ -156,24 +136,22 @@ async fn fetch_url(state: &AppState, url: &str) -> Result<(Bytes, Option<HeaderV
         if !answer.status().is_success() {
             return Err(ApiError::BadRequest(format!("fetching the url answered {}", answer.status())));
         }
-        if answer.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(ApiError::TooLarge(format!("the url's content is larger than the limit of {limit} bytes")));
-        }
         let content_type = answer
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-        let mut collected: Vec<u8> = Vec::new();
-        let mut stream = answer.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::BadRequest(format!("the url could not be read: {}", without_url(&e))))?;
-            if collected.len() + chunk.len() > limit {
-                return Err(ApiError::TooLarge(format!("the url's content is larger than the limit of {limit} bytes")));
+        let declared = answer.content_length();
+        // reqwest's errors name the URL: only their kind is said.
+        let chunks = answer.bytes_stream().map(|chunk| chunk.map_err(|e| without_url(&e)));
+        let limits = state.spool_limits(limit, state.config().url_fetch_timeout);
+        let content = spool(chunks, declared, &limits).await.map_err(|e| match e {
+            SpoolError::TooLarge { .. } => {
+                ApiError::TooLarge(format!("the url's content is larger than the limit of {limit} bytes"))
             }
-            collected.extend_from_slice(&chunk);
-        }
-        return Ok((Bytes::from(collected), content_type));
+            SpoolError::Read(kind) => ApiError::BadRequest(format!("the url could not be read: {kind}")),
+            other => other.into_api(|kind| ApiError::BadRequest(format!("the url could not be read: {kind}"))),
+        })?;
+        return Ok((content, content_type));
     }
     Err(ApiError::BadRequest(format!("the url redirected more than {MAX_REDIRECTS} times")))
 }

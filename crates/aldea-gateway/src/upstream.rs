@@ -10,10 +10,11 @@
 
 use std::sync::atomic::Ordering;
 
+use aldea_http::spool::Spooled;
 use aldea_proto::stream::{Resume, RESUME_HEADER};
 use aldea_proto::PrerecordedResponse;
 use axum::body::{Body, Bytes};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use reqwest::Url;
@@ -140,7 +141,7 @@ pub(crate) async fn post_upload(
     state: &AppState,
     request_id: &str,
     query: &str,
-    audio: Bytes,
+    audio: &Spooled,
     content_type: Option<HeaderValue>,
     timestamps: Option<HeaderValue>,
 ) -> Result<SttAnswer, ApiError> {
@@ -148,8 +149,20 @@ pub(crate) async fn post_upload(
         let Ok(mut url) = base.join("/v1/listen") else { continue };
         url.set_query((!query.is_empty()).then_some(query));
         for attempt in 0..2 {
-            let mut request =
-                state.0.pool.client().post(url.clone()).header("x-request-id", request_id).body(audio.clone());
+            // A body in memory is sent as it is; one in a file is streamed from its first byte again
+            // for every attempt, with its length said up front.
+            let body = match audio.as_bytes() {
+                Some(bytes) => reqwest::Body::from(bytes.clone()),
+                None => reqwest::Body::wrap_stream(audio.stream()),
+            };
+            let mut request = state
+                .0
+                .pool
+                .client()
+                .post(url.clone())
+                .header("x-request-id", request_id)
+                .header(CONTENT_LENGTH, audio.len())
+                .body(body);
             if let Some(content_type) = &content_type {
                 request = request.header(CONTENT_TYPE, content_type.clone());
             }

@@ -50,6 +50,8 @@ struct Peer {
     resumes: std::sync::Mutex<Vec<Option<Resume>>>,
     /// Query strings of the uploads received.
     upload_queries: std::sync::Mutex<Vec<String>>,
+    /// The declared length and the bytes of each upload taken.
+    upload_bodies: std::sync::Mutex<Vec<(Option<String>, axum::body::Bytes)>>,
 }
 
 /// A stand-in for an stt replica: `/v1/capacity`, `/ready`, uploads answered with the duration of
@@ -77,6 +79,8 @@ async fn spawn_peer() -> (String, Arc<Peer>) {
             }),
         )
         .route("/v1/listen", get(peer_stream).post(peer_upload))
+        // Like stt, it takes bodies up to its own limit, not axum's default of 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(peer.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -91,6 +95,7 @@ fn refuse_once(peer: &Peer) -> bool {
 async fn peer_upload(
     State(peer): State<Arc<Peer>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
     peer.upload_queries.lock().unwrap().push(query.unwrap_or_default());
@@ -98,6 +103,8 @@ async fn peer_upload(
         return (StatusCode::SERVICE_UNAVAILABLE, "full").into_response();
     }
     peer.uploads.fetch_add(1, Ordering::SeqCst);
+    let declared = headers.get("content-length").map(|v| v.to_str().unwrap().to_owned());
+    peer.upload_bodies.lock().unwrap().push((declared, body.clone()));
     if body.len() % 2 == 1 {
         let error = serde_json::json!({"err_code": "UNSUPPORTED_AUDIO", "err_msg": "odd", "request_id": "x"});
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(error)).into_response();
@@ -559,6 +566,44 @@ async fn uploads_are_relayed_metered_and_limited() {
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e.event_id.clone()).collect();
     assert_eq!(ids.len(), events.len(), "event ids are distinct");
     assert!(events.iter().all(|e| e.is_final && e.org_id == gw.org_id));
+}
+
+#[tokio::test]
+async fn a_body_past_the_spool_threshold_goes_through_a_file_to_the_replica_that_takes_it() {
+    // The gateway keeps 64 KiB of a body in memory; this one is 3 MB, sent with and without a
+    // declared length, and the replica tried first is full: the next one gets every byte.
+    let (first_url, first) = spawn_peer().await;
+    let (second_url, second) = spawn_peer().await;
+    first.free_slots.store(8, Ordering::SeqCst); // the first choice
+    let spool_dir = tempfile::tempdir().unwrap();
+    let dir = spool_dir.path().to_owned();
+    let gw = spawn_gateway_over(vec![first_url, second_url], first.clone(), move |c| {
+        c.spool_memory_bytes = 64 * 1024;
+        c.spool_dir = Some(dir);
+        c.max_body_bytes = 4_000_000;
+    })
+    .await;
+    let auth = format!("Token {}", gw.key);
+    let audio: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    for declared in [true, false] {
+        first.refuse_first.store(1, Ordering::SeqCst);
+        let request = reqwest::Client::new().post(gw.url("/v1/listen")).header("authorization", &auth);
+        let request = if declared {
+            request.body(audio.clone())
+        } else {
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> = audio.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
+            request.body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        };
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), 200, "declared length: {declared}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["metadata"]["duration"], 93.75);
+        let taken = second.upload_bodies.lock().unwrap().pop().expect("the second replica took the upload");
+        assert_eq!(taken.0.as_deref(), Some("3000000"), "the length is said up front");
+        assert!(taken.1 == audio, "every byte arrives, in order");
+        assert_eq!(first.uploads.load(Ordering::SeqCst), 0, "the first replica refused");
+    }
+    assert_eq!(std::fs::read_dir(spool_dir.path()).unwrap().count(), 0, "spooled bodies leave no file behind");
 }
 
 #[tokio::test]

@@ -29,16 +29,23 @@ pub struct SpoolLimits {
     pub dir: Option<std::path::PathBuf>,
 }
 
+/// Why a body could not be read; `E` is the error of the chunks' source.
 #[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
+pub enum SpoolError<E> {
     #[error("the body is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("no part of the body arrived for {} s", .0.as_secs_f64())]
     Idle(Duration),
     #[error("the body could not be read: {0}")]
-    Read(String),
+    Read(E),
     #[error("the body could not be kept: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl<E> From<std::io::Error> for SpoolError<E> {
+    fn from(e: std::io::Error) -> Self {
+        SpoolError::Io(e)
+    }
 }
 
 /// A body read to its end.
@@ -59,10 +66,9 @@ const READ_CHUNK: usize = 256 * 1024;
 
 /// Reads `chunks` to their end within `limits`; `declared` is the length the sender announced
 /// (refused at once when over the limit; never trusted for allocation).
-pub async fn spool<S, E>(chunks: S, declared: Option<u64>, limits: &SpoolLimits) -> Result<Spooled, SpoolError>
+pub async fn spool<S, E>(chunks: S, declared: Option<u64>, limits: &SpoolLimits) -> Result<Spooled, SpoolError<E>>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
 {
     let too_large = || SpoolError::TooLarge { limit: limits.max_bytes };
     if declared.is_some_and(|n| n > limits.max_bytes) {
@@ -75,7 +81,7 @@ where
     loop {
         let next = tokio::time::timeout(limits.idle, chunks.next()).await.map_err(|_| SpoolError::Idle(limits.idle))?;
         let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|e| SpoolError::Read(e.to_string()))?;
+        let chunk = chunk.map_err(SpoolError::Read)?;
         len += chunk.len() as u64;
         if len > limits.max_bytes {
             return Err(too_large());

@@ -62,4 +62,11 @@ mod tests {
         );
         assert_eq!(vtt([]), "WEBVTT\n\n");
     }
+
+    #[test]
+    fn timestamps_round_to_the_millisecond() {
+        assert_eq!(timestamp(3725.5, ','), "01:02:05,500");
+        assert_eq!(timestamp(0.0004, '.'), "00:00:00.000");
+        assert_eq!(timestamp(59.9996, '.'), "00:01:00.000");
+    }
 }

@@ -47,6 +47,14 @@ pub(crate) struct GatewayOptions {
     /// Seconds an upload's body may stall (no byte arriving) before it is answered 408.
     #[arg(long, env = "ALDEA_BODY_IDLE_SECONDS", default_value_t = 30.0)]
     pub(crate) body_idle_seconds: f64,
+    /// Upload bodies up to this many bytes are held in memory; larger ones go to an unnamed
+    /// temporary file while they are sent to stt.
+    #[arg(long, env = "ALDEA_SPOOL_MEMORY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub(crate) spool_memory_bytes: usize,
+    /// Directory of those temporary files (default: the system's temporary directory; in a
+    /// container with a read-only root, a writable volume).
+    #[arg(long, env = "ALDEA_SPOOL_DIR")]
+    pub(crate) spool_dir: Option<std::path::PathBuf>,
 }
 
 impl GatewayOptions {
@@ -67,6 +75,8 @@ impl GatewayOptions {
             } else {
                 30.0
             }),
+            spool_memory_bytes: self.spool_memory_bytes,
+            spool_dir: self.spool_dir.clone(),
             model_name: model_name.to_owned(),
             ..aldea_gateway::Config::default()
         }
