@@ -540,11 +540,20 @@ mod tests {
     /// A well-formed key the store does not know.
     const UNKNOWN: &str = "org_0000000000000000000000000000000000000000";
 
+    /// Long TTLs (the negative one the longest allowed): no answer expires while a test runs.
+    fn long_ttls() -> Config {
+        Config {
+            key_cache_ttl: Duration::from_secs(30),
+            negative_cache_ttl: Duration::from_secs(1),
+            ..Config::default()
+        }
+    }
+
     /// Requests for one key that arrive together while it is not cached make one store lookup,
     /// for a known key and an unknown one alike.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_requests_for_one_key_make_one_store_lookup() {
-        let (auth, keys, secret, record) = counting(Config::default(), Arc::new(NoSharedCache)).await;
+        let (auth, keys, secret, record) = counting(long_ttls(), Arc::new(NoSharedCache)).await;
         let auth = Arc::new(auth);
         let tasks: Vec<_> = (0..100)
             .map(|i| {
@@ -564,7 +573,7 @@ mod tests {
     /// Live streams of one key rechecked together make one lookup by id.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_rechecks_of_one_key_make_one_store_lookup() {
-        let (auth, keys, secret, _) = counting(Config::default(), Arc::new(NoSharedCache)).await;
+        let (auth, keys, secret, _) = counting(long_ttls(), Arc::new(NoSharedCache)).await;
         let auth = Arc::new(auth);
         let grant = auth.verify_key(&secret).await.unwrap();
         let rechecks: Vec<_> = (0..50)
@@ -622,9 +631,8 @@ mod tests {
     /// reads the store again.
     #[tokio::test]
     async fn an_invalidated_key_is_read_again() {
-        let config = Config { key_cache_ttl: Duration::from_secs(30), ..Config::default() };
         let shared = Arc::new(MemoryKeyCache::new());
-        let (auth, keys, secret, _) = counting(config, shared.clone()).await;
+        let (auth, keys, secret, _) = counting(long_ttls(), shared.clone()).await;
         let stop = CancellationToken::new();
         auth.spawn_invalidation_listener(stop.clone());
         // The listener subscribes before the invalidation is published.
