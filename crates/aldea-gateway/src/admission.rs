@@ -6,12 +6,12 @@
 //! the limits still hold per gateway replica, and an outage of the shared cache neither takes the
 //! Speech API down nor lets every request through.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aldea_store::{KeyGrant, Limits, MemoryLimits, RateDecision};
 use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
@@ -23,17 +23,17 @@ use crate::Config;
 pub(crate) struct WithFallback {
     shared: Arc<dyn Limits>,
     local: MemoryLimits,
-    /// Operations the local limiter answered because the store failed.
-    pub(crate) fallbacks: AtomicU64,
+    /// Operations the local limiter answered because the store failed (`Metrics::limits_fallbacks`).
+    fallbacks: Counter,
 }
 
 impl WithFallback {
-    pub(crate) fn new(shared: Arc<dyn Limits>) -> WithFallback {
-        WithFallback { shared, local: MemoryLimits::new(), fallbacks: AtomicU64::new(0) }
+    pub(crate) fn new(shared: Arc<dyn Limits>, fallbacks: Counter) -> WithFallback {
+        WithFallback { shared, local: MemoryLimits::new(), fallbacks }
     }
 
     fn fell_back(&self, operation: &str, error: &aldea_store::StoreError) {
-        if self.fallbacks.fetch_add(1, Ordering::Relaxed).is_multiple_of(100) {
+        if self.fallbacks.inc().is_multiple_of(100) {
             tracing::warn!(error = %error, operation, "limits store unavailable; this process's limiter stands in");
         }
     }

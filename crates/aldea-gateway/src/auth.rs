@@ -1,21 +1,27 @@
 //! Who is calling: the credential forms of the contract (`Authorization: Token|Bearer`, the
 //! `token, <key>` / `bearer, <jwt>` WebSocket subprotocols), key verification through a small
-//! in-process LRU in front of the shared cache in front of the system of record, and the HS256 JWTs
-//! of `/v1/auth/grant`.
+//! in-process cache in front of the shared cache in front of the system of record, and the HS256
+//! JWTs of `/v1/auth/grant`.
+//!
+//! This process keeps (`moka`) each verify answer by key hash, a known key's for `key_cache_ttl`
+//! and an unknown one's for `negative_cache_ttl`, and each grant by key id (browser tokens, stream
+//! rechecks) for at most a second, up to `L1_CAPACITY` entries each. Requests for one key that
+//! arrive while it is not cached wait for one lookup; a failed lookup is not kept (the next request
+//! asks again).
 
-use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aldea_store::{hash_key, CachedGrant, KeyCache, KeyGrant, KeyLimits, Keys, KEY_PREFIX};
+use aldea_store::{hash_key, CachedGrant, KeyCache, KeyGrant, KeyLimits, Keys, StoreError, KEY_PREFIX};
 use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use moka::future::Cache;
+use moka::Expiry;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
@@ -23,8 +29,8 @@ use crate::Config;
 
 /// The scope every Speech API request needs.
 pub(crate) const LISTEN_SCOPE: &str = "listen";
-/// Keys remembered in this process.
-const L1_CAPACITY: usize = 10_000;
+/// Keys remembered in this process (and, apart, grants by key id).
+const L1_CAPACITY: u64 = 10_000;
 
 /// A credential as the client sent it.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,14 +88,46 @@ pub(crate) fn credential(headers: &HeaderMap) -> Option<(Credential, Via)> {
     None
 }
 
+/// How long this process keeps a verify answer: a known key's for the key cache's TTL, an unknown
+/// one's for the (shorter) negative TTL.
+struct AnswerExpiry {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl AnswerExpiry {
+    fn ttl(&self, answer: &CachedGrant) -> Duration {
+        match answer {
+            CachedGrant::Valid(_) => self.positive,
+            CachedGrant::Invalid => self.negative,
+        }
+    }
+}
+
+impl Expiry<String, CachedGrant> for AnswerExpiry {
+    fn expire_after_create(&self, _: &String, answer: &CachedGrant, _: Instant) -> Option<Duration> {
+        Some(self.ttl(answer))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        answer: &CachedGrant,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.ttl(answer))
+    }
+}
+
 /// Verifies credentials.
 pub(crate) struct Authenticator {
     keys: Arc<dyn Keys>,
     shared: Arc<dyn KeyCache>,
-    local: Arc<Mutex<lru::LruCache<String, (Instant, CachedGrant)>>>,
+    /// Verify answers by key hash.
+    local: Cache<String, CachedGrant>,
     /// Grants by key id (browser tokens and live streams are checked by id), kept briefly.
-    by_id: Mutex<lru::LruCache<String, (Instant, Option<KeyGrant>)>>,
-    local_ttl: Duration,
+    by_id: Cache<String, Option<KeyGrant>>,
     negative_ttl: Duration,
     shared_ttl: Duration,
     jwt_secret: Option<SecretString>,
@@ -97,13 +135,15 @@ pub(crate) struct Authenticator {
 
 impl Authenticator {
     pub(crate) fn new(config: &Config, keys: Arc<dyn Keys>, shared: Arc<dyn KeyCache>) -> Authenticator {
-        let capacity = NonZeroUsize::new(L1_CAPACITY).unwrap_or(NonZeroUsize::MIN);
+        let expiry = AnswerExpiry { positive: config.key_cache_ttl, negative: config.negative_cache_ttl };
         Authenticator {
             keys,
             shared,
-            local: Arc::new(Mutex::new(lru::LruCache::new(capacity))),
-            by_id: Mutex::new(lru::LruCache::new(capacity)),
-            local_ttl: config.key_cache_ttl,
+            local: Cache::builder().max_capacity(L1_CAPACITY).expire_after(expiry).build(),
+            by_id: Cache::builder()
+                .max_capacity(L1_CAPACITY)
+                .time_to_live(config.key_cache_ttl.min(Duration::from_secs(1)))
+                .build(),
             negative_ttl: config.negative_cache_ttl,
             shared_ttl: config.shared_cache_ttl,
             jwt_secret: config.jwt_secret.clone(),
@@ -130,20 +170,14 @@ impl Authenticator {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         hash = rx.recv() => match hash {
-                            Some(hash) => {
-                                if let Ok(mut local) = local.lock() {
-                                    local.pop(&hash);
-                                }
-                            }
+                            Some(hash) => local.invalidate(&hash).await,
                             None => break,
                         }
                     }
                 }
                 // The subscription ended (a lost connection): forget everything this process
                 // holds, since invalidations may have been missed, and subscribe again.
-                if let Ok(mut local) = local.lock() {
-                    local.clear();
-                }
+                local.invalidate_all();
             }
         });
     }
@@ -163,7 +197,7 @@ impl Authenticator {
         Ok(grant)
     }
 
-    /// A key's grant: this process's LRU, then the shared cache, then the system of record.
+    /// A key's grant: this process's cache, then the shared cache, then the system of record.
     pub(crate) async fn verify_key(&self, secret: &str) -> Result<KeyGrant, ApiError> {
         let invalid = || ApiError::Unauthorized("invalid credentials: unknown, revoked or expired key".to_owned());
         if !secret.starts_with(KEY_PREFIX) || secret.len() < KEY_PREFIX.len() + 32 || secret.len() > 256 {
@@ -171,43 +205,33 @@ impl Authenticator {
         }
         let hash = hash_key(secret);
         let now = aldea_store::unix_now();
-        let cached = self.local.lock().ok().and_then(|mut local| {
-            local.get(&hash).filter(|(expires, _)| *expires > Instant::now()).map(|(_, entry)| entry.clone())
-        });
-        let entry = match cached {
-            Some(entry) => entry,
-            None => {
-                let entry = match self.shared.get(&hash).await {
-                    Ok(Some(entry)) => entry,
-                    Ok(None) | Err(_) => {
-                        let entry = match self.keys.verify(&hash, now).await? {
-                            Some(grant) => CachedGrant::Valid(grant),
-                            None => CachedGrant::Invalid,
-                        };
-                        let ttl = match entry {
-                            CachedGrant::Valid(_) => self.shared_ttl,
-                            CachedGrant::Invalid => self.negative_ttl,
-                        };
-                        if let Err(e) = self.shared.put(&hash, &entry, ttl).await {
-                            tracing::warn!(error = %e, "shared key cache unavailable");
-                        }
-                        entry
-                    }
-                };
-                let ttl = match entry {
-                    CachedGrant::Valid(_) => self.local_ttl,
-                    CachedGrant::Invalid => self.negative_ttl,
-                };
-                if let Ok(mut local) = self.local.lock() {
-                    local.put(hash, (Instant::now() + ttl, entry.clone()));
-                }
-                entry
-            }
-        };
+        // Concurrent requests for a key not cached here wait for the one lookup the first starts.
+        let entry =
+            self.local.try_get_with_by_ref(&hash, self.look_up(&hash, now)).await.map_err(|e| ApiError::from(&*e))?;
         match entry {
             CachedGrant::Valid(grant) if grant.expires_at.is_none_or(|at| at > now) => Ok(grant),
             _ => Err(invalid()),
         }
+    }
+
+    /// A verify answer from the shared cache, else from the system of record (then kept in the
+    /// shared cache too).
+    async fn look_up(&self, hash: &str, now: i64) -> Result<CachedGrant, StoreError> {
+        if let Ok(Some(entry)) = self.shared.get(hash).await {
+            return Ok(entry);
+        }
+        let entry = match self.keys.verify(hash, now).await? {
+            Some(grant) => CachedGrant::Valid(grant),
+            None => CachedGrant::Invalid,
+        };
+        let ttl = match entry {
+            CachedGrant::Valid(_) => self.shared_ttl,
+            CachedGrant::Invalid => self.negative_ttl,
+        };
+        if let Err(e) = self.shared.put(hash, &entry, ttl).await {
+            tracing::warn!(error = %e, "shared key cache unavailable");
+        }
+        Ok(entry)
     }
 
     /// A browser token's grant: the signature and expiry, then the key it was granted for as it is
@@ -238,18 +262,10 @@ impl Authenticator {
     /// The current grant of the key with this id (`None`: revoked, expired or unknown), from the
     /// system of record at most once a second per key.
     async fn grant_by_id(&self, key_id: &str) -> Result<Option<KeyGrant>, ApiError> {
-        let fresh = self.by_id.lock().ok().and_then(|mut cache| {
-            cache.get(key_id).filter(|(expires, _)| *expires > Instant::now()).map(|(_, grant)| grant.clone())
-        });
-        if let Some(grant) = fresh {
-            return Ok(grant);
-        }
-        let grant = self.keys.grant_by_id(key_id, aldea_store::unix_now()).await?;
-        if let Ok(mut cache) = self.by_id.lock() {
-            let ttl = self.local_ttl.min(Duration::from_secs(1));
-            cache.put(key_id.to_owned(), (Instant::now() + ttl, grant.clone()));
-        }
-        Ok(grant)
+        self.by_id
+            .try_get_with_by_ref(key_id, self.keys.grant_by_id(key_id, aldea_store::unix_now()))
+            .await
+            .map_err(|e| ApiError::from(&*e))
     }
 
     /// Whether a live stream admitted with `grant` may go on: its key still valid and its
@@ -363,6 +379,9 @@ pub(crate) fn decode_jwt(token: &str, secret: &[u8], now: i64) -> Result<JwtClai
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use aldea_store::{Credit, KeyRecord, MemoryKeyCache, MemoryKeys, NewKey, Org};
     use axum::http::HeaderValue;
 
     use super::*;
@@ -428,5 +447,203 @@ mod tests {
         parts[0] = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
         assert_eq!(decode_jwt(&parts.join("."), secret, 100), Err("unsupported token algorithm"));
         assert_eq!(decode_jwt("a.b", secret, 100), Err("malformed token"));
+    }
+
+    /// The in-memory store behind a store's round trip, counting the lookups that reach it; while
+    /// `down`, every lookup fails as an unreachable store does.
+    #[derive(Default)]
+    struct CountingKeys {
+        inner: MemoryKeys,
+        verifies: AtomicUsize,
+        by_id: AtomicUsize,
+        down: AtomicBool,
+    }
+
+    impl CountingKeys {
+        async fn lookup(&self, counter: &AtomicUsize) -> aldea_store::Result<()> {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("down".to_owned()));
+            }
+            Ok(())
+        }
+
+        fn verifies(&self) -> usize {
+            self.verifies.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Keys for CountingKeys {
+        async fn ensure_org(&self, name: &str, credit: Credit) -> aldea_store::Result<Org> {
+            self.inner.ensure_org(name, credit).await
+        }
+        async fn org_by_name(&self, name: &str) -> aldea_store::Result<Option<Org>> {
+            self.inner.org_by_name(name).await
+        }
+        async fn create_key(&self, org_id: &str, key: NewKey, now: i64) -> aldea_store::Result<(KeyRecord, String)> {
+            self.inner.create_key(org_id, key, now).await
+        }
+        async fn verify(&self, key_hash: &str, now: i64) -> aldea_store::Result<Option<KeyGrant>> {
+            self.lookup(&self.verifies).await?;
+            self.inner.verify(key_hash, now).await
+        }
+        async fn grant_by_id(&self, key_id: &str, now: i64) -> aldea_store::Result<Option<KeyGrant>> {
+            self.lookup(&self.by_id).await?;
+            self.inner.grant_by_id(key_id, now).await
+        }
+        async fn list_keys(&self, org_id: Option<&str>) -> aldea_store::Result<Vec<KeyRecord>> {
+            self.inner.list_keys(org_id).await
+        }
+        async fn revoke_key(&self, key_id: &str, now: i64) -> aldea_store::Result<Option<String>> {
+            self.inner.revoke_key(key_id, now).await
+        }
+        async fn set_credit(&self, org_id: &str, credit: Credit) -> aldea_store::Result<()> {
+            self.inner.set_credit(org_id, credit).await
+        }
+        async fn credit(&self, org_id: &str) -> aldea_store::Result<Credit> {
+            self.inner.credit(org_id).await
+        }
+    }
+
+    /// A shared cache that never holds anything: every miss of this process's cache reaches `Keys`.
+    struct NoSharedCache;
+
+    #[async_trait::async_trait]
+    impl KeyCache for NoSharedCache {
+        async fn get(&self, _: &str) -> aldea_store::Result<Option<CachedGrant>> {
+            Ok(None)
+        }
+        async fn put(&self, _: &str, _: &CachedGrant, _: Duration) -> aldea_store::Result<()> {
+            Ok(())
+        }
+        async fn invalidate(&self, _: &str) -> aldea_store::Result<()> {
+            Ok(())
+        }
+        async fn subscribe(&self) -> aldea_store::Result<tokio::sync::mpsc::Receiver<String>> {
+            Err(StoreError::Unavailable("no pub/sub".to_owned()))
+        }
+    }
+
+    /// An authenticator over a counting store holding one listen key (its secret and record returned).
+    async fn counting(
+        config: Config,
+        shared: Arc<dyn KeyCache>,
+    ) -> (Authenticator, Arc<CountingKeys>, String, KeyRecord) {
+        let keys = Arc::new(CountingKeys::default());
+        let org = keys.ensure_org("acme", Credit::Unlimited).await.unwrap();
+        let (record, secret) = keys.create_key(&org.id, NewKey::listen("k"), aldea_store::unix_now()).await.unwrap();
+        (Authenticator::new(&config, keys.clone(), shared), keys, secret, record)
+    }
+
+    /// A well-formed key the store does not know.
+    const UNKNOWN: &str = "org_0000000000000000000000000000000000000000";
+
+    /// Long TTLs (the negative one the longest allowed): no answer expires while a test runs.
+    fn long_ttls() -> Config {
+        Config {
+            key_cache_ttl: Duration::from_secs(30),
+            negative_cache_ttl: Duration::from_secs(1),
+            ..Config::default()
+        }
+    }
+
+    /// Requests for one key that arrive together while it is not cached make one store lookup,
+    /// for a known key and an unknown one alike.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_requests_for_one_key_make_one_store_lookup() {
+        let (auth, keys, secret, record) = counting(long_ttls(), Arc::new(NoSharedCache)).await;
+        let auth = Arc::new(auth);
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let (auth, secret) = (auth.clone(), if i % 2 == 0 { secret.clone() } else { UNKNOWN.to_owned() });
+                tokio::spawn(async move { auth.authenticate(&Credential::Key(secret)).await.map(|g| g.key_id) })
+            })
+            .collect();
+        for (i, task) in tasks.into_iter().enumerate() {
+            match task.await.unwrap() {
+                Ok(id) => assert!(i % 2 == 0 && id == record.id, "{i}: {id}"),
+                Err(e) => assert!(i % 2 == 1 && matches!(e, ApiError::Unauthorized(_)), "{i}: {e:?}"),
+            }
+        }
+        assert_eq!(keys.verifies(), 2, "one lookup for the known key, one for the unknown");
+    }
+
+    /// Live streams of one key rechecked together make one lookup by id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_rechecks_of_one_key_make_one_store_lookup() {
+        let (auth, keys, secret, _) = counting(long_ttls(), Arc::new(NoSharedCache)).await;
+        let auth = Arc::new(auth);
+        let grant = auth.verify_key(&secret).await.unwrap();
+        let rechecks: Vec<_> = (0..50)
+            .map(|_| {
+                let (auth, grant) = (auth.clone(), grant.clone());
+                tokio::spawn(async move { auth.recheck(&grant).await.is_ok() })
+            })
+            .collect();
+        for recheck in rechecks {
+            assert!(recheck.await.unwrap());
+        }
+        assert_eq!(keys.by_id.load(Ordering::SeqCst), 1);
+    }
+
+    /// Each answer lives as long as its kind: an unknown key is asked again once its short TTL has
+    /// passed, while a known key's answer is still kept.
+    #[tokio::test]
+    async fn a_negative_answer_expires_before_a_positive_one() {
+        let config = Config {
+            key_cache_ttl: Duration::from_secs(30),
+            negative_cache_ttl: Duration::from_millis(150),
+            ..Config::default()
+        };
+        let (auth, keys, secret, _) = counting(config, Arc::new(NoSharedCache)).await;
+        assert!(auth.verify_key(&secret).await.is_ok());
+        assert!(auth.verify_key(UNKNOWN).await.is_err());
+        assert!(auth.verify_key(&secret).await.is_ok());
+        assert!(auth.verify_key(UNKNOWN).await.is_err());
+        assert_eq!(keys.verifies(), 2, "both answers are cached");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(auth.verify_key(&secret).await.is_ok());
+        assert_eq!(keys.verifies(), 2, "the known key's answer is still cached");
+        assert!(auth.verify_key(UNKNOWN).await.is_err());
+        assert_eq!(keys.verifies(), 3, "the unknown key's answer expired");
+    }
+
+    /// An unreachable store is asked again on the next request: its error is not cached.
+    #[tokio::test]
+    async fn store_errors_are_not_cached() {
+        let (auth, keys, secret, record) = counting(Config::default(), Arc::new(NoSharedCache)).await;
+        keys.down.store(true, Ordering::SeqCst);
+        for _ in 0..2 {
+            assert!(matches!(auth.verify_key(&secret).await, Err(ApiError::NoCapacity(_))));
+        }
+        assert_eq!(keys.verifies(), 2);
+        assert!(auth.grant_by_id(&record.id).await.is_err());
+        keys.down.store(false, Ordering::SeqCst);
+        assert_eq!(auth.verify_key(&secret).await.unwrap().key_id, record.id);
+        assert_eq!(keys.verifies(), 3);
+        assert!(auth.grant_by_id(&record.id).await.unwrap().is_some());
+        assert_eq!(keys.by_id.load(Ordering::SeqCst), 2);
+    }
+
+    /// An invalidation published on the shared cache drops this process's copy: the next request
+    /// reads the store again.
+    #[tokio::test]
+    async fn an_invalidated_key_is_read_again() {
+        let shared = Arc::new(MemoryKeyCache::new());
+        let (auth, keys, secret, _) = counting(long_ttls(), shared.clone()).await;
+        let stop = CancellationToken::new();
+        auth.spawn_invalidation_listener(stop.clone());
+        // The listener subscribes before the invalidation is published.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(auth.verify_key(&secret).await.is_ok());
+        assert!(auth.verify_key(&secret).await.is_ok());
+        assert_eq!(keys.verifies(), 1);
+        shared.invalidate(&hash_key(&secret)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(auth.verify_key(&secret).await.is_ok());
+        assert_eq!(keys.verifies(), 2, "the invalidated entry was dropped from both caches");
+        stop.cancel();
     }
 }

@@ -103,6 +103,13 @@ impl IntoResponse for ApiError {
 
 impl From<aldea_store::StoreError> for ApiError {
     fn from(e: aldea_store::StoreError) -> ApiError {
+        ApiError::from(&e)
+    }
+}
+
+/// A store error shared by every request that waited for one lookup (the key caches).
+impl From<&aldea_store::StoreError> for ApiError {
+    fn from(e: &aldea_store::StoreError) -> ApiError {
         match e {
             aldea_store::StoreError::Unavailable(_) => {
                 ApiError::NoCapacity("the key store is unavailable; retry shortly".to_owned())

@@ -8,7 +8,6 @@
 //! `resume_*` parameters never reach stt (the resume handshake is the gateway's own).
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 
 use aldea_http::RequestId;
 use aldea_store::{KeyGrant, UsageKind};
@@ -62,7 +61,7 @@ impl FromRequestParts<AppState> for UploadSlot {
         let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
         let lease =
             admission::acquire(state.0.limits.clone(), state.config(), &grant, Kind::Upload, &request_id).await?;
-        state.0.metrics.uploads_total.fetch_add(1, Ordering::Relaxed);
+        state.0.metrics.uploads_total.inc();
         Ok(UploadSlot { grant, lease, request_id })
     }
 }
@@ -74,7 +73,7 @@ impl UploadSlot {
         let seconds = seconds.unwrap_or(0.0);
         let mut meter = Meter::new(&self.request_id, &self.grant, UsageKind::Rest, &state.config().model_name);
         if let Some(event) = meter.event(seconds, true, status.as_u16()) {
-            state.0.metrics.audio_ms.fetch_add((seconds * 1000.0).round() as u64, Ordering::Relaxed);
+            state.0.metrics.add_audio(seconds);
             state.0.usage.record(event).await;
         }
         self.lease.release().await;

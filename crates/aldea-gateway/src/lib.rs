@@ -188,7 +188,8 @@ impl AppState {
         let auth = auth::Authenticator::new(&config, deps.keys.clone(), deps.key_cache.clone());
         let pool = Arc::new(pool::SttPool::new(&config).map_err(|e| ConfigError(e.to_string()))?);
         let usage = Arc::new(usage::UsageSink::new(deps.usage.clone()));
-        let limits = Arc::new(admission::WithFallback::new(deps.limits.clone()));
+        let metrics = metrics::Metrics::default();
+        let limits = Arc::new(admission::WithFallback::new(deps.limits.clone(), metrics.limits_fallbacks.clone()));
         Ok(AppState(Arc::new(Inner {
             config,
             deps,
@@ -196,7 +197,7 @@ impl AppState {
             auth,
             pool,
             usage,
-            metrics: metrics::Metrics::default(),
+            metrics,
             tasks: TaskTracker::new(),
             drain: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),

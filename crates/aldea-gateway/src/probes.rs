@@ -1,9 +1,8 @@
 //! The operator's routes: `/live` (the process answers), `/ready` (an stt replica is ready and the
-//! key store answers; not while shutting down) and `/metrics` (Prometheus text).
+//! key store answers; not while shutting down) and `/metrics` (Prometheus metrics, OpenMetrics
+//! text).
 //!
 //! Invariant: no credential is asked and none is read; nothing here changes state.
-
-use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -27,9 +26,8 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
 pub(crate) async fn metrics_text(State(state): State<AppState>) -> Response {
     let gauges = metrics::Gauges {
         pending_usage: state.pending_usage(),
-        limits_fallbacks: state.0.limits.fallbacks.load(Ordering::Relaxed),
         // The queue's dead letters: usage that could not be recorded (kept for an operator).
         usage_dead_letters: state.0.deps.usage.dead_letter_count().await.ok(),
     };
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.0.metrics.render(&gauges)).into_response()
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], state.0.metrics.render(&gauges)).into_response()
 }

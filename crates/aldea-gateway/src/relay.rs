@@ -15,7 +15,6 @@
 mod replay;
 mod rewrite;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aldea_http::RequestId;
@@ -88,7 +87,7 @@ async fn start(
             return Err(e);
         }
     };
-    state.0.metrics.streams_total.fetch_add(1, Ordering::Relaxed);
+    state.0.metrics.streams_total.inc();
     // Small socket buffers: an idle stream should cost a few kilobytes, not the 2 × 128 KiB per
     // socket the WebSocket library reserves by default (audio frames are read in several pieces).
     let upgrade = aldea_http::ws::limited(upgrade).read_buffer_size(SOCKET_BUFFER).write_buffer_size(SOCKET_BUFFER);
@@ -155,7 +154,7 @@ impl Session {
     async fn run(mut self, mut client: WebSocket, mut upstream: Upstream) {
         let state = self.state.clone();
         let metrics = &state.0.metrics;
-        metrics.active_streams.fetch_add(1, Ordering::Relaxed);
+        metrics.active_streams.inc();
         let mut usage_tick = tokio::time::interval(self.state.config().usage_interval);
         usage_tick.tick().await;
         let mut recheck = tokio::time::interval(self.state.config().recheck_interval);
@@ -216,7 +215,7 @@ impl Session {
                         }
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break End::ClientGone,
                     };
-                    metrics.frames_relayed.fetch_add(1, Ordering::Relaxed);
+                    metrics.frames_relayed.inc();
                     if upstream.send(frame).await.is_err() {
                         // The frame is in the replay buffer: a replacement replica gets it.
                         match self.fail_over(&mut client).await {
@@ -231,7 +230,7 @@ impl Session {
                             Outbound::Drop => {}
                             Outbound::Checkpoint(checkpoint) => self.replay.checkpoint(&checkpoint),
                             Outbound::Forward(text) => {
-                                metrics.frames_relayed.fetch_add(1, Ordering::Relaxed);
+                                metrics.frames_relayed.inc();
                                 if client.send(Message::Text(text.into())).await.is_err() {
                                     break End::ClientGone;
                                 }
@@ -277,10 +276,10 @@ impl Session {
                 1000
             }
         };
-        metrics.active_streams.fetch_sub(1, Ordering::Relaxed);
+        metrics.active_streams.dec();
         let heard = self.rewriter.heard();
         if let Some(event) = self.meter.event(heard, true, status) {
-            metrics.audio_ms.fetch_add((event.audio_seconds * 1000.0).round() as u64, Ordering::Relaxed);
+            metrics.add_audio(event.audio_seconds);
             self.state.0.usage.record(event).await;
         }
         if let Some(lease) = self.lease.take() {
@@ -295,7 +294,7 @@ impl Session {
         let failed = self.replica.clone();
         while self.failovers < MAX_FAILOVERS {
             self.failovers += 1;
-            self.state.0.metrics.failovers.fetch_add(1, Ordering::Relaxed);
+            self.state.0.metrics.failovers.inc();
             let Some(replay) = self.replay.replay() else {
                 tracing::warn!(request_id = %self.request_id, "stream lost its replica and cannot be replayed");
                 break;

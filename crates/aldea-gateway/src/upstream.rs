@@ -8,8 +8,6 @@
 //! (503) or unreachable is skipped and the next one tried; any other answer of stt's is final and
 //! relayed as it came; no replica left is [`ApiError::NoCapacity`].
 
-use std::sync::atomic::Ordering;
-
 use aldea_http::spool::Spooled;
 use aldea_proto::stream::{Resume, RESUME_HEADER};
 use aldea_proto::PrerecordedResponse;
@@ -125,7 +123,7 @@ pub(crate) async fn open_stream(
                     state.0.pool.note_full(&base);
                 }
                 tracing::warn!(request_id, replica = %base, error = %e, "stt replica did not take the stream; trying the next");
-                state.0.metrics.upstream_retries.fetch_add(1, Ordering::Relaxed);
+                state.0.metrics.upstream_retries.inc();
             }
         }
     }
@@ -176,19 +174,19 @@ pub(crate) async fn post_upload(
                 Ok(answer) => answer,
                 Err(e) if attempt == 0 && !e.is_timeout() && !e.is_connect() => {
                     tracing::debug!(request_id, replica = %base, error = %e, "stt connection broke before an answer; asking again");
-                    state.0.metrics.upstream_retries.fetch_add(1, Ordering::Relaxed);
+                    state.0.metrics.upstream_retries.inc();
                     continue;
                 }
                 Err(e) => {
                     tracing::warn!(request_id, replica = %base, error = %e, "stt replica unreachable; trying the next");
-                    state.0.metrics.upstream_retries.fetch_add(1, Ordering::Relaxed);
+                    state.0.metrics.upstream_retries.inc();
                     break;
                 }
             };
             let status = answer.status();
             if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
                 state.0.pool.note_full(&base);
-                state.0.metrics.upstream_retries.fetch_add(1, Ordering::Relaxed);
+                state.0.metrics.upstream_retries.inc();
                 break;
             }
             let content_type =
@@ -197,7 +195,7 @@ pub(crate) async fn post_upload(
                 Ok(bytes) => bytes,
                 Err(e) => {
                     tracing::warn!(request_id, replica = %base, error = %e, "stt replica failed mid-answer; trying the next");
-                    state.0.metrics.upstream_retries.fetch_add(1, Ordering::Relaxed);
+                    state.0.metrics.upstream_retries.inc();
                     break;
                 }
             };
