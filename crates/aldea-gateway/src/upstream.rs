@@ -173,12 +173,12 @@ pub(crate) async fn post_upload(
             let answer = match request.send().await {
                 Ok(answer) => answer,
                 Err(e) if attempt == 0 && !e.is_timeout() && !e.is_connect() => {
-                    tracing::debug!(request_id, replica = %base, error = %e, "stt connection broke before an answer; asking again");
+                    tracing::debug!(request_id, replica = %base, error = %causes(&e), "stt connection broke before an answer; asking again");
                     state.0.metrics.upstream_retries.inc();
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(request_id, replica = %base, error = %e, "stt replica unreachable; trying the next");
+                    tracing::warn!(request_id, replica = %base, error = %causes(&e), "stt replica unreachable; trying the next");
                     state.0.metrics.upstream_retries.inc();
                     break;
                 }
@@ -194,7 +194,7 @@ pub(crate) async fn post_upload(
             let body = match answer.bytes().await {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    tracing::warn!(request_id, replica = %base, error = %e, "stt replica failed mid-answer; trying the next");
+                    tracing::warn!(request_id, replica = %base, error = %causes(&e), "stt replica failed mid-answer; trying the next");
                     state.0.metrics.upstream_retries.inc();
                     break;
                 }
@@ -204,4 +204,16 @@ pub(crate) async fn post_upload(
         }
     }
     Err(ApiError::NoCapacity("no stt replica can take this request now; retry shortly".to_owned()))
+}
+
+/// An error with its causes (reqwest's own message says only "error sending request").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
