@@ -119,22 +119,18 @@ impl From<&aldea_store::StoreError> for ApiError {
     }
 }
 
-/// A body that could not be read, as the contract's answer: 413 past the limit, 408 when it stalls,
-/// `read` for the source's own error, 500 when it could not be kept.
+/// A body that could not be read, as the contract's answer: 413 past the limit, 408 when it stalls
+/// (the spool's own words), `read` for the source's own error, 500 when it could not be kept.
 pub(crate) trait IntoApi<E> {
     fn into_api(self, read: impl FnOnce(E) -> ApiError) -> ApiError;
 }
 
-impl<E> IntoApi<E> for aldea_http::spool::SpoolError<E> {
+impl<E: std::fmt::Display> IntoApi<E> for aldea_http::spool::SpoolError<E> {
     fn into_api(self, read: impl FnOnce(E) -> ApiError) -> ApiError {
         use aldea_http::spool::SpoolError;
         match self {
-            SpoolError::TooLarge { limit } => {
-                ApiError::TooLarge(format!("the body is larger than the limit of {limit} bytes"))
-            }
-            SpoolError::Idle(idle) => {
-                ApiError::Timeout(format!("no part of the body arrived for {} s", idle.as_secs_f64()))
-            }
+            e @ SpoolError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+            e @ SpoolError::Idle(_) => ApiError::Timeout(e.to_string()),
             SpoolError::Read(e) => read(e),
             SpoolError::Io(e) => ApiError::Internal(format!("keeping the body: {e}")),
         }

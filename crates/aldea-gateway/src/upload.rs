@@ -148,7 +148,6 @@ async fn fetch_url(state: &AppState, url: &str) -> Result<(Spooled, Option<Heade
             SpoolError::TooLarge { .. } => {
                 ApiError::TooLarge(format!("the url's content is larger than the limit of {limit} bytes"))
             }
-            SpoolError::Read(kind) => ApiError::BadRequest(format!("the url could not be read: {kind}")),
             other => other.into_api(|kind| ApiError::BadRequest(format!("the url could not be read: {kind}"))),
         })?;
         return Ok((content, content_type));

@@ -34,7 +34,10 @@ pub struct Metrics {
     pub streams_rejected_total: Counter,
     pub uploads_total: Counter,
     pub uploads_rejected_total: Counter,
-    audio_seconds: Family<AudioKind, Counter<f64, AtomicU64>>,
+    /// Audio received, by kind: the family's two counters, taken once (a stream adds to it per
+    /// audio frame).
+    stream_audio_seconds: Counter<f64, AtomicU64>,
+    upload_audio_seconds: Counter<f64, AtomicU64>,
     /// Processing time / audio duration of each upload.
     pub upload_rtf: Histogram,
     /// Wall time from an endpoint (or Finalize) to its final.
@@ -52,6 +55,9 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let histogram = |bounds: &[f64]| Histogram::new(bounds.iter().copied());
+        let audio_seconds = Family::<AudioKind, Counter<f64, AtomicU64>>::default();
+        let stream_audio_seconds = audio_seconds.get_or_create(&AudioKind { kind: "stream" }).clone();
+        let upload_audio_seconds = audio_seconds.get_or_create(&AudioKind { kind: "upload" }).clone();
         let mut metrics = Metrics {
             registry: Registry::default(),
             active_streams: Gauge::default(),
@@ -61,7 +67,8 @@ impl Default for Metrics {
             streams_rejected_total: Counter::default(),
             uploads_total: Counter::default(),
             uploads_rejected_total: Counter::default(),
-            audio_seconds: Family::default(),
+            stream_audio_seconds,
+            upload_audio_seconds,
             upload_rtf: histogram(RTF_BOUNDS),
             final_latency: histogram(LATENCY_BOUNDS),
             stream_window_seconds: histogram(LATENCY_BOUNDS),
@@ -96,7 +103,7 @@ impl Default for Metrics {
             "Uploads refused for capacity (503)",
             metrics.uploads_rejected_total.clone(),
         );
-        r.register("aldea_stt_audio_seconds", "Seconds of audio received", metrics.audio_seconds.clone());
+        r.register("aldea_stt_audio_seconds", "Seconds of audio received", audio_seconds);
         r.register(
             "aldea_stt_upload_rtf",
             "Processing time over audio duration per upload",
@@ -133,11 +140,11 @@ pub struct Snapshot {
 
 impl Metrics {
     pub fn add_stream_audio(&self, seconds: f64) {
-        self.audio_seconds.get_or_create(&AudioKind { kind: "stream" }).inc_by(seconds.max(0.0));
+        self.stream_audio_seconds.inc_by(seconds.max(0.0));
     }
 
     pub fn add_upload_audio(&self, seconds: f64) {
-        self.audio_seconds.get_or_create(&AudioKind { kind: "upload" }).inc_by(seconds.max(0.0));
+        self.upload_audio_seconds.inc_by(seconds.max(0.0));
     }
 
     /// Every metric as OpenMetrics text ([`CONTENT_TYPE`]), with the live gauges of `snapshot`.
