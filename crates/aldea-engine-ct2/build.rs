@@ -19,9 +19,12 @@ fn main() {
 fn ct2rs_include() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").map_err(|e| format!("CARGO: {e}"))?;
     let dir = std::env::var("CARGO_MANIFEST_DIR").map_err(|e| format!("CARGO_MANIFEST_DIR: {e}"))?;
-    // Offline and locked: the build already resolved and downloaded every package.
+    let target = std::env::var("TARGET").map_err(|e| format!("TARGET: {e}"))?;
+    // Offline and locked: the build already resolved and downloaded every package it compiles for
+    // this target — and only those: without the platform filter, cargo metadata wants the packages
+    // of every platform (e.g. Android's), which a fresh machine's build never downloaded.
     let out = Command::new(cargo)
-        .args(["metadata", "--frozen", "--format-version", "1"])
+        .args(["metadata", "--frozen", "--format-version", "1", "--filter-platform", &target])
         .current_dir(dir)
         .output()
         .map_err(|e| format!("running cargo metadata: {e}"))?;
