@@ -25,8 +25,10 @@ use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 
+mod mono;
 mod stream;
 
+pub use mono::{decode_mono_16k, Mono16k};
 pub use stream::{Pcm, StreamDecoder, StreamResampler};
 
 /// The sample rate the recognizer works at.
@@ -242,10 +244,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, AudioError> {
     decode_with(bytes, &DecodeOptions::default())
 }
 
-/// Reads a file and decodes it to 16 kHz mono.
+/// Reads a file and decodes it to 16 kHz mono (in chunks: see [`decode_mono_16k`]).
 pub fn load_mono_16k(path: &std::path::Path) -> Result<Vec<f32>, AudioError> {
-    let bytes = std::fs::read(path)?;
-    decode(&bytes)?.to_mono_16k()
+    Ok(decode_mono_16k(std::fs::File::open(path)?, &DecodeOptions::default())?.samples)
 }
 
 /// Decodes whole-file bytes following the Speech API's format rule.
@@ -349,18 +350,27 @@ pub fn alaw_to_linear(code: u8) -> i16 {
 /// The payload of a RIFF/WAVE file's `data` chunk (to the end of the bytes when the declared size
 /// runs past them, as streaming writers leave it).
 fn wav_data(bytes: &[u8]) -> Result<&[u8], AudioError> {
+    let (start, size) =
+        wav_data_span(bytes).ok_or_else(|| AudioError::Corrupt("the WAV header has no data chunk".to_owned()))?;
+    let start = start as usize;
+    let end = start.saturating_add(size as usize).min(bytes.len());
+    Ok(&bytes[start..end])
+}
+
+/// Where a RIFF/WAVE file's `data` chunk starts and the size it declares; `None` when `bytes` (the
+/// file or its first part) holds no data chunk header.
+pub(crate) fn wav_data_span(bytes: &[u8]) -> Option<(u64, u64)> {
     let mut offset = 12;
     while offset + 8 <= bytes.len() {
         let id = &bytes[offset..offset + 4];
         let size = u32::from_le_bytes([bytes[offset + 4], bytes[offset + 5], bytes[offset + 6], bytes[offset + 7]]);
         let body = offset + 8;
         if id == b"data" {
-            let end = body.saturating_add(size as usize).min(bytes.len());
-            return Ok(&bytes[body..end]);
+            return Some((body as u64, u64::from(size)));
         }
         offset = body.saturating_add(size as usize).saturating_add(size as usize & 1);
     }
-    Err(AudioError::Corrupt("the WAV header has no data chunk".to_owned()))
+    None
 }
 
 fn codecs() -> &'static CodecRegistry {
@@ -422,12 +432,62 @@ fn open_track<'s>(source: MediaSourceStream<'s>, container: Container) -> Result
 fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Result<Decoded, AudioError> {
     // Borrowed: the upload is not copied a second time.
     let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
-    let OpenedTrack { mut format, track_id, mut decoder, declared_rate } = open_track(source, container)?;
-
+    let opened = open_track(source, container)?;
     let mut channels: Vec<Vec<f32>> = Vec::new();
-    let mut sample_rate = declared_rate.unwrap_or(0);
+    let mut sample_rate = opened.declared_rate.unwrap_or(0);
+    let demuxed = demux_packets(opened, container, &mut |rate, planes| {
+        sample_rate = rate;
+        if channels.is_empty() {
+            channels = vec![Vec::new(); planes.len()];
+        }
+        if planes.len() != channels.len() {
+            return Err(AudioError::Corrupt("the channel count changes inside the stream".to_owned()));
+        }
+        for (out, plane) in channels.iter_mut().zip(planes) {
+            out.extend_from_slice(plane);
+        }
+        if sample_rate > 0 && channels[0].len() as f64 / f64::from(sample_rate) > limits.max_duration_s {
+            return Err(AudioError::TooLong { limit_s: limits.max_duration_s });
+        }
+        Ok(())
+    })?;
+    if container == Container::Mp4 {
+        // symphonia does not apply MP4 edit lists: drop the encoder's priming frames as players do.
+        if let Some(priming_s) = mp4_audio_priming_seconds(bytes) {
+            let skip = (priming_s * f64::from(sample_rate)).round() as usize;
+            for channel in &mut channels {
+                channel.drain(..skip.min(channel.len()));
+            }
+        }
+    }
+    if channels.first().is_none_or(Vec::is_empty) {
+        return Err(no_audio_error(demuxed.n_bad_packets, demuxed.truncated));
+    }
+    if sample_rate == 0 {
+        return Err(AudioError::Corrupt("the stream declares no sample rate".to_owned()));
+    }
+    check_rate(sample_rate, false)?;
+    Ok(Decoded { sample_rate, channels, truncated: demuxed.truncated || demuxed.n_bad_packets > 0 })
+}
+
+/// How a container's packets ended.
+struct Demuxed {
+    /// The data stopped before the container said it would.
+    truncated: bool,
+    /// Packets the codec could not decode (skipped).
+    n_bad_packets: usize,
+}
+
+/// Decodes every packet of the opened track, handing each piece (rate, planar channels) to `on_pcm`.
+fn demux_packets(
+    opened: OpenedTrack<'_>,
+    container: Container,
+    on_pcm: &mut dyn FnMut(u32, &[Vec<f32>]) -> Result<(), AudioError>,
+) -> Result<Demuxed, AudioError> {
+    let OpenedTrack { mut format, track_id, mut decoder, .. } = opened;
     let mut truncated = false;
     let mut n_bad_packets = 0usize;
+    let mut any = false;
     let mut planar: Vec<Vec<f32>> = Vec::new();
     loop {
         let packet = match format.next_packet() {
@@ -439,7 +499,7 @@ fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Resu
                 break;
             }
             Err(SymphoniaError::ResetRequired) => break,
-            Err(e) if channels.is_empty() => return Err(symphonia_error(e)),
+            Err(e) if !any => return Err(symphonia_error(e)),
             Err(_) => {
                 truncated = true;
                 break;
@@ -456,47 +516,27 @@ fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Resu
             }
             Err(e) => return Err(symphonia_error(e)),
         };
-        let spec = decoded.spec();
-        sample_rate = spec.rate();
-        let n_channels = spec.channels().count().max(1);
+        let rate = decoded.spec().rate();
         planar.clear();
         decoded.copy_to_vecs_planar::<f32>(&mut planar);
-        if channels.is_empty() {
-            channels = vec![Vec::new(); n_channels];
+        if planar.is_empty() {
+            planar.push(Vec::new());
         }
-        if planar.len() != channels.len() {
-            return Err(AudioError::Corrupt("the channel count changes inside the stream".to_owned()));
-        }
-        for (out, plane) in channels.iter_mut().zip(&planar) {
-            out.extend_from_slice(plane);
-        }
-        if sample_rate > 0 && channels[0].len() as f64 / f64::from(sample_rate) > limits.max_duration_s {
-            return Err(AudioError::TooLong { limit_s: limits.max_duration_s });
-        }
+        on_pcm(rate, &planar)?;
+        any = true;
     }
-    if container == Container::Mp4 {
-        // symphonia does not apply MP4 edit lists: drop the encoder's priming frames as players do.
-        if let Some(priming_s) = mp4_audio_priming_seconds(bytes) {
-            let skip = (priming_s * f64::from(sample_rate)).round() as usize;
-            for channel in &mut channels {
-                channel.drain(..skip.min(channel.len()));
-            }
-        }
+    Ok(Demuxed { truncated, n_bad_packets })
+}
+
+/// The error for a container from which no audio came.
+fn no_audio_error(n_bad_packets: usize, truncated: bool) -> AudioError {
+    if n_bad_packets > 0 {
+        AudioError::Corrupt(format!("none of {n_bad_packets} packets could be decoded"))
+    } else if truncated {
+        AudioError::Corrupt("the file ends before any audio".to_owned())
+    } else {
+        AudioError::Empty
     }
-    if channels.first().is_none_or(Vec::is_empty) {
-        return Err(if n_bad_packets > 0 {
-            AudioError::Corrupt(format!("none of {n_bad_packets} packets could be decoded"))
-        } else if truncated {
-            AudioError::Corrupt("the file ends before any audio".to_owned())
-        } else {
-            AudioError::Empty
-        });
-    }
-    if sample_rate == 0 {
-        return Err(AudioError::Corrupt("the stream declares no sample rate".to_owned()));
-    }
-    check_rate(sample_rate, false)?;
-    Ok(Decoded { sample_rate, channels, truncated: truncated || n_bad_packets > 0 })
 }
 
 /// Walks ISO-BMFF boxes in `bytes[start..end]`, yielding `(type, body range)`.

@@ -45,7 +45,7 @@ impl Pcm {
 
 /// Sample layouts that WAV and headerless streams carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SampleFormat {
+pub(crate) enum SampleFormat {
     U8,
     S16,
     S24,
@@ -80,7 +80,7 @@ impl SampleFormat {
 
 /// Interleaved fixed-size samples, framed across chunk boundaries.
 #[derive(Debug)]
-struct Framed {
+pub(crate) struct Framed {
     format: SampleFormat,
     sample_rate: u32,
     n_channels: usize,
@@ -88,7 +88,11 @@ struct Framed {
 }
 
 impl Framed {
-    fn push(&mut self, bytes: &[u8]) -> Pcm {
+    pub(crate) fn new(format: SampleFormat, sample_rate: u32, n_channels: u16) -> Framed {
+        Framed { format, sample_rate, n_channels: usize::from(n_channels), leftover: Vec::new() }
+    }
+
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Pcm {
         self.leftover.extend_from_slice(bytes);
         let frame_bytes = self.format.bytes() * self.n_channels;
         let n_frames = self.leftover.len() / frame_bytes;
@@ -260,7 +264,7 @@ impl StreamDecoder {
             return Err(AudioError::InvalidParams("sample_rate and channels must be positive".to_owned()));
         }
         crate::check_rate(sample_rate, true)?;
-        Ok(Framed { format, sample_rate, n_channels: usize::from(n_channels), leftover: Vec::new() })
+        Ok(Framed::new(format, sample_rate, n_channels))
     }
 
     fn advance_framed(&mut self, bytes: &[u8]) -> Result<Option<Pcm>, AudioError> {
@@ -290,7 +294,7 @@ pub(crate) fn decode_wav(bytes: &[u8]) -> Result<crate::Decoded, AudioError> {
         d if d > available => (available, true),
         d => (d, false),
     };
-    let mut framed = Framed { format, sample_rate, n_channels: usize::from(channels), leftover: Vec::new() };
+    let mut framed = Framed::new(format, sample_rate, channels);
     let pcm = framed.push(&bytes[data_offset..data_offset + len]);
     if pcm.n_frames() == 0 {
         return Err(if truncated {
@@ -302,7 +306,7 @@ pub(crate) fn decode_wav(bytes: &[u8]) -> Result<crate::Decoded, AudioError> {
     Ok(crate::Decoded { sample_rate, channels: pcm.channels, truncated })
 }
 
-fn declared_format(encoding: Encoding) -> SampleFormat {
+pub(crate) fn declared_format(encoding: Encoding) -> SampleFormat {
     match encoding {
         Encoding::Linear16 => SampleFormat::S16,
         Encoding::Mulaw => SampleFormat::Mulaw,
@@ -312,7 +316,7 @@ fn declared_format(encoding: Encoding) -> SampleFormat {
 
 /// Parses a RIFF/WAVE header up to the `data` chunk: `(format, rate, channels, data offset)`, or
 /// `None` when more bytes are needed. The data size is ignored (streams write 0 or 0xFFFFFFFF).
-fn parse_wav_header(bytes: &[u8]) -> Result<Option<(SampleFormat, u32, u16, usize)>, AudioError> {
+pub(crate) fn parse_wav_header(bytes: &[u8]) -> Result<Option<(SampleFormat, u32, u16, usize)>, AudioError> {
     let mut offset = 12;
     let mut fmt: Option<(SampleFormat, u32, u16)> = None;
     loop {

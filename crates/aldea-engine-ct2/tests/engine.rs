@@ -191,26 +191,10 @@ fn long_form_keeps_every_word_across_window_seams() {
     );
 }
 
+/// What the guard exists for: no words invented in silence, noise, hum or a quiet room.
 #[test]
 fn silence_and_noise_give_an_empty_transcript() {
-    let silence = vec![0f32; 16_000 * 30];
-    // Gaussian noise, sigma 0.1 of full scale, from a fixed-seed Box-Muller generator.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let noise: Vec<f32> = (0..16_000 * 30)
-        .map(|_| {
-            let (u1, u2) = (uniform(), uniform());
-            (0.1 * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-        })
-        .collect();
-    let sigma = (noise.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / noise.len() as f64).sqrt();
-    assert!((sigma - 0.1).abs() < 0.002, "noise sigma {sigma}");
-    for (name, audio) in [("silence", silence), ("noise", noise)] {
+    for (name, audio) in aldea_testkit::noise::non_speech(30) {
         let t = transcriber().transcribe(&audio, &TranscribeOptions::default(), &mut |_| {}).unwrap();
         assert_eq!(t.text(), "", "{name} produced words");
         assert_eq!(t.words().count(), 0, "{name} produced words");

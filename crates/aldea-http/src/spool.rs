@@ -147,6 +147,12 @@ impl Spooled {
         }
     }
 
+    /// A blocking reader of the body from its first byte (for decoders that seek); readers are
+    /// independent of each other and of [`Spooled::stream`].
+    pub fn reader(&self) -> SpoolReader {
+        SpoolReader { data: self.data.clone(), len: self.len, at: 0 }
+    }
+
     /// The body from its first byte, in chunks; each call starts again (reads are positional, so
     /// streams never disturb each other).
     pub fn stream(&self) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
@@ -175,6 +181,58 @@ impl Spooled {
                 Ok(Some((chunk, next)))
             }
         })
+    }
+}
+
+/// A spooled body read with `std::io::Read` and `Seek` (positional reads: no shared cursor).
+#[derive(Debug, Clone)]
+pub struct SpoolReader {
+    data: Data,
+    len: u64,
+    at: u64,
+}
+
+impl SpoolReader {
+    /// Length of the body.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::io::Read for SpoolReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min((self.len - self.at) as usize);
+        let n = match &self.data {
+            Data::Memory(bytes) => {
+                let start = self.at as usize;
+                buf[..n].copy_from_slice(&bytes[start..start + n]);
+                n
+            }
+            Data::File(file) => file.read_at(&mut buf[..n], self.at)?,
+        };
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for SpoolReader {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(n) => Some(n),
+            std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.at.checked_add_signed(d),
+        };
+        let target = target
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the first byte"))?;
+        self.at = target;
+        Ok(target)
     }
 }
 
@@ -229,6 +287,33 @@ mod tests {
         assert_eq!(a, body);
         assert_eq!(b, body);
         assert_eq!(collect(&spooled.clone()).await, body);
+    }
+
+    #[tokio::test]
+    async fn readers_read_and_seek_the_same_bytes_from_memory_and_from_a_file() {
+        use std::io::{Read, Seek, SeekFrom};
+
+        let body = data(300_001);
+        for in_memory in [1_000_000, 1_000] {
+            let spooled = spool(chunks(&body, 65_536), None, &limits(1_000_000, in_memory)).await.unwrap();
+            assert_eq!(spooled.is_on_disk(), in_memory < body.len());
+            let mut reader = spooled.reader();
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).unwrap();
+            assert_eq!(all, body);
+            let mut other = spooled.reader();
+            assert_eq!(other.seek(SeekFrom::End(-10)).unwrap(), 299_991);
+            let mut tail = Vec::new();
+            other.read_to_end(&mut tail).unwrap();
+            assert_eq!(tail, body[299_991..]);
+            assert_eq!(reader.seek(SeekFrom::Current(-5)).unwrap(), 299_996);
+            let mut five = [0u8; 8];
+            assert_eq!(reader.read(&mut five).unwrap(), 5);
+            assert_eq!(&five[..5], &body[299_996..]);
+            assert!(reader.seek(SeekFrom::Current(-400_000)).is_err());
+            assert_eq!(reader.seek(SeekFrom::Start(400_000)).unwrap(), 400_000);
+            assert_eq!(reader.read(&mut five).unwrap(), 0, "past the end reads nothing");
+        }
     }
 
     #[tokio::test]

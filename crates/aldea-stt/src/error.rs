@@ -17,6 +17,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
     NoCapacity(String),
     #[error("{0}")]
     Internal(String),
@@ -29,6 +31,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NoCapacity(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::Unauthorized => codes::INVALID_AUTH,
             ApiError::TooLarge(_) => codes::PAYLOAD_TOO_LARGE,
             ApiError::Unsupported(_) => codes::UNSUPPORTED_AUDIO,
+            ApiError::Timeout(_) => codes::REQUEST_TIMEOUT,
             ApiError::NoCapacity(_) => codes::NO_CAPACITY,
             ApiError::Internal(_) => codes::INTERNAL,
         }
@@ -70,8 +74,9 @@ impl From<AudioError> for ApiError {
         match e {
             AudioError::TooLarge { .. } | AudioError::TooLong { .. } => ApiError::TooLarge(e.to_string()),
             AudioError::InvalidParams(_) => ApiError::BadRequest(e.to_string()),
-            AudioError::Resample(_) => ApiError::Internal(e.to_string()),
-            AudioError::Empty | AudioError::Unsupported(_) | AudioError::Corrupt(_) | AudioError::Io(_) => {
+            // Reading a spooled body back failing is this service's fault, not the audio's.
+            AudioError::Resample(_) | AudioError::Io(_) => ApiError::Internal(e.to_string()),
+            AudioError::Empty | AudioError::Unsupported(_) | AudioError::Corrupt(_) => {
                 ApiError::Unsupported(e.to_string())
             }
         }
@@ -88,5 +93,17 @@ pub struct Failure {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         self.error.with_request_id(&self.request_id)
+    }
+}
+
+impl From<aldea_http::spool::SpoolError<axum::Error>> for ApiError {
+    fn from(e: aldea_http::spool::SpoolError<axum::Error>) -> ApiError {
+        use aldea_http::spool::SpoolError;
+        match e {
+            e @ SpoolError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+            e @ SpoolError::Idle(_) => ApiError::Timeout(e.to_string()),
+            e @ SpoolError::Read(_) => ApiError::BadRequest(e.to_string()),
+            SpoolError::Io(e) => ApiError::Internal(format!("keeping the body: {e}")),
+        }
     }
 }

@@ -2,15 +2,16 @@
 //! the WebSocket upgrade.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aldea_audio::{DecodeOptions, Limits};
 use aldea_engine::EngineError;
+use aldea_http::spool::{spool, SpoolLimits};
 use aldea_http::RequestId;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -117,18 +118,6 @@ async fn upload(
     if state.0.shutdown.is_cancelled() {
         return Err(ApiError::NoCapacity("the service is shutting down".to_owned()));
     }
-    // The slot first: a queued upload waits with its body unread (in the socket, not in memory).
-    let permit = match state.admit_upload().await {
-        Ok(permit) => permit,
-        Err(refusal) => {
-            state.metrics().uploads_rejected_total.inc();
-            return Err(refusal);
-        }
-    };
-    let limit = state.config().max_body_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::TooLarge(format!("the body is larger than the limit of {limit} bytes")))?;
     let is_json =
         headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     if is_json {
@@ -136,7 +125,24 @@ async fn upload(
             "JSON bodies with a url are fetched by the gateway; send the audio bytes to this service".to_owned(),
         ));
     }
-    if bytes.is_empty() {
+    // A place in line first (503 at once when the line is full, no byte read), then the body, read
+    // while the upload waits: the sender is never left stalled on unread bytes, and a waiting
+    // upload holds at most the spool's memory threshold, the rest in an unnamed temporary file.
+    let rejected = |_: &ApiError| {
+        state.metrics().uploads_rejected_total.inc();
+    };
+    let place = state.enter_upload_line().inspect_err(rejected)?;
+    let config = state.config();
+    let limits = SpoolLimits {
+        max_bytes: config.max_body_bytes as u64,
+        in_memory: config.spool_memory_bytes,
+        idle: Duration::from_millis(config.body_idle_timeout_ms),
+        dir: config.spool_dir.clone(),
+    };
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let permit = state.take_upload_slot(place).await.inspect_err(rejected)?;
+    let spooled = spool(body.into_data_stream(), declared, &limits).await?;
+    if spooled.is_empty() {
         return Err(ApiError::BadRequest("the body is empty: send the audio bytes".to_owned()));
     }
     state.metrics().uploads_total.inc();
@@ -145,16 +151,17 @@ async fn upload(
         sample_rate: params.audio.sample_rate,
         channels: params.audio.channels,
         unknown_as_linear16: true,
-        limits: Limits { max_bytes: limit, max_duration_s: state.config().max_upload_seconds },
+        limits: Limits { max_bytes: config.max_body_bytes, max_duration_s: config.max_upload_seconds },
     };
     let worker = state.clone();
     let language = params.language.clone();
-    let audio = bytes.clone();
     let started = Instant::now();
-    let transcript = tokio::task::spawn_blocking(move || -> Result<aldea_engine::Transcript, ApiError> {
+    let (transcript, sha256) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let _permit = permit;
-        let decoded = aldea_audio::decode_with(&audio, &decode_options)?;
-        let samples = decoded.to_mono_16k()?;
+        // Read in chunks straight to 16 kHz mono: neither the encoded bytes nor the source-rate
+        // channels are held whole.
+        let samples = aldea_audio::decode_mono_16k(spooled.reader(), &decode_options)?.samples;
+        let sha256 = response::sha256_hex(spooled.reader()).map_err(|e| ApiError::Internal(e.to_string()))?;
         if samples.is_empty() {
             return Err(ApiError::Unsupported("the audio holds no samples".to_owned()));
         }
@@ -171,6 +178,7 @@ async fn upload(
             .0
             .transcriber
             .transcribe_with(&samples, &options, &mut runner, &mut |_| {})
+            .map(|transcript| (transcript, sha256))
             .map_err(|e| ApiError::Internal(e.to_string()))
     })
     .await
@@ -181,7 +189,7 @@ async fn upload(
     let body = response::prerecorded_for(
         &transcript,
         &state.config().model_name,
-        &bytes,
+        &sha256,
         request_id,
         params.tags.clone(),
         params.warnings.clone(),

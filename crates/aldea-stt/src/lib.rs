@@ -57,6 +57,13 @@ pub struct Config {
     /// Longest an upload waits in that queue (503 after).
     pub max_upload_wait_ms: u64,
     pub max_body_bytes: usize,
+    /// Upload bodies up to this many bytes are held in memory while they wait and are decoded;
+    /// larger ones go to an unnamed temporary file.
+    pub spool_memory_bytes: usize,
+    /// Directory of those files (`None`: the system's temporary directory).
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Longest wait for the next part of an upload's body (408 after).
+    pub body_idle_timeout_ms: u64,
     /// Longest upload, seconds of audio.
     pub max_upload_seconds: f64,
     /// Longest stream, seconds of audio.
@@ -122,6 +129,9 @@ impl Default for Config {
             max_upload_queue: 64,
             max_upload_wait_ms: 60_000,
             max_body_bytes: 512 * 1024 * 1024,
+            spool_memory_bytes: 2 * 1024 * 1024,
+            spool_dir: None,
+            body_idle_timeout_ms: 30_000,
             max_upload_seconds: 600.0,
             max_stream_seconds: 4.0 * 3600.0,
             idle_timeout_ms: 10_000,
@@ -165,6 +175,9 @@ impl Config {
             return Err(ConfigError(
                 "encoder_padding_s must be between 2 and 30 seconds (under 2 s the model loops)".to_owned(),
             ));
+        }
+        if self.body_idle_timeout_ms == 0 {
+            return Err(ConfigError("body_idle_timeout_ms must be at least 1".to_owned()));
         }
         if self.step_ms < 100 {
             return Err(ConfigError("step_ms must be at least 100".to_owned()));
@@ -211,7 +224,9 @@ struct Shared {
     active_uploads: AtomicUsize,
     /// One permit per upload slot; a queued upload waits on it in arrival order.
     upload_slots: Arc<tokio::sync::Semaphore>,
-    /// Uploads waiting for a slot now.
+    /// One permit per upload admitted (slots plus the queue's length).
+    upload_places: Arc<tokio::sync::Semaphore>,
+    /// Uploads admitted and not running yet: reading their body or waiting for a slot.
     queued_uploads: AtomicUsize,
     stream_options: Arc<TranscribeOptions>,
     final_options: Arc<TranscribeOptions>,
@@ -226,6 +241,7 @@ impl AppState {
     /// Starts the scheduler; the state is not ready until [`AppState::warm_up`] ran.
     pub fn new(config: Config, deps: Deps) -> AppState {
         let upload_slots = Arc::new(tokio::sync::Semaphore::new(config.max_uploads));
+        let upload_places = Arc::new(tokio::sync::Semaphore::new(config.max_uploads + config.max_upload_queue));
         let metrics = Arc::new(metrics::Metrics::default());
         let scheduler = scheduler::Scheduler::start(
             deps.transcriber.clone(),
@@ -271,6 +287,7 @@ impl AppState {
             speaking_streams: Arc::new(AtomicUsize::new(0)),
             active_uploads: AtomicUsize::new(0),
             upload_slots,
+            upload_places,
             queued_uploads: AtomicUsize::new(0),
             stream_options,
             final_options,
@@ -342,33 +359,37 @@ impl AppState {
             }
         }
         self.0.metrics.active_streams.inc();
-        Some(Permit { state: self.clone(), kind: scheduler::JobKind::Stream, _slot: None })
+        Some(Permit { state: self.clone(), kind: scheduler::JobKind::Stream, _upload: None })
     }
 
-    /// Takes an upload slot, waiting for one in arrival order when all are busy: at most
-    /// `max_upload_queue` uploads wait, each at most `max_upload_wait_ms`; past either (or while
-    /// not ready or shutting down) the answer is [`error::ApiError::NoCapacity`].
-    async fn admit_upload(&self) -> Result<Permit, error::ApiError> {
+    /// Takes a place in the uploads' line: at most `max_uploads + max_upload_queue` uploads are
+    /// admitted at once (running, or reading their body, or waiting for a slot); past that (or while
+    /// not ready or shutting down) the answer is [`error::ApiError::NoCapacity`] at once, before
+    /// any byte of the body is read.
+    fn enter_upload_line(&self) -> Result<Place, error::ApiError> {
         use error::ApiError;
         if !self.is_ready() || self.0.shutdown.is_cancelled() {
             return Err(ApiError::NoCapacity("the service is not ready".to_owned()));
         }
+        let place = self.0.upload_places.clone().try_acquire_owned().map_err(|_| {
+            ApiError::NoCapacity(format!(
+                "{} uploads are already waiting for this replica; retry shortly",
+                self.0.config.max_upload_queue
+            ))
+        })?;
+        self.0.queued_uploads.fetch_add(1, Ordering::SeqCst);
+        self.0.metrics.queued_uploads.inc();
+        Ok(Place { place, queued: Queued(self.clone()) })
+    }
+
+    /// Takes an upload slot for an upload in line, waiting for one in arrival order, at most
+    /// `max_upload_wait_ms` ([`error::ApiError::NoCapacity`] after, or on shutdown).
+    async fn take_upload_slot(&self, place: Place) -> Result<Permit, error::ApiError> {
+        use error::ApiError;
         let slot = match self.0.upload_slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                let config = &self.0.config;
-                let queued = &self.0.queued_uploads;
-                if queued.fetch_add(1, Ordering::SeqCst) >= config.max_upload_queue {
-                    queued.fetch_sub(1, Ordering::SeqCst);
-                    return Err(ApiError::NoCapacity(format!(
-                        "{} uploads are already waiting for this replica; retry shortly",
-                        config.max_upload_queue
-                    )));
-                }
-                self.0.metrics.queued_uploads.inc();
-                // Counted out however the wait ends, the request dropped mid-wait included.
-                let _queued = Queued(self);
-                let wait = Duration::from_millis(config.max_upload_wait_ms);
+                let wait = Duration::from_millis(self.0.config.max_upload_wait_ms);
                 let waited = tokio::select! {
                     slot = tokio::time::timeout(wait, self.0.upload_slots.clone().acquire_owned()) => Some(slot),
                     _ = self.0.shutdown.cancelled() => None,
@@ -387,9 +408,12 @@ impl AppState {
                 }
             }
         };
+        // Running now: out of the queue's count, its place held until it ends.
+        let Place { place, queued } = place;
+        drop(queued);
         self.0.active_uploads.fetch_add(1, Ordering::SeqCst);
         self.0.metrics.active_uploads.inc();
-        Ok(Permit { state: self.clone(), kind: scheduler::JobKind::Upload, _slot: Some(slot) })
+        Ok(Permit { state: self.clone(), kind: scheduler::JobKind::Upload, _upload: Some((place, slot)) })
     }
 
     /// Uploads waiting for a slot now.
@@ -439,13 +463,22 @@ impl Drop for Speaking {
     }
 }
 
-/// An upload waiting for a slot: counted in the queue until dropped.
-struct Queued<'a>(&'a AppState);
+/// An upload admitted but not running yet (reading its body or waiting for a slot).
+#[derive(Debug)]
+struct Place {
+    place: tokio::sync::OwnedSemaphorePermit,
+    queued: Queued,
+}
 
-impl Drop for Queued<'_> {
+/// Counts one upload in the queue until dropped.
+#[derive(Debug)]
+struct Queued(AppState);
+
+impl Drop for Queued {
     fn drop(&mut self) {
-        self.0 .0.queued_uploads.fetch_sub(1, Ordering::SeqCst);
-        self.0 .0.metrics.queued_uploads.dec();
+        let shared = &self.0 .0;
+        shared.queued_uploads.fetch_sub(1, Ordering::SeqCst);
+        shared.metrics.queued_uploads.dec();
     }
 }
 
@@ -454,8 +487,8 @@ impl Drop for Queued<'_> {
 struct Permit {
     state: AppState,
     kind: scheduler::JobKind,
-    /// An upload's slot, given back (to the next queued upload) when dropped.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// An upload's place in line and its slot, given back (to the next uploads) when dropped.
+    _upload: Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)>,
 }
 
 impl Drop for Permit {

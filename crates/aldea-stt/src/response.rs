@@ -26,14 +26,22 @@ pub fn now_rfc3339() -> String {
 
 /// The pre-recorded response with a fresh request id (the CLI).
 pub fn prerecorded(transcript: &Transcript, model_name: &str, audio: &[u8]) -> proto::PrerecordedResponse {
-    prerecorded_for(transcript, model_name, audio, &uuid::Uuid::new_v4().to_string(), Vec::new(), Vec::new())
+    let sha256 = hex::encode(Sha256::digest(audio));
+    prerecorded_for(transcript, model_name, &sha256, &uuid::Uuid::new_v4().to_string(), Vec::new(), Vec::new())
+}
+
+/// The SHA-256 of what `reader` holds, in hex (the metadata's `sha256`), read in chunks.
+pub fn sha256_hex(mut reader: impl std::io::Read) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut reader, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// The pre-recorded response of a request.
 pub fn prerecorded_for(
     transcript: &Transcript,
     model_name: &str,
-    audio: &[u8],
+    sha256: &str,
     request_id: &str,
     tags: Vec<String>,
     warnings: Vec<proto::Warning>,
@@ -56,7 +64,7 @@ pub fn prerecorded_for(
             channels: 1,
             models: vec![model_id],
             model_info,
-            sha256: hex::encode(Sha256::digest(audio)),
+            sha256: sha256.to_owned(),
             tags,
             warnings,
         },

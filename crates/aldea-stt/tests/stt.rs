@@ -569,22 +569,7 @@ async fn three_minutes_of_continuous_speech_at_full_speed_and_at_real_time() {
 async fn silence_and_noise_streams_say_nothing() {
     let _model = model_shared().await;
     let server = spawn(Config::default()).await;
-    let silence = vec![0.0f32; 16_000 * 60];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let noise: Vec<f32> = (0..16_000 * 60)
-        .map(|_| {
-            // Sum of uniforms: roughly Gaussian, σ ≈ 0.1.
-            let mut sum = 0.0;
-            for _ in 0..4 {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                sum += (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            }
-            sum * 0.17
-        })
-        .collect();
-    for (name, samples) in [("silence", silence), ("noise", noise)] {
+    for (name, samples) in aldea_testkit::noise::non_speech(30) {
         let audio = pcm_bytes(&samples);
         let streamed = stream(
             server.addr,
@@ -746,6 +731,77 @@ async fn a_burst_of_uploads_waits_in_a_bounded_queue() {
     assert_eq!(serde_json::from_slice::<Value>(&refused.2).unwrap()["err_code"], "NO_CAPACITY");
     let slowest = answers.iter().filter(|a| a.0 == 200).map(|a| a.3).max().unwrap();
     assert!(refused.3 < slowest, "the refusal came at once ({:?}), not after a wait ({slowest:?})", refused.3);
+    server.shutdown.cancel();
+}
+
+/// An upload in line reads its body while it waits (its sender is never left stalled on unread
+/// bytes, which a proxy's connection would time out on), holding at most the spool's threshold in
+/// memory and the rest in an unnamed file; it is transcribed from there when its turn comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_in_line_reads_its_body_into_a_file_while_it_waits() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let _model = model_shared().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        max_uploads: 1,
+        max_upload_queue: 1,
+        spool_memory_bytes: 64 * 1024,
+        spool_dir: Some(dir.path().to_owned()),
+        ..Config::default()
+    };
+    let server = spawn(config).await;
+    let (samples, _, _) = real_dev_stream();
+    let first = wav_bytes(&samples[..16_000 * 30]);
+    let addr = server.addr;
+    let running =
+        tokio::spawn(async move { http(addr, "POST", "/v1/listen", &[("content-type", "audio/wav")], &first).await });
+    let state = server.state.clone();
+    assert_eventually("the first upload to run", Duration::from_secs(30), || state.metrics().active_uploads.get() == 1)
+        .await;
+    // 24 MiB (a minute of 48-kHz stereo silence): far more than the sockets' buffers hold.
+    let n_data = 24 * 1024 * 1024;
+    let mut second = Vec::with_capacity(44 + n_data);
+    second.extend_from_slice(b"RIFF");
+    second.extend_from_slice(&(36 + n_data as u32).to_le_bytes());
+    second.extend_from_slice(b"WAVEfmt ");
+    for field in [16u32, 1 | (2 << 16), 48_000, 48_000 * 4, 4 | (16 << 16)] {
+        second.extend_from_slice(&field.to_le_bytes());
+    }
+    second.extend_from_slice(b"data");
+    second.extend_from_slice(&(n_data as u32).to_le_bytes());
+    second.resize(44 + n_data, 0);
+    let written = Arc::new(AtomicBool::new(false));
+    let flag = written.clone();
+    let queued = tokio::spawn(async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/listen HTTP/1.1\r\nhost: {addr}\r\ncontent-type: audio/wav\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            second.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&second).await.unwrap();
+        flag.store(true, Ordering::SeqCst);
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    });
+    assert_eventually("the queued upload's body to be taken whole", Duration::from_secs(30), || {
+        written.load(Ordering::SeqCst)
+    })
+    .await;
+    assert_eq!(state.queued_uploads(), 1, "taken while it waits for the slot, not once it has it");
+    assert_eq!(state.metrics().active_uploads.get(), 1);
+    assert!(!running.is_finished());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the spool file has no name");
+    let (status, _, body) = running.await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let response = queued.await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{}", &response[..response.len().min(400)]);
+    let (_, json) = response.split_once("\r\n\r\n").unwrap();
+    let body: Value = serde_json::from_str(json).unwrap();
+    assert!((body["metadata"]["duration"].as_f64().unwrap() - 131.072).abs() < 0.01, "{}", body["metadata"]);
     server.shutdown.cancel();
 }
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fixtures;
+pub mod noise;
 mod process;
 
 pub use process::{ChildGuard, Children};

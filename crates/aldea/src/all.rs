@@ -38,6 +38,7 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
         service_token: crate::non_empty(&args.options.service_token),
         ..aldea_stt::Config::default()
     };
+    args.options.body.apply_to_stt(&mut stt_config);
     stt_config.validate()?;
     stt_config.check_listen(&args.stt_listen)?;
     let loaded = load(settings, &model_args)?;

@@ -44,17 +44,8 @@ pub(crate) struct GatewayOptions {
     /// Seconds that streams may go on after SIGTERM before they are closed with 1012.
     #[arg(long, env = "ALDEA_GATEWAY_DRAIN_SECONDS", default_value_t = 30)]
     pub(crate) drain_seconds: u64,
-    /// Seconds an upload's body may stall (no byte arriving) before it is answered 408.
-    #[arg(long, env = "ALDEA_BODY_IDLE_SECONDS", default_value_t = 30.0)]
-    pub(crate) body_idle_seconds: f64,
-    /// Upload bodies up to this many bytes are held in memory; larger ones go to an unnamed
-    /// temporary file while they are sent to stt.
-    #[arg(long, env = "ALDEA_SPOOL_MEMORY_BYTES", default_value_t = 2 * 1024 * 1024)]
-    pub(crate) spool_memory_bytes: usize,
-    /// Directory of those temporary files (default: the system's temporary directory; in a
-    /// container with a read-only root, a writable volume).
-    #[arg(long, env = "ALDEA_SPOOL_DIR")]
-    pub(crate) spool_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub(crate) body: crate::BodyArgs,
 }
 
 impl GatewayOptions {
@@ -70,13 +61,9 @@ impl GatewayOptions {
             max_body_bytes: self.max_body_bytes,
             allow_private_urls: self.allow_private_urls,
             drain_timeout: Duration::from_secs(self.drain_seconds),
-            body_idle_timeout: Duration::from_secs_f64(if self.body_idle_seconds.is_finite() {
-                self.body_idle_seconds.clamp(0.1, 3600.0)
-            } else {
-                30.0
-            }),
-            spool_memory_bytes: self.spool_memory_bytes,
-            spool_dir: self.spool_dir.clone(),
+            body_idle_timeout: self.body.idle(),
+            spool_memory_bytes: self.body.spool_memory_bytes,
+            spool_dir: self.body.spool_dir.clone(),
             model_name: model_name.to_owned(),
             ..aldea_gateway::Config::default()
         }

@@ -92,6 +92,37 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// How both services read upload bodies.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BodyArgs {
+    /// Seconds an upload's body may stall (no byte arriving) before it is answered 408.
+    #[arg(long, env = "ALDEA_BODY_IDLE_SECONDS", default_value_t = 30.0)]
+    pub(crate) body_idle_seconds: f64,
+    /// Upload bodies up to this many bytes are held in memory; larger ones go to an unnamed
+    /// temporary file while they are sent on (gateway) or wait and are decoded (stt).
+    #[arg(long, env = "ALDEA_SPOOL_MEMORY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub(crate) spool_memory_bytes: usize,
+    /// Directory of those temporary files (default: the system's temporary directory; in a
+    /// container with a read-only root, a writable volume).
+    #[arg(long, env = "ALDEA_SPOOL_DIR")]
+    pub(crate) spool_dir: Option<std::path::PathBuf>,
+}
+
+impl BodyArgs {
+    /// The idle timeout, clamped to 0.1 s..1 h.
+    pub(crate) fn idle(&self) -> std::time::Duration {
+        let seconds = if self.body_idle_seconds.is_finite() { self.body_idle_seconds.clamp(0.1, 3600.0) } else { 30.0 };
+        std::time::Duration::from_secs_f64(seconds)
+    }
+
+    /// The settings in stt's configuration.
+    pub(crate) fn apply_to_stt(&self, config: &mut aldea_stt::Config) {
+        config.spool_memory_bytes = self.spool_memory_bytes;
+        config.spool_dir = self.spool_dir.clone();
+        config.body_idle_timeout_ms = self.idle().as_millis() as u64;
+    }
+}
+
 /// A secret flag or variable (tokens, signing keys): kept as a type whose `Debug` is redacted.
 fn secret(value: &str) -> Result<secrecy::SecretString, std::convert::Infallible> {
     Ok(value.into())

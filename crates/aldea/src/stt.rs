@@ -38,6 +38,8 @@ pub(crate) struct SttArgs {
     /// cheaper on CPU. 0: whole windows. Otherwise at least 2.
     #[arg(long, env = "ALDEA_STT_ENCODER_PADDING")]
     encoder_padding: Option<f64>,
+    #[command(flatten)]
+    body: crate::BodyArgs,
 }
 
 pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCode> {
@@ -51,6 +53,7 @@ pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCod
         encoder_padding_s: args.encoder_padding.map_or(defaults.encoder_padding_s, |s| (s > 0.0).then_some(s)),
         ..defaults
     };
+    args.body.apply_to_stt(&mut config);
     config.validate()?;
     config.check_listen(&args.listen)?;
     let loaded = load(settings, &model_args)?;
