@@ -74,27 +74,33 @@ impl Vad {
             return Ok(Vec::new());
         }
         let n_windows = samples.len().div_ceil(WINDOW);
-        let mut batch = vec![0f32; n_windows * (CONTEXT + WINDOW)];
-        for window_idx in 0..n_windows {
-            let row = &mut batch[window_idx * (CONTEXT + WINDOW)..(window_idx + 1) * (CONTEXT + WINDOW)];
-            let start = window_idx * WINDOW;
-            if window_idx > 0 {
-                row[..CONTEXT].copy_from_slice(&samples[start - CONTEXT..start]);
-            }
-            let end = (start + WINDOW).min(samples.len());
-            row[CONTEXT..CONTEXT + end - start].copy_from_slice(&samples[start..end]);
-        }
-        // Bounded batches keep the encoder's memory flat on long files; the LSTM state carries over.
+        // Rows of at most MAX_BATCH windows, each with the context before it: memory stays at one
+        // batch however long the audio; the LSTM state carries over from batch to batch.
         let mut state = LstmState::new()?;
         let mut probs = Vec::with_capacity(n_windows);
-        self.run_rows(&batch, &mut state, &mut probs)?;
+        let mut batch = Vec::new();
+        for first in (0..n_windows).step_by(MAX_BATCH) {
+            let last = (first + MAX_BATCH).min(n_windows);
+            batch.clear();
+            batch.resize((last - first) * (CONTEXT + WINDOW), 0f32);
+            for window_idx in first..last {
+                let row_idx = window_idx - first;
+                let row = &mut batch[row_idx * (CONTEXT + WINDOW)..(row_idx + 1) * (CONTEXT + WINDOW)];
+                let start = window_idx * WINDOW;
+                if window_idx > 0 {
+                    row[..CONTEXT].copy_from_slice(&samples[start - CONTEXT..start]);
+                }
+                let end = (start + WINDOW).min(samples.len());
+                row[CONTEXT..CONTEXT + end - start].copy_from_slice(&samples[start..end]);
+            }
+            self.run_rows(&batch, &mut state, &mut probs)?;
+        }
         probs.truncate(n_windows);
         Ok(probs)
     }
 
     /// Runs rows of `[CONTEXT + WINDOW]` samples through the model, carrying the LSTM state.
     fn run_rows(&self, batch: &[f32], state: &mut LstmState, probs: &mut Vec<f32>) -> Result<(), EngineError> {
-        const MAX_BATCH: usize = 2_000;
         for chunk in batch.chunks(MAX_BATCH * (CONTEXT + WINDOW)) {
             let rows = chunk.len() / (CONTEXT + WINDOW);
             let input = Tensor::from_shape(&[rows, CONTEXT + WINDOW], chunk).map_err(vad_error)?;
@@ -119,6 +125,9 @@ impl Vad {
         Ok(spans_from_probabilities(&probs, samples.len(), options))
     }
 }
+
+/// Windows run through the model at once.
+const MAX_BATCH: usize = 2_000;
 
 /// The LSTM state carried from one window to the next.
 struct LstmState {

@@ -52,6 +52,8 @@ struct Peer {
     upload_queries: std::sync::Mutex<Vec<String>>,
     /// The declared length and the bytes of each upload taken.
     upload_bodies: std::sync::Mutex<Vec<(Option<String>, axum::body::Bytes)>>,
+    /// Milliseconds before an upload's body is read (a replica starved of CPU).
+    upload_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A stand-in for an stt replica: `/v1/capacity`, `/ready`, uploads answered with the duration of
@@ -96,8 +98,14 @@ async fn peer_upload(
     State(peer): State<Arc<Peer>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> axum::response::Response {
+    // A replica too busy to read: the body stays in the socket meanwhile.
+    let delay = peer.upload_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     peer.upload_queries.lock().unwrap().push(query.unwrap_or_default());
     if refuse_once(&peer) {
         return (StatusCode::SERVICE_UNAVAILABLE, "full").into_response();
@@ -528,6 +536,26 @@ async fn a_kept_alive_stt_connection_closed_behind_an_answer_is_not_a_full_repli
         let (status, code, _) = error_code(r).await;
         assert_eq!((status, code.as_str()), (400, "Bad Request"), "upload {attempt}");
     }
+}
+
+/// An upload whose replica reads its body only after 40 s (a replica starved of CPU under a burst)
+/// gets its answer: the gateway's stt connection is not given up while the replica's window is
+/// closed (reqwest's default TCP_USER_TIMEOUT of 30 s did that: "Connection timed out (os error
+/// 110)", then 503 — 5 to 8 of 32 uploads in `scripts/bench-uploads.sh`'s burst).
+#[tokio::test]
+async fn an_upload_read_by_its_replica_after_40_s_is_relayed() {
+    let (url, peer) = spawn_peer().await;
+    peer.upload_delay_ms.store(40_000, Ordering::SeqCst);
+    let gw = spawn_gateway_over(vec![url], peer.clone(), |_| {}).await;
+    // 16 MB: more than the sockets' buffers take while nobody reads.
+    let r = gw
+        .post("/v1/listen", vec![0; 16_000_000])
+        .header("authorization", format!("Token {}", gw.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert_eq!(peer.uploads.load(Ordering::SeqCst), 1, "answered by the first attempt");
 }
 
 #[tokio::test]
