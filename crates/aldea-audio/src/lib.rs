@@ -478,11 +478,14 @@ struct Demuxed {
     n_bad_packets: usize,
 }
 
+/// Takes each decoded piece: its rate and planar channels.
+type OnPcm<'a> = dyn FnMut(u32, &[Vec<f32>]) -> Result<(), AudioError> + 'a;
+
 /// Decodes every packet of the opened track, handing each piece (rate, planar channels) to `on_pcm`.
 fn demux_packets(
     opened: OpenedTrack<'_>,
     container: Container,
-    on_pcm: &mut dyn FnMut(u32, &[Vec<f32>]) -> Result<(), AudioError>,
+    on_pcm: &mut OnPcm<'_>,
 ) -> Result<Demuxed, AudioError> {
     let OpenedTrack { mut format, track_id, mut decoder, .. } = opened;
     let mut truncated = false;

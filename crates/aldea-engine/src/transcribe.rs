@@ -94,7 +94,7 @@ impl Default for TranscribeOptions {
             initial_prompt: Vec::new(),
             word_timestamps: true,
             max_initial_timestamp: 1.0,
-            vad: Some(VadOptions::default()),
+            vad: Some(VadOptions::guard()),
             max_tokens_per_second: None,
             encoder_padding: None,
         }

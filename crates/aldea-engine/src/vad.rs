@@ -38,6 +38,17 @@ impl Default for VadOptions {
     }
 }
 
+impl VadOptions {
+    /// The spans the VAD guard keeps words in (`TranscribeOptions::vad`): faster-whisper's options
+    /// with the threshold at 0.25 (silence below 0.10). At 0.5, band-limited (8-kHz G.711),
+    /// compressed and whispered speech scores below the threshold and its words were dropped;
+    /// non-speech (silence, white/pink/brown noise, hum, room tone) stays far below 0.25
+    /// (docs/decisions/20-the-vad-guard-keeps-quiet-speech.md has the measurements).
+    pub fn guard() -> VadOptions {
+        VadOptions { threshold: 0.25, neg_threshold: Some(0.10), ..VadOptions::default() }
+    }
+}
+
 /// A stretch of speech, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpeechSpan {

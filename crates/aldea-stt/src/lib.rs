@@ -272,7 +272,7 @@ impl AppState {
         let agreement_options = stream_decoding(config.agreement_beam_size);
         let upload_options = Arc::new(TranscribeOptions {
             beam_size: config.upload_beam_size,
-            vad: Some(VadOptions::default()),
+            vad: Some(VadOptions::guard()),
             ..TranscribeOptions::default()
         });
         let multilingual = deps.transcriber.engine().config().multilingual;
