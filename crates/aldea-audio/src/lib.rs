@@ -482,11 +482,7 @@ struct Demuxed {
 type OnPcm<'a> = dyn FnMut(u32, &[Vec<f32>]) -> Result<(), AudioError> + 'a;
 
 /// Decodes every packet of the opened track, handing each piece (rate, planar channels) to `on_pcm`.
-fn demux_packets(
-    opened: OpenedTrack<'_>,
-    container: Container,
-    on_pcm: &mut OnPcm<'_>,
-) -> Result<Demuxed, AudioError> {
+fn demux_packets(opened: OpenedTrack<'_>, container: Container, on_pcm: &mut OnPcm<'_>) -> Result<Demuxed, AudioError> {
     let OpenedTrack { mut format, track_id, mut decoder, .. } = opened;
     let mut truncated = false;
     let mut n_bad_packets = 0usize;
