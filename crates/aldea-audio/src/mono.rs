@@ -341,6 +341,10 @@ impl Sink {
         };
         let tail = resampler.finish()?;
         self.out.extend_from_slice(&tail);
+        if self.out.is_empty() {
+            // Everything decoded was priming: no audio, as the whole-file path says.
+            return Err(no_audio());
+        }
         Ok(Mono16k { samples: self.out, source_rate: self.source_rate, n_channels: self.n_channels, truncated })
     }
 }

@@ -102,15 +102,14 @@ impl SttPool {
             .map(|u| Url::parse(u).map_err(|e| PoolError(format!("{u:?}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         // stt replicas are the cluster's own services: never reached through a proxy the
-        // environment may name for outbound traffic. No TCP user timeout (reqwest's default is
-        // 30 s): a busy replica may leave an upload's bytes unread longer than that, and the
-        // connection must wait for it, not fail as "Connection timed out" (keepalive still finds
-        // a dead peer).
+        // environment may name for outbound traffic. TCP user timeout 120 s, not reqwest's 30 s:
+        // a replica starved of CPU may leave an upload's bytes unacknowledged longer than 30 s and
+        // must not be given up for it; a replica gone mid-body is still found within 2 minutes.
         let client = || {
             reqwest::Client::builder()
                 .no_proxy()
                 .connect_timeout(Duration::from_secs(2))
-                .tcp_user_timeout(None)
+                .tcp_user_timeout(Duration::from_secs(120))
                 .build()
                 .map_err(|e| PoolError(e.to_string()))
         };

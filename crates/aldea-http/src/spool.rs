@@ -105,7 +105,11 @@ where
     }
     let data = match file {
         Some(f) => Data::File(Arc::new(f)),
-        None => Data::Memory(Bytes::from(memory)),
+        None => {
+            // Growth by doubling may have left up to as much again unused: not kept for the wait.
+            memory.shrink_to_fit();
+            Data::Memory(Bytes::from(memory))
+        }
     };
     Ok(Spooled { len, data })
 }

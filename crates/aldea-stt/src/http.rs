@@ -140,11 +140,16 @@ async fn upload(
         dir: config.spool_dir.clone(),
     };
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let permit = state.take_upload_slot(place).await.inspect_err(rejected)?;
-    let spooled = spool(body.into_data_stream(), declared, &limits).await?;
+    let spooled = tokio::select! {
+        spooled = spool(body.into_data_stream(), declared, &limits) => spooled?,
+        _ = state.0.shutdown.cancelled() => {
+            return Err(ApiError::NoCapacity("the service is shutting down".to_owned()));
+        }
+    };
     if spooled.is_empty() {
         return Err(ApiError::BadRequest("the body is empty: send the audio bytes".to_owned()));
     }
+    let permit = state.take_upload_slot(place).await.inspect_err(rejected)?;
     state.metrics().uploads_total.inc();
     let decode_options = DecodeOptions {
         encoding: params.audio.encoding,

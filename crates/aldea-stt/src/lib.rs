@@ -176,6 +176,9 @@ impl Config {
                 "encoder_padding_s must be between 2 and 30 seconds (under 2 s the model loops)".to_owned(),
             ));
         }
+        if self.max_uploads.saturating_add(self.max_upload_queue) > 1_000_000 {
+            return Err(ConfigError("max_uploads + max_upload_queue must be at most 1,000,000".to_owned()));
+        }
         if self.body_idle_timeout_ms == 0 {
             return Err(ConfigError("body_idle_timeout_ms must be at least 1".to_owned()));
         }
