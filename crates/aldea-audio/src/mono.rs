@@ -36,12 +36,6 @@ pub struct Mono16k {
     pub truncated: bool,
 }
 
-impl Mono16k {
-    pub fn duration_s(&self) -> f64 {
-        self.samples.len() as f64 / f64::from(TARGET_RATE)
-    }
-}
-
 /// Decodes a whole input to 16 kHz mono following the Speech API's format rule (see the crate
 /// docs), reading it in chunks.
 pub fn decode_mono_16k<R>(mut input: R, options: &DecodeOptions) -> Result<Mono16k, AudioError>

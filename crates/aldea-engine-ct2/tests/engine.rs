@@ -201,6 +201,41 @@ fn silence_and_noise_give_an_empty_transcript() {
     }
 }
 
+/// The guard removes what the model invents, never what a person said: whispered speech (low
+/// VAD probabilities) loses no more words with the guard than without it. At the guard's former
+/// threshold (0.5) these ten sentences lost 11 words against 4 (docs/decisions/20).
+#[test]
+fn the_guard_keeps_whispered_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<(String, String)> = refs(&repo_root().join("fixtures/synth/refs.tsv")).into_iter().take(10).collect();
+    let mut guarded = WerStats::default();
+    let mut unguarded = WerStats::default();
+    for (idx, (_, text)) in rows.iter().enumerate() {
+        let path = dir.path().join(format!("whispered_{idx}.wav"));
+        let status = Command::new("espeak-ng")
+            .args(["-v", "en+whisper", "-s", "150", "-w"])
+            .arg(&path)
+            .arg(text)
+            .output()
+            .expect("espeak-ng (scripts/test.sh installs it)");
+        assert!(status.status.success(), "espeak-ng: {}", String::from_utf8_lossy(&status.stderr));
+        let samples = load_16k(&path);
+        let with_guard = transcriber().transcribe(&samples, &TranscribeOptions::default(), &mut |_| {}).unwrap();
+        let without = TranscribeOptions { vad: None, ..TranscribeOptions::default() };
+        let without_guard = transcriber().transcribe(&samples, &without, &mut |_| {}).unwrap();
+        guarded.add(english_word_errors(text, &with_guard.text()));
+        unguarded.add(english_word_errors(text, &without_guard.text()));
+    }
+    eprintln!("whispered: guard {guarded:?}, no guard {unguarded:?}");
+    assert!(unguarded.deletions < unguarded.reference_words / 4, "the model hears whispers: {unguarded:?}");
+    assert!(
+        guarded.deletions <= unguarded.deletions,
+        "the guard deleted words: {} deletions with it, {} without",
+        guarded.deletions,
+        unguarded.deletions
+    );
+}
+
 #[test]
 fn words_carry_ordered_timestamps_within_the_audio() {
     let path = real_dev("ps_librivox_0870.wav");

@@ -196,17 +196,6 @@ pub struct SpoolReader {
     at: u64,
 }
 
-impl SpoolReader {
-    /// Length of the body.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
 impl std::io::Read for SpoolReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.at >= self.len || buf.is_empty() {

@@ -167,9 +167,6 @@ async fn upload(
         // channels are held whole.
         let samples = aldea_audio::decode_mono_16k(spooled.reader(), &decode_options)?.samples;
         let sha256 = response::sha256_hex(spooled.reader()).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if samples.is_empty() {
-            return Err(ApiError::Unsupported("the audio holds no samples".to_owned()));
-        }
         worker.metrics().add_upload_audio(samples.len() as f64 / 16_000.0);
         let options = aldea_engine::TranscribeOptions { language, ..(*worker.0.upload_options).clone() };
         let scheduler = worker.0.scheduler.clone();
