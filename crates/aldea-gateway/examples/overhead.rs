@@ -124,7 +124,7 @@ fn ms(d: Duration) -> f64 {
 async fn main() {
     let replica = spawn_echo_replica().await;
     let keys = Arc::new(MemoryKeys::new());
-    let org = keys.ensure_org("bench", Credit::Unlimited).await.unwrap();
+    let org = keys.create_org("bench", Credit::Unlimited, 0).await.unwrap();
     let (_, key) = keys.create_key(&org.id, NewKey::listen("bench"), aldea_store::unix_now()).await.unwrap();
     let deps = Deps {
         keys,

@@ -12,7 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aldea_store::{hash_key, CachedGrant, KeyCache, KeyGrant, KeyLimits, Keys, StoreError, KEY_PREFIX};
+use aldea_store::{
+    hash_key, CachedGrant, KeyCache, KeyGrant, KeyId, KeyLimits, KeyVerifier, Scope, StoreError, KEY_PREFIX,
+};
 use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -27,8 +29,6 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ApiError;
 use crate::Config;
 
-/// The scope every Speech API request needs.
-pub(crate) const LISTEN_SCOPE: &str = "listen";
 /// Keys remembered in this process (and, apart, grants by key id).
 const L1_CAPACITY: u64 = 10_000;
 
@@ -122,19 +122,19 @@ impl Expiry<String, CachedGrant> for AnswerExpiry {
 
 /// Verifies credentials.
 pub(crate) struct Authenticator {
-    keys: Arc<dyn Keys>,
+    keys: Arc<dyn KeyVerifier>,
     shared: Arc<dyn KeyCache>,
     /// Verify answers by key hash.
     local: Cache<String, CachedGrant>,
     /// Grants by key id (browser tokens and live streams are checked by id), kept briefly.
-    by_id: Cache<String, Option<KeyGrant>>,
+    by_id: Cache<KeyId, Option<KeyGrant>>,
     negative_ttl: Duration,
     shared_ttl: Duration,
     jwt_secret: Option<SecretString>,
 }
 
 impl Authenticator {
-    pub(crate) fn new(config: &Config, keys: Arc<dyn Keys>, shared: Arc<dyn KeyCache>) -> Authenticator {
+    pub(crate) fn new(config: &Config, keys: Arc<dyn KeyVerifier>, shared: Arc<dyn KeyCache>) -> Authenticator {
         let expiry = AnswerExpiry { positive: config.key_cache_ttl, negative: config.negative_cache_ttl };
         Authenticator {
             keys,
@@ -188,7 +188,7 @@ impl Authenticator {
             Credential::Key(secret) => self.verify_key(secret).await?,
             Credential::Jwt(token) => self.verify_jwt(token).await?,
         };
-        if !grant.scopes.iter().any(|s| s == LISTEN_SCOPE) {
+        if !grant.scopes.contains(&Scope::Listen) {
             return Err(ApiError::Forbidden("this key lacks the listen scope".to_owned()));
         }
         if !grant.credit_ok {
@@ -246,9 +246,9 @@ impl Authenticator {
         let claims = decode_jwt(token, secret.as_bytes(), aldea_store::unix_now())
             .map_err(|e| ApiError::Unauthorized(format!("invalid credentials: {e}")))?;
         let mut grant = self
-            .grant_by_id(&claims.sub)
+            .grant_by_id(&KeyId::from(claims.sub.as_str()))
             .await?
-            .filter(|grant| grant.org_id == claims.org)
+            .filter(|grant| grant.org_id.as_str() == claims.org)
             .ok_or_else(|| ApiError::Unauthorized("invalid credentials: the token's key was revoked".to_owned()))?;
         let token_scopes: Vec<&str> = claims.scope.split(' ').collect();
         grant.scopes.retain(|s| token_scopes.contains(&s.as_str()));
@@ -261,7 +261,7 @@ impl Authenticator {
 
     /// The current grant of the key with this id (`None`: revoked, expired or unknown), from the
     /// system of record at most once a second per key.
-    async fn grant_by_id(&self, key_id: &str) -> Result<Option<KeyGrant>, ApiError> {
+    async fn grant_by_id(&self, key_id: &KeyId) -> Result<Option<KeyGrant>, ApiError> {
         self.by_id
             .try_get_with_by_ref(key_id, self.keys.grant_by_id(key_id, aldea_store::unix_now()))
             .await
@@ -294,9 +294,9 @@ impl Authenticator {
         let now = aldea_store::unix_now();
         let ttl_s = ttl.as_secs().max(1);
         let claims = JwtClaims {
-            sub: grant.key_id.clone(),
-            org: grant.org_id.clone(),
-            scope: LISTEN_SCOPE.to_owned(),
+            sub: grant.key_id.to_string(),
+            org: grant.org_id.to_string(),
+            scope: Scope::Listen.as_str().to_owned(),
             iat: now,
             exp: now + ttl_s as i64,
             max_streams: grant.limits.max_streams,
@@ -381,7 +381,7 @@ pub(crate) fn decode_jwt(token: &str, secret: &[u8], now: i64) -> Result<JwtClai
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    use aldea_store::{Credit, KeyRecord, MemoryKeyCache, MemoryKeys, NewKey, Org};
+    use aldea_store::{Credit, KeyRecord, Keys, MemoryKeyCache, MemoryKeys, NewKey};
     use axum::http::HeaderValue;
 
     use super::*;
@@ -475,35 +475,14 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl Keys for CountingKeys {
-        async fn ensure_org(&self, name: &str, credit: Credit) -> aldea_store::Result<Org> {
-            self.inner.ensure_org(name, credit).await
-        }
-        async fn org_by_name(&self, name: &str) -> aldea_store::Result<Option<Org>> {
-            self.inner.org_by_name(name).await
-        }
-        async fn create_key(&self, org_id: &str, key: NewKey, now: i64) -> aldea_store::Result<(KeyRecord, String)> {
-            self.inner.create_key(org_id, key, now).await
-        }
+    impl KeyVerifier for CountingKeys {
         async fn verify(&self, key_hash: &str, now: i64) -> aldea_store::Result<Option<KeyGrant>> {
             self.lookup(&self.verifies).await?;
             self.inner.verify(key_hash, now).await
         }
-        async fn grant_by_id(&self, key_id: &str, now: i64) -> aldea_store::Result<Option<KeyGrant>> {
+        async fn grant_by_id(&self, key_id: &KeyId, now: i64) -> aldea_store::Result<Option<KeyGrant>> {
             self.lookup(&self.by_id).await?;
             self.inner.grant_by_id(key_id, now).await
-        }
-        async fn list_keys(&self, org_id: Option<&str>) -> aldea_store::Result<Vec<KeyRecord>> {
-            self.inner.list_keys(org_id).await
-        }
-        async fn revoke_key(&self, key_id: &str, now: i64) -> aldea_store::Result<Option<String>> {
-            self.inner.revoke_key(key_id, now).await
-        }
-        async fn set_credit(&self, org_id: &str, credit: Credit) -> aldea_store::Result<()> {
-            self.inner.set_credit(org_id, credit).await
-        }
-        async fn credit(&self, org_id: &str) -> aldea_store::Result<Credit> {
-            self.inner.credit(org_id).await
         }
     }
 
@@ -532,8 +511,9 @@ mod tests {
         shared: Arc<dyn KeyCache>,
     ) -> (Authenticator, Arc<CountingKeys>, String, KeyRecord) {
         let keys = Arc::new(CountingKeys::default());
-        let org = keys.ensure_org("acme", Credit::Unlimited).await.unwrap();
-        let (record, secret) = keys.create_key(&org.id, NewKey::listen("k"), aldea_store::unix_now()).await.unwrap();
+        let org = keys.inner.create_org("acme", Credit::Unlimited, 0).await.unwrap();
+        let (record, secret) =
+            keys.inner.create_key(&org.id, NewKey::listen("k"), aldea_store::unix_now()).await.unwrap();
         (Authenticator::new(&config, keys.clone(), shared), keys, secret, record)
     }
 

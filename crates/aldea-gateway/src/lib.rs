@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aldea_store::{KeyCache, Keys, Limits, UsageQueue};
+use aldea_store::{KeyCache, KeyVerifier, Limits, UsageQueue};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -156,7 +156,7 @@ impl Config {
 /// The store adapters the gateway works through (in-memory, SQLite or Redis; picked by the binary).
 #[derive(Clone)]
 pub struct Deps {
-    pub keys: Arc<dyn Keys>,
+    pub keys: Arc<dyn KeyVerifier>,
     pub key_cache: Arc<dyn KeyCache>,
     pub limits: Arc<dyn Limits>,
     pub usage: Arc<dyn UsageQueue>,

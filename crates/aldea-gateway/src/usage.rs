@@ -101,8 +101,8 @@ impl Meter {
         let now = unix_ms();
         Meter {
             request_id: request_id.to_owned(),
-            org_id: grant.org_id.clone(),
-            key_id: grant.key_id.clone(),
+            org_id: grant.org_id.to_string(),
+            key_id: grant.key_id.to_string(),
             kind,
             model: model.to_owned(),
             last_at: now,
@@ -152,7 +152,7 @@ mod tests {
         let grant = aldea_store::KeyGrant {
             org_id: "o".into(),
             key_id: "k".into(),
-            scopes: vec!["listen".into()],
+            scopes: vec![aldea_store::Scope::Listen],
             limits: Default::default(),
             credit_ok: true,
             expires_at: None,

@@ -262,7 +262,7 @@ struct Gateway {
     key_cache: Arc<MemoryKeyCache>,
     usage: Arc<MemoryUsageQueue>,
     key: String,
-    org_id: String,
+    org_id: aldea_store::OrgId,
     peer: Arc<Peer>,
     _stop: tokio_util::sync::DropGuard,
 }
@@ -283,7 +283,7 @@ async fn spawn_gateway_with(
     adjust: impl FnOnce(&mut Config),
 ) -> Gateway {
     let keys = Arc::new(MemoryKeys::new());
-    let org = keys.ensure_org("acme", Credit::Unlimited).await.unwrap();
+    let org = keys.create_org("acme", Credit::Unlimited, 0).await.unwrap();
     let (_, key) = keys.create_key(&org.id, NewKey::listen("test"), aldea_store::unix_now()).await.unwrap();
     let usage = Arc::new(MemoryUsageQueue::default());
     let key_cache = Arc::new(MemoryKeyCache::new());
@@ -391,7 +391,7 @@ async fn credentials_in_every_form_and_refusals_in_the_contract_form() {
 async fn credit_scope_and_revocation() {
     let gw = spawn_gateway(|_| {}).await;
     let auth = format!("Token {}", gw.key);
-    gw.keys.set_credit(&gw.org_id, Credit::Seconds(0.0)).await.unwrap();
+    gw.keys.set_credit(&gw.org_id, Credit::Millis(0), 0).await.unwrap();
     // The verify answer is cached for at most a second.
     assert!(
         eventually(|| async {
@@ -402,9 +402,9 @@ async fn credit_scope_and_revocation() {
     );
     let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap();
     assert_eq!(error_code(r).await.1, "INSUFFICIENT_CREDIT");
-    gw.keys.set_credit(&gw.org_id, Credit::Unlimited).await.unwrap();
+    gw.keys.set_credit(&gw.org_id, Credit::Unlimited, 0).await.unwrap();
 
-    let manage_only = NewKey { scopes: vec!["manage".to_owned()], ..NewKey::listen("ops") };
+    let manage_only = NewKey { scopes: vec![aldea_store::Scope::Manage], ..NewKey::listen("ops") };
     let (_, manage_key) = gw.keys.create_key(&gw.org_id, manage_only, aldea_store::unix_now()).await.unwrap();
     let r =
         gw.post("/v1/listen", vec![0; 64]).header("authorization", format!("Token {manage_key}")).send().await.unwrap();
@@ -414,7 +414,7 @@ async fn credit_scope_and_revocation() {
         gw.keys.create_key(&gw.org_id, NewKey::listen("victim"), aldea_store::unix_now()).await.unwrap();
     let r = gw.post("/v1/listen", vec![0; 64]).header("authorization", format!("Token {victim}")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    gw.keys.revoke_key(&record.id, aldea_store::unix_now()).await.unwrap();
+    gw.keys.revoke_key(&gw.org_id, &record.id, aldea_store::unix_now()).await.unwrap();
     let revoked_at = std::time::Instant::now();
     assert!(
         eventually(|| async {
@@ -593,7 +593,7 @@ async fn uploads_are_relayed_metered_and_limited() {
     assert!((seconds - 2.0).abs() < 1e-6, "only the transcribed upload is metered: {events:?}");
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e.event_id.clone()).collect();
     assert_eq!(ids.len(), events.len(), "event ids are distinct");
-    assert!(events.iter().all(|e| e.is_final && e.org_id == gw.org_id));
+    assert!(events.iter().all(|e| e.is_final && e.org_id == gw.org_id.as_str()));
 }
 
 #[tokio::test]
@@ -933,12 +933,12 @@ async fn streams_opened_by_key_or_token_close_with_1008_on_revocation_or_no_cred
 
     // Credit runs out: both close with 1008 and say why.
     let mut streams = open_both().await;
-    gw.keys.set_credit(&gw.org_id, Credit::Seconds(0.0)).await.unwrap();
+    gw.keys.set_credit(&gw.org_id, Credit::Millis(0), 0).await.unwrap();
     for ws in &mut streams {
         let closed = tokio::time::timeout(Duration::from_secs(5), close_of(ws)).await.expect("closed in time");
         assert_eq!(closed, Some((1008, "the organization has no credit left".to_owned())));
     }
-    gw.keys.set_credit(&gw.org_id, Credit::Unlimited).await.unwrap();
+    gw.keys.set_credit(&gw.org_id, Credit::Unlimited, 0).await.unwrap();
     // Let the credit be seen again by key and by token (the caches keep an answer at most a second).
     assert!(
         eventually(|| async {
@@ -953,7 +953,7 @@ async fn streams_opened_by_key_or_token_close_with_1008_on_revocation_or_no_cred
 
     // The key is revoked: both close with 1008.
     let mut streams = open_both().await;
-    gw.keys.revoke_key(&record.id, aldea_store::unix_now()).await.unwrap();
+    gw.keys.revoke_key(&gw.org_id, &record.id, aldea_store::unix_now()).await.unwrap();
     for ws in &mut streams {
         let closed = tokio::time::timeout(Duration::from_secs(5), close_of(ws)).await.expect("closed in time");
         assert_eq!(closed, Some((1008, "the API key was revoked".to_owned())));
@@ -972,11 +972,11 @@ async fn a_browser_token_of_a_revoked_key_or_an_org_without_credit_opens_nothing
         r.unwrap().status()
     };
     assert_eq!(upload().await, 200);
-    gw.keys.set_credit(&gw.org_id, Credit::Seconds(0.0)).await.unwrap();
+    gw.keys.set_credit(&gw.org_id, Credit::Millis(0), 0).await.unwrap();
     assert!(eventually(|| async { upload().await == 402 }).await, "no credit: 402 for the token too");
-    gw.keys.set_credit(&gw.org_id, Credit::Unlimited).await.unwrap();
+    gw.keys.set_credit(&gw.org_id, Credit::Unlimited, 0).await.unwrap();
     assert!(eventually(|| async { upload().await == 200 }).await);
-    gw.keys.revoke_key(&record.id, aldea_store::unix_now()).await.unwrap();
+    gw.keys.revoke_key(&gw.org_id, &record.id, aldea_store::unix_now()).await.unwrap();
     assert!(eventually(|| async { upload().await == 401 }).await, "revoked key: 401 for its token");
 }
 
@@ -1364,8 +1364,8 @@ async fn an_invalidation_on_the_key_cache_refuses_the_key_at_once_whatever_the_t
     .await;
     let auth = format!("Token {}", gw.key);
     assert_eq!(gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap().status(), 200);
-    let record = gw.keys.list_keys(Some(&gw.org_id)).await.unwrap().remove(0);
-    let hash = gw.keys.revoke_key(&record.id, aldea_store::unix_now()).await.unwrap().unwrap();
+    let record = gw.keys.list_keys(&gw.org_id, &aldea_store::PageRequest::first(1)).await.unwrap().items.remove(0);
+    let hash = gw.keys.revoke_key(&gw.org_id, &record.id, aldea_store::unix_now()).await.unwrap();
     assert_eq!(
         gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap().status(),
         200,

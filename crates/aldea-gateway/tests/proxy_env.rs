@@ -56,7 +56,7 @@ async fn url_fetches_ignore_proxy_environment_variables() {
     tokio::spawn(async move { axum::serve(stt_listener, stt).await });
 
     let keys = Arc::new(MemoryKeys::new());
-    let org = keys.ensure_org("acme", Credit::Unlimited).await.unwrap();
+    let org = keys.create_org("acme", Credit::Unlimited, 0).await.unwrap();
     let (_, key) = keys.create_key(&org.id, NewKey::listen("test"), aldea_store::unix_now()).await.unwrap();
     let deps = Deps {
         keys,

@@ -1,25 +1,44 @@
-//! The system of record in SQL: organizations, API keys (by hash), credit and recorded usage.
-//! SQLite is the embedded single-machine store (`$ALDEA_HOME/aldea.db`): a key created by the CLI
-//! while `aldea all` runs is seen by the next request, since both open the same file.
+//! The system of record in SQL: organizations, API keys (by hash), the credit ledger and recorded
+//! usage. SQLite ([`SqlStore`]) is the embedded single-machine store (`$ALDEA_HOME/aldea.db`): a key
+//! created by the CLI while `aldea all` runs is seen by the next request, since both open the same
+//! file. PostgreSQL ([`PgStore`]) is the production one.
+//!
+//! Both run the same statements (written once, in `statements.rs`'s `sql_store!`; `$N`
+//! placeholders, which SQLite reads too), each database with its own migrations
+//! (`migrations/sqlite/`, `migrations/postgres/`).
 //!
 //! Invariant: secrets never reach the database (only [`aldea_store::hash_key`]); an event id is
 //! recorded once, and its credit charge happens in the same transaction; the schema is created and
-//! upgraded by [`SqlStore::open`] (sqlx's migrator over `migrations/sqlite/`, each step applied once).
+//! upgraded on connecting (sqlx's migrator, each step applied once, forward only; on PostgreSQL under
+//! its advisory lock, so replicas starting together migrate once).
 #![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::str::FromStr;
 
-use aldea_store::{
-    Credit, KeyGrant, KeyLimits, KeyRecord, Keys, NewKey, Org, Result, StoreError, UsageEvent, UsageLedger, UsageTotals,
-};
-use async_trait::async_trait;
+use aldea_store::{Credit, Page, PageRequest, Result, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{PgPool, SqlitePool};
+
+#[macro_use]
+mod statements;
+
+mod sqlite_statements {
+    use super::*;
+    sql_store!(SqlStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+}
+
+mod pg_statements {
+    use super::*;
+    sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+}
 
 /// The schema, one numbered SQL file per step under `migrations/sqlite/`, embedded at compile time;
 /// sqlx records each applied step (with its checksum) in `_sqlx_migrations`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The PostgreSQL schema (`migrations/postgres/`); sqlx's migrator holds an advisory lock while it runs.
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 fn backend(e: sqlx::Error) -> StoreError {
     match e {
@@ -65,264 +84,188 @@ impl SqlStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => backend(e),
-            other => StoreError::Backend(format!("schema migration: {other}")),
-        })
+        MIGRATOR.run(&self.pool).await.map_err(migrate_error)
     }
 }
 
-fn credit_columns(credit: Credit) -> (bool, f64) {
-    match credit {
-        Credit::Unlimited => (true, 0.0),
-        Credit::Seconds(s) => (false, s.max(0.0)),
+fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e) => backend(e),
+        other => StoreError::Backend(format!("schema migration: {other}")),
     }
 }
 
-fn credit_from(unlimited: bool, seconds: f64) -> Credit {
+/// Organizations, keys, credit and usage in PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects (`postgres://…`, at most `max_connections`) and brings the schema up to date.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Invalid(format!("database URL: {e}")))?;
+        PgStore::connect_with(options, max_connections).await
+    }
+
+    /// [`PgStore::connect`] with options built by the caller (a schema on the search path, say).
+    pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Result<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        PG_MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+        Ok(PgStore { pool })
+    }
+}
+
+pub(crate) fn credit_from(unlimited: bool, millis: i64) -> Credit {
     if unlimited {
         Credit::Unlimited
     } else {
-        Credit::Seconds(seconds)
+        Credit::Millis(millis)
     }
 }
 
-fn org_from(row: &sqlx::sqlite::SqliteRow) -> Org {
-    Org { id: row.get("id"), name: row.get("name"), created_at: row.get("created_at") }
-}
-
-fn key_from(row: &sqlx::sqlite::SqliteRow) -> KeyRecord {
-    let scopes: String = row.get("scopes");
-    KeyRecord {
-        id: row.get("id"),
-        org_id: row.get("org_id"),
-        name: row.get("name"),
-        prefix: row.get("prefix"),
-        scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-        limits: KeyLimits {
-            max_streams: row.get::<Option<i64>, _>("max_streams").map(|n| n as u32),
-            requests_per_minute: row.get::<Option<i64>, _>("requests_per_minute").map(|n| n as u32),
-        },
-        created_at: row.get("created_at"),
-        expires_at: row.get("expires_at"),
-        revoked_at: row.get("revoked_at"),
+/// The (created, id) after which a page starts; `(i64::MIN, "")` for the first page.
+pub(crate) fn after(page: &PageRequest) -> Result<(i64, String)> {
+    match page.after.as_deref() {
+        Some(cursor) => aldea_store::parse_page_cursor(cursor),
+        None => Ok((i64::MIN, String::new())),
     }
 }
 
-impl SqlStore {
-    /// The grant of the one live key matching `condition` (a column compared with `value`).
-    async fn grant_where(&self, condition: &'static str, value: &str, now: i64) -> Result<Option<KeyGrant>> {
-        let sql = format!(
-            "SELECT k.*, o.credit_unlimited, o.credit_seconds FROM api_keys k JOIN orgs o ON o.id = k.org_id
-             WHERE {condition} AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)"
-        );
-        let row = sqlx::query(&sql).bind(value).bind(now).fetch_optional(&self.pool).await.map_err(backend)?;
-        Ok(row.map(|row| {
-            let record = key_from(&row);
-            let credit = credit_from(row.get("credit_unlimited"), row.get("credit_seconds"));
-            KeyGrant {
-                org_id: record.org_id,
-                key_id: record.id,
-                scopes: record.scopes,
-                limits: record.limits,
-                credit_ok: credit.allows_requests(),
-                expires_at: record.expires_at,
-            }
-        }))
-    }
-}
-
-#[async_trait]
-impl Keys for SqlStore {
-    async fn ensure_org(&self, name: &str, credit: Credit) -> Result<Org> {
-        if name.trim().is_empty() {
-            return Err(StoreError::Invalid("an organization needs a name".to_owned()));
-        }
-        let (unlimited, seconds) = credit_columns(credit);
-        sqlx::query(
-            "INSERT INTO orgs (id, name, created_at, credit_unlimited, credit_seconds) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(name)
-        .bind(aldea_store::unix_now())
-        .bind(unlimited)
-        .bind(seconds)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        self.org_by_name(name).await?.ok_or_else(|| StoreError::Backend("the organization vanished".to_owned()))
-    }
-
-    async fn org_by_name(&self, name: &str) -> Result<Option<Org>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM orgs WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(row.as_ref().map(org_from))
-    }
-
-    async fn create_key(&self, org_id: &str, key: NewKey, now: i64) -> Result<(KeyRecord, String)> {
-        let secret = aldea_store::generate_key()?;
-        let record = KeyRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            org_id: org_id.to_owned(),
-            name: key.name,
-            prefix: aldea_store::display_prefix(&secret),
-            scopes: key.scopes,
-            limits: key.limits,
-            created_at: now,
-            expires_at: key.expires_at,
-            revoked_at: None,
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, max_streams, requests_per_minute,
-                                   created_at, expires_at)
-             SELECT ?, id, ?, ?, ?, ?, ?, ?, ?, ? FROM orgs WHERE id = ?",
-        )
-        .bind(&record.id)
-        .bind(&record.name)
-        .bind(&record.prefix)
-        .bind(aldea_store::hash_key(&secret))
-        .bind(record.scopes.join(" "))
-        .bind(record.limits.max_streams.map(i64::from))
-        .bind(record.limits.requests_per_minute.map(i64::from))
-        .bind(record.created_at)
-        .bind(record.expires_at)
-        .bind(org_id)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        if inserted.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("organization {org_id}")));
-        }
-        Ok((record, secret))
-    }
-
-    async fn verify(&self, key_hash: &str, now: i64) -> Result<Option<KeyGrant>> {
-        self.grant_where("k.key_hash = ?", key_hash, now).await
-    }
-
-    async fn grant_by_id(&self, key_id: &str, now: i64) -> Result<Option<KeyGrant>> {
-        self.grant_where("k.id = ?", key_id, now).await
-    }
-
-    async fn list_keys(&self, org_id: Option<&str>) -> Result<Vec<KeyRecord>> {
-        let rows = sqlx::query("SELECT * FROM api_keys WHERE (?1 IS NULL OR org_id = ?1) ORDER BY created_at, rowid")
-            .bind(org_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(rows.iter().map(key_from).collect())
-    }
-
-    async fn revoke_key(&self, key_id: &str, now: i64) -> Result<Option<String>> {
-        let hash: Option<String> = sqlx::query_scalar(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING key_hash",
-        )
-        .bind(now)
-        .bind(key_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(hash)
-    }
-
-    async fn set_credit(&self, org_id: &str, credit: Credit) -> Result<()> {
-        let (unlimited, seconds) = credit_columns(credit);
-        let updated = sqlx::query("UPDATE orgs SET credit_unlimited = ?, credit_seconds = ? WHERE id = ?")
-            .bind(unlimited)
-            .bind(seconds)
-            .bind(org_id)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("organization {org_id}")));
-        }
-        Ok(())
-    }
-
-    async fn credit(&self, org_id: &str) -> Result<Credit> {
-        let row = sqlx::query("SELECT credit_unlimited, credit_seconds FROM orgs WHERE id = ?")
-            .bind(org_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .ok_or_else(|| StoreError::NotFound(format!("organization {org_id}")))?;
-        Ok(credit_from(row.get("credit_unlimited"), row.get("credit_seconds")))
-    }
-}
-
-#[async_trait]
-impl UsageLedger for SqlStore {
-    async fn record(&self, event: &UsageEvent) -> Result<bool> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let kind = match event.kind {
-            aldea_store::UsageKind::Rest => "rest",
-            aldea_store::UsageKind::Stream => "stream",
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO usage_events (event_id, request_id, seq, org_id, key_id, kind, model, audio_seconds,
-                                       started_at, ended_at, is_final, status)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&event.event_id)
-        .bind(&event.request_id)
-        .bind(i64::from(event.seq))
-        .bind(&event.org_id)
-        .bind(&event.key_id)
-        .bind(kind)
-        .bind(&event.model)
-        .bind(event.audio_seconds)
-        .bind(event.started_at)
-        .bind(event.ended_at)
-        .bind(event.is_final)
-        .bind(i64::from(event.status))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if inserted.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE orgs SET credit_seconds = MAX(0.0, credit_seconds - ?) WHERE id = ? AND credit_unlimited = 0",
-        )
-        .bind(event.audio_seconds)
-        .bind(&event.org_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
-    }
-
-    async fn totals(&self, org_id: &str) -> Result<UsageTotals> {
-        let row = sqlx::query(
-            "SELECT COUNT(DISTINCT request_id) AS requests, COALESCE(SUM(audio_seconds), 0.0) AS seconds,
-                    COUNT(*) AS events
-             FROM usage_events WHERE org_id = ?",
-        )
-        .bind(org_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(UsageTotals {
-            requests: row.get::<i64, _>("requests") as u64,
-            audio_seconds: row.get("seconds"),
-            events: row.get::<i64, _>("events") as u64,
-        })
-    }
+/// A page from `limit + 1` rows (the extra one says there is a next page).
+pub(crate) fn page_from<T>(mut items: Vec<T>, page: &PageRequest, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let limit = page.limit() as usize;
+    let next = (items.len() > limit).then(|| cursor(&items[limit - 1]));
+    items.truncate(limit);
+    Page { items, next }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aldea_store::{CreditKind, KeyId, KeyVerifier, Keys, NewKey, OrgId, UsageEvent, UsageLedger, UsageTotals};
+
+    /// A schema of its own on the PostgreSQL of this machine (`ALDEA_TEST_POSTGRES_URL`): tests
+    /// sharing the server never meet, and every run starts from an empty schema.
+    struct PgSchema {
+        admin: PgPool,
+        name: String,
+        options: PgConnectOptions,
+    }
+
+    impl PgSchema {
+        async fn new() -> PgSchema {
+            let url = std::env::var("ALDEA_TEST_POSTGRES_URL")
+                .expect("ALDEA_TEST_POSTGRES_URL must name a PostgreSQL database (scripts/test.sh sets it)");
+            let options = PgConnectOptions::from_str(&url).unwrap();
+            let admin = PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await.unwrap();
+            let name = format!("aldea_test_{}", uuid::Uuid::new_v4().simple());
+            sqlx::raw_sql(&format!("CREATE SCHEMA {name}")).execute(&admin).await.unwrap();
+            let options = options.options([("search_path", name.as_str())]);
+            PgSchema { admin, name, options }
+        }
+
+        async fn store(&self) -> PgStore {
+            PgStore::connect_with(self.options.clone(), 4).await.unwrap()
+        }
+
+        async fn drop(self) {
+            sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", self.name)).execute(&self.admin).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn postgres_conformance() {
+        let schema = PgSchema::new().await;
+        let store = schema.store().await;
+        aldea_store::conformance::keys(&store).await;
+        aldea_store::conformance::credit(&store).await;
+        aldea_store::conformance::usage_ledger(&store, &store).await;
+        store.pool.close().await;
+        schema.drop().await;
+    }
+
+    #[tokio::test]
+    async fn postgres_replicas_starting_together_migrate_once() {
+        let schema = PgSchema::new().await;
+        let stores = futures_util::future::join_all((0..4).map(|_| schema.store())).await;
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&stores[0].pool)
+            .await
+            .unwrap();
+        assert_eq!(applied, PG_MIGRATOR.iter().count() as i64);
+        // Each replica sees what another wrote.
+        let org = stores[1].create_org("acme", Credit::Unlimited, 1).await.unwrap();
+        let (_, secret) = stores[2].create_key(&org.id, NewKey::listen("k"), 1).await.unwrap();
+        let grant = stores[3].verify(&aldea_store::hash_key(&secret), 2).await.unwrap();
+        assert_eq!(grant.map(|g| g.org_id), Some(org.id));
+        for store in stores {
+            store.pool.close().await;
+        }
+        schema.drop().await;
+    }
+
+    #[tokio::test]
+    async fn a_charge_racing_a_top_up_loses_neither() {
+        // Two handles on one database, as a usage worker and the platform are.
+        let schema = PgSchema::new().await;
+        let (worker, platform) = (schema.store().await, schema.store().await);
+        let org = platform.create_org("racing", Credit::Millis(100_000), 1).await.unwrap();
+        let charges = async {
+            for i in 0..50 {
+                let event = UsageEvent {
+                    event_id: UsageEvent::event_id("r", i),
+                    request_id: "r".to_owned(),
+                    seq: i,
+                    org_id: org.id.to_string(),
+                    key_id: "k".to_owned(),
+                    kind: aldea_store::UsageKind::Stream,
+                    model: "tiny.en".to_owned(),
+                    audio_seconds: 1.0,
+                    started_at: 0,
+                    ended_at: 1_000,
+                    is_final: i == 49,
+                    status: 1000,
+                };
+                assert!(worker.record(&event).await.unwrap());
+            }
+        };
+        let top_ups = async {
+            for _ in 0..50 {
+                platform.add_credit(&org.id, CreditKind::TopUp, 500, None, 2).await.unwrap();
+            }
+        };
+        tokio::join!(charges, top_ups);
+        assert_eq!(platform.credit(&org.id).await.unwrap(), Credit::Millis(100_000 - 50_000 + 25_000));
+        let entries = platform.credit_entries(&org.id, &PageRequest::first(500)).await.unwrap().items;
+        assert_eq!(entries.len(), 101);
+        let mut balance = 0;
+        for entry in &entries {
+            balance += entry.millis;
+            assert_eq!(entry.balance_after, balance, "each entry's balance follows the one before");
+        }
+        assert_eq!(
+            worker.totals(&org.id).await.unwrap(),
+            UsageTotals { requests: 1, audio_millis: 50_000, events: 50 }
+        );
+        worker.pool.close().await;
+        platform.pool.close().await;
+        schema.drop().await;
+    }
 
     #[tokio::test]
     async fn keys_conformance() {
         aldea_store::conformance::keys(&SqlStore::in_memory().await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn credit_conformance() {
+        aldea_store::conformance::credit(&SqlStore::in_memory().await.unwrap()).await;
     }
 
     #[tokio::test]
@@ -339,14 +282,14 @@ mod tests {
         let path = dir.join("aldea.db");
         let server = SqlStore::open(&path).await.unwrap();
         let cli = SqlStore::open(&path).await.unwrap();
-        let org = cli.ensure_org("acme", Credit::Unlimited).await.unwrap();
+        let org = cli.create_org("acme", Credit::Unlimited, 1).await.unwrap();
         let (_, secret) = cli.create_key(&org.id, NewKey::listen("k"), 1).await.unwrap();
         let grant = server.verify(&aldea_store::hash_key(&secret), 2).await.unwrap();
-        assert_eq!(grant.map(|g| g.org_id), Some(org.id));
+        assert_eq!(grant.map(|g| g.org_id), Some(org.id.clone()));
         drop((server, cli));
         // Reopening applies no migration twice and keeps the data.
         let again = SqlStore::open(&path).await.unwrap();
-        assert_eq!(again.list_keys(None).await.unwrap().len(), 1);
+        assert_eq!(again.list_keys(&org.id, &PageRequest::first(10)).await.unwrap().items.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -363,7 +306,12 @@ mod tests {
             "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY);
              INSERT INTO schema_migrations (version) VALUES (1);
              INSERT INTO orgs (id, name, created_at, credit_unlimited, credit_seconds)
-             VALUES ('org-1', 'acme', 1, 0, 90.0);",
+             VALUES ('org-1', 'acme', 1, 0, 90.0);
+             INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, created_at)
+             VALUES ('key-1', 'org-1', 'old', 'org_abcdefgh', 'hash-1', 'listen', 1);
+             INSERT INTO usage_events (event_id, request_id, seq, org_id, key_id, kind, model, audio_seconds,
+                                       started_at, ended_at, is_final, status)
+             VALUES ('r:0', 'r', 0, 'org-1', 'key-1', 'rest', 'tiny.en', 2.5, 1000, 2000, 1, 200);",
         )
         .execute(&old)
         .await
@@ -371,9 +319,21 @@ mod tests {
         old.close().await;
 
         let store = SqlStore::open(&path).await.unwrap();
-        let org = store.org_by_name("acme").await.unwrap().expect("the organization is kept");
-        assert_eq!(org.id, "org-1");
-        assert_eq!(store.credit("org-1").await.unwrap(), Credit::Seconds(90.0));
+        let org = aldea_store::resolve_org(&store, "acme").await.unwrap().expect("the organization is kept");
+        assert_eq!(org.id, OrgId::from("org-1"));
+        assert_eq!(store.credit(&org.id).await.unwrap(), Credit::Millis(90_000));
+        let ledger = store.credit_entries(&org.id, &PageRequest::first(10)).await.unwrap().items;
+        assert_eq!(ledger.len(), 1, "the balance from before the ledger is its first entry");
+        assert_eq!(
+            (ledger[0].kind, ledger[0].millis, ledger[0].balance_after),
+            (CreditKind::Adjustment, 90_000, 90_000)
+        );
+        assert_eq!(store.grant_by_id(&KeyId::from("key-1"), 2).await.unwrap().map(|g| g.org_id), Some(org.id.clone()));
+        let totals = store.totals(&org.id).await.unwrap();
+        assert_eq!(totals, UsageTotals { requests: 1, audio_millis: 2_500, events: 1 });
+        // Names need not be unique any more.
+        store.create_org("acme", Credit::Unlimited, 3).await.unwrap();
+        assert_eq!(store.orgs_named("acme").await.unwrap().len(), 2);
         let legacy: Option<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
                 .fetch_optional(&store.pool)

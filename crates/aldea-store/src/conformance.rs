@@ -6,31 +6,53 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::{
-    hash_key, CachedGrant, Credit, KeyCache, KeyGrant, KeyLimits, Keys, Limits, NewKey, RateDecision, UsageEvent,
-    UsageKind, UsageLedger, UsageQueue,
+    hash_key, CachedGrant, Credit, CreditKind, KeyCache, KeyGrant, KeyId, KeyLimits, Keys, Limits, NewKey, OrgId,
+    PageRequest, RateDecision, Scope, StoreError, UsageEvent, UsageKind, UsageLedger, UsageQueue, UsageTotals,
 };
 
 fn unique(what: &str) -> String {
     format!("{what}-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Organizations, keys, verification, revocation, expiry and credit.
+/// Organizations, keys, verification, tenancy, revocation, expiry, pagination.
 pub async fn keys(store: &dyn Keys) {
     let now = crate::unix_now();
     let name = unique("acme");
-    let org = store.ensure_org(&name, Credit::Seconds(60.0)).await.unwrap();
+    let org = store.create_org(&name, Credit::Millis(60_000), now).await.unwrap();
     assert_eq!(org.name, name);
-    let again = store.ensure_org(&name, Credit::Unlimited).await.unwrap();
-    assert_eq!(again.id, org.id, "ensure_org finds the existing organization");
-    assert_eq!(store.credit(&org.id).await.unwrap(), Credit::Seconds(60.0), "an existing org keeps its credit");
-    assert_eq!(store.org_by_name(&name).await.unwrap().map(|o| o.id), Some(org.id.clone()));
-    assert_eq!(store.org_by_name(&unique("nobody")).await.unwrap(), None);
-    assert!(store.ensure_org("  ", Credit::Unlimited).await.is_err(), "an empty name is refused");
+    assert_eq!(store.org(&org.id).await.unwrap().as_ref(), Some(&org));
+    assert_eq!(store.org(&OrgId::random()).await.unwrap(), None);
+    assert_eq!(store.orgs_named(&name).await.unwrap(), [org.clone()]);
+    let twin = store.create_org(&name, Credit::Unlimited, now + 1).await.unwrap();
+    assert_ne!(twin.id, org.id, "names need not be unique");
+    assert_eq!(store.orgs_named(&name).await.unwrap(), [org.clone(), twin.clone()], "oldest first");
+    assert!(matches!(crate::resolve_org(store, &name).await, Err(StoreError::Conflict(_))), "ambiguous name");
+    assert_eq!(crate::resolve_org(store, org.id.as_str()).await.unwrap(), Some(org.clone()));
+    let lone = store.create_org(&unique("lone"), Credit::Unlimited, now).await.unwrap();
+    assert_eq!(crate::resolve_org(store, &lone.name).await.unwrap(), Some(lone.clone()));
+    assert_eq!(crate::resolve_org(store, &unique("nobody")).await.unwrap(), None);
+    assert!(matches!(store.create_org("  ", Credit::Unlimited, now).await, Err(StoreError::Invalid(_))));
+    // Every organization, a page at a time (other tests' organizations may be there too).
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let orgs = store.orgs(&page).await.unwrap();
+        assert!(orgs.items.len() <= 2);
+        seen.extend(orgs.items.into_iter().map(|o| o.id));
+        match orgs.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    for id in [&org.id, &twin.id, &lone.id] {
+        assert_eq!(seen.iter().filter(|s| *s == id).count(), 1, "each organization once");
+    }
 
     let limits = KeyLimits { max_streams: Some(3), requests_per_minute: Some(100) };
     let (record, secret) = store.create_key(&org.id, NewKey { limits, ..NewKey::listen("ci") }, now).await.unwrap();
     assert!(secret.starts_with(crate::KEY_PREFIX));
     assert_eq!(record.prefix, crate::display_prefix(&secret));
+    assert_eq!(record.scopes, [Scope::Listen]);
     assert!(!serde_json::to_string(&record).unwrap().contains(&secret), "a record never holds the secret");
     let grant = store.verify(&hash_key(&secret), now).await.unwrap().expect("a new key verifies");
     assert_eq!(
@@ -38,7 +60,7 @@ pub async fn keys(store: &dyn Keys) {
         KeyGrant {
             org_id: org.id.clone(),
             key_id: record.id.clone(),
-            scopes: vec!["listen".to_owned()],
+            scopes: vec![Scope::Listen],
             limits,
             credit_ok: true,
             expires_at: None,
@@ -46,50 +68,123 @@ pub async fn keys(store: &dyn Keys) {
     );
     assert_eq!(store.verify(&hash_key("org_unknown"), now).await.unwrap(), None);
     assert_eq!(store.grant_by_id(&record.id, now).await.unwrap(), Some(grant.clone()), "by id: the same grant");
-    assert_eq!(store.grant_by_id(&unique("no-key"), now).await.unwrap(), None);
-    assert!(store.create_key(&unique("no-org"), NewKey::listen("x"), now).await.is_err(), "unknown org");
+    assert_eq!(store.grant_by_id(&KeyId::random(), now).await.unwrap(), None);
+    assert!(matches!(store.create_key(&OrgId::random(), NewKey::listen("x"), now).await, Err(StoreError::NotFound(_))));
+    for bad in [
+        NewKey::listen(" "),
+        NewKey { scopes: vec![], ..NewKey::listen("x") },
+        NewKey { limits: KeyLimits { max_streams: Some(0), requests_per_minute: None }, ..NewKey::listen("x") },
+    ] {
+        assert!(matches!(store.create_key(&org.id, bad, now).await, Err(StoreError::Invalid(_))));
+    }
+    let both = NewKey { scopes: vec![Scope::Manage, Scope::Listen], ..NewKey::listen("ops") };
+    let (ops, ops_secret) = store.create_key(&org.id, both, now + 1).await.unwrap();
+    assert_eq!(ops.scopes, [Scope::Listen, Scope::Manage]);
+    assert_eq!(
+        store.verify(&hash_key(&ops_secret), now).await.unwrap().unwrap().scopes,
+        [Scope::Listen, Scope::Manage]
+    );
+
+    // Tenancy: another organization's key is not there for this one.
+    assert_eq!(store.key(&org.id, &record.id).await.unwrap(), Some(record.clone()));
+    assert_eq!(store.key(&twin.id, &record.id).await.unwrap(), None);
+    assert_eq!(store.key_org(&record.id).await.unwrap(), Some(org.id.clone()));
+    assert_eq!(store.key_org(&KeyId::random()).await.unwrap(), None);
+    assert!(matches!(store.revoke_key(&twin.id, &record.id, now).await, Err(StoreError::NotFound(_))));
+    assert!(store.list_keys(&twin.id, &PageRequest::first(10)).await.unwrap().items.is_empty());
 
     // Expiry is judged at the time asked.
-    let (expiring, expiring_secret) =
-        store.create_key(&org.id, NewKey { expires_at: Some(now + 10), ..NewKey::listen("short") }, now).await.unwrap();
+    let (expiring, expiring_secret) = store
+        .create_key(&org.id, NewKey { expires_at: Some(now + 10), ..NewKey::listen("short") }, now + 2)
+        .await
+        .unwrap();
     assert!(store.verify(&hash_key(&expiring_secret), now).await.unwrap().is_some());
     assert_eq!(store.verify(&hash_key(&expiring_secret), now + 10).await.unwrap(), None);
     assert!(store.grant_by_id(&expiring.id, now).await.unwrap().is_some());
     assert_eq!(store.grant_by_id(&expiring.id, now + 10).await.unwrap(), None);
 
-    let listed = store.list_keys(Some(&org.id)).await.unwrap();
-    assert_eq!(listed.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), [record.id.as_str(), expiring.id.as_str()]);
-    assert!(store.list_keys(None).await.unwrap().len() >= 2);
-
-    // Credit: exhausted credit still verifies, but says so.
-    store.set_credit(&org.id, Credit::Seconds(0.0)).await.unwrap();
-    assert!(!store.verify(&hash_key(&secret), now).await.unwrap().unwrap().credit_ok);
-    assert!(!store.grant_by_id(&record.id, now).await.unwrap().unwrap().credit_ok);
-    store.set_credit(&org.id, Credit::Unlimited).await.unwrap();
-    assert_eq!(store.credit(&org.id).await.unwrap(), Credit::Unlimited);
-    assert!(store.verify(&hash_key(&secret), now).await.unwrap().unwrap().credit_ok);
-    assert!(store.set_credit(&unique("no-org"), Credit::Unlimited).await.is_err());
+    // Pages, oldest first.
+    let all = store.list_keys(&org.id, &PageRequest::first(10)).await.unwrap();
+    let ids: Vec<&KeyId> = all.items.iter().map(|k| &k.id).collect();
+    assert_eq!(ids, [&record.id, &ops.id, &expiring.id]);
+    assert_eq!(all.next, None);
+    let first = store.list_keys(&org.id, &PageRequest::first(2)).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    let cursor = first.next.clone().expect("a second page");
+    let second = store.list_keys(&org.id, &PageRequest { limit: 2, after: Some(cursor) }).await.unwrap();
+    assert_eq!(second.items.iter().map(|k| &k.id).collect::<Vec<_>>(), [&expiring.id]);
+    assert_eq!(second.next, None);
+    let bad_cursor = PageRequest { limit: 2, after: Some("nonsense".to_owned()) };
+    assert!(matches!(store.list_keys(&org.id, &bad_cursor).await, Err(StoreError::Invalid(_))));
 
     // Revocation: once, and the key stops verifying.
-    assert_eq!(store.revoke_key(&record.id, now + 1).await.unwrap(), Some(hash_key(&secret)));
-    assert_eq!(store.revoke_key(&record.id, now + 2).await.unwrap(), None, "already revoked");
+    assert_eq!(store.revoke_key(&org.id, &record.id, now + 1).await.unwrap(), hash_key(&secret));
+    assert!(matches!(store.revoke_key(&org.id, &record.id, now + 2).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.verify(&hash_key(&secret), now + 1).await.unwrap(), None);
     assert_eq!(store.grant_by_id(&record.id, now + 1).await.unwrap(), None, "a revoked key has no grant by id");
-    let listed = store.list_keys(Some(&org.id)).await.unwrap();
-    assert_eq!(listed[0].revoked_at, Some(now + 1));
-    assert_eq!(store.revoke_key(&unique("no-key"), now).await.unwrap(), None);
+    assert_eq!(store.key(&org.id, &record.id).await.unwrap().unwrap().revoked_at, Some(now + 1));
+    assert!(matches!(store.revoke_key(&org.id, &KeyId::random(), now).await, Err(StoreError::NotFound(_))));
 }
 
-/// Each event counts once; credit goes down by the audio seconds, never below zero, and an
-/// unlimited organization stays unlimited.
+/// The credit ledger: grants, top-ups and adjustments append entries, the balance moves with them
+/// and every grant says whether requests may start.
+pub async fn credit(store: &dyn Keys) {
+    let now = crate::unix_now();
+    let org = store.create_org(&unique("paying"), Credit::Millis(60_000), now).await.unwrap();
+    assert_eq!(store.credit(&org.id).await.unwrap(), Credit::Millis(60_000));
+    let (_, secret) = store.create_key(&org.id, NewKey::listen("k"), now).await.unwrap();
+    let entries = store.credit_entries(&org.id, &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].kind, entries[0].millis, entries[0].balance_after), (CreditKind::Grant, 60_000, 60_000));
+
+    let after = store.add_credit(&org.id, CreditKind::TopUp, 5_000, Some("invoice 7"), now + 1).await.unwrap();
+    assert_eq!(after, Credit::Millis(65_000));
+    for (kind, millis) in [(CreditKind::TopUp, 0), (CreditKind::Grant, -1), (CreditKind::Charge, -5)] {
+        assert!(matches!(store.add_credit(&org.id, kind, millis, None, now).await, Err(StoreError::Invalid(_))));
+    }
+    assert!(matches!(
+        store.add_credit(&OrgId::random(), CreditKind::TopUp, 1, None, now).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.set_credit(&org.id, Credit::Millis(0), now + 2).await.unwrap(), Credit::Millis(0));
+    assert!(!store.verify(&hash_key(&secret), now).await.unwrap().unwrap().credit_ok, "no credit left");
+    assert_eq!(store.set_credit(&org.id, Credit::Unlimited, now + 3).await.unwrap(), Credit::Unlimited);
+    assert!(store.verify(&hash_key(&secret), now).await.unwrap().unwrap().credit_ok);
+    assert!(matches!(store.set_credit(&OrgId::random(), Credit::Unlimited, now).await, Err(StoreError::NotFound(_))));
+    // Back to metered: the balance the ledger holds.
+    assert_eq!(store.set_credit(&org.id, Credit::Millis(1_500), now + 4).await.unwrap(), Credit::Millis(1_500));
+
+    let ledger = store.credit_entries(&org.id, &PageRequest::first(10)).await.unwrap().items;
+    let lines: Vec<(CreditKind, i64, i64)> = ledger.iter().map(|e| (e.kind, e.millis, e.balance_after)).collect();
+    assert_eq!(
+        lines,
+        [
+            (CreditKind::Grant, 60_000, 60_000),
+            (CreditKind::TopUp, 5_000, 65_000),
+            (CreditKind::Adjustment, -65_000, 0),
+            (CreditKind::Adjustment, 1_500, 1_500),
+        ]
+    );
+    assert_eq!(ledger[1].reference.as_deref(), Some("invoice 7"));
+    let first = store.credit_entries(&org.id, &PageRequest::first(3)).await.unwrap();
+    let rest = store.credit_entries(&org.id, &PageRequest { limit: 3, after: first.next.clone() }).await.unwrap();
+    assert_eq!(first.items.len() + rest.items.len(), 4);
+    assert_eq!(rest.items[0].id, ledger[3].id);
+    let free = store.create_org(&unique("free"), Credit::Unlimited, now).await.unwrap();
+    assert!(store.credit_entries(&free.id, &PageRequest::first(10)).await.unwrap().items.is_empty());
+}
+
+/// Each event counts once; the credit is charged its audio milliseconds by event id, below zero
+/// when an admitted request used more than was left, and an unlimited organization stays unlimited.
 pub async fn usage_ledger(keys: &dyn Keys, ledger: &dyn UsageLedger) {
-    let org = keys.ensure_org(&unique("metered"), Credit::Seconds(10.0)).await.unwrap();
-    let free = keys.ensure_org(&unique("free"), Credit::Unlimited).await.unwrap();
-    let event = |org_id: &str, request_id: &str, seq: u32, audio_seconds: f64| UsageEvent {
+    let now = crate::unix_now();
+    let org = keys.create_org(&unique("metered"), Credit::Millis(10_000), now).await.unwrap();
+    let free = keys.create_org(&unique("free"), Credit::Unlimited, now).await.unwrap();
+    let event = |org_id: &OrgId, request_id: &str, seq: u32, audio_seconds: f64| UsageEvent {
         event_id: UsageEvent::event_id(request_id, seq),
         request_id: request_id.to_owned(),
         seq,
-        org_id: org_id.to_owned(),
+        org_id: org_id.to_string(),
         key_id: "key".to_owned(),
         kind: UsageKind::Rest,
         model: "tiny.en".to_owned(),
@@ -105,14 +200,27 @@ pub async fn usage_ledger(keys: &dyn Keys, ledger: &dyn UsageLedger) {
     assert!(ledger.record(&event(&org.id, &r1, 1, 1.5)).await.unwrap());
     assert!(ledger.record(&event(&org.id, &r2, 0, 1.0)).await.unwrap());
     let totals = ledger.totals(&org.id).await.unwrap();
-    assert_eq!((totals.requests, totals.events), (2, 3));
-    assert!((totals.audio_seconds - 5.0).abs() < 1e-9);
-    assert_eq!(keys.credit(&org.id).await.unwrap(), Credit::Seconds(5.0));
+    assert_eq!(totals, UsageTotals { requests: 2, audio_millis: 5_000, events: 3 });
+    assert_eq!(keys.credit(&org.id).await.unwrap(), Credit::Millis(5_000));
     assert!(ledger.record(&event(&org.id, &r2, 1, 7.0)).await.unwrap());
-    assert_eq!(keys.credit(&org.id).await.unwrap(), Credit::Seconds(0.0), "credit stops at zero");
+    assert_eq!(keys.credit(&org.id).await.unwrap(), Credit::Millis(-2_000), "the overage is kept");
+    let entries = keys.credit_entries(&org.id, &PageRequest::first(10)).await.unwrap().items;
+    let charges: Vec<(i64, Option<String>)> =
+        entries.iter().filter(|e| e.kind == CreditKind::Charge).map(|e| (e.millis, e.reference.clone())).collect();
+    assert_eq!(
+        charges,
+        [
+            (-2_500, Some(UsageEvent::event_id(&r1, 0))),
+            (-1_500, Some(UsageEvent::event_id(&r1, 1))),
+            (-1_000, Some(UsageEvent::event_id(&r2, 0))),
+            (-7_000, Some(UsageEvent::event_id(&r2, 1))),
+        ],
+        "one charge per event, by event id"
+    );
     assert!(ledger.record(&event(&free.id, &unique("r"), 0, 100.0)).await.unwrap());
     assert_eq!(keys.credit(&free.id).await.unwrap(), Credit::Unlimited);
-    assert_eq!(ledger.totals(&unique("nobody")).await.unwrap(), crate::UsageTotals::default());
+    assert_eq!(ledger.totals(&free.id).await.unwrap().audio_millis, 100_000);
+    assert_eq!(ledger.totals(&OrgId::random()).await.unwrap(), crate::UsageTotals::default());
 }
 
 /// Positive and negative entries, expiry, invalidation seen by subscribers.
@@ -120,9 +228,9 @@ pub async fn key_cache(cache: &dyn KeyCache) {
     let hash = hash_key(&unique("org_key"));
     assert_eq!(cache.get(&hash).await.unwrap(), None);
     let grant = CachedGrant::Valid(KeyGrant {
-        org_id: "o".to_owned(),
-        key_id: "k".to_owned(),
-        scopes: vec!["listen".to_owned()],
+        org_id: OrgId::from("o"),
+        key_id: KeyId::from("k"),
+        scopes: vec![Scope::Listen],
         limits: KeyLimits::default(),
         credit_ok: true,
         expires_at: Some(1),

@@ -85,14 +85,14 @@ pub async fn consume_usage(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Credit, Keys, MemoryKeys, MemoryUsageQueue, UsageEvent, UsageKind};
+    use crate::{Credit, Keys, MemoryKeys, MemoryUsageQueue, OrgId, UsageEvent, UsageKind};
 
-    fn event(request: &str, seq: u32, org_id: &str, seconds: f64) -> UsageEvent {
+    fn event(request: &str, seq: u32, org_id: &OrgId, seconds: f64) -> UsageEvent {
         UsageEvent {
             event_id: UsageEvent::event_id(request, seq),
             request_id: request.to_owned(),
             seq,
-            org_id: org_id.to_owned(),
+            org_id: org_id.to_string(),
             key_id: "k".to_owned(),
             kind: UsageKind::Rest,
             model: "tiny.en".to_owned(),
@@ -108,7 +108,7 @@ mod tests {
     async fn events_published_twice_are_recorded_once() {
         let queue = MemoryUsageQueue::default();
         let ledger = MemoryKeys::default();
-        let org = ledger.ensure_org("acme", Credit::Seconds(100.0)).await.unwrap();
+        let org = ledger.create_org("acme", Credit::Millis(100_000), 0).await.unwrap();
         for e in [event("r1", 0, &org.id, 2.5), event("r1", 0, &org.id, 2.5), event("r2", 0, &org.id, 1.0)] {
             queue.publish(&e).await.unwrap();
         }
@@ -120,9 +120,8 @@ mod tests {
                 .moved();
         }
         let totals = ledger.totals(&org.id).await.unwrap();
-        assert_eq!((totals.events, totals.requests), (2, 2));
-        assert!((totals.audio_seconds - 3.5).abs() < 1e-9);
-        assert_eq!(ledger.credit(&org.id).await.unwrap(), Credit::Seconds(96.5));
+        assert_eq!((totals.events, totals.requests, totals.audio_millis), (2, 2, 3_500));
+        assert_eq!(ledger.credit(&org.id).await.unwrap(), Credit::Millis(96_500));
         assert_eq!(
             consume_usage(&queue, &ledger, "c1", 10, Duration::from_millis(10), RECLAIM_AFTER).await.unwrap().moved(),
             0
@@ -143,7 +142,7 @@ mod tests {
             }
             self.inner.record(event).await
         }
-        async fn totals(&self, org_id: &str) -> Result<crate::UsageTotals> {
+        async fn totals(&self, org_id: &OrgId) -> Result<crate::UsageTotals> {
             self.inner.totals(org_id).await
         }
     }
@@ -152,8 +151,8 @@ mod tests {
     async fn an_event_that_never_records_becomes_a_dead_letter_and_holds_nothing_up() {
         let queue = MemoryUsageQueue::default();
         let ledger = RefusingLedger { inner: MemoryKeys::default(), refused_org: "poison".to_owned() };
-        let org = ledger.inner.ensure_org("acme", Credit::Unlimited).await.unwrap();
-        queue.publish(&event("bad", 0, "poison", 1.0)).await.unwrap();
+        let org = ledger.inner.create_org("acme", Credit::Unlimited, 0).await.unwrap();
+        queue.publish(&event("bad", 0, &OrgId::from("poison"), 1.0)).await.unwrap();
         for i in 0..3 {
             queue.publish(&event(&format!("good{i}"), 0, &org.id, 1.0)).await.unwrap();
         }
@@ -180,8 +179,8 @@ mod tests {
     async fn the_consumer_records_the_rest_of_a_batch_and_dead_letters_a_poison_event() {
         let queue = MemoryUsageQueue::default();
         let ledger = RefusingLedger { inner: MemoryKeys::default(), refused_org: "poison".to_owned() };
-        let org = ledger.inner.ensure_org("acme", Credit::Unlimited).await.unwrap();
-        queue.publish(&event("bad", 0, "poison", 1.0)).await.unwrap();
+        let org = ledger.inner.create_org("acme", Credit::Unlimited, 0).await.unwrap();
+        queue.publish(&event("bad", 0, &OrgId::from("poison"), 1.0)).await.unwrap();
         queue.publish(&event("good", 0, &org.id, 1.0)).await.unwrap();
         let first = consume_usage(&queue, &ledger, "c1", 10, Duration::ZERO, RECLAIM_AFTER).await.unwrap();
         assert_eq!((first.recorded, first.failed, first.dead_lettered), (1, 1, 0), "the good one is not held up");
@@ -198,7 +197,7 @@ mod tests {
         async fn record(&self, _: &UsageEvent) -> Result<bool> {
             Err(StoreError::Unavailable("down".to_owned()))
         }
-        async fn totals(&self, _: &str) -> Result<crate::UsageTotals> {
+        async fn totals(&self, _: &OrgId) -> Result<crate::UsageTotals> {
             Err(StoreError::Unavailable("down".to_owned()))
         }
     }
@@ -206,7 +205,7 @@ mod tests {
     #[tokio::test]
     async fn a_ledger_outage_dead_letters_nothing() {
         let queue = MemoryUsageQueue::default();
-        queue.publish(&event("r", 0, "acme", 1.0)).await.unwrap();
+        queue.publish(&event("r", 0, &OrgId::from("acme"), 1.0)).await.unwrap();
         for _ in 0..2 * MAX_DELIVERIES {
             let consumed = consume_usage(&queue, &DownLedger, "c1", 10, Duration::ZERO, Duration::ZERO).await.unwrap();
             assert_eq!((consumed.failed, consumed.dead_lettered), (1, 0));

@@ -2,8 +2,10 @@
 //! adapters. The SQL and Redis adapters live in their own crates and implement the same traits; the
 //! [`conformance`] suite is run against every adapter.
 //!
-//! - [`Keys`]: the system of record for organizations, keys and credit (SQLite embedded, the
-//!   platform's database in production).
+//! - [`KeyVerifier`]: the gateway's hot path (is this key valid, what may it do).
+//! - [`Keys`]: the system of record for organizations, keys and the credit ledger (SQLite embedded,
+//!   PostgreSQL in production); typed ids ([`OrgId`], [`KeyId`]), [`Scope`]s, integer milliseconds
+//!   of audio and credit, paginated lists.
 //! - [`KeyCache`]: verify answers cached by key hash, positive and negative, with invalidation
 //!   broadcast to every replica (Redis in production, in-process embedded).
 //! - [`Limits`]: concurrency leases with a TTL (a dead holder's slots free themselves) and
@@ -24,9 +26,11 @@ pub use aldea_proto::usage::{UsageEvent, UsageKind};
 
 pub mod conformance;
 mod consume;
+mod ids;
 mod memory;
 
 pub use consume::{consume_usage, Consumed, MAX_DELIVERIES, RECLAIM_AFTER};
+pub use ids::{KeyId, OrgId, UserId};
 pub use memory::{MemoryKeyCache, MemoryKeys, MemoryLimits, MemoryUsageQueue};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +42,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The change contradicts what is stored (a second account with one email, a key revoked
+    /// twice): the API's 409.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Anything else the backend reported.
     #[error("store error: {0}")]
     Backend(String),
@@ -70,20 +78,31 @@ pub fn display_prefix(secret: &str) -> String {
     secret.chars().take(DISPLAY_PREFIX_LEN).collect()
 }
 
+/// Audio seconds (from the wire) as the integer milliseconds that usage and credit are kept in.
+pub fn audio_millis(seconds: f64) -> i64 {
+    if seconds.is_finite() {
+        (seconds * 1000.0).round() as i64
+    } else {
+        0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Org {
-    pub id: String,
+    pub id: OrgId,
     pub name: String,
     /// Unix seconds.
     pub created_at: i64,
 }
 
-/// Audio seconds an organization may still use.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// What an organization may still use: unlimited, or a balance of audio milliseconds. The balance
+/// goes below zero when a request that was admitted uses more than was left (the overage is kept,
+/// not forgotten); requests are admitted only while it is above zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Credit {
     Unlimited,
-    Seconds(f64),
+    Millis(i64),
 }
 
 impl Credit {
@@ -91,8 +110,102 @@ impl Credit {
     pub fn allows_requests(self) -> bool {
         match self {
             Credit::Unlimited => true,
-            Credit::Seconds(s) => s > 0.0,
+            Credit::Millis(ms) => ms > 0,
         }
+    }
+}
+
+/// Why the credit ledger changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditKind {
+    /// Credit a new organization starts with.
+    Grant,
+    /// Credit added later (an operator, a payment).
+    TopUp,
+    /// Audio used: one entry per usage event, its reference the event id.
+    Charge,
+    /// An operator set the balance to a value: the difference.
+    Adjustment,
+}
+
+impl CreditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditKind::Grant => "grant",
+            CreditKind::TopUp => "top_up",
+            CreditKind::Charge => "charge",
+            CreditKind::Adjustment => "adjustment",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<CreditKind> {
+        match text {
+            "grant" => Ok(CreditKind::Grant),
+            "top_up" => Ok(CreditKind::TopUp),
+            "charge" => Ok(CreditKind::Charge),
+            "adjustment" => Ok(CreditKind::Adjustment),
+            other => Err(StoreError::Backend(format!("unknown credit entry kind {other:?}"))),
+        }
+    }
+}
+
+/// One line of an organization's credit ledger (append-only; the balance is their sum, kept
+/// beside it in the same transaction).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditEntry {
+    pub id: String,
+    pub org_id: OrgId,
+    pub kind: CreditKind,
+    /// Positive adds credit, negative uses it.
+    pub millis: i64,
+    /// The usage event of a charge; free text (who, why) otherwise.
+    pub reference: Option<String>,
+    /// Unix seconds.
+    pub at: i64,
+    /// The balance after this entry.
+    pub balance_after: i64,
+}
+
+/// What a key may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The Speech API.
+    Listen,
+    /// The platform API, instead of a session.
+    Manage,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 2] = [Scope::Listen, Scope::Manage];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Listen => "listen",
+            Scope::Manage => "manage",
+        }
+    }
+
+    /// A scope by name; `Invalid` names the ones there are.
+    pub fn parse(name: &str) -> Result<Scope> {
+        Scope::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown scope {name:?} (listen or manage)")))
+    }
+
+    /// Space-separated names (how scopes are stored and put in tokens), in a fixed order.
+    pub fn join(scopes: &[Scope]) -> String {
+        let mut sorted = scopes.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        sorted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The inverse of [`Scope::join`].
+    pub fn split(text: &str) -> Result<Vec<Scope>> {
+        text.split_whitespace().map(Scope::parse).collect()
     }
 }
 
@@ -106,11 +219,11 @@ pub struct KeyLimits {
 /// A key as listed: never the secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyRecord {
-    pub id: String,
-    pub org_id: String,
+    pub id: KeyId,
+    pub org_id: OrgId,
     pub name: String,
     pub prefix: String,
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     pub limits: KeyLimits,
     /// Unix seconds.
     pub created_at: i64,
@@ -122,7 +235,7 @@ pub struct KeyRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewKey {
     pub name: String,
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     pub limits: KeyLimits,
     pub expires_at: Option<i64>,
 }
@@ -130,45 +243,152 @@ pub struct NewKey {
 impl NewKey {
     /// A key for the speech API.
     pub fn listen(name: &str) -> NewKey {
-        NewKey {
-            name: name.to_owned(),
-            scopes: vec!["listen".to_owned()],
-            limits: KeyLimits::default(),
-            expires_at: None,
-        }
+        NewKey { name: name.to_owned(), scopes: vec![Scope::Listen], limits: KeyLimits::default(), expires_at: None }
     }
+
+    /// `Invalid` unless it has a name, at least one scope and limits of at least 1.
+    pub fn check(&self) -> Result<()> {
+        if self.name.trim().is_empty() {
+            return Err(StoreError::Invalid("a key needs a name".to_owned()));
+        }
+        if self.scopes.is_empty() {
+            return Err(StoreError::Invalid("a key needs at least one scope".to_owned()));
+        }
+        if self.limits.max_streams == Some(0) || self.limits.requests_per_minute == Some(0) {
+            return Err(StoreError::Invalid("a key's limits are at least 1".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// The most items a page holds.
+pub const MAX_PAGE: u32 = 500;
+
+/// Which page of a list: at most `limit` items after the cursor a previous page returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+impl PageRequest {
+    pub fn first(limit: u32) -> PageRequest {
+        PageRequest { limit, after: None }
+    }
+
+    /// The limit, between 1 and [`MAX_PAGE`].
+    pub fn limit(&self) -> u32 {
+        self.limit.clamp(1, MAX_PAGE)
+    }
+}
+
+/// A page of a list, oldest first, and the cursor of the next page when there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Lists are ordered by (created, id); a cursor is the last item's `"created:id"`.
+pub fn page_cursor(created: i64, id: &str) -> String {
+    format!("{created}:{id}")
+}
+
+/// The (created, id) of a cursor; `Invalid` when it is not one.
+pub fn parse_page_cursor(cursor: &str) -> Result<(i64, String)> {
+    cursor
+        .split_once(':')
+        .and_then(|(created, id)| Some((created.parse().ok()?, id.to_owned())))
+        .filter(|(_, id)| !id.is_empty())
+        .ok_or_else(|| StoreError::Invalid(format!("{cursor:?} is not a page cursor")))
 }
 
 /// The answer to "may this key be used": what the gateway caches and admits requests by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyGrant {
-    pub org_id: String,
-    pub key_id: String,
-    pub scopes: Vec<String>,
+    pub org_id: OrgId,
+    pub key_id: KeyId,
+    pub scopes: Vec<Scope>,
     pub limits: KeyLimits,
     pub credit_ok: bool,
     pub expires_at: Option<i64>,
 }
 
-/// The system of record for organizations, keys and credit.
+/// The gateway's hot path: is this key valid now, and what may it do. The platform's database
+/// answers it (embedded: directly; split: through the platform's verify endpoint), behind the
+/// gateway's caches.
 #[async_trait]
-pub trait Keys: Send + Sync + 'static {
-    /// The organization with this name, created when missing.
-    async fn ensure_org(&self, name: &str, credit: Credit) -> Result<Org>;
-    async fn org_by_name(&self, name: &str) -> Result<Option<Org>>;
-    /// Creates a key; the secret is returned here and never again.
-    async fn create_key(&self, org_id: &str, key: NewKey, now: i64) -> Result<(KeyRecord, String)>;
+pub trait KeyVerifier: Send + Sync + 'static {
     /// The grant of the key with this hash, unless it is unknown, revoked or expired at `now`.
     async fn verify(&self, key_hash: &str, now: i64) -> Result<Option<KeyGrant>>;
     /// The grant of the key with this id, unless it is unknown, revoked or expired at `now`: what a
     /// live stream is checked against (a browser token carries the key's id, not its secret).
-    async fn grant_by_id(&self, key_id: &str, now: i64) -> Result<Option<KeyGrant>>;
-    /// Keys of one organization, or of all; oldest first.
-    async fn list_keys(&self, org_id: Option<&str>) -> Result<Vec<KeyRecord>>;
-    /// Revokes a key; the hash it had (to invalidate caches), or `None` when there is no such live key.
-    async fn revoke_key(&self, key_id: &str, now: i64) -> Result<Option<String>>;
-    async fn set_credit(&self, org_id: &str, credit: Credit) -> Result<()>;
-    async fn credit(&self, org_id: &str) -> Result<Credit>;
+    async fn grant_by_id(&self, key_id: &KeyId, now: i64) -> Result<Option<KeyGrant>>;
+}
+
+/// The system of record for organizations, keys and credit: the platform's use cases. Every call
+/// that reaches a key names its organization too, so one tenant never reaches another's.
+#[async_trait]
+pub trait Keys: KeyVerifier {
+    /// A new organization (names need not be unique); a positive `credit` is its first ledger
+    /// entry, a grant.
+    async fn create_org(&self, name: &str, credit: Credit, now: i64) -> Result<Org>;
+    async fn org(&self, org_id: &OrgId) -> Result<Option<Org>>;
+    /// Organizations with exactly this name, oldest first.
+    async fn orgs_named(&self, name: &str) -> Result<Vec<Org>>;
+    /// Every organization, oldest first (operators).
+    async fn orgs(&self, page: &PageRequest) -> Result<Page<Org>>;
+    /// Creates a key; the secret is returned here and never again.
+    async fn create_key(&self, org_id: &OrgId, key: NewKey, now: i64) -> Result<(KeyRecord, String)>;
+    async fn key(&self, org_id: &OrgId, key_id: &KeyId) -> Result<Option<KeyRecord>>;
+    /// The organization a key belongs to (operator tools that are given a bare key id).
+    async fn key_org(&self, key_id: &KeyId) -> Result<Option<OrgId>>;
+    /// Keys of one organization, oldest first.
+    async fn list_keys(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<KeyRecord>>;
+    /// Revokes a key; the hash it had (to invalidate caches). `NotFound` for no such key of this
+    /// organization, `Conflict` when it is revoked already.
+    async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<String>;
+    async fn credit(&self, org_id: &OrgId) -> Result<Credit>;
+    /// Makes the credit unlimited, or sets the balance (the difference is an adjustment entry).
+    async fn set_credit(&self, org_id: &OrgId, credit: Credit, now: i64) -> Result<Credit>;
+    /// Appends to the ledger (a grant or top-up: positive; an adjustment: either sign) and
+    /// returns the credit after it. Charges come only from [`UsageLedger::record`].
+    async fn add_credit(
+        &self,
+        org_id: &OrgId,
+        kind: CreditKind,
+        millis: i64,
+        reference: Option<&str>,
+        now: i64,
+    ) -> Result<Credit>;
+    /// The ledger, oldest first.
+    async fn credit_entries(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<CreditEntry>>;
+}
+
+/// `Invalid` unless `millis` fits `kind`: grants and top-ups add (> 0), an adjustment is not 0, and
+/// charges come only from recorded usage.
+pub fn check_credit_change(kind: CreditKind, millis: i64) -> Result<()> {
+    match kind {
+        CreditKind::Grant | CreditKind::TopUp if millis <= 0 => {
+            Err(StoreError::Invalid("credit added must be more than zero".to_owned()))
+        }
+        CreditKind::Adjustment if millis == 0 => Err(StoreError::Invalid("an adjustment of zero".to_owned())),
+        CreditKind::Charge => Err(StoreError::Invalid("charges come from recorded usage only".to_owned())),
+        _ => Ok(()),
+    }
+}
+
+/// The organization a name or id stands for: an id, or a name that only one organization has.
+pub async fn resolve_org(keys: &dyn Keys, id_or_name: &str) -> Result<Option<Org>> {
+    if let Some(org) = keys.org(&OrgId::from(id_or_name)).await? {
+        return Ok(Some(org));
+    }
+    let mut named = keys.orgs_named(id_or_name).await?;
+    match named.len() {
+        0 => Ok(None),
+        1 => Ok(named.pop()),
+        n => Err(StoreError::Conflict(format!("{n} organizations are named {id_or_name:?}: give the id"))),
+    }
 }
 
 /// A cached verify answer.
@@ -256,21 +476,22 @@ pub trait UsageQueue: Send + Sync + 'static {
 }
 
 /// Totals recorded for an organization.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageTotals {
     /// Distinct requests and streams.
     pub requests: u64,
-    pub audio_seconds: f64,
+    pub audio_millis: i64,
     pub events: u64,
 }
 
 /// Where usage is recorded: each `event_id` counts once, and the organization's credit (unless
-/// unlimited) goes down by its audio seconds in the same step.
+/// unlimited) is charged its audio milliseconds in the same transaction (a ledger entry whose
+/// reference is the event id).
 #[async_trait]
 pub trait UsageLedger: Send + Sync + 'static {
     /// `true` when the event was new, `false` when it had been recorded already.
     async fn record(&self, event: &UsageEvent) -> Result<bool>;
-    async fn totals(&self, org_id: &str) -> Result<UsageTotals>;
+    async fn totals(&self, org_id: &OrgId) -> Result<UsageTotals>;
 }
 
 /// Current Unix time in seconds.
@@ -290,5 +511,22 @@ mod tests {
         assert_ne!(key, generate_key().unwrap());
         assert_eq!(hash_key(&key).len(), 64);
         assert_eq!(display_prefix(&key), key[..12]);
+    }
+
+    #[test]
+    fn scopes_cursors_and_milliseconds() {
+        assert_eq!(Scope::join(&[Scope::Manage, Scope::Listen, Scope::Manage]), "listen manage");
+        assert_eq!(Scope::split("manage listen").unwrap(), [Scope::Manage, Scope::Listen]);
+        assert!(matches!(Scope::split("listen admin"), Err(StoreError::Invalid(_))));
+        assert_eq!(serde_json::to_string(&[Scope::Listen]).unwrap(), r#"["listen"]"#);
+        assert_eq!(parse_page_cursor(&page_cursor(17, "a:b")).unwrap(), (17, "a:b".to_owned()));
+        for bad in ["", "17", "x:y", "17:"] {
+            assert!(parse_page_cursor(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(audio_millis(1.2345), 1235);
+        assert_eq!(audio_millis(f64::NAN), 0);
+        assert!(!Credit::Millis(0).allows_requests() && !Credit::Millis(-5).allows_requests());
+        assert!(Credit::Millis(1).allows_requests() && Credit::Unlimited.allows_requests());
+        assert_eq!(serde_json::to_string(&OrgId::from("o1")).unwrap(), r#""o1""#);
     }
 }

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::{
-    display_prefix, generate_key, hash_key, CachedGrant, Credit, DeadLetter, Delivery, KeyCache, KeyGrant, KeyRecord,
-    Keys, Limits, NewKey, Org, RateDecision, Result, StoreError, UsageEvent, UsageLedger, UsageQueue, UsageTotals,
+    display_prefix, generate_key, hash_key, CachedGrant, Credit, CreditEntry, CreditKind, DeadLetter, Delivery,
+    KeyCache, KeyGrant, KeyId, KeyRecord, KeyVerifier, Keys, Limits, NewKey, Org, OrgId, Page, PageRequest,
+    RateDecision, Result, StoreError, UsageEvent, UsageLedger, UsageQueue, UsageTotals,
 };
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -21,12 +22,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 struct KeysState {
     orgs: Vec<Org>,
-    credit: HashMap<String, Credit>,
+    credit: HashMap<OrgId, Credit>,
+    ledger: Vec<CreditEntry>,
     keys: Vec<(KeyRecord, String)>,
     /// Recorded event ids, and per organization the requests seen and the totals.
     events: std::collections::HashSet<String>,
-    requests: std::collections::HashSet<(String, String)>,
-    totals: HashMap<String, UsageTotals>,
+    requests: std::collections::HashSet<(OrgId, String)>,
+    totals: HashMap<OrgId, UsageTotals>,
 }
 
 impl KeysState {
@@ -35,7 +37,7 @@ impl KeysState {
         if record.revoked_at.is_some() || record.expires_at.is_some_and(|at| at <= now) {
             return None;
         }
-        let credit = self.credit.get(&record.org_id).copied().unwrap_or(Credit::Seconds(0.0));
+        let credit = self.credit.get(&record.org_id).copied().unwrap_or(Credit::Millis(0));
         Some(KeyGrant {
             org_id: record.org_id.clone(),
             key_id: record.id.clone(),
@@ -45,6 +47,47 @@ impl KeysState {
             expires_at: record.expires_at,
         })
     }
+
+    fn credit_of(&self, org_id: &OrgId) -> Result<Credit> {
+        self.credit.get(org_id).copied().ok_or_else(|| StoreError::NotFound(format!("organization {org_id}")))
+    }
+
+    /// Appends a ledger entry and moves the balance with it (an unlimited organization's entries
+    /// are kept, its balance moves too, for the day it becomes metered).
+    fn append(&mut self, org_id: &OrgId, kind: CreditKind, millis: i64, reference: Option<&str>, now: i64) -> Credit {
+        let balance = self.ledger.iter().rev().find(|e| &e.org_id == org_id).map_or(0, |e| e.balance_after) + millis;
+        self.ledger.push(CreditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            org_id: org_id.clone(),
+            kind,
+            millis,
+            reference: reference.map(str::to_owned),
+            at: now,
+            balance_after: balance,
+        });
+        let credit = self.credit.entry(org_id.clone()).or_insert(Credit::Millis(0));
+        if let Credit::Millis(left) = credit {
+            *left = balance;
+        }
+        *credit
+    }
+
+    fn balance(&self, org_id: &OrgId) -> i64 {
+        self.ledger.iter().rev().find(|e| &e.org_id == org_id).map_or(0, |e| e.balance_after)
+    }
+}
+
+/// One page of `items` (sorted by cursor key) after `page.after`.
+fn page_of<T: Clone>(items: Vec<T>, page: &PageRequest, key: impl Fn(&T) -> (i64, String)) -> Result<Page<T>> {
+    let after = page.after.as_deref().map(crate::parse_page_cursor).transpose()?;
+    let mut rest: Vec<T> = items.into_iter().filter(|item| after.as_ref().is_none_or(|a| key(item) > *a)).collect();
+    let limit = page.limit() as usize;
+    let next = (rest.len() > limit).then(|| {
+        let (created, id) = key(&rest[limit - 1]);
+        crate::page_cursor(created, &id)
+    });
+    rest.truncate(limit);
+    Ok(Page { items: rest, next })
 }
 
 /// Organizations, keys and credit in memory (tests; the SQLite adapter is the embedded default).
@@ -60,37 +103,71 @@ impl MemoryKeys {
 }
 
 #[async_trait]
+impl KeyVerifier for MemoryKeys {
+    async fn verify(&self, key_hash: &str, now: i64) -> Result<Option<KeyGrant>> {
+        let state = lock(&self.state);
+        Ok(state.keys.iter().find(|(_, hash)| hash == key_hash).and_then(|(record, _)| state.grant(record, now)))
+    }
+
+    async fn grant_by_id(&self, key_id: &KeyId, now: i64) -> Result<Option<KeyGrant>> {
+        let state = lock(&self.state);
+        Ok(state.keys.iter().find(|(record, _)| &record.id == key_id).and_then(|(record, _)| state.grant(record, now)))
+    }
+}
+
+#[async_trait]
 impl Keys for MemoryKeys {
-    async fn ensure_org(&self, name: &str, credit: Credit) -> Result<Org> {
+    async fn create_org(&self, name: &str, credit: Credit, now: i64) -> Result<Org> {
         if name.trim().is_empty() {
             return Err(StoreError::Invalid("an organization needs a name".to_owned()));
         }
         let mut state = lock(&self.state);
-        if let Some(org) = state.orgs.iter().find(|o| o.name == name) {
-            return Ok(org.clone());
-        }
-        let org = Org { id: uuid::Uuid::new_v4().to_string(), name: name.to_owned(), created_at: crate::unix_now() };
-        state.credit.insert(org.id.clone(), credit);
+        let org = Org { id: OrgId::random(), name: name.to_owned(), created_at: now };
         state.orgs.push(org.clone());
+        match credit {
+            Credit::Unlimited => {
+                state.credit.insert(org.id.clone(), Credit::Unlimited);
+            }
+            Credit::Millis(ms) => {
+                state.credit.insert(org.id.clone(), Credit::Millis(0));
+                if ms != 0 {
+                    state.append(&org.id, CreditKind::Grant, ms, None, now);
+                }
+            }
+        }
         Ok(org)
     }
 
-    async fn org_by_name(&self, name: &str) -> Result<Option<Org>> {
-        Ok(lock(&self.state).orgs.iter().find(|o| o.name == name).cloned())
+    async fn org(&self, org_id: &OrgId) -> Result<Option<Org>> {
+        Ok(lock(&self.state).orgs.iter().find(|o| &o.id == org_id).cloned())
     }
 
-    async fn create_key(&self, org_id: &str, key: NewKey, now: i64) -> Result<(KeyRecord, String)> {
+    async fn orgs_named(&self, name: &str) -> Result<Vec<Org>> {
+        Ok(lock(&self.state).orgs.iter().filter(|o| o.name == name).cloned().collect())
+    }
+
+    async fn orgs(&self, page: &PageRequest) -> Result<Page<Org>> {
+        let mut orgs = lock(&self.state).orgs.clone();
+        orgs.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
+        page_of(orgs, page, |o| (o.created_at, o.id.to_string()))
+    }
+
+    async fn create_key(&self, org_id: &OrgId, key: NewKey, now: i64) -> Result<(KeyRecord, String)> {
+        key.check()?;
         let secret = generate_key()?;
         let mut state = lock(&self.state);
-        if !state.orgs.iter().any(|o| o.id == org_id) {
+        if !state.orgs.iter().any(|o| &o.id == org_id) {
             return Err(StoreError::NotFound(format!("organization {org_id}")));
         }
+        let mut scopes = key.scopes;
+        scopes.sort();
+        scopes.dedup();
         let record = KeyRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            org_id: org_id.to_owned(),
+            id: KeyId::random(),
+            org_id: org_id.clone(),
             name: key.name,
             prefix: display_prefix(&secret),
-            scopes: key.scopes,
+            scopes,
             limits: key.limits,
             created_at: now,
             expires_at: key.expires_at,
@@ -100,51 +177,81 @@ impl Keys for MemoryKeys {
         Ok((record, secret))
     }
 
-    async fn verify(&self, key_hash: &str, now: i64) -> Result<Option<KeyGrant>> {
+    async fn key(&self, org_id: &OrgId, key_id: &KeyId) -> Result<Option<KeyRecord>> {
         let state = lock(&self.state);
-        Ok(state.keys.iter().find(|(_, hash)| hash == key_hash).and_then(|(record, _)| state.grant(record, now)))
+        Ok(state.keys.iter().map(|(r, _)| r).find(|r| &r.id == key_id && &r.org_id == org_id).cloned())
     }
 
-    async fn grant_by_id(&self, key_id: &str, now: i64) -> Result<Option<KeyGrant>> {
-        let state = lock(&self.state);
-        Ok(state.keys.iter().find(|(record, _)| record.id == key_id).and_then(|(record, _)| state.grant(record, now)))
+    async fn key_org(&self, key_id: &KeyId) -> Result<Option<OrgId>> {
+        Ok(lock(&self.state).keys.iter().find(|(r, _)| &r.id == key_id).map(|(r, _)| r.org_id.clone()))
     }
 
-    async fn list_keys(&self, org_id: Option<&str>) -> Result<Vec<KeyRecord>> {
-        let state = lock(&self.state);
-        Ok(state
-            .keys
-            .iter()
-            .map(|(record, _)| record)
-            .filter(|r| org_id.is_none_or(|id| r.org_id == id))
-            .cloned()
-            .collect())
-    }
-
-    async fn revoke_key(&self, key_id: &str, now: i64) -> Result<Option<String>> {
-        let mut state = lock(&self.state);
-        let Some((record, hash)) = state.keys.iter_mut().find(|(r, _)| r.id == key_id && r.revoked_at.is_none()) else {
-            return Ok(None);
+    async fn list_keys(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<KeyRecord>> {
+        let mut keys: Vec<KeyRecord> = {
+            let state = lock(&self.state);
+            state.keys.iter().map(|(r, _)| r).filter(|r| &r.org_id == org_id).cloned().collect()
         };
-        record.revoked_at = Some(now);
-        Ok(Some(hash.clone()))
+        keys.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
+        page_of(keys, page, |k| (k.created_at, k.id.to_string()))
     }
 
-    async fn set_credit(&self, org_id: &str, credit: Credit) -> Result<()> {
+    async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<String> {
         let mut state = lock(&self.state);
-        if !state.orgs.iter().any(|o| o.id == org_id) {
-            return Err(StoreError::NotFound(format!("organization {org_id}")));
+        let Some((record, hash)) = state.keys.iter_mut().find(|(r, _)| &r.id == key_id && &r.org_id == org_id) else {
+            return Err(StoreError::NotFound(format!("key {key_id}")));
+        };
+        if record.revoked_at.is_some() {
+            return Err(StoreError::Conflict(format!("key {key_id} is revoked already")));
         }
-        state.credit.insert(org_id.to_owned(), credit);
-        Ok(())
+        record.revoked_at = Some(now);
+        Ok(hash.clone())
     }
 
-    async fn credit(&self, org_id: &str) -> Result<Credit> {
-        lock(&self.state)
-            .credit
-            .get(org_id)
-            .copied()
-            .ok_or_else(|| StoreError::NotFound(format!("organization {org_id}")))
+    async fn credit(&self, org_id: &OrgId) -> Result<Credit> {
+        lock(&self.state).credit_of(org_id)
+    }
+
+    async fn set_credit(&self, org_id: &OrgId, credit: Credit, now: i64) -> Result<Credit> {
+        let mut state = lock(&self.state);
+        state.credit_of(org_id)?;
+        match credit {
+            Credit::Unlimited => {
+                state.credit.insert(org_id.clone(), Credit::Unlimited);
+                Ok(Credit::Unlimited)
+            }
+            Credit::Millis(target) => {
+                let balance = state.balance(org_id);
+                state.credit.insert(org_id.clone(), Credit::Millis(balance));
+                if target == balance {
+                    return Ok(Credit::Millis(balance));
+                }
+                Ok(state.append(org_id, CreditKind::Adjustment, target - balance, None, now))
+            }
+        }
+    }
+
+    async fn add_credit(
+        &self,
+        org_id: &OrgId,
+        kind: CreditKind,
+        millis: i64,
+        reference: Option<&str>,
+        now: i64,
+    ) -> Result<Credit> {
+        crate::check_credit_change(kind, millis)?;
+        let mut state = lock(&self.state);
+        state.credit_of(org_id)?;
+        Ok(state.append(org_id, kind, millis, reference, now))
+    }
+
+    async fn credit_entries(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<CreditEntry>> {
+        let entries: Vec<(usize, CreditEntry)> = {
+            let state = lock(&self.state);
+            state.ledger.iter().enumerate().filter(|(_, e)| &e.org_id == org_id).map(|(i, e)| (i, e.clone())).collect()
+        };
+        // Entries in the order they were appended: the position is the cursor's "created".
+        let page = page_of(entries, page, |(i, e)| (*i as i64, e.id.clone()))?;
+        Ok(Page { items: page.items.into_iter().map(|(_, e)| e).collect(), next: page.next })
     }
 }
 
@@ -155,18 +262,20 @@ impl UsageLedger for MemoryKeys {
         if !state.events.insert(event.event_id.clone()) {
             return Ok(false);
         }
-        let new_request = state.requests.insert((event.org_id.clone(), event.request_id.clone()));
-        let totals = state.totals.entry(event.org_id.clone()).or_default();
+        let org_id = OrgId::from(event.org_id.as_str());
+        let millis = crate::audio_millis(event.audio_seconds);
+        let new_request = state.requests.insert((org_id.clone(), event.request_id.clone()));
+        let totals = state.totals.entry(org_id.clone()).or_default();
         totals.events += 1;
-        totals.audio_seconds += event.audio_seconds;
+        totals.audio_millis += millis;
         totals.requests += u64::from(new_request);
-        if let Some(Credit::Seconds(left)) = state.credit.get_mut(&event.org_id) {
-            *left = (*left - event.audio_seconds).max(0.0);
+        if matches!(state.credit.get(&org_id), Some(Credit::Millis(_))) && millis != 0 {
+            state.append(&org_id, CreditKind::Charge, -millis, Some(&event.event_id), event.ended_at / 1000);
         }
         Ok(true)
     }
 
-    async fn totals(&self, org_id: &str) -> Result<UsageTotals> {
+    async fn totals(&self, org_id: &OrgId) -> Result<UsageTotals> {
         Ok(lock(&self.state).totals.get(org_id).copied().unwrap_or_default())
     }
 }
@@ -425,6 +534,11 @@ mod tests {
     #[tokio::test]
     async fn keys() {
         crate::conformance::keys(&MemoryKeys::new()).await;
+    }
+
+    #[tokio::test]
+    async fn credit() {
+        crate::conformance::credit(&MemoryKeys::new()).await;
     }
 
     #[tokio::test]

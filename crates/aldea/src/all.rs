@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
@@ -46,8 +45,8 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let sql = stores::open_sql(settings).await?;
-        let deps = stores::gateway_deps(&sql, None).await?;
+        let database = stores::open_database(settings, &stores::DatabaseArgs { database: None }).await?;
+        let deps = stores::gateway_deps(&database, None).await?;
         let stt_listener = tokio::net::TcpListener::bind(args.stt_listen)
             .await
             .with_context(|| format!("binding {}", args.stt_listen))?;
@@ -66,13 +65,13 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
         let gateway_state = aldea_gateway::AppState::new(gateway_config, deps.clone())?;
         let consumer = tokio::spawn(stores::run_usage_consumer(
             deps.usage.clone(),
-            Arc::new(sql.clone()),
+            database.ledger.clone(),
             "all".to_owned(),
             shutdown.child_token(),
         ));
         output::info(&format!("Speech API:  http://{gateway_address}/v1/listen (ws://{gateway_address}/v1/listen)"));
         output::info(&format!("stt service: http://{stt_address} (internal)"));
-        output::info(&format!("database:    {}", settings.home.join("aldea.db").display()));
+        output::info(&format!("database:    {}", database.describe));
         output::info("create a key with: aldea keys create --org NAME");
         // The gateway stops first (its streams drain), then the stt service.
         let stt_stop = CancellationToken::new();

@@ -4,7 +4,6 @@
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -83,6 +82,8 @@ pub(crate) struct GatewayArgs {
     /// of cluster nodes, or `?cluster=true`). Without it they live in this process.
     #[arg(long, env = "ALDEA_REDIS_URL")]
     redis: Option<String>,
+    #[command(flatten)]
+    database: stores::DatabaseArgs,
     /// Name of the model reported in usage.
     #[arg(long, env = "ALDEA_MODEL", default_value = "tiny.en")]
     model: String,
@@ -96,8 +97,8 @@ pub(crate) fn run(settings: &Settings, args: &GatewayArgs) -> anyhow::Result<Exi
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let sql = stores::open_sql(settings).await?;
-        let deps = stores::gateway_deps(&sql, args.redis.as_deref()).await?;
+        let database = stores::open_database(settings, &args.database).await?;
+        let deps = stores::gateway_deps(&database, args.redis.as_deref()).await?;
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         output::info(&format!("gateway listening on http://{}", listener.local_addr()?));
@@ -107,7 +108,7 @@ pub(crate) fn run(settings: &Settings, args: &GatewayArgs) -> anyhow::Result<Exi
         // database it reads keys from.
         let consumer = tokio::spawn(stores::run_usage_consumer(
             deps.usage.clone(),
-            Arc::new(sql.clone()),
+            database.ledger.clone(),
             format!("gateway-{}", std::process::id()),
             shutdown.child_token(),
         ));

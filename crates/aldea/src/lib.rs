@@ -48,13 +48,17 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Run everything in one process: gateway and stt, SQLite under $ALDEA_HOME.
     All(all::AllArgs),
-    /// Manage API keys in $ALDEA_HOME's database.
+    /// Manage API keys (in $ALDEA_HOME's database, or --database).
     Keys {
+        #[command(flatten)]
+        database: stores::DatabaseArgs,
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
-    /// Manage organizations' credit in $ALDEA_HOME's database.
+    /// Manage organizations' credit (in $ALDEA_HOME's database, or --database).
     Credit {
+        #[command(flatten)]
+        database: stores::DatabaseArgs,
         #[command(subcommand)]
         command: keys::CreditCommand,
     },
@@ -72,8 +76,8 @@ pub fn main() -> ExitCode {
         Command::Stt(args) => stt::run(&settings, &args),
         Command::Gateway(args) => gateway::run(&settings, &args),
         Command::All(args) => all::run(&settings, &args),
-        Command::Keys { command } => keys::run_keys(&settings, &command),
-        Command::Credit { command } => keys::run_credit(&settings, &command),
+        Command::Keys { database, command } => keys::run_keys(&settings, &database, &command),
+        Command::Credit { database, command } => keys::run_credit(&settings, &database, &command),
     };
     match result {
         Ok(code) => code,

@@ -1,12 +1,13 @@
-//! Which store adapters the services get: SQLite under `$ALDEA_HOME` as the system of record, and
-//! either Redis (`--redis`) or in-process adapters for the key cache, limits and usage queue.
+//! Which store adapters the services get: the system of record (SQLite under `$ALDEA_HOME`, or the
+//! database `--database` names: `sqlite://PATH` or `postgres://…`), and either Redis (`--redis`) or
+//! in-process adapters for the key cache, limits and usage queue.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aldea_store::{MemoryKeyCache, MemoryLimits, MemoryUsageQueue, UsageLedger, UsageQueue};
+use aldea_store::{Keys, MemoryKeyCache, MemoryLimits, MemoryUsageQueue, UsageLedger, UsageQueue};
 use aldea_store_redis::{RedisStore, RedisTarget};
-use aldea_store_sql::SqlStore;
+use aldea_store_sql::{PgStore, SqlStore};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
@@ -19,9 +20,56 @@ pub(crate) async fn open_sql(settings: &Settings) -> anyhow::Result<SqlStore> {
     SqlStore::open(&path).await.with_context(|| format!("opening {}", path.display()))
 }
 
-/// The gateway's adapters over `sql`; Redis for everything shared when `redis` names one.
-pub(crate) async fn gateway_deps(sql: &SqlStore, redis: Option<&str>) -> anyhow::Result<aldea_gateway::Deps> {
-    let keys = Arc::new(sql.clone());
+/// `--database` of the commands that reach the system of record.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DatabaseArgs {
+    /// The system of record: `postgres://USER@HOST/DB` or `sqlite://PATH` (default: SQLite at
+    /// $ALDEA_HOME/aldea.db).
+    #[arg(long, env = "ALDEA_DATABASE_URL", hide_env_values = true)]
+    pub(crate) database: Option<String>,
+}
+
+/// The system of record, whichever database holds it.
+#[derive(Clone)]
+pub(crate) struct Database {
+    pub(crate) keys: Arc<dyn Keys>,
+    pub(crate) ledger: Arc<dyn UsageLedger>,
+    /// Where it is, for people (no password).
+    pub(crate) describe: String,
+}
+
+/// Opens the database `args` names (SQLite under `$ALDEA_HOME` by default).
+pub(crate) async fn open_database(settings: &Settings, args: &DatabaseArgs) -> anyhow::Result<Database> {
+    match args.database.as_deref().filter(|url| !url.is_empty()) {
+        None => {
+            let sql = open_sql(settings).await?;
+            let describe = settings.home.join("aldea.db").display().to_string();
+            Ok(Database { keys: Arc::new(sql.clone()), ledger: Arc::new(sql), describe })
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let pg = PgStore::connect(url, 8).await.context("connecting to PostgreSQL")?;
+            let describe = match url.split_once('@') {
+                Some((_, host)) => format!("postgres://…@{host}"),
+                None => url.to_owned(),
+            };
+            Ok(Database { keys: Arc::new(pg.clone()), ledger: Arc::new(pg), describe })
+        }
+        Some(url) if url.starts_with("sqlite://") => {
+            let path = std::path::Path::new(&url["sqlite://".len()..]);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let sql = SqlStore::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+            Ok(Database { keys: Arc::new(sql.clone()), ledger: Arc::new(sql), describe: path.display().to_string() })
+        }
+        Some(_) => anyhow::bail!("--database must be a postgres:// or sqlite:// URL"),
+    }
+}
+
+/// The gateway's adapters over the system of record; Redis for everything shared when `redis`
+/// names one.
+pub(crate) async fn gateway_deps(database: &Database, redis: Option<&str>) -> anyhow::Result<aldea_gateway::Deps> {
+    let keys: Arc<dyn aldea_store::KeyVerifier> = database.keys.clone();
     match redis {
         Some(spec) => {
             let target = RedisTarget::parse(spec).context("parsing the Redis URL")?;
