@@ -35,10 +35,22 @@ mod pg_statements {
 }
 
 /// The schema, one numbered SQL file per step under `migrations/sqlite/`, embedded at compile time;
-/// sqlx records each applied step (with its checksum) in `_sqlx_migrations`.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-/// The PostgreSQL schema (`migrations/postgres/`); sqlx's migrator holds an advisory lock while it runs.
-static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// sqlx records each applied step (with its checksum) in `_sqlx_migrations`. Steps a newer release
+/// applied that this one does not know are tolerated: during a rolling update the old replicas keep
+/// starting against the new schema (steps only add, never take away what a release before reads).
+fn sqlite_migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// The PostgreSQL schema (`migrations/postgres/`), as [`sqlite_migrator`]; sqlx's migrator holds an
+/// advisory lock while it runs.
+fn pg_migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 fn backend(e: sqlx::Error) -> StoreError {
     match e {
@@ -84,7 +96,7 @@ impl SqlStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(migrate_error)
+        sqlite_migrator().run(&self.pool).await.map_err(migrate_error)
     }
 }
 
@@ -116,7 +128,7 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        PG_MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+        pg_migrator().run(&pool).await.map_err(migrate_error)?;
         Ok(PgStore { pool })
     }
 }
@@ -185,6 +197,7 @@ mod tests {
         let store = schema.store().await;
         aldea_store::conformance::keys(&store).await;
         aldea_store::conformance::credit(&store).await;
+        aldea_store::conformance::accounts(&store, &store).await;
         aldea_store::conformance::usage_ledger(&store, &store).await;
         store.pool.close().await;
         schema.drop().await;
@@ -198,7 +211,7 @@ mod tests {
             .fetch_one(&stores[0].pool)
             .await
             .unwrap();
-        assert_eq!(applied, PG_MIGRATOR.iter().count() as i64);
+        assert_eq!(applied, pg_migrator().iter().count() as i64);
         // Each replica sees what another wrote.
         let org = stores[1].create_org("acme", Credit::Unlimited, 1).await.unwrap();
         let (_, secret) = stores[2].create_key(&org.id, NewKey::listen("k"), 1).await.unwrap();
@@ -264,6 +277,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn accounts_conformance() {
+        let store = SqlStore::in_memory().await.unwrap();
+        aldea_store::conformance::accounts(&store, &store).await;
+    }
+
+    #[tokio::test]
     async fn credit_conformance() {
         aldea_store::conformance::credit(&SqlStore::in_memory().await.unwrap()).await;
     }
@@ -272,6 +291,26 @@ mod tests {
     async fn usage_ledger_conformance() {
         let store = SqlStore::in_memory().await.unwrap();
         aldea_store::conformance::usage_ledger(&store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn a_database_a_newer_release_migrated_still_opens() {
+        // Rolling updates: an old replica restarts after the new one applied its step.
+        let schema = PgSchema::new().await;
+        let store = schema.store().await;
+        sqlx::raw_sql(
+            "CREATE TABLE from_the_future (id BIGINT);
+             INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (999999, 'from the future', TRUE, '\\x00', 1);",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store.pool.close().await;
+        let again = schema.store().await;
+        assert!(again.org(&OrgId::random()).await.unwrap().is_none());
+        again.pool.close().await;
+        schema.drop().await;
     }
 
     #[tokio::test]
@@ -344,7 +383,7 @@ mod tests {
             .fetch_one(&store.pool)
             .await
             .unwrap();
-        assert_eq!(applied, MIGRATOR.iter().count() as i64);
+        assert_eq!(applied, sqlite_migrator().iter().count() as i64);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,13 +1,13 @@
 //! The adapter's statements, written once for SQLite and PostgreSQL: `sql_store!(Store, Db, Row)`
-//! implements `KeyVerifier`, `Keys` and `UsageLedger` for a `Store` holding a `pool` of `Db`, whose
+//! implements `KeyVerifier`, `Keys`, `Accounts` and `UsageLedger` for a `Store` holding a `pool` of `Db`, whose
 //! rows are `Row`. Placeholders are `$N` in order of first use (SQLite numbers them the same way);
 //! only SQL both databases read (no `::` casts, `NOT flag` for booleans, `CAST(… AS BIGINT)` for sums).
 
 macro_rules! sql_store {
     ($store:ident, $db:ty, $row:ty) => {
         use aldea_store::{
-            CreditEntry, CreditKind, KeyGrant, KeyId, KeyLimits, KeyRecord, KeyVerifier, Keys, NewKey, Org, OrgId,
-            Scope, UsageEvent, UsageLedger, UsageTotals,
+            Accounts, CreditEntry, CreditKind, KeyGrant, KeyId, KeyLimits, KeyRecord, KeyVerifier, Keys, Member, NewKey,
+            Org, OrgId, Role, Scope, UsageEvent, UsageLedger, UsageTotals, User, UserId,
         };
         use async_trait::async_trait;
         use sqlx::Row;
@@ -410,6 +410,290 @@ macro_rules! sql_store {
                     audio_millis: row.get("millis"),
                     events: row.get::<i64, _>("events") as u64,
                 })
+            }
+        }
+        fn user_from(row: &$row) -> User {
+            User {
+                id: UserId::from(row.get::<String, _>("id")),
+                email: row.get("email"),
+                created_at: row.get("created_at"),
+                is_admin: row.get("is_admin"),
+            }
+        }
+
+        impl $store {
+            /// Takes the organization's row lock until the transaction ends (a no-op update: both
+            /// databases lock the row, where only PostgreSQL has `FOR UPDATE`), so that two role
+            /// changes cannot each see another owner and leave none.
+            async fn lock_org(tx: &mut sqlx::Transaction<'_, $db>, org_id: &OrgId) -> Result<()> {
+                let locked = sqlx::query("UPDATE orgs SET credit_millis = credit_millis WHERE id = $1")
+                    .bind(org_id.as_str())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(backend)?;
+                if locked.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("organization {org_id}")));
+                }
+                Ok(())
+            }
+
+            /// The member's role, inside `tx`; `NotFound` for no member. `Conflict` when `leaving`
+            /// the owner role would leave the organization without one.
+            async fn member_role(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                org_id: &OrgId,
+                user_id: &UserId,
+                leaving_owner: bool,
+            ) -> Result<Role> {
+                Self::lock_org(tx, org_id).await?;
+                let role: String = sqlx::query_scalar("SELECT role FROM members WHERE org_id = $1 AND user_id = $2")
+                    .bind(org_id.as_str())
+                    .bind(user_id.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(backend)?
+                    .ok_or_else(|| StoreError::NotFound(format!("member {user_id}")))?;
+                let role = Role::parse(&role).map_err(|e| StoreError::Backend(format!("a stored role: {e}")))?;
+                if role == Role::Owner && leaving_owner {
+                    let others: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM members WHERE org_id = $1 AND role = 'owner' AND user_id <> $2",
+                    )
+                    .bind(org_id.as_str())
+                    .bind(user_id.as_str())
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(backend)?;
+                    if others == 0 {
+                        return Err(StoreError::Conflict("an organization keeps at least one owner".to_owned()));
+                    }
+                }
+                Ok(role)
+            }
+        }
+
+        #[async_trait]
+        impl Accounts for $store {
+            async fn create_user(&self, email: &str, password_hash: &str, now: i64) -> Result<User> {
+                let email = aldea_store::normalize_email(email)?;
+                let user = User { id: UserId::random(), email, created_at: now, is_admin: false };
+                let inserted = sqlx::query(
+                    "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (email) DO NOTHING",
+                )
+                .bind(user.id.as_str())
+                .bind(&user.email)
+                .bind(password_hash)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+                if inserted.rows_affected() == 0 {
+                    return Err(StoreError::Conflict("an account with this email exists".to_owned()));
+                }
+                Ok(user)
+            }
+
+            async fn user(&self, user_id: &UserId) -> Result<Option<User>> {
+                let row = sqlx::query("SELECT id, email, created_at, is_admin FROM users WHERE id = $1")
+                    .bind(user_id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                Ok(row.as_ref().map(user_from))
+            }
+
+            async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>> {
+                let Ok(email) = aldea_store::normalize_email(email) else { return Ok(None) };
+                let row =
+                    sqlx::query("SELECT id, email, created_at, is_admin, password_hash FROM users WHERE email = $1")
+                        .bind(email)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(backend)?;
+                Ok(row.map(|row| (user_from(&row), row.get("password_hash"))))
+            }
+
+            async fn set_password(&self, user_id: &UserId, password_hash: &str) -> Result<()> {
+                let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(password_hash)
+                    .bind(user_id.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("user {user_id}")));
+                }
+                Ok(())
+            }
+
+            async fn set_admin(&self, user_id: &UserId, is_admin: bool) -> Result<()> {
+                let updated = sqlx::query("UPDATE users SET is_admin = $1 WHERE id = $2")
+                    .bind(is_admin)
+                    .bind(user_id.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("user {user_id}")));
+                }
+                Ok(())
+            }
+
+            async fn create_session(&self, user_id: &UserId, token_hash: &str, now: i64, expires_at: i64) -> Result<()> {
+                let inserted = sqlx::query(
+                    "INSERT INTO sessions (token_hash, user_id, created_at, expires_at)
+                     SELECT $1, id, $2, $3 FROM users WHERE id = $4",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .bind(expires_at)
+                .bind(user_id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+                if inserted.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("user {user_id}")));
+                }
+                Ok(())
+            }
+
+            async fn session_user(&self, token_hash: &str, now: i64) -> Result<Option<User>> {
+                let row = sqlx::query(
+                    "SELECT u.id, u.email, u.created_at, u.is_admin FROM sessions s JOIN users u ON u.id = s.user_id
+                     WHERE s.token_hash = $1 AND s.expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+                Ok(row.as_ref().map(user_from))
+            }
+
+            async fn end_session(&self, token_hash: &str) -> Result<bool> {
+                let deleted = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                Ok(deleted.rows_affected() > 0)
+            }
+
+            async fn end_sessions(&self, user_id: &UserId) -> Result<u64> {
+                let deleted = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                    .bind(user_id.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                Ok(deleted.rows_affected())
+            }
+
+            async fn add_member(&self, org_id: &OrgId, user_id: &UserId, role: Role, now: i64) -> Result<()> {
+                let mut tx = self.pool.begin().await.map_err(backend)?;
+                Self::lock_org(&mut tx, org_id).await?;
+                let user: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
+                    .bind(user_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                if user.is_none() {
+                    return Err(StoreError::NotFound(format!("user {user_id}")));
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO members (org_id, user_id, role, added_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (org_id, user_id) DO NOTHING",
+                )
+                .bind(org_id.as_str())
+                .bind(user_id.as_str())
+                .bind(role.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                if inserted.rows_affected() == 0 {
+                    return Err(StoreError::Conflict("already a member".to_owned()));
+                }
+                tx.commit().await.map_err(backend)
+            }
+
+            async fn set_role(&self, org_id: &OrgId, user_id: &UserId, role: Role) -> Result<()> {
+                let mut tx = self.pool.begin().await.map_err(backend)?;
+                Self::member_role(&mut tx, org_id, user_id, role != Role::Owner).await?;
+                sqlx::query("UPDATE members SET role = $1 WHERE org_id = $2 AND user_id = $3")
+                    .bind(role.as_str())
+                    .bind(org_id.as_str())
+                    .bind(user_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                tx.commit().await.map_err(backend)
+            }
+
+            async fn remove_member(&self, org_id: &OrgId, user_id: &UserId) -> Result<()> {
+                let mut tx = self.pool.begin().await.map_err(backend)?;
+                Self::member_role(&mut tx, org_id, user_id, true).await?;
+                sqlx::query("DELETE FROM members WHERE org_id = $1 AND user_id = $2")
+                    .bind(org_id.as_str())
+                    .bind(user_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                tx.commit().await.map_err(backend)
+            }
+
+            async fn role(&self, org_id: &OrgId, user_id: &UserId) -> Result<Option<Role>> {
+                let role: Option<String> =
+                    sqlx::query_scalar("SELECT role FROM members WHERE org_id = $1 AND user_id = $2")
+                        .bind(org_id.as_str())
+                        .bind(user_id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(backend)?;
+                role.map(|r| Role::parse(&r).map_err(|e| StoreError::Backend(format!("a stored role: {e}")))).transpose()
+            }
+
+            async fn memberships(&self, user_id: &UserId) -> Result<Vec<(Org, Role)>> {
+                let rows = sqlx::query(
+                    "SELECT o.id, o.name, o.created_at, m.role FROM members m JOIN orgs o ON o.id = m.org_id
+                     WHERE m.user_id = $1 ORDER BY m.seq",
+                )
+                .bind(user_id.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+                rows.iter()
+                    .map(|row| {
+                        let role = Role::parse(row.get("role"))
+                            .map_err(|e| StoreError::Backend(format!("a stored role: {e}")))?;
+                        Ok((org_from(row), role))
+                    })
+                    .collect()
+            }
+
+            async fn members(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<Member>> {
+                let (seq, _) = after(page)?;
+                let rows = sqlx::query(
+                    "SELECT m.seq, m.role, m.added_at, u.id, u.email, u.created_at, u.is_admin
+                     FROM members m JOIN users u ON u.id = m.user_id
+                     WHERE m.org_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3",
+                )
+                .bind(org_id.as_str())
+                .bind(seq)
+                .bind(i64::from(page.limit()) + 1)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+                let members = rows
+                    .iter()
+                    .map(|row| {
+                        let role = Role::parse(row.get("role"))
+                            .map_err(|e| StoreError::Backend(format!("a stored role: {e}")))?;
+                        let member = Member { user: user_from(row), role, added_at: row.get("added_at") };
+                        Ok((row.get::<i64, _>("seq"), member))
+                    })
+                    .collect::<Result<Vec<(i64, Member)>>>()?;
+                let page = page_from(members, page, |(seq, m)| aldea_store::page_cursor(*seq, m.user.id.as_str()));
+                Ok(Page { items: page.items.into_iter().map(|(_, m)| m).collect(), next: page.next })
             }
         }
     };

@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::{
-    hash_key, CachedGrant, Credit, CreditKind, KeyCache, KeyGrant, KeyId, KeyLimits, Keys, Limits, NewKey, OrgId,
-    PageRequest, RateDecision, Scope, StoreError, UsageEvent, UsageKind, UsageLedger, UsageQueue, UsageTotals,
+    hash_key, Accounts, CachedGrant, Credit, CreditKind, KeyCache, KeyGrant, KeyId, KeyLimits, Keys, Limits, NewKey,
+    OrgId, PageRequest, RateDecision, Role, Scope, StoreError, UsageEvent, UsageKind, UsageLedger, UsageQueue,
+    UsageTotals, UserId,
 };
 
 fn unique(what: &str) -> String {
@@ -124,6 +125,83 @@ pub async fn keys(store: &dyn Keys) {
     assert_eq!(store.grant_by_id(&record.id, now + 1).await.unwrap(), None, "a revoked key has no grant by id");
     assert_eq!(store.key(&org.id, &record.id).await.unwrap().unwrap().revoked_at, Some(now + 1));
     assert!(matches!(store.revoke_key(&org.id, &KeyId::random(), now).await, Err(StoreError::NotFound(_))));
+}
+
+/// Users (one per email, any case), sessions (expiry, ending one or all), memberships and roles
+/// (an organization keeps an owner; another organization's member is not this one's).
+pub async fn accounts(accounts: &dyn Accounts, keys: &dyn Keys) {
+    let now = crate::unix_now();
+    let email = format!("{}@example.com", unique("ada"));
+    let ada = accounts.create_user(&format!("  {}  ", email.to_uppercase()), "hash-1", now).await.unwrap();
+    assert_eq!(ada.email, email, "trimmed and lowercased");
+    assert!(!ada.is_admin);
+    assert!(matches!(accounts.create_user(&email, "hash-2", now).await, Err(StoreError::Conflict(_))));
+    for bad in ["", "no-at-sign", "@example.com", "a@nodot", "a b@example.com"] {
+        assert!(matches!(accounts.create_user(bad, "h", now).await, Err(StoreError::Invalid(_))), "{bad:?}");
+    }
+    assert_eq!(accounts.user(&ada.id).await.unwrap().as_ref(), Some(&ada));
+    assert_eq!(accounts.user(&UserId::random()).await.unwrap(), None);
+    assert_eq!(accounts.user_by_email(&email.to_uppercase()).await.unwrap(), Some((ada.clone(), "hash-1".to_owned())));
+    assert_eq!(accounts.user_by_email("nobody@example.com").await.unwrap(), None);
+    accounts.set_password(&ada.id, "hash-3").await.unwrap();
+    assert_eq!(accounts.user_by_email(&email).await.unwrap().unwrap().1, "hash-3");
+    accounts.set_admin(&ada.id, true).await.unwrap();
+    assert!(accounts.user(&ada.id).await.unwrap().unwrap().is_admin);
+    assert!(matches!(accounts.set_password(&UserId::random(), "h").await, Err(StoreError::NotFound(_))));
+
+    // Sessions: by token hash, until they expire or end.
+    let (token, other_token) = (unique("session"), unique("session"));
+    accounts.create_session(&ada.id, &token, now, now + 60).await.unwrap();
+    accounts.create_session(&ada.id, &other_token, now, now + 60).await.unwrap();
+    assert_eq!(accounts.session_user(&token, now + 59).await.unwrap().map(|u| u.id), Some(ada.id.clone()));
+    assert_eq!(accounts.session_user(&token, now + 60).await.unwrap(), None, "expired");
+    assert_eq!(accounts.session_user(&unique("session"), now).await.unwrap(), None);
+    assert!(accounts.end_session(&token).await.unwrap());
+    assert!(!accounts.end_session(&token).await.unwrap(), "ended once");
+    assert_eq!(accounts.session_user(&token, now).await.unwrap(), None);
+    assert_eq!(accounts.end_sessions(&ada.id).await.unwrap(), 1);
+    assert_eq!(accounts.session_user(&other_token, now).await.unwrap(), None);
+    assert!(matches!(
+        accounts.create_session(&UserId::random(), &unique("session"), now, now + 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Memberships.
+    let org = keys.create_org(&unique("team"), Credit::Unlimited, now).await.unwrap();
+    let elsewhere = keys.create_org(&unique("elsewhere"), Credit::Unlimited, now).await.unwrap();
+    let bob = accounts.create_user(&format!("{}@example.com", unique("bob")), "h", now).await.unwrap();
+    accounts.add_member(&org.id, &ada.id, Role::Owner, now).await.unwrap();
+    accounts.add_member(&org.id, &bob.id, Role::Member, now + 1).await.unwrap();
+    accounts.add_member(&elsewhere.id, &bob.id, Role::Admin, now + 2).await.unwrap();
+    assert!(matches!(accounts.add_member(&org.id, &bob.id, Role::Admin, now).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        accounts.add_member(&OrgId::random(), &bob.id, Role::Admin, now).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        accounts.add_member(&org.id, &UserId::random(), Role::Admin, now).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(accounts.role(&org.id, &ada.id).await.unwrap(), Some(Role::Owner));
+    assert_eq!(accounts.role(&elsewhere.id, &ada.id).await.unwrap(), None, "not a member there");
+    let bobs: Vec<(OrgId, Role)> =
+        accounts.memberships(&bob.id).await.unwrap().into_iter().map(|(o, r)| (o.id, r)).collect();
+    assert_eq!(bobs, [(org.id.clone(), Role::Member), (elsewhere.id.clone(), Role::Admin)]);
+    let members = accounts.members(&org.id, &PageRequest::first(1)).await.unwrap();
+    assert_eq!(members.items.iter().map(|m| (&m.user.id, m.role)).collect::<Vec<_>>(), [(&ada.id, Role::Owner)]);
+    let rest = accounts.members(&org.id, &PageRequest { limit: 1, after: members.next }).await.unwrap();
+    assert_eq!(rest.items.iter().map(|m| &m.user.id).collect::<Vec<_>>(), [&bob.id]);
+    assert_eq!(rest.next, None);
+
+    // The last owner stays.
+    assert!(matches!(accounts.set_role(&org.id, &ada.id, Role::Admin).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(accounts.remove_member(&org.id, &ada.id).await, Err(StoreError::Conflict(_))));
+    accounts.set_role(&org.id, &bob.id, Role::Owner).await.unwrap();
+    accounts.set_role(&org.id, &ada.id, Role::Admin).await.unwrap();
+    accounts.remove_member(&org.id, &ada.id).await.unwrap();
+    assert_eq!(accounts.role(&org.id, &ada.id).await.unwrap(), None);
+    assert!(matches!(accounts.remove_member(&org.id, &ada.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(accounts.set_role(&org.id, &ada.id, Role::Member).await, Err(StoreError::NotFound(_))));
 }
 
 /// The credit ledger: grants, top-ups and adjustments append entries, the balance moves with them

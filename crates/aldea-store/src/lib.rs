@@ -6,6 +6,8 @@
 //! - [`Keys`]: the system of record for organizations, keys and the credit ledger (SQLite embedded,
 //!   PostgreSQL in production); typed ids ([`OrgId`], [`KeyId`]), [`Scope`]s, integer milliseconds
 //!   of audio and credit, paginated lists.
+//! - [`Accounts`]: users (email, password hash), sessions (by token hash, expiring) and
+//!   memberships with [`Role`]s.
 //! - [`KeyCache`]: verify answers cached by key hash, positive and negative, with invalidation
 //!   broadcast to every replica (Redis in production, in-process embedded).
 //! - [`Limits`]: concurrency leases with a TTL (a dead holder's slots free themselves) and
@@ -363,6 +365,106 @@ pub trait Keys: KeyVerifier {
     ) -> Result<Credit>;
     /// The ledger, oldest first.
     async fn credit_entries(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<CreditEntry>>;
+}
+
+/// A member's role in an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Role> {
+        [Role::Owner, Role::Admin, Role::Member]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown role {name:?} (owner, admin or member)")))
+    }
+
+    /// Owners and admins manage keys and members.
+    pub fn manages(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// A person who logs in (never with the password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    /// Trimmed and lowercased: one account per address.
+    pub email: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// A platform admin (adds credit to any organization).
+    pub is_admin: bool,
+}
+
+/// A user in an organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user: User,
+    pub role: Role,
+    /// Unix seconds.
+    pub added_at: i64,
+}
+
+/// An email address as accounts keep it; `Invalid` unless it looks like one.
+pub fn normalize_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(StoreError::Invalid("an email address is needed".to_owned()))
+    }
+}
+
+/// People, their sessions and their memberships: the platform's accounts. Passwords and session
+/// tokens reach the store only as hashes the caller computed.
+#[async_trait]
+pub trait Accounts: Send + Sync + 'static {
+    /// A new user; `Conflict` when an account has this email already.
+    async fn create_user(&self, email: &str, password_hash: &str, now: i64) -> Result<User>;
+    async fn user(&self, user_id: &UserId) -> Result<Option<User>>;
+    /// The user with this email and their password hash.
+    async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>>;
+    async fn set_password(&self, user_id: &UserId, password_hash: &str) -> Result<()>;
+    async fn set_admin(&self, user_id: &UserId, is_admin: bool) -> Result<()>;
+    /// A session of `user_id` known by the hash of its token until `expires_at`.
+    async fn create_session(&self, user_id: &UserId, token_hash: &str, now: i64, expires_at: i64) -> Result<()>;
+    /// The user of a session that has not expired at `now` nor ended.
+    async fn session_user(&self, token_hash: &str, now: i64) -> Result<Option<User>>;
+    /// Ends a session; whether there was one.
+    async fn end_session(&self, token_hash: &str) -> Result<bool>;
+    /// Ends every session of a user (a password reset); how many.
+    async fn end_sessions(&self, user_id: &UserId) -> Result<u64>;
+    /// `Conflict` when the user is a member already; `NotFound` without such org or user.
+    async fn add_member(&self, org_id: &OrgId, user_id: &UserId, role: Role, now: i64) -> Result<()>;
+    /// `NotFound` when not a member; `Conflict` when it would leave the organization without an owner.
+    async fn set_role(&self, org_id: &OrgId, user_id: &UserId, role: Role) -> Result<()>;
+    /// `NotFound` when not a member; `Conflict` when it would leave the organization without an owner.
+    async fn remove_member(&self, org_id: &OrgId, user_id: &UserId) -> Result<()>;
+    /// The user's role in the organization; `None` for no member (the one place tenancy is decided).
+    async fn role(&self, org_id: &OrgId, user_id: &UserId) -> Result<Option<Role>>;
+    /// The user's organizations, oldest membership first.
+    async fn memberships(&self, user_id: &UserId) -> Result<Vec<(Org, Role)>>;
+    /// An organization's members, oldest first.
+    async fn members(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<Member>>;
 }
 
 /// `Invalid` unless `millis` fits `kind`: grants and top-ups add (> 0), an adjustment is not 0, and

@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::{
-    display_prefix, generate_key, hash_key, CachedGrant, Credit, CreditEntry, CreditKind, DeadLetter, Delivery,
-    KeyCache, KeyGrant, KeyId, KeyRecord, KeyVerifier, Keys, Limits, NewKey, Org, OrgId, Page, PageRequest,
-    RateDecision, Result, StoreError, UsageEvent, UsageLedger, UsageQueue, UsageTotals,
+    display_prefix, generate_key, hash_key, Accounts, CachedGrant, Credit, CreditEntry, CreditKind, DeadLetter,
+    Delivery, KeyCache, KeyGrant, KeyId, KeyRecord, KeyVerifier, Keys, Limits, Member, NewKey, Org, OrgId, Page,
+    PageRequest, RateDecision, Result, Role, StoreError, UsageEvent, UsageLedger, UsageQueue, UsageTotals, User,
+    UserId,
 };
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -29,6 +30,11 @@ struct KeysState {
     events: std::collections::HashSet<String>,
     requests: std::collections::HashSet<(OrgId, String)>,
     totals: HashMap<OrgId, UsageTotals>,
+    users: Vec<(User, String)>,
+    /// Token hash → (user, expiry).
+    sessions: HashMap<String, (UserId, i64)>,
+    /// In the order they were added.
+    members: Vec<(OrgId, UserId, Role, i64)>,
 }
 
 impl KeysState {
@@ -70,6 +76,30 @@ impl KeysState {
             *left = balance;
         }
         *credit
+    }
+
+    fn user_index(&self, user_id: &UserId) -> Result<usize> {
+        self.users
+            .iter()
+            .position(|(u, _)| &u.id == user_id)
+            .ok_or_else(|| StoreError::NotFound(format!("user {user_id}")))
+    }
+
+    fn member_index(&self, org_id: &OrgId, user_id: &UserId) -> Result<usize> {
+        self.members
+            .iter()
+            .position(|(o, u, _, _)| o == org_id && u == user_id)
+            .ok_or_else(|| StoreError::NotFound(format!("member {user_id}")))
+    }
+
+    /// `Conflict` when the organization's only owner would stop being one.
+    fn keeps_an_owner(&self, org_id: &OrgId, leaving: &UserId) -> Result<()> {
+        let others = self.members.iter().any(|(o, u, r, _)| o == org_id && u != leaving && *r == Role::Owner);
+        let leaving_owner = self.members.iter().any(|(o, u, r, _)| o == org_id && u == leaving && *r == Role::Owner);
+        if leaving_owner && !others {
+            return Err(StoreError::Conflict("an organization keeps at least one owner".to_owned()));
+        }
+        Ok(())
     }
 
     fn balance(&self, org_id: &OrgId) -> i64 {
@@ -252,6 +282,136 @@ impl Keys for MemoryKeys {
         // Entries in the order they were appended: the position is the cursor's "created".
         let page = page_of(entries, page, |(i, e)| (*i as i64, e.id.clone()))?;
         Ok(Page { items: page.items.into_iter().map(|(_, e)| e).collect(), next: page.next })
+    }
+}
+
+#[async_trait]
+impl Accounts for MemoryKeys {
+    async fn create_user(&self, email: &str, password_hash: &str, now: i64) -> Result<User> {
+        let email = crate::normalize_email(email)?;
+        let mut state = lock(&self.state);
+        if state.users.iter().any(|(u, _)| u.email == email) {
+            return Err(StoreError::Conflict("an account with this email exists".to_owned()));
+        }
+        let user = User { id: UserId::random(), email, created_at: now, is_admin: false };
+        state.users.push((user.clone(), password_hash.to_owned()));
+        Ok(user)
+    }
+
+    async fn user(&self, user_id: &UserId) -> Result<Option<User>> {
+        Ok(lock(&self.state).users.iter().find(|(u, _)| &u.id == user_id).map(|(u, _)| u.clone()))
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>> {
+        let Ok(email) = crate::normalize_email(email) else { return Ok(None) };
+        Ok(lock(&self.state).users.iter().find(|(u, _)| u.email == email).cloned())
+    }
+
+    async fn set_password(&self, user_id: &UserId, password_hash: &str) -> Result<()> {
+        let mut state = lock(&self.state);
+        let index = state.user_index(user_id)?;
+        state.users[index].1 = password_hash.to_owned();
+        Ok(())
+    }
+
+    async fn set_admin(&self, user_id: &UserId, is_admin: bool) -> Result<()> {
+        let mut state = lock(&self.state);
+        let index = state.user_index(user_id)?;
+        state.users[index].0.is_admin = is_admin;
+        Ok(())
+    }
+
+    async fn create_session(&self, user_id: &UserId, token_hash: &str, _now: i64, expires_at: i64) -> Result<()> {
+        let mut state = lock(&self.state);
+        state.user_index(user_id)?;
+        if state.sessions.contains_key(token_hash) {
+            return Err(StoreError::Conflict("a session with this token exists".to_owned()));
+        }
+        state.sessions.insert(token_hash.to_owned(), (user_id.clone(), expires_at));
+        Ok(())
+    }
+
+    async fn session_user(&self, token_hash: &str, now: i64) -> Result<Option<User>> {
+        let state = lock(&self.state);
+        let Some((user_id, expires_at)) = state.sessions.get(token_hash) else { return Ok(None) };
+        if *expires_at <= now {
+            return Ok(None);
+        }
+        Ok(state.users.iter().find(|(u, _)| &u.id == user_id).map(|(u, _)| u.clone()))
+    }
+
+    async fn end_session(&self, token_hash: &str) -> Result<bool> {
+        Ok(lock(&self.state).sessions.remove(token_hash).is_some())
+    }
+
+    async fn end_sessions(&self, user_id: &UserId) -> Result<u64> {
+        let mut state = lock(&self.state);
+        let before = state.sessions.len();
+        state.sessions.retain(|_, (u, _)| u != user_id);
+        Ok((before - state.sessions.len()) as u64)
+    }
+
+    async fn add_member(&self, org_id: &OrgId, user_id: &UserId, role: Role, now: i64) -> Result<()> {
+        let mut state = lock(&self.state);
+        state.credit_of(org_id)?;
+        state.user_index(user_id)?;
+        if state.member_index(org_id, user_id).is_ok() {
+            return Err(StoreError::Conflict("already a member".to_owned()));
+        }
+        state.members.push((org_id.clone(), user_id.clone(), role, now));
+        Ok(())
+    }
+
+    async fn set_role(&self, org_id: &OrgId, user_id: &UserId, role: Role) -> Result<()> {
+        let mut state = lock(&self.state);
+        let index = state.member_index(org_id, user_id)?;
+        if role != Role::Owner {
+            state.keeps_an_owner(org_id, user_id)?;
+        }
+        state.members[index].2 = role;
+        Ok(())
+    }
+
+    async fn remove_member(&self, org_id: &OrgId, user_id: &UserId) -> Result<()> {
+        let mut state = lock(&self.state);
+        let index = state.member_index(org_id, user_id)?;
+        state.keeps_an_owner(org_id, user_id)?;
+        state.members.remove(index);
+        Ok(())
+    }
+
+    async fn role(&self, org_id: &OrgId, user_id: &UserId) -> Result<Option<Role>> {
+        let state = lock(&self.state);
+        Ok(state.member_index(org_id, user_id).ok().map(|i| state.members[i].2))
+    }
+
+    async fn memberships(&self, user_id: &UserId) -> Result<Vec<(Org, Role)>> {
+        let state = lock(&self.state);
+        Ok(state
+            .members
+            .iter()
+            .filter(|(_, u, _, _)| u == user_id)
+            .filter_map(|(o, _, r, _)| state.orgs.iter().find(|org| &org.id == o).map(|org| (org.clone(), *r)))
+            .collect())
+    }
+
+    async fn members(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<Member>> {
+        let members: Vec<(usize, Member)> = {
+            let state = lock(&self.state);
+            state
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(_, (o, _, _, _))| o == org_id)
+                .filter_map(|(i, (_, u, role, at))| {
+                    let user = state.users.iter().find(|(user, _)| &user.id == u)?.0.clone();
+                    Some((i, Member { user, role: *role, added_at: *at }))
+                })
+                .collect()
+        };
+        // Members in the order they were added: the position is the cursor's "created".
+        let page = page_of(members, page, |(i, m)| (*i as i64, m.user.id.to_string()))?;
+        Ok(Page { items: page.items.into_iter().map(|(_, m)| m).collect(), next: page.next })
     }
 }
 
@@ -534,6 +694,12 @@ mod tests {
     #[tokio::test]
     async fn keys() {
         crate::conformance::keys(&MemoryKeys::new()).await;
+    }
+
+    #[tokio::test]
+    async fn accounts() {
+        let store = MemoryKeys::new();
+        crate::conformance::accounts(&store, &store).await;
     }
 
     #[tokio::test]

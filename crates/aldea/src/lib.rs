@@ -55,6 +55,12 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Bring the database's schema up to date and exit (what a deployment runs before it rolls
+    /// out; every service also migrates on start, under PostgreSQL's advisory lock).
+    Migrate {
+        #[command(flatten)]
+        database: stores::DatabaseArgs,
+    },
     /// Manage organizations' credit (in $ALDEA_HOME's database, or --database).
     Credit {
         #[command(flatten)]
@@ -78,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::All(args) => all::run(&settings, &args),
         Command::Keys { database, command } => keys::run_keys(&settings, &database, &command),
         Command::Credit { database, command } => keys::run_credit(&settings, &database, &command),
+        Command::Migrate { database } => keys::run_migrate(&settings, &database),
     };
     match result {
         Ok(code) => code,
