@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Accuracy per input format (tools/bench/formats.py): real-dev as WAV, MP3 64k, Opus 24k, AAC 64k,
 # 8 kHz mu-law and a-law, and whispered espeak-ng sentences, aldea beside faster-whisper on the same
-# files, tiny.en, beam 5, 2 threads. Extra arguments go to formats.py (e.g. --formats mulaw_8k,whispered).
+# files, tiny.en, beam 5, 2 threads. Extra arguments go to formats.py (e.g. --formats mulaw_8k,whispered;
+# --stream adds the same files streamed to `aldea stt` in real time; --engines aldea-stream with --stream for that alone).
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 aldea_ensure_system_packages
 aldea_ensure_venv

@@ -24,7 +24,7 @@ pub use tokenizer::Tokenizer;
 pub use transcribe::{
     Segment, TranscribeOptions, Transcriber, Transcript, WindowJob, WindowOutput, WindowTimes, Word, WordTiming,
 };
-pub use vad::{SpeechSpan, Vad, VadOptions, VadStream};
+pub use vad::{SpeechSpan, Vad, VadOptions, VadStream, GUARD_NEG_THRESHOLD, GUARD_THRESHOLD};
 
 /// Errors of the engine crate.
 #[derive(Debug, thiserror::Error)]

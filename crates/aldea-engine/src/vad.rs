@@ -38,6 +38,13 @@ impl Default for VadOptions {
     }
 }
 
+/// Speech probability at which the guard's speech starts ([`VadOptions::guard`]; streams start
+/// speech here too).
+pub const GUARD_THRESHOLD: f32 = 0.25;
+/// Below this the guard's speech ends (after the minimum silence; streams count it toward the
+/// endpoint).
+pub const GUARD_NEG_THRESHOLD: f32 = 0.10;
+
 impl VadOptions {
     /// The spans the VAD guard keeps words in (`TranscribeOptions::vad`): faster-whisper's options
     /// with the threshold at 0.25 (silence below 0.10). At 0.5, band-limited (8-kHz G.711),
@@ -45,7 +52,7 @@ impl VadOptions {
     /// non-speech (silence, white/pink/brown noise, hum, room tone) stays far below 0.25
     /// (docs/decisions/20-the-vad-guard-keeps-quiet-speech.md has the measurements).
     pub fn guard() -> VadOptions {
-        VadOptions { threshold: 0.25, neg_threshold: Some(0.10), ..VadOptions::default() }
+        VadOptions { threshold: GUARD_THRESHOLD, neg_threshold: Some(GUARD_NEG_THRESHOLD), ..VadOptions::default() }
     }
 }
 

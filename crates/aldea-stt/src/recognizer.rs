@@ -34,7 +34,7 @@ mod buffer;
 mod flush;
 mod vad;
 
-use aldea_engine::Word;
+use aldea_engine::{Word, GUARD_NEG_THRESHOLD, GUARD_THRESHOLD};
 
 use agreement::Agreement;
 use buffer::AudioBuffer;
@@ -99,7 +99,12 @@ pub struct RecognizerConfig {
     pub context_s: f64,
     /// Longest buffer sent to the model (its window is 30 s).
     pub max_buffer_s: f64,
+    /// Speech starts at a VAD window at or above this probability and goes on through windows at
+    /// or above `vad_neg_threshold`. The upload guard's thresholds ([`aldea_engine::VadOptions::guard`]): one
+    /// policy for both paths, so quiet, band-limited and whispered speech is heard on streams too
+    /// (docs/decisions/20-the-vad-guard-keeps-quiet-speech.md).
     pub vad_threshold: f32,
+    pub vad_neg_threshold: f32,
     /// Padding around VAD speech within which words are kept.
     pub speech_pad_s: f64,
 }
@@ -121,7 +126,8 @@ impl Default for RecognizerConfig {
             trim_s: 12.0,
             context_s: 8.0,
             max_buffer_s: 28.0,
-            vad_threshold: 0.5,
+            vad_threshold: GUARD_THRESHOLD,
+            vad_neg_threshold: GUARD_NEG_THRESHOLD,
             speech_pad_s: 0.3,
         }
     }

@@ -932,11 +932,20 @@ async fn a_stream_resumed_on_another_instance_after_a_crash_loses_and_repeats_no
     let joined = Streamed { messages: kept.into_iter().chain(resumed.messages.into_iter()).collect(), close: None };
     let difference = english_word_errors(&unbroken.final_text(), &joined.final_text());
     eprintln!(
-        "resume at {committed_until:.2} s: WER between unbroken and resumed {:.2}% ({} ref words)",
+        "resume at {committed_until:.2} s: between unbroken and resumed {:.2}% ({} ref words: {} sub, {} del, {} ins)",
         difference.wer_percent(),
-        difference.reference_words
+        difference.reference_words,
+        difference.substitutions,
+        difference.deletions,
+        difference.insertions
     );
-    assert!(difference.wer_percent() <= 2.0, "{}\nvs\n{}", unbroken.final_text(), joined.final_text());
+    // Nothing lost or repeated. A word may be read differently: the resumed decode hears its
+    // context cut at the checkpoint, the unbroken one the whole buffer, and on unclear audio
+    // ("4 of clubs" heard as "close" or "clothes") the two readings differ.
+    let texts = format!("{}\nvs\n{}", unbroken.final_text(), joined.final_text());
+    assert_eq!(difference.deletions + difference.insertions, 0, "words lost or repeated: {texts}");
+    let substituted = 100.0 * difference.substitutions as f64 / difference.reference_words.max(1) as f64;
+    assert!(substituted <= 4.0, "{substituted:.2}% of the words read differently: {texts}");
     second.shutdown.cancel();
 }
 

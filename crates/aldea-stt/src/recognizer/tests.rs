@@ -225,6 +225,40 @@ fn vad_events_and_utterance_end() {
     }
 }
 
+/// Quiet speech (whispered, 8-kHz G.711) scores 0.25-0.5 on Silero: it starts speech, is decoded
+/// and keeps its words, as on uploads; its pauses below 0.10 end it.
+#[test]
+fn quiet_speech_is_speech_on_streams_as_on_uploads() {
+    let config = RecognizerConfig { vad_events: true, ..RecognizerConfig::default() };
+    let mut recognizer = Recognizer::new(config, 0.0, Vec::new());
+    // 0.5 s silence, 1 s at 0.3 (speech), 0.5 s at 0.15 (still speech), 1 s at 0.05 (silence).
+    let probs: Vec<f32> = (0..94)
+        .map(|w| match w as f64 * VAD_WINDOW_S {
+            t if t < 0.5 => 0.02,
+            t if t < 1.5 => 0.3,
+            t if t < 2.0 => 0.15,
+            _ => 0.05,
+        })
+        .collect();
+    let events = recognizer.push_audio(&vec![0.0; 94 * VAD_WINDOW], &probs);
+    let started: Vec<f64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SpeechStarted { timestamp } => Some(*timestamp),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 1, "{events:?}");
+    assert!((0.45..=0.55).contains(&started[0]), "{started:?}");
+    assert!(recognizer.speech_in(1.7, 1.9), "windows between the thresholds go on with the speech");
+    assert!(!recognizer.speech_in(2.3, 2.9), "windows below 0.10 are silence");
+    let word =
+        |t: &str, s: f64, e: f64| Word { text: format!(" {t}"), start: s, end: e, probability: 0.9, tokens: vec![] };
+    let kept = recognizer.fresh_words(vec![word("quiet", 0.6, 1.0), word("words", 1.1, 1.6)], false);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(recognizer.next_decode().is_some(), "quiet speech is decoded");
+}
+
 #[test]
 fn finalize_flushes_with_from_finalize_even_without_words() {
     let mut recognizer = Recognizer::new(RecognizerConfig::default(), 0.0, Vec::new());

@@ -75,7 +75,7 @@ impl SpeechTracker {
         prob: f32,
         replayed: bool,
     ) -> Option<VadChange> {
-        let neg_threshold = (config.vad_threshold - 0.15).max(0.01);
+        let neg_threshold = config.vad_neg_threshold;
         if prob >= config.vad_threshold {
             let mut change = None;
             if !self.in_speech {
