@@ -26,18 +26,22 @@ mod statements;
 
 mod sqlite_statements {
     use super::*;
-    sql_store!(SqlStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+    // IMMEDIATE: a transaction that reads before it writes takes the write lock first, so a
+    // writer in another process (the CLI beside `aldea all`) makes it wait, never fail.
+    sql_store!(SqlStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, "BEGIN IMMEDIATE");
 }
 
 mod pg_statements {
     use super::*;
-    sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+    sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow, "BEGIN");
 }
 
 /// The schema, one numbered SQL file per step under `migrations/sqlite/`, embedded at compile time;
 /// sqlx records each applied step (with its checksum) in `_sqlx_migrations`. Steps a newer release
 /// applied that this one does not know are tolerated: during a rolling update the old replicas keep
-/// starting against the new schema (steps only add, never take away what a release before reads).
+/// starting against the new schema. From step 4 on, steps only add what a release before does not
+/// read; step 3 rebuilt `orgs`, and the releases before it (whose migrator refuses unknown steps)
+/// do not start against it.
 fn sqlite_migrator() -> sqlx::migrate::Migrator {
     let mut migrator = sqlx::migrate!("./migrations/sqlite");
     migrator.set_ignore_missing(true);

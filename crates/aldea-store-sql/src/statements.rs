@@ -4,7 +4,7 @@
 //! only SQL both databases read (no `::` casts, `NOT flag` for booleans, `CAST(… AS BIGINT)` for sums).
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $row:ty) => {
+    ($store:ident, $db:ty, $row:ty, $begin:expr) => {
         use aldea_store::{
             Accounts, CreditEntry, CreditKind, KeyGrant, KeyId, KeyLimits, KeyRecord, KeyVerifier, Keys, Member, NewKey,
             Org, OrgId, Role, Scope, UsageEvent, UsageLedger, UsageTotals, User, UserId,
@@ -23,7 +23,7 @@ macro_rules! sql_store {
                 org_id: OrgId::from(row.get::<String, _>("org_id")),
                 name: row.get("name"),
                 prefix: row.get("prefix"),
-                scopes: Scope::split(&scopes).map_err(|e| StoreError::Backend(format!("a stored key's scopes: {e}")))?,
+                scopes: Scope::split_known(&scopes),
                 limits: KeyLimits {
                     max_streams: row.get::<Option<i64>, _>("max_streams").map(|n| n as u32),
                     requests_per_minute: row.get::<Option<i64>, _>("requests_per_minute").map(|n| n as u32),
@@ -131,8 +131,11 @@ macro_rules! sql_store {
                 if name.trim().is_empty() {
                     return Err(StoreError::Invalid("an organization needs a name".to_owned()));
                 }
+                if matches!(credit, Credit::Millis(ms) if ms < 0) {
+                    return Err(StoreError::Invalid("an organization starts with zero credit or more".to_owned()));
+                }
                 let org = Org { id: OrgId::random(), name: name.to_owned(), created_at: now };
-                let mut tx = self.pool.begin().await.map_err(backend)?;
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 sqlx::query("INSERT INTO orgs (id, name, created_at, credit_unlimited, credit_millis) VALUES ($1, $2, $3, $4, 0)")
                     .bind(org.id.as_str())
                     .bind(name)
@@ -157,6 +160,19 @@ macro_rules! sql_store {
                     .await
                     .map_err(backend)?;
                 Ok(row.as_ref().map(org_from))
+            }
+
+            async fn rename_org(&self, org_id: &OrgId, name: &str) -> Result<Org> {
+                if name.trim().is_empty() {
+                    return Err(StoreError::Invalid("an organization needs a name".to_owned()));
+                }
+                let row = sqlx::query("UPDATE orgs SET name = $1 WHERE id = $2 RETURNING id, name, created_at")
+                    .bind(name)
+                    .bind(org_id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                row.as_ref().map(org_from).ok_or_else(|| StoreError::NotFound(format!("organization {org_id}")))
             }
 
             async fn orgs_named(&self, name: &str) -> Result<Vec<Org>> {
@@ -264,34 +280,33 @@ macro_rules! sql_store {
             }
 
             async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<String> {
-                let mut tx = self.pool.begin().await.map_err(backend)?;
-                let row = sqlx::query("SELECT key_hash, revoked_at FROM api_keys WHERE id = $1 AND org_id = $2")
-                    .bind(key_id.as_str())
-                    .bind(org_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(backend)?
-                    .ok_or_else(|| StoreError::NotFound(format!("key {key_id}")))?;
-                if row.get::<Option<i64>, _>("revoked_at").is_some() {
-                    return Err(StoreError::Conflict(format!("key {key_id} is revoked already")));
+                // One statement: of two revocations racing, one revokes and the other is told.
+                let hash: Option<String> = sqlx::query_scalar(
+                    "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL
+                     RETURNING key_hash",
+                )
+                .bind(now)
+                .bind(key_id.as_str())
+                .bind(org_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+                if let Some(hash) = hash {
+                    return Ok(hash);
                 }
-                sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(key_id.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                tx.commit().await.map_err(backend)?;
-                Ok(row.get("key_hash"))
+                match self.key(org_id, key_id).await? {
+                    Some(_) => Err(StoreError::Conflict(format!("key {key_id} is revoked already"))),
+                    None => Err(StoreError::NotFound(format!("key {key_id}"))),
+                }
             }
 
             async fn credit(&self, org_id: &OrgId) -> Result<Credit> {
-                let mut tx = self.pool.begin().await.map_err(backend)?;
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 Self::credit_in(&mut tx, org_id).await
             }
 
             async fn set_credit(&self, org_id: &OrgId, credit: Credit, now: i64) -> Result<Credit> {
-                let mut tx = self.pool.begin().await.map_err(backend)?;
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 Self::credit_in(&mut tx, org_id).await?;
                 sqlx::query("UPDATE orgs SET credit_unlimited = $1 WHERE id = $2")
                     .bind(credit == Credit::Unlimited)
@@ -323,7 +338,7 @@ macro_rules! sql_store {
                 now: i64,
             ) -> Result<Credit> {
                 aldea_store::check_credit_change(kind, millis)?;
-                let mut tx = self.pool.begin().await.map_err(backend)?;
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 Self::append(&mut tx, org_id, kind, millis, reference, now).await?;
                 let after = Self::credit_in(&mut tx, org_id).await?;
                 tx.commit().await.map_err(backend)?;
@@ -351,7 +366,7 @@ macro_rules! sql_store {
         #[async_trait]
         impl UsageLedger for $store {
             async fn record(&self, event: &UsageEvent) -> Result<bool> {
-                let mut tx = self.pool.begin().await.map_err(backend)?;
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 let kind = match event.kind {
                     aldea_store::UsageKind::Rest => "rest",
                     aldea_store::UsageKind::Stream => "stream",
@@ -589,7 +604,7 @@ macro_rules! sql_store {
             }
 
             async fn add_member(&self, org_id: &OrgId, user_id: &UserId, role: Role, now: i64) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(backend)?;
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 Self::lock_org(&mut tx, org_id).await?;
                 let user: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
                     .bind(user_id.as_str())
@@ -617,7 +632,7 @@ macro_rules! sql_store {
             }
 
             async fn set_role(&self, org_id: &OrgId, user_id: &UserId, role: Role) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(backend)?;
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 Self::member_role(&mut tx, org_id, user_id, role != Role::Owner).await?;
                 sqlx::query("UPDATE members SET role = $1 WHERE org_id = $2 AND user_id = $3")
                     .bind(role.as_str())
@@ -630,7 +645,7 @@ macro_rules! sql_store {
             }
 
             async fn remove_member(&self, org_id: &OrgId, user_id: &UserId) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(backend)?;
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 Self::member_role(&mut tx, org_id, user_id, true).await?;
                 sqlx::query("DELETE FROM members WHERE org_id = $1 AND user_id = $2")
                     .bind(org_id.as_str())

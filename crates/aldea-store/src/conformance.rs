@@ -30,9 +30,16 @@ pub async fn keys(store: &dyn Keys) {
     assert!(matches!(crate::resolve_org(store, &name).await, Err(StoreError::Conflict(_))), "ambiguous name");
     assert_eq!(crate::resolve_org(store, org.id.as_str()).await.unwrap(), Some(org.clone()));
     let lone = store.create_org(&unique("lone"), Credit::Unlimited, now).await.unwrap();
+    let renamed = store.rename_org(&lone.id, &unique("renamed")).await.unwrap();
+    assert_eq!((&renamed.id, renamed.created_at), (&lone.id, lone.created_at));
+    assert_eq!(store.org(&lone.id).await.unwrap().unwrap().name, renamed.name);
+    let lone = renamed;
+    assert!(matches!(store.rename_org(&OrgId::random(), "x").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.rename_org(&lone.id, " ").await, Err(StoreError::Invalid(_))));
     assert_eq!(crate::resolve_org(store, &lone.name).await.unwrap(), Some(lone.clone()));
     assert_eq!(crate::resolve_org(store, &unique("nobody")).await.unwrap(), None);
     assert!(matches!(store.create_org("  ", Credit::Unlimited, now).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.create_org("x", Credit::Millis(-5), now).await, Err(StoreError::Invalid(_))));
     // Every organization, a page at a time (other tests' organizations may be there too).
     let mut seen = Vec::new();
     let mut page = PageRequest::first(2);
@@ -115,6 +122,25 @@ pub async fn keys(store: &dyn Keys) {
     let second = store.list_keys(&org.id, &PageRequest { limit: 2, after: Some(cursor) }).await.unwrap();
     assert_eq!(second.items.iter().map(|k| &k.id).collect::<Vec<_>>(), [&expiring.id]);
     assert_eq!(second.next, None);
+    // Keys made in the same second page by id, each once.
+    let tied = store.create_org(&unique("tied"), Credit::Unlimited, now).await.unwrap();
+    let mut made = Vec::new();
+    for i in 0..3 {
+        made.push(store.create_key(&tied.id, NewKey::listen(&format!("k{i}")), now).await.unwrap().0.id);
+    }
+    made.sort();
+    let mut paged = Vec::new();
+    let mut page = PageRequest::first(1);
+    loop {
+        let keys = store.list_keys(&tied.id, &page).await.unwrap();
+        paged.extend(keys.items.into_iter().map(|k| k.id));
+        match keys.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, made);
+    assert_eq!(store.list_keys(&tied.id, &PageRequest::first(0)).await.unwrap().items.len(), 1, "limit 0 is 1");
     let bad_cursor = PageRequest { limit: 2, after: Some("nonsense".to_owned()) };
     assert!(matches!(store.list_keys(&org.id, &bad_cursor).await, Err(StoreError::Invalid(_))));
 
@@ -231,6 +257,8 @@ pub async fn credit(store: &dyn Keys) {
     assert!(matches!(store.set_credit(&OrgId::random(), Credit::Unlimited, now).await, Err(StoreError::NotFound(_))));
     // Back to metered: the balance the ledger holds.
     assert_eq!(store.set_credit(&org.id, Credit::Millis(1_500), now + 4).await.unwrap(), Credit::Millis(1_500));
+    assert_eq!(store.set_credit(&org.id, Credit::Millis(1_500), now + 5).await.unwrap(), Credit::Millis(1_500));
+    assert!(matches!(store.credit(&OrgId::random()).await, Err(StoreError::NotFound(_))));
 
     let ledger = store.credit_entries(&org.id, &PageRequest::first(10)).await.unwrap().items;
     let lines: Vec<(CreditKind, i64, i64)> = ledger.iter().map(|e| (e.kind, e.millis, e.balance_after)).collect();

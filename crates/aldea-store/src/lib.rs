@@ -80,10 +80,14 @@ pub fn display_prefix(secret: &str) -> String {
     secret.chars().take(DISPLAY_PREFIX_LEN).collect()
 }
 
-/// Audio seconds (from the wire) as the integer milliseconds that usage and credit are kept in.
+/// The most audio one usage event may carry (a year), in milliseconds.
+pub const MAX_EVENT_MILLIS: i64 = 365 * 24 * 3600 * 1000;
+
+/// Audio seconds (from the wire) as the integer milliseconds that usage and credit are kept in:
+/// never negative (an event never adds credit), at most [`MAX_EVENT_MILLIS`], 0 for NaN.
 pub fn audio_millis(seconds: f64) -> i64 {
     if seconds.is_finite() {
-        (seconds * 1000.0).round() as i64
+        ((seconds * 1000.0).round() as i64).clamp(0, MAX_EVENT_MILLIS)
     } else {
         0
     }
@@ -208,6 +212,12 @@ impl Scope {
     /// The inverse of [`Scope::join`].
     pub fn split(text: &str) -> Result<Vec<Scope>> {
         text.split_whitespace().map(Scope::parse).collect()
+    }
+
+    /// Stored scopes as this release knows them: a scope a newer release added is not granted
+    /// here, and does not make the key unreadable.
+    pub fn split_known(text: &str) -> Vec<Scope> {
+        text.split_whitespace().filter_map(|name| Scope::parse(name).ok()).collect()
     }
 }
 
@@ -336,6 +346,8 @@ pub trait Keys: KeyVerifier {
     /// entry, a grant.
     async fn create_org(&self, name: &str, credit: Credit, now: i64) -> Result<Org>;
     async fn org(&self, org_id: &OrgId) -> Result<Option<Org>>;
+    /// The organization, renamed; `NotFound` without it.
+    async fn rename_org(&self, org_id: &OrgId, name: &str) -> Result<Org>;
     /// Organizations with exactly this name, oldest first.
     async fn orgs_named(&self, name: &str) -> Result<Vec<Org>>;
     /// Every organization, oldest first (operators).
@@ -475,6 +487,9 @@ pub fn check_credit_change(kind: CreditKind, millis: i64) -> Result<()> {
             Err(StoreError::Invalid("credit added must be more than zero".to_owned()))
         }
         CreditKind::Adjustment if millis == 0 => Err(StoreError::Invalid("an adjustment of zero".to_owned())),
+        _ if millis.unsigned_abs() > 1_000_000_000_000_000 => {
+            Err(StoreError::Invalid("credit changes are at most 10^15 ms".to_owned()))
+        }
         CreditKind::Charge => Err(StoreError::Invalid("charges come from recorded usage only".to_owned())),
         _ => Ok(()),
     }
@@ -627,6 +642,9 @@ mod tests {
         }
         assert_eq!(audio_millis(1.2345), 1235);
         assert_eq!(audio_millis(f64::NAN), 0);
+        assert_eq!(audio_millis(-3.0), 0, "an event never adds credit");
+        assert_eq!(audio_millis(1e300), MAX_EVENT_MILLIS);
+        assert_eq!(Scope::split_known("listen transcribe manage"), [Scope::Listen, Scope::Manage]);
         assert!(!Credit::Millis(0).allows_requests() && !Credit::Millis(-5).allows_requests());
         assert!(Credit::Millis(1).allows_requests() && Credit::Unlimited.allows_requests());
         assert_eq!(serde_json::to_string(&OrgId::from("o1")).unwrap(), r#""o1""#);

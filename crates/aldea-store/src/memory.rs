@@ -61,7 +61,13 @@ impl KeysState {
     /// Appends a ledger entry and moves the balance with it (an unlimited organization's entries
     /// are kept, its balance moves too, for the day it becomes metered).
     fn append(&mut self, org_id: &OrgId, kind: CreditKind, millis: i64, reference: Option<&str>, now: i64) -> Credit {
-        let balance = self.ledger.iter().rev().find(|e| &e.org_id == org_id).map_or(0, |e| e.balance_after) + millis;
+        let balance = self
+            .ledger
+            .iter()
+            .rev()
+            .find(|e| &e.org_id == org_id)
+            .map_or(0, |e| e.balance_after)
+            .saturating_add(millis);
         self.ledger.push(CreditEntry {
             id: uuid::Uuid::new_v4().to_string(),
             org_id: org_id.clone(),
@@ -151,6 +157,9 @@ impl Keys for MemoryKeys {
         if name.trim().is_empty() {
             return Err(StoreError::Invalid("an organization needs a name".to_owned()));
         }
+        if matches!(credit, Credit::Millis(ms) if ms < 0) {
+            return Err(StoreError::Invalid("an organization starts with zero credit or more".to_owned()));
+        }
         let mut state = lock(&self.state);
         let org = Org { id: OrgId::random(), name: name.to_owned(), created_at: now };
         state.orgs.push(org.clone());
@@ -172,8 +181,24 @@ impl Keys for MemoryKeys {
         Ok(lock(&self.state).orgs.iter().find(|o| &o.id == org_id).cloned())
     }
 
+    async fn rename_org(&self, org_id: &OrgId, name: &str) -> Result<Org> {
+        if name.trim().is_empty() {
+            return Err(StoreError::Invalid("an organization needs a name".to_owned()));
+        }
+        let mut state = lock(&self.state);
+        let org = state
+            .orgs
+            .iter_mut()
+            .find(|o| &o.id == org_id)
+            .ok_or_else(|| StoreError::NotFound(format!("organization {org_id}")))?;
+        org.name = name.to_owned();
+        Ok(org.clone())
+    }
+
     async fn orgs_named(&self, name: &str) -> Result<Vec<Org>> {
-        Ok(lock(&self.state).orgs.iter().filter(|o| o.name == name).cloned().collect())
+        let mut named: Vec<Org> = lock(&self.state).orgs.iter().filter(|o| o.name == name).cloned().collect();
+        named.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
+        Ok(named)
     }
 
     async fn orgs(&self, page: &PageRequest) -> Result<Page<Org>> {

@@ -48,10 +48,7 @@ pub(crate) async fn open_database(settings: &Settings, args: &DatabaseArgs) -> a
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let pg = PgStore::connect(url, 8).await.context("connecting to PostgreSQL")?;
-            let describe = match url.split_once('@') {
-                Some((_, host)) => format!("postgres://…@{host}"),
-                None => url.to_owned(),
-            };
+            let describe = describe_postgres(url);
             Ok(Database { keys: Arc::new(pg.clone()), ledger: Arc::new(pg), describe })
         }
         Some(url) if url.starts_with("sqlite://") => {
@@ -64,6 +61,16 @@ pub(crate) async fn open_database(settings: &Settings, args: &DatabaseArgs) -> a
         }
         Some(_) => anyhow::bail!("--database must be a postgres:// or sqlite:// URL"),
     }
+}
+
+/// A PostgreSQL URL without its credentials and query (which may hold a password):
+/// `postgres://host:port/db`.
+fn describe_postgres(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}/{path}")
 }
 
 /// The gateway's adapters over the system of record; Redis for everything shared when `redis`
@@ -130,6 +137,21 @@ pub(crate) async fn run_usage_consumer(
     {
         if consumed.moved() == 0 {
             break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_described_database_url_shows_no_credentials() {
+        for (url, shown) in [
+            ("postgres://u:p%40ss@db.internal:5432/aldea?sslmode=require", "postgres://db.internal:5432/aldea"),
+            ("postgresql://u:p@ss@db/aldea", "postgresql://db/aldea"),
+            ("postgres://db/aldea?password=secret", "postgres://db/aldea"),
+            ("postgres://db", "postgres://db/"),
+        ] {
+            assert_eq!(super::describe_postgres(url), shown);
         }
     }
 }
