@@ -30,6 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("aldea-stt", &["aldea-proto", "aldea-http", "aldea-audio", "aldea-engine", "aldea-eval"]),
     // The gateway reaches stt only over the network.
     ("aldea-gateway", &["aldea-proto", "aldea-http", "aldea-store"]),
+    ("aldea-platform", &["aldea-proto", "aldea-http", "aldea-store"]),
     (
         "aldea",
         &[
@@ -41,6 +42,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "aldea-eval",
             "aldea-stt",
             "aldea-gateway",
+            "aldea-platform",
             "aldea-store",
             "aldea-store-sql",
             "aldea-store-redis",

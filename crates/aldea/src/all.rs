@@ -1,5 +1,5 @@
-//! `aldea all`: the whole platform in one process — the stt service and the gateway, SQLite under
-//! `$ALDEA_HOME`, in-process cache, limits and usage queue. The same `serve` functions run as in a
+//! `aldea all`: the whole platform in one process — the stt service, the gateway and the platform
+//! API, SQLite under `$ALDEA_HOME`, in-process cache, limits and usage queue. The same `serve` functions run as in a
 //! cluster, under one shutdown token.
 
 use std::net::SocketAddr;
@@ -27,8 +27,13 @@ pub(crate) struct AllArgs {
     /// Inference threads (default: the number of cores).
     #[arg(long, env = "ALDEA_THREADS")]
     threads: Option<usize>,
+    /// Where the platform API (accounts, organizations, keys) listens.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "ALDEA_PLATFORM_LISTEN")]
+    platform_listen: SocketAddr,
     #[command(flatten)]
     options: GatewayOptions,
+    #[command(flatten)]
+    platform: crate::platform::PlatformOptions,
 }
 
 pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCode> {
@@ -55,6 +60,13 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
             .await
             .with_context(|| format!("binding {}", args.gateway_listen))?;
         let gateway_address = gateway_listener.local_addr()?;
+        let platform_listener = tokio::net::TcpListener::bind(args.platform_listen)
+            .await
+            .with_context(|| format!("binding {}", args.platform_listen))?;
+        let platform_address = platform_listener.local_addr()?;
+        // Cookies without `Secure` only where the browser reaches it over loopback http.
+        let platform_config = args.platform.config(!platform_address.ip().is_loopback())?;
+        let platform_deps = crate::platform::deps(&database, None).await?;
         let gateway_config = args.options.config(vec![format!("http://{stt_address}")], &loaded.model_name);
         gateway_config.validate()?;
 
@@ -69,7 +81,10 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
             "all".to_owned(),
             shutdown.child_token(),
         ));
+        let platform_state = aldea_platform::AppState::new(platform_config, platform_deps);
+        let platform = tokio::spawn(aldea_platform::serve(platform_state, platform_listener, shutdown.child_token()));
         output::info(&format!("Speech API:  http://{gateway_address}/v1/listen (ws://{gateway_address}/v1/listen)"));
+        output::info(&format!("platform:    http://{platform_address}/v1/auth/signup (accounts, keys, credit)"));
         output::info(&format!("stt service: http://{stt_address} (internal)"));
         output::info(&format!("database:    {}", database.describe));
         output::info("create a key with: aldea keys create --org NAME");
@@ -80,7 +95,9 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
         stt_stop.cancel();
         let stt_result = stt.await.context("the stt task")?;
         let _ = consumer.await;
+        let platform_result = platform.await.context("the platform task")?;
         served.context("serving the gateway")?;
+        platform_result.context("serving the platform")?;
         stt_result.context("serving stt")?;
         output::info("stopped");
         Ok(ExitCode::SUCCESS)

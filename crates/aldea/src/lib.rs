@@ -1,6 +1,7 @@
 //! The `aldea` binary: command-line parsing, configuration, and the wiring of every crate. Subcommands
 //! `models`, `transcribe`, `eval`, the services `stt` and `gateway`, `all` (every service in one
-//! process), and `keys`/`credit` on the embedded database; `platform` and `web` join as they land.
+//! process), `platform` (the platform API), `migrate`, and `keys`/`credit` on the system of record;
+//! `web` joins as it lands.
 //!
 //! Invariant: the only crate that reads environment variables or knows `clap`, and the only place that
 //! picks adapters and backends.
@@ -17,6 +18,7 @@ mod gateway;
 mod keys;
 mod models;
 mod output;
+mod platform;
 mod settings;
 mod stores;
 mod stt;
@@ -46,7 +48,9 @@ enum Command {
     Stt(stt::SttArgs),
     /// Run the gateway: the public Speech API in front of the stt replicas.
     Gateway(gateway::GatewayArgs),
-    /// Run everything in one process: gateway and stt, SQLite under $ALDEA_HOME.
+    /// Run the platform API (backend host): accounts, organizations, API keys, credit.
+    Platform(platform::PlatformArgs),
+    /// Run everything in one process: gateway, stt and platform, SQLite under $ALDEA_HOME.
     All(all::AllArgs),
     /// Manage API keys (in $ALDEA_HOME's database, or --database).
     Keys {
@@ -82,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Stt(args) => stt::run(&settings, &args),
         Command::Gateway(args) => gateway::run(&settings, &args),
         Command::All(args) => all::run(&settings, &args),
+        Command::Platform(args) => platform::run(&settings, &args),
         Command::Keys { database, command } => keys::run_keys(&settings, &database, &command),
         Command::Credit { database, command } => keys::run_credit(&settings, &database, &command),
         Command::Migrate { database } => keys::run_migrate(&settings, &database),

@@ -33,6 +33,7 @@ pub(crate) struct DatabaseArgs {
 #[derive(Clone)]
 pub(crate) struct Database {
     pub(crate) keys: Arc<dyn Keys>,
+    pub(crate) accounts: Arc<dyn aldea_store::Accounts>,
     pub(crate) ledger: Arc<dyn UsageLedger>,
     /// Where it is, for people (no password).
     pub(crate) describe: String,
@@ -44,12 +45,17 @@ pub(crate) async fn open_database(settings: &Settings, args: &DatabaseArgs) -> a
         None => {
             let sql = open_sql(settings).await?;
             let describe = settings.home.join("aldea.db").display().to_string();
-            Ok(Database { keys: Arc::new(sql.clone()), ledger: Arc::new(sql), describe })
+            Ok(Database {
+                keys: Arc::new(sql.clone()),
+                accounts: Arc::new(sql.clone()),
+                ledger: Arc::new(sql),
+                describe,
+            })
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let pg = PgStore::connect(url, 8).await.context("connecting to PostgreSQL")?;
             let describe = describe_postgres(url);
-            Ok(Database { keys: Arc::new(pg.clone()), ledger: Arc::new(pg), describe })
+            Ok(Database { keys: Arc::new(pg.clone()), accounts: Arc::new(pg.clone()), ledger: Arc::new(pg), describe })
         }
         Some(url) if url.starts_with("sqlite://") => {
             let path = std::path::Path::new(&url["sqlite://".len()..]);
@@ -57,7 +63,12 @@ pub(crate) async fn open_database(settings: &Settings, args: &DatabaseArgs) -> a
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
             let sql = SqlStore::open(path).await.with_context(|| format!("opening {}", path.display()))?;
-            Ok(Database { keys: Arc::new(sql.clone()), ledger: Arc::new(sql), describe: path.display().to_string() })
+            Ok(Database {
+                keys: Arc::new(sql.clone()),
+                accounts: Arc::new(sql.clone()),
+                ledger: Arc::new(sql),
+                describe: path.display().to_string(),
+            })
         }
         Some(_) => anyhow::bail!("--database must be a postgres:// or sqlite:// URL"),
     }

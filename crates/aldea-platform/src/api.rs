@@ -1,0 +1,426 @@
+//! The handlers: JSON in (read whole, within the body limit, parsed here so that every malformed
+//! body gets the contract's 400), JSON out in the spec's shapes.
+
+use aldea_store::{
+    hash_key, Credit, KeyId, KeyLimits, KeyRecord, NewKey, Org, OrgId, PageRequest, RateDecision, Role, Scope, User,
+    UserId,
+};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::auth::{self, Caller};
+use crate::{ApiError, AppState};
+
+/// A JSON body: 413 over the limit, 400 when it is not the expected JSON.
+pub(crate) struct Body<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Body<T>, ApiError> {
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(format!("the body is larger than {} bytes", state.config.max_body_bytes))
+            } else {
+                ApiError::BadRequest(format!("unreadable body: {e}"))
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// RFC 3339 (UTC) of Unix seconds.
+fn rfc3339(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn user_view(user: &User) -> Value {
+    json!({"id": user.id, "email": user.email, "created_at": rfc3339(user.created_at), "is_admin": user.is_admin})
+}
+
+fn org_view(org: &Org, role: Role) -> Value {
+    json!({"id": org.id, "name": org.name, "role": role, "created_at": rfc3339(org.created_at)})
+}
+
+fn key_view(key: &KeyRecord) -> Value {
+    json!({
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "scopes": key.scopes,
+        "created_at": rfc3339(key.created_at),
+        "created_by": Value::Null,
+        "last_used_at": Value::Null,
+        "expires_at": key.expires_at.map(rfc3339),
+        "revoked_at": key.revoked_at.map(rfc3339),
+        "limits": {"max_streams": key.limits.max_streams, "requests_per_minute": key.limits.requests_per_minute},
+    })
+}
+
+/// The session cookies a login sets (the session, and the CSRF token the page sends back).
+fn session_cookies(state: &AppState, token: &str, csrf: &str) -> Result<HeaderMap, ApiError> {
+    let secure = if state.config.secure_cookies { "; Secure" } else { "" };
+    let max_age = state.config.session_ttl.as_secs();
+    let mut headers = HeaderMap::new();
+    for cookie in [
+        format!("{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}", auth::SESSION_COOKIE),
+        format!("{}={csrf}; Path=/; SameSite=Lax; Max-Age={max_age}{secure}", auth::CSRF_COOKIE),
+    ] {
+        let value = HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(format!("cookie: {e}")))?;
+        headers.append(SET_COOKIE, value);
+    }
+    Ok(headers)
+}
+
+/// Starts a session for `user`: its token (in clear, once) and the cookies that carry it.
+async fn start_session(state: &AppState, user: &User) -> Result<(String, HeaderMap), ApiError> {
+    let token = auth::random_token()?;
+    let now = aldea_store::unix_now();
+    let expires_at = now + state.config.session_ttl.as_secs() as i64;
+    state.deps.accounts.create_session(&user.id, &hash_key(&token), now, expires_at).await?;
+    let cookies = session_cookies(state, &token, &auth::random_token()?)?;
+    Ok((token, cookies))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignupBody {
+    email: String,
+    password: String,
+    org_name: String,
+}
+
+fn check_password(password: &str) -> Result<(), ApiError> {
+    if password.chars().count() < 8 {
+        return Err(ApiError::BadRequest("a password has at least 8 characters".to_owned()));
+    }
+    if password.len() > 1024 {
+        return Err(ApiError::BadRequest("a password has at most 1024 bytes".to_owned()));
+    }
+    Ok(())
+}
+
+fn check_name(name: &str, what: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!("{what} has 1 to 200 printable characters")));
+    }
+    Ok(name.to_owned())
+}
+
+pub(crate) async fn signup(State(state): State<AppState>, Body(body): Body<SignupBody>) -> Result<Response, ApiError> {
+    check_password(&body.password)?;
+    let org_name = check_name(&body.org_name, "an organization name")?;
+    let now = aldea_store::unix_now();
+    let password_hash = hash_password_off_thread(body.password).await?;
+    let user = state.deps.accounts.create_user(&body.email, &password_hash, now).await?;
+    let org = state.deps.keys.create_org(&org_name, state.config.signup_credit, now).await?;
+    state.deps.accounts.add_member(&org.id, &user.id, Role::Owner, now).await?;
+    let (key, secret) = state.deps.keys.create_key(&org.id, NewKey::listen("default"), now).await?;
+    let (token, cookies) = start_session(&state, &user).await?;
+    tracing::info!(user_id = %user.id, org_id = %org.id, "signed up");
+    let mut key_json = key_view(&key);
+    key_json["key"] = json!(secret);
+    let body = json!({"user": user_view(&user), "org": org_view(&org, Role::Owner), "key": key_json, "token": token});
+    Ok((StatusCode::CREATED, cookies, Json(body)).into_response())
+}
+
+/// argon2id takes tens of milliseconds of CPU: off the async threads.
+async fn hash_password_off_thread(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))?
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginBody {
+    email: String,
+    password: String,
+}
+
+pub(crate) async fn login(State(state): State<AppState>, Body(body): Body<LoginBody>) -> Result<Response, ApiError> {
+    let email = body.email.trim().to_lowercase();
+    let bucket = format!("login:{}", hash_key(&email));
+    if let RateDecision::Limited { retry_after_s } =
+        state.deps.limits.hit(&bucket, state.config.login_attempts_per_minute).await?
+    {
+        return Err(ApiError::TooManyRequests(format!("too many logins for this account: retry in {retry_after_s} s")));
+    }
+    let found = state.deps.accounts.user_by_email(&email).await?;
+    let (user, stored) = match found {
+        Some((user, hash)) => (Some(user), hash),
+        None => (None, auth::DUMMY_HASH.to_owned()),
+    };
+    let password = body.password;
+    let matches = tokio::task::spawn_blocking(move || auth::password_matches(&password, &stored))
+        .await
+        .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+    let user = user.filter(|_| matches).ok_or_else(|| ApiError::Unauthorized("wrong email or password".to_owned()))?;
+    let (token, cookies) = start_session(&state, &user).await?;
+    tracing::info!(user_id = %user.id, "logged in");
+    Ok((cookies, Json(json!({"token": token, "user": user_view(&user)}))).into_response())
+}
+
+pub(crate) async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let Caller::Session { token_hash, .. } = &caller else {
+        return Err(ApiError::Forbidden("an API key has no session to end".to_owned()));
+    };
+    state.deps.accounts.end_session(token_hash).await?;
+    let secure = if state.config.secure_cookies { "; Secure" } else { "" };
+    let mut headers = HeaderMap::new();
+    for name in [auth::SESSION_COOKIE, auth::CSRF_COOKIE] {
+        let cookie = format!("{name}=; Path=/; Max-Age=0; SameSite=Lax{secure}");
+        headers.append(SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(e.to_string()))?);
+    }
+    Ok((StatusCode::NO_CONTENT, headers).into_response())
+}
+
+pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let user = caller.user()?;
+    let orgs: Vec<Value> =
+        state.deps.accounts.memberships(&user.id).await?.iter().map(|(org, role)| org_view(org, *role)).collect();
+    Ok(Json(json!({"user": user_view(user), "orgs": orgs})))
+}
+
+pub(crate) async fn list_orgs(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let orgs: Vec<Value> = match &caller {
+        Caller::Session { user, .. } => {
+            state.deps.accounts.memberships(&user.id).await?.iter().map(|(org, role)| org_view(org, *role)).collect()
+        }
+        Caller::Key(grant) => {
+            let org = state.deps.keys.org(&grant.org_id).await?;
+            org.iter().map(|org| org_view(org, Role::Admin)).collect()
+        }
+    };
+    Ok(Json(Value::Array(orgs)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrgBody {
+    name: String,
+}
+
+pub(crate) async fn create_org(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<OrgBody>,
+) -> Result<Response, ApiError> {
+    let user = caller.user()?;
+    let name = check_name(&body.name, "an organization name")?;
+    let now = aldea_store::unix_now();
+    let org = state.deps.keys.create_org(&name, state.config.signup_credit, now).await?;
+    state.deps.accounts.add_member(&org.id, &user.id, Role::Owner, now).await?;
+    Ok((StatusCode::CREATED, Json(org_view(&org, Role::Owner))).into_response())
+}
+
+async fn org_of(state: &AppState, org_id: &OrgId) -> Result<Org, ApiError> {
+    state.deps.keys.org(org_id).await?.ok_or_else(|| ApiError::NotFound(format!("organization {org_id} not found")))
+}
+
+pub(crate) async fn get_org(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<OrgId>,
+) -> Result<Json<Value>, ApiError> {
+    let role = caller.org_role(&state, &org_id, false).await?;
+    Ok(Json(org_view(&org_of(&state, &org_id).await?, role)))
+}
+
+pub(crate) async fn rename_org(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<OrgId>,
+    Body(body): Body<OrgBody>,
+) -> Result<Json<Value>, ApiError> {
+    let role = caller.org_role(&state, &org_id, true).await?;
+    let name = check_name(&body.name, "an organization name")?;
+    let org = state.deps.keys.rename_org(&org_id, &name).await?;
+    Ok(Json(org_view(&org, role)))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PageQuery {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+impl PageQuery {
+    fn page(self) -> PageRequest {
+        PageRequest { limit: self.limit.unwrap_or(100), after: self.after }
+    }
+}
+
+pub(crate) async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<OrgId>,
+    Query(page): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    caller.org_role(&state, &org_id, true).await?;
+    let page = state.deps.keys.list_keys(&org_id, &page.page()).await?;
+    let keys: Vec<Value> = page.items.iter().map(key_view).collect();
+    let mut response = Json(Value::Array(keys)).into_response();
+    if let Some(next) = page.next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        // The list is the spec's array; the next page's cursor travels beside it.
+        response.headers_mut().insert("x-next-after", next);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewKeyBody {
+    name: Option<String>,
+    scopes: Option<Vec<Scope>>,
+    /// RFC 3339.
+    expires_at: Option<String>,
+    limits: Option<KeyLimits>,
+}
+
+pub(crate) async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<OrgId>,
+    Body(body): Body<NewKeyBody>,
+) -> Result<Response, ApiError> {
+    caller.org_role(&state, &org_id, true).await?;
+    let now = aldea_store::unix_now();
+    let name = match body.name {
+        Some(name) => check_name(&name, "a key name")?,
+        None => {
+            let existing = state.deps.keys.list_keys(&org_id, &PageRequest::first(aldea_store::MAX_PAGE)).await?;
+            format!("Key {}", existing.items.len() + 1)
+        }
+    };
+    let expires_at = match body.expires_at {
+        Some(text) => {
+            let at = chrono::DateTime::parse_from_rfc3339(&text)
+                .map_err(|e| ApiError::BadRequest(format!("expires_at is not an RFC 3339 time: {e}")))?
+                .timestamp();
+            if at <= now {
+                return Err(ApiError::BadRequest("expires_at is in the past".to_owned()));
+            }
+            Some(at)
+        }
+        None => None,
+    };
+    let new = NewKey {
+        name,
+        scopes: body.scopes.unwrap_or_else(|| vec![Scope::Listen]),
+        limits: body.limits.unwrap_or_default(),
+        expires_at,
+    };
+    let (record, secret) = state.deps.keys.create_key(&org_id, new, now).await?;
+    tracing::info!(org_id = %org_id, key_id = %record.id, "key created");
+    let mut view = key_view(&record);
+    view["key"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+pub(crate) async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org_id, key_id)): Path<(OrgId, KeyId)>,
+) -> Result<Response, ApiError> {
+    caller.org_role(&state, &org_id, true).await?;
+    state.deps.keys.revoke_key(&org_id, &key_id, aldea_store::unix_now()).await?;
+    tracing::info!(org_id = %org_id, key_id = %key_id, "key revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    user: Value,
+    role: Role,
+    added_at: String,
+}
+
+pub(crate) async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<OrgId>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.org_role(&state, &org_id, false).await?;
+    let page = state.deps.accounts.members(&org_id, &page.page()).await?;
+    let members: Vec<MemberView> = page
+        .items
+        .iter()
+        .map(|m| MemberView { user: user_view(&m.user), role: m.role, added_at: rfc3339(m.added_at) })
+        .collect();
+    Ok(Json(json!({"members": members, "next_after": page.next})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MemberBody {
+    email: String,
+    role: Option<Role>,
+}
+
+pub(crate) async fn add_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<OrgId>,
+    Body(body): Body<MemberBody>,
+) -> Result<Response, ApiError> {
+    let caller_role = caller.org_role(&state, &org_id, true).await?;
+    let role = body.role.unwrap_or(Role::Member);
+    if role == Role::Owner && caller_role != Role::Owner {
+        return Err(ApiError::Forbidden("only owners make owners".to_owned()));
+    }
+    let (user, _) = state
+        .deps
+        .accounts
+        .user_by_email(&body.email)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no account has this email (they sign up first)".to_owned()))?;
+    let now = aldea_store::unix_now();
+    state.deps.accounts.add_member(&org_id, &user.id, role, now).await?;
+    let view = MemberView { user: user_view(&user), role, added_at: rfc3339(now) };
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+pub(crate) async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org_id, user_id)): Path<(OrgId, UserId)>,
+) -> Result<Response, ApiError> {
+    let caller_role = caller.org_role(&state, &org_id, true).await?;
+    let target = state.deps.accounts.role(&org_id, &user_id).await?;
+    if target == Some(Role::Owner) && caller_role != Role::Owner {
+        return Err(ApiError::Forbidden("only owners remove owners".to_owned()));
+    }
+    state.deps.accounts.remove_member(&org_id, &user_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn balance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<OrgId>,
+) -> Result<Json<Value>, ApiError> {
+    caller.org_role(&state, &org_id, false).await?;
+    let (plan, remaining) = match state.deps.keys.credit(&org_id).await? {
+        Credit::Unlimited => ("unlimited", Value::Null),
+        Credit::Millis(ms) => ("prepaid", json!(ms as f64 / 1000.0)),
+    };
+    Ok(Json(json!({"plan": plan, "credit_seconds_remaining": remaining, "max_streams": Value::Null})))
+}
+
+/// Ready when the database answers.
+pub(crate) async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.deps.keys.org(&OrgId::from("readiness-probe")).await?;
+    Ok("ok")
+}

@@ -1,0 +1,104 @@
+//! The platform (backend host): people, organizations, members, API keys and credit over HTTP, to
+//! ../shared/spec/platform-api.md. The system of record is reached only through the store ports
+//! (`Keys`, `Accounts`); `router(state)` serves the API, `serve(state, listener, shutdown)` runs it
+//! on a socket the caller bound.
+//!
+//! Invariant: never names a database or Redis client and never reads configuration or the
+//! environment (the binary passes [`Config`] and [`Deps`]); passwords are kept only as argon2id
+//! hashes and session tokens and keys only as SHA-256; no secret, password or token is logged or put
+//! in an error body; a caller never learns whether another organization's resource exists (404).
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aldea_store::{Accounts, Credit, Keys, Limits};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+mod api;
+mod auth;
+mod error;
+
+pub use error::ApiError;
+
+/// What the platform is told by the binary.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a session lasts after login.
+    pub session_ttl: Duration,
+    /// Credit a new organization starts with (`ALDEA_SIGNUP_CREDIT_SECONDS`).
+    pub signup_credit: Credit,
+    /// Whether cookies are `Secure` (off only for local http).
+    pub secure_cookies: bool,
+    /// Failed logins per email per minute before 429.
+    pub login_attempts_per_minute: u32,
+    /// Largest JSON body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            session_ttl: Duration::from_secs(7 * 24 * 3600),
+            signup_credit: Credit::Millis(3_600_000),
+            secure_cookies: true,
+            login_attempts_per_minute: 10,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The store adapters the platform works through (picked by the binary).
+#[derive(Clone)]
+pub struct Deps {
+    pub keys: Arc<dyn Keys>,
+    pub accounts: Arc<dyn Accounts>,
+    /// Login attempt counters.
+    pub limits: Arc<dyn Limits>,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) config: Arc<Config>,
+    pub(crate) deps: Deps,
+}
+
+impl AppState {
+    pub fn new(config: Config, deps: Deps) -> AppState {
+        AppState { config: Arc::new(config), deps }
+    }
+}
+
+/// Every route of the platform API.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/auth/signup", post(api::signup))
+        .route("/v1/auth/login", post(api::login))
+        .route("/v1/auth/logout", post(api::logout))
+        .route("/v1/me", get(api::me))
+        .route("/v1/orgs", get(api::list_orgs).post(api::create_org))
+        .route("/v1/orgs/{org_id}", get(api::get_org).patch(api::rename_org))
+        .route("/v1/orgs/{org_id}/keys", get(api::list_keys).post(api::create_key))
+        .route("/v1/orgs/{org_id}/keys/{key_id}", delete(api::revoke_key))
+        .route("/v1/orgs/{org_id}/members", get(api::list_members).post(api::add_member))
+        .route("/v1/orgs/{org_id}/members/{user_id}", delete(api::remove_member))
+        .route("/v1/orgs/{org_id}/balance", get(api::balance))
+        .route("/live", get(|| async { "ok" }))
+        .route("/ready", get(api::ready))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(aldea_http::request_id))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
