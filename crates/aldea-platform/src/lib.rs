@@ -1,5 +1,5 @@
 //! The platform (backend host): people, organizations, members, API keys and credit over HTTP, to
-//! ../shared/spec/platform-api.md. The system of record is reached only through the store ports
+//! docs/spec/platform-api.md. The system of record is reached only through the store ports
 //! (`Keys`, `Accounts`); `router(state)` serves the API, `serve(state, listener, shutdown)` runs it
 //! on a socket the caller bound.
 //!

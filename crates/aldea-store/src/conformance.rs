@@ -23,7 +23,7 @@ pub async fn keys(store: &dyn Keys) {
     assert_eq!(org.name, name);
     assert_eq!(store.org(&org.id).await.unwrap().as_ref(), Some(&org));
     assert_eq!(store.org(&OrgId::random()).await.unwrap(), None);
-    assert_eq!(store.orgs_named(&name).await.unwrap(), [org.clone()]);
+    assert_eq!(store.orgs_named(&name).await.unwrap(), std::slice::from_ref(&org));
     let twin = store.create_org(&name, Credit::Unlimited, now + 1).await.unwrap();
     assert_ne!(twin.id, org.id, "names need not be unique");
     assert_eq!(store.orgs_named(&name).await.unwrap(), [org.clone(), twin.clone()], "oldest first");
