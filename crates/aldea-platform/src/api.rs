@@ -25,6 +25,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Body<T>, ApiError> {
+        // Only JSON: a cross-site form (text/plain, no preflight) cannot post here.
+        let json = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(ApiError::UnsupportedMediaType("send the body as Content-Type: application/json".to_owned()));
+        }
         let bytes = Bytes::from_request(request, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(format!("the body is larger than {} bytes", state.config.max_body_bytes))
@@ -45,6 +55,11 @@ fn rfc3339(seconds: i64) -> String {
 
 fn user_view(user: &User) -> Value {
     json!({"id": user.id, "email": user.email, "created_at": rfc3339(user.created_at), "is_admin": user.is_admin})
+}
+
+/// A user as other members see them.
+fn member_user_view(user: &User) -> Value {
+    json!({"id": user.id, "email": user.email})
 }
 
 fn org_view(org: &Org, role: Role) -> Value {
@@ -87,7 +102,7 @@ async fn start_session(state: &AppState, user: &User) -> Result<(String, HeaderM
     let now = aldea_store::unix_now();
     let expires_at = now + state.config.session_ttl.as_secs() as i64;
     state.deps.accounts.create_session(&user.id, &hash_key(&token), now, expires_at).await?;
-    let cookies = session_cookies(state, &token, &auth::random_token()?)?;
+    let cookies = session_cookies(state, &token, &auth::csrf_token(&token))?;
     Ok((token, cookies))
 }
 
@@ -121,7 +136,7 @@ pub(crate) async fn signup(State(state): State<AppState>, Body(body): Body<Signu
     check_password(&body.password)?;
     let org_name = check_name(&body.org_name, "an organization name")?;
     let now = aldea_store::unix_now();
-    let password_hash = hash_password_off_thread(body.password).await?;
+    let password_hash = hash_password_off_thread(&state, body.password).await?;
     let user = state.deps.accounts.create_user(&body.email, &password_hash, now).await?;
     let org = state.deps.keys.create_org(&org_name, state.config.signup_credit, now).await?;
     state.deps.accounts.add_member(&org.id, &user.id, Role::Owner, now).await?;
@@ -134,8 +149,9 @@ pub(crate) async fn signup(State(state): State<AppState>, Body(body): Body<Signu
     Ok((StatusCode::CREATED, cookies, Json(body)).into_response())
 }
 
-/// argon2id takes tens of milliseconds of CPU: off the async threads.
-async fn hash_password_off_thread(password: String) -> Result<String, ApiError> {
+/// argon2id takes tens of milliseconds of CPU: off the async threads, one per core at a time.
+async fn hash_password_off_thread(state: &AppState, password: String) -> Result<String, ApiError> {
+    let _permit = state.hashing.acquire().await.map_err(|e| ApiError::Internal(format!("hashing: {e}")))?;
     tokio::task::spawn_blocking(move || auth::hash_password(&password))
         .await
         .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))?
@@ -162,6 +178,7 @@ pub(crate) async fn login(State(state): State<AppState>, Body(body): Body<LoginB
         None => (None, auth::DUMMY_HASH.to_owned()),
     };
     let password = body.password;
+    let _permit = state.hashing.acquire().await.map_err(|e| ApiError::Internal(format!("hashing: {e}")))?;
     let matches = tokio::task::spawn_blocking(move || auth::password_matches(&password, &stored))
         .await
         .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
@@ -219,7 +236,9 @@ pub(crate) async fn create_org(
     let user = caller.user()?;
     let name = check_name(&body.name, "an organization name")?;
     let now = aldea_store::unix_now();
-    let org = state.deps.keys.create_org(&name, state.config.signup_credit, now).await?;
+    // Only the organization made at signup gets the signup credit: more organizations are no way
+    // to more free credit.
+    let org = state.deps.keys.create_org(&name, Credit::Millis(0), now).await?;
     state.deps.accounts.add_member(&org.id, &user.id, Role::Owner, now).await?;
     Ok((StatusCode::CREATED, Json(org_view(&org, Role::Owner))).into_response())
 }
@@ -334,7 +353,11 @@ pub(crate) async fn revoke_key(
     Path((org_id, key_id)): Path<(OrgId, KeyId)>,
 ) -> Result<Response, ApiError> {
     caller.org_role(&state, &org_id, true).await?;
-    state.deps.keys.revoke_key(&org_id, &key_id, aldea_store::unix_now()).await?;
+    let hash = state.deps.keys.revoke_key(&org_id, &key_id, aldea_store::unix_now()).await?;
+    // Every gateway drops its cached answer now (the periodic recheck is only the fallback).
+    if let Err(e) = state.deps.key_cache.invalidate(&hash).await {
+        tracing::warn!(error = %e, key_id = %key_id, "key revoked; gateways see it within their cache lifetime");
+    }
     tracing::info!(org_id = %org_id, key_id = %key_id, "key revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -357,7 +380,7 @@ pub(crate) async fn list_members(
     let members: Vec<MemberView> = page
         .items
         .iter()
-        .map(|m| MemberView { user: user_view(&m.user), role: m.role, added_at: rfc3339(m.added_at) })
+        .map(|m| MemberView { user: member_user_view(&m.user), role: m.role, added_at: rfc3339(m.added_at) })
         .collect();
     Ok(Json(json!({"members": members, "next_after": page.next})))
 }
@@ -375,6 +398,8 @@ pub(crate) async fn add_member(
     Path(org_id): Path<OrgId>,
     Body(body): Body<MemberBody>,
 ) -> Result<Response, ApiError> {
+    // A person, not a key, adds people: a leaked manage key cannot leave lasting access behind.
+    caller.user()?;
     let caller_role = caller.org_role(&state, &org_id, true).await?;
     let role = body.role.unwrap_or(Role::Member);
     if role == Role::Owner && caller_role != Role::Owner {
@@ -388,7 +413,7 @@ pub(crate) async fn add_member(
         .ok_or_else(|| ApiError::NotFound("no account has this email (they sign up first)".to_owned()))?;
     let now = aldea_store::unix_now();
     state.deps.accounts.add_member(&org_id, &user.id, role, now).await?;
-    let view = MemberView { user: user_view(&user), role, added_at: rfc3339(now) };
+    let view = MemberView { user: member_user_view(&user), role, added_at: rfc3339(now) };
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -397,6 +422,7 @@ pub(crate) async fn remove_member(
     caller: Caller,
     Path((org_id, user_id)): Path<(OrgId, UserId)>,
 ) -> Result<Response, ApiError> {
+    caller.user()?;
     let caller_role = caller.org_role(&state, &org_id, true).await?;
     let target = state.deps.accounts.role(&org_id, &user_id).await?;
     if target == Some(Role::Owner) && caller_role != Role::Owner {

@@ -3,8 +3,8 @@
 //! A caller is a session (its token as `Authorization: Bearer <token>` or the `aldea_session`
 //! cookie) or an API key with the `manage` scope (`Authorization: Token <key>`). When an
 //! `Authorization` header is present it alone authenticates (cookies are ignored). A state-changing
-//! request authenticated by the cookie must carry `X-CSRF-Token` equal to the `aldea_csrf` cookie
-//! (double submit; the cookie is set at login and readable by the page's script).
+//! request authenticated by the cookie must carry `X-CSRF-Token`: the session's CSRF token, derived
+//! from the session token, which login puts in the `aldea_csrf` cookie for the page's script.
 //!
 //! [`Caller::org_role`] is the one place tenancy is decided: no membership (or a key of another
 //! organization) is a 404, never a 403.
@@ -24,7 +24,17 @@ pub(crate) const SESSION_COOKIE: &str = "aldea_session";
 pub(crate) const CSRF_COOKIE: &str = "aldea_csrf";
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
-/// 32 random bytes, hex: session tokens and CSRF tokens.
+/// The CSRF token of a session: derived from its token (the `aldea_csrf` cookie holds it for the
+/// page's script).
+pub(crate) fn csrf_token(session_token: &str) -> String {
+    hash_key(&format!("csrf:{session_token}"))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// 32 random bytes, hex: session tokens.
 pub(crate) fn random_token() -> Result<String, ApiError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
@@ -125,9 +135,10 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| ApiError::Unauthorized("log in first (no session)".to_owned()))?
             .to_owned();
         if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            let expected = cookie(parts, CSRF_COOKIE);
-            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-            if expected.is_none() || expected != sent {
+            // The token is derived from the session: a cookie planted by a sibling site cannot
+            // carry a matching one.
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if !constant_time_eq(sent.as_bytes(), csrf_token(&token).as_bytes()) {
                 return Err(ApiError::Forbidden("missing or wrong X-CSRF-Token".to_owned()));
             }
         }
@@ -173,5 +184,8 @@ mod tests {
         assert!(!password_matches("anything", DUMMY_HASH));
         assert!(!password_matches("anything", "not a hash"));
         assert_eq!(random_token().unwrap().len(), 64);
+        assert_eq!(csrf_token("a"), csrf_token("a"));
+        assert_ne!(csrf_token("a"), csrf_token("b"));
+        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"", b"a"));
     }
 }

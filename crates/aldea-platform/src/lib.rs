@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aldea_store::{Accounts, Credit, Keys, Limits};
+use aldea_store::{Accounts, Credit, KeyCache, Keys, Limits};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,8 @@ pub use error::ApiError;
 pub struct Config {
     /// How long a session lasts after login.
     pub session_ttl: Duration,
-    /// Credit a new organization starts with (`ALDEA_SIGNUP_CREDIT_SECONDS`).
+    /// Credit the organization made at signup starts with (`ALDEA_SIGNUP_CREDIT_SECONDS`); further
+    /// organizations start with none (credit is added by a platform admin).
     pub signup_credit: Credit,
     /// Whether cookies are `Secure` (off only for local http).
     pub secure_cookies: bool,
@@ -57,17 +58,24 @@ pub struct Deps {
     pub accounts: Arc<dyn Accounts>,
     /// Login attempt counters.
     pub limits: Arc<dyn Limits>,
+    /// The gateways' shared key cache: a revoked key's entry is dropped and the invalidation
+    /// published, so every gateway refuses it at once.
+    pub key_cache: Arc<dyn KeyCache>,
 }
 
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) config: Arc<Config>,
     pub(crate) deps: Deps,
+    /// Password hashes computed at once (argon2id takes ~19 MiB and tens of ms each): one per
+    /// core, the rest wait.
+    pub(crate) hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
     pub fn new(config: Config, deps: Deps) -> AppState {
-        AppState { config: Arc::new(config), deps }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        AppState { config: Arc::new(config), deps, hashing: Arc::new(tokio::sync::Semaphore::new(cores)) }
     }
 }
 
@@ -90,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(api::ready))
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(aldea_http::request_id))
         .with_state(state)
 }

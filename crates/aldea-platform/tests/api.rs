@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aldea_platform::{router, AppState, Config, Deps};
-use aldea_store::{MemoryKeys, MemoryLimits};
+use aldea_store::{KeyCache, MemoryKeyCache, MemoryKeys, MemoryLimits};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -14,6 +14,7 @@ use tower::ServiceExt;
 
 struct Platform {
     app: axum::Router,
+    key_cache: Arc<MemoryKeyCache>,
 }
 
 struct Answer {
@@ -25,9 +26,15 @@ struct Answer {
 impl Platform {
     fn new() -> Platform {
         let store = Arc::new(MemoryKeys::new());
-        let deps = Deps { keys: store.clone(), accounts: store, limits: Arc::new(MemoryLimits::new()) };
+        let key_cache = Arc::new(MemoryKeyCache::new());
+        let deps = Deps {
+            keys: store.clone(),
+            accounts: store,
+            limits: Arc::new(MemoryLimits::new()),
+            key_cache: key_cache.clone(),
+        };
         let config = Config { login_attempts_per_minute: 5, ..Config::default() };
-        Platform { app: router(AppState::new(config, deps)) }
+        Platform { app: router(AppState::new(config, deps)), key_cache }
     }
 
     async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
@@ -35,7 +42,7 @@ impl Platform {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        if body.is_some() {
+        if body.is_some() && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
             request = request.header("content-type", "application/json");
         }
         let request = request.body(Body::from(body.unwrap_or_default().to_owned())).unwrap();
@@ -108,6 +115,9 @@ async fn signup_login_me_and_logout() {
         let answer = platform.call("POST", "/v1/auth/signup", &[], Some(bad)).await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
     }
+    // Only JSON: a cross-site form cannot post a login or a signup.
+    let form = platform.call("POST", "/v1/auth/login", &[("content-type", "text/plain")], Some(&body)).await;
+    assert_error(&form, StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE");
     let huge = format!(r#"{{"email":"{}"}}"#, "a".repeat(100_000));
     let answer = platform.call("POST", "/v1/auth/signup", &[], Some(&huge)).await;
     assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
@@ -199,8 +209,11 @@ async fn keys_are_created_listed_and_revoked_by_managers_only() {
     );
 
     let key_id = created.body["id"].as_str().unwrap();
+    let mut invalidations = platform.key_cache.subscribe().await.unwrap();
     let revoke = platform.call("DELETE", &format!("{keys_path}/{key_id}"), &[("authorization", &owner)], None).await;
     assert_eq!(revoke.status, StatusCode::NO_CONTENT);
+    let published = tokio::time::timeout(std::time::Duration::from_secs(5), invalidations.recv()).await.unwrap();
+    assert_eq!(published, Some(aldea_store::hash_key(&manage_key)), "the gateways are told at once");
     let again = platform.call("DELETE", &format!("{keys_path}/{key_id}"), &[("authorization", &owner)], None).await;
     assert_error(&again, StatusCode::CONFLICT, "CONFLICT");
     assert_error(
@@ -336,4 +349,16 @@ async fn orgs_members_and_balance() {
     let ready = platform.call("GET", "/ready", &[], None).await;
     assert_eq!((ready.status, ready.body.as_str()), (StatusCode::OK, Some("ok")));
     assert_error(&platform.call("GET", "/v1/nothing-here", &[], None).await, StatusCode::NOT_FOUND, "NOT_FOUND");
+    // axum's own rejections get the error body too.
+    assert_error(
+        &platform.call("PUT", "/v1/me", &[], None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+    );
+    let bad_query = platform.get(&format!("/v1/orgs/{org}/keys?limit=many"), &owner).await;
+    assert_error(&bad_query, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    // A second organization starts without credit (no free credit by making organizations).
+    let second = created.body["id"].as_str().unwrap();
+    let second_balance = platform.get(&format!("/v1/orgs/{second}/balance"), &owner).await;
+    assert_eq!(second_balance.body["credit_seconds_remaining"], 0.0);
 }

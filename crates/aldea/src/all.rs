@@ -66,7 +66,8 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
         let platform_address = platform_listener.local_addr()?;
         // Cookies without `Secure` only where the browser reaches it over loopback http.
         let platform_config = args.platform.config(!platform_address.ip().is_loopback())?;
-        let platform_deps = crate::platform::deps(&database, None).await?;
+        // The gateway's own key cache: a key revoked on the platform is refused at once.
+        let platform_deps = crate::platform::deps(&database, None, Some(deps.key_cache.clone())).await?;
         let gateway_config = args.options.config(vec![format!("http://{stt_address}")], &loaded.model_name);
         gateway_config.validate()?;
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use aldea_store::{Credit, MemoryLimits};
+use aldea_store::{Credit, MemoryKeyCache, MemoryLimits};
 use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -68,15 +68,24 @@ pub(crate) struct PlatformArgs {
 }
 
 /// The platform's adapters over the system of record.
-pub(crate) async fn deps(database: &stores::Database, redis: Option<&str>) -> anyhow::Result<aldea_platform::Deps> {
-    let limits: Arc<dyn aldea_store::Limits> = match redis.filter(|r| !r.is_empty()) {
+/// The platform's adapters over the system of record: Redis (`redis`) for login counters and the
+/// gateways' key cache, else in-process ones (`key_cache`: the gateway's own, in `aldea all`).
+pub(crate) async fn deps(
+    database: &stores::Database,
+    redis: Option<&str>,
+    key_cache: Option<Arc<dyn aldea_store::KeyCache>>,
+) -> anyhow::Result<aldea_platform::Deps> {
+    let (limits, key_cache): (Arc<dyn aldea_store::Limits>, Arc<dyn aldea_store::KeyCache>) = match redis
+        .filter(|r| !r.is_empty())
+    {
         Some(spec) => {
             let target = aldea_store_redis::RedisTarget::parse(spec).context("parsing the Redis URL")?;
-            Arc::new(aldea_store_redis::RedisStore::connect(target).await.context("connecting to Redis")?)
+            let redis = Arc::new(aldea_store_redis::RedisStore::connect(target).await.context("connecting to Redis")?);
+            (redis.clone(), redis)
         }
-        None => Arc::new(MemoryLimits::new()),
+        None => (Arc::new(MemoryLimits::new()), key_cache.unwrap_or_else(|| Arc::new(MemoryKeyCache::new()))),
     };
-    Ok(aldea_platform::Deps { keys: database.keys.clone(), accounts: database.accounts.clone(), limits })
+    Ok(aldea_platform::Deps { keys: database.keys.clone(), accounts: database.accounts.clone(), limits, key_cache })
 }
 
 pub(crate) fn run(settings: &Settings, args: &PlatformArgs) -> anyhow::Result<ExitCode> {
@@ -85,7 +94,7 @@ pub(crate) fn run(settings: &Settings, args: &PlatformArgs) -> anyhow::Result<Ex
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
         let database = stores::open_database(settings, &args.database).await?;
-        let deps = deps(&database, args.redis.as_deref()).await?;
+        let deps = deps(&database, args.redis.as_deref(), None).await?;
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         output::info(&format!("platform API on http://{} (database {})", listener.local_addr()?, database.describe));

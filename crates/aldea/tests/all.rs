@@ -27,7 +27,17 @@ impl Server {
     }
 
     fn start_with(home: &Path, extra: &[&str]) -> Server {
-        let mut args = vec!["all", "--gateway-listen", "127.0.0.1:0", "--stt-listen", "127.0.0.1:0", "--threads", "2"];
+        let mut args = vec![
+            "all",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--stt-listen",
+            "127.0.0.1:0",
+            "--platform-listen",
+            "127.0.0.1:0",
+            "--threads",
+            "2",
+        ];
         args.extend_from_slice(extra);
         let (child, addr) = spawn(home, &args, "Speech API:");
         poll_until("readiness", || http(&addr, "GET", "/ready", &[], b"").0 == 200);
