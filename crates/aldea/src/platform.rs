@@ -15,7 +15,8 @@ use crate::{output, stores, Settings};
 /// Settings of the platform API (also those of `aldea all`'s).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct PlatformOptions {
-    /// Audio seconds of credit a new organization starts with, or `unlimited`.
+    /// Audio seconds of credit the organization made at signup starts with, or `unlimited`
+    /// (organizations made later start with none).
     #[arg(long, default_value = "3600", env = "ALDEA_SIGNUP_CREDIT_SECONDS", value_parser = parse_credit)]
     signup_credit_seconds: Credit,
     /// Session cookies without `Secure` (for plain-http deployments on a trusted network; `aldea
@@ -57,8 +58,10 @@ pub(crate) struct PlatformArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:8000", env = "ALDEA_PLATFORM_LISTEN")]
     listen: SocketAddr,
-    /// Redis for login-attempt counters shared by every replica (`redis://host:port`; a
-    /// comma-separated list for a cluster). Without it each replica counts on its own.
+    /// Redis shared with the gateways (`redis://host:port`; a comma-separated list for a cluster):
+    /// login-attempt counters of every replica, and the key cache a revocation invalidates at once.
+    /// Without it each replica counts on its own and gateways see a revocation within their cache
+    /// lifetime.
     #[arg(long, env = "ALDEA_REDIS_URL")]
     redis: Option<String>,
     #[command(flatten)]
