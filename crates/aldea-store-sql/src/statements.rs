@@ -427,6 +427,10 @@ macro_rules! sql_store {
                 })
             }
         }
+        fn stored_role(text: &str) -> Result<Role> {
+            Role::parse(text).map_err(|e| StoreError::Backend(format!("a stored role: {e}")))
+        }
+
         fn user_from(row: &$row) -> User {
             User {
                 id: UserId::from(row.get::<String, _>("id")),
@@ -468,7 +472,7 @@ macro_rules! sql_store {
                     .await
                     .map_err(backend)?
                     .ok_or_else(|| StoreError::NotFound(format!("member {user_id}")))?;
-                let role = Role::parse(&role).map_err(|e| StoreError::Backend(format!("a stored role: {e}")))?;
+                let role = stored_role(&role)?;
                 if role == Role::Owner && leaving_owner {
                     let others: i64 = sqlx::query_scalar(
                         "SELECT COUNT(*) FROM members WHERE org_id = $1 AND role = 'owner' AND user_id <> $2",
@@ -664,7 +668,7 @@ macro_rules! sql_store {
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(backend)?;
-                role.map(|r| Role::parse(&r).map_err(|e| StoreError::Backend(format!("a stored role: {e}")))).transpose()
+                role.as_deref().map(stored_role).transpose()
             }
 
             async fn memberships(&self, user_id: &UserId) -> Result<Vec<(Org, Role)>> {
@@ -678,8 +682,7 @@ macro_rules! sql_store {
                 .map_err(backend)?;
                 rows.iter()
                     .map(|row| {
-                        let role = Role::parse(row.get("role"))
-                            .map_err(|e| StoreError::Backend(format!("a stored role: {e}")))?;
+                        let role = stored_role(row.get("role"))?;
                         Ok((org_from(row), role))
                     })
                     .collect()
@@ -701,8 +704,7 @@ macro_rules! sql_store {
                 let members = rows
                     .iter()
                     .map(|row| {
-                        let role = Role::parse(row.get("role"))
-                            .map_err(|e| StoreError::Backend(format!("a stored role: {e}")))?;
+                        let role = stored_role(row.get("role"))?;
                         let member = Member { user: user_from(row), role, added_at: row.get("added_at") };
                         Ok((row.get::<i64, _>("seq"), member))
                     })

@@ -61,13 +61,7 @@ impl KeysState {
     /// Appends a ledger entry and moves the balance with it (an unlimited organization's entries
     /// are kept, its balance moves too, for the day it becomes metered).
     fn append(&mut self, org_id: &OrgId, kind: CreditKind, millis: i64, reference: Option<&str>, now: i64) -> Credit {
-        let balance = self
-            .ledger
-            .iter()
-            .rev()
-            .find(|e| &e.org_id == org_id)
-            .map_or(0, |e| e.balance_after)
-            .saturating_add(millis);
+        let balance = self.balance(org_id).saturating_add(millis);
         self.ledger.push(CreditEntry {
             id: uuid::Uuid::new_v4().to_string(),
             org_id: org_id.clone(),
