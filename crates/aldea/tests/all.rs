@@ -13,12 +13,16 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{aldea_on as aldea, env_path, http, last_line, open_stream, poll_until, real_dev, run, spawn, ChildGuard};
+use common::{
+    aldea_on as aldea, env_path, http, last_line, open_stream, poll_until, real_dev, run, spawn_printing, ChildGuard,
+};
 
 struct Server {
     /// Killed when the test ends, however it ends.
     child: ChildGuard,
     addr: String,
+    /// The platform API's address.
+    platform: String,
 }
 
 impl Server {
@@ -27,21 +31,12 @@ impl Server {
     }
 
     fn start_with(home: &Path, extra: &[&str]) -> Server {
-        let mut args = vec![
-            "all",
-            "--gateway-listen",
-            "127.0.0.1:0",
-            "--stt-listen",
-            "127.0.0.1:0",
-            "--platform-listen",
-            "127.0.0.1:0",
-            "--threads",
-            "2",
-        ];
+        let mut args = common::ALL_ON_FREE_PORTS.to_vec();
         args.extend_from_slice(extra);
-        let (child, addr) = spawn(home, &args, "Speech API:");
+        let (child, mut addrs) = spawn_printing(home, &args, &["Speech API:", "platform:"]);
+        let (addr, platform) = (addrs.remove(0), addrs.remove(0));
         poll_until("readiness", || http(&addr, "GET", "/ready", &[], b"").0 == 200);
-        Server { child, addr }
+        Server { child, addr, platform }
     }
 
     fn stop(mut self) {
@@ -279,4 +274,54 @@ fn bad_input_gets_the_documented_answer_and_sigterm_drains_streams_with_1012() {
     let mut child = server.child;
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// The platform in `aldea all`: a sign-up over HTTP gets a key the gateway takes; the upload is
+/// charged to the organization's balance; a key revoked on the platform is refused by the gateway
+/// within a second (the contract's bound; that the platform publishes the invalidation is tested in
+/// aldea-platform).
+#[test]
+fn a_key_from_signup_works_on_the_gateway_until_the_platform_revokes_it() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let signup = br#"{"email":"new@example.com","password":"a long password","org_name":"New"}"#;
+    let (status, body) =
+        http(&server.platform, "POST", "/v1/auth/signup", &[("content-type", "application/json")], signup);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (key, key_id, org_id) = (
+        body["key"]["key"].as_str().unwrap(),
+        body["key"]["id"].as_str().unwrap(),
+        body["org"]["id"].as_str().unwrap(),
+    );
+    let session = format!("Bearer {}", body["token"].as_str().unwrap());
+
+    let audio = std::fs::read(real_dev("alsa_front_left.wav")).unwrap();
+    let auth = format!("Token {key}");
+    let (status, answer) = http(&server.addr, "POST", "/v1/listen", &[("authorization", &auth)], &audio);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    let duration = answer["metadata"]["duration"].as_f64().unwrap();
+    // Usage reaches the ledger through the in-process queue: the balance goes down by the audio.
+    let balance_path = format!("/v1/orgs/{org_id}/balance");
+    let left = || {
+        let (_, body) = http(&server.platform, "GET", &balance_path, &[("authorization", &session)], b"");
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["credit_seconds_remaining"].as_f64().unwrap()
+    };
+    poll_until("the upload charged", || (3600.0 - left() - duration).abs() <= 0.05);
+
+    // A tenth of a second of audio: the gateway has just cached the key's grant when the
+    // revocation comes.
+    let short = &audio[..3244];
+    assert_eq!(http(&server.addr, "POST", "/v1/listen", &[("authorization", &auth)], short).0, 200);
+    let revoke = format!("/v1/orgs/{org_id}/keys/{key_id}");
+    assert_eq!(http(&server.platform, "DELETE", &revoke, &[("authorization", &session)], b"").0, 204);
+    let revoked_at = std::time::Instant::now();
+    poll_until("the revoked key refused", || {
+        http(&server.addr, "POST", "/v1/listen", &[("authorization", &auth)], short).0 == 401
+    });
+    let refused_after = revoked_at.elapsed();
+    eprintln!("revoked key refused after {refused_after:?}");
+    assert!(refused_after < Duration::from_secs(1), "refused within a second");
+    server.stop();
 }

@@ -25,17 +25,7 @@ const MAX_BODY: usize = 300_000;
 fn start(home: &Path) -> (ChildGuard, String, String) {
     let mut child = ChildGuard::new(
         aldea(home)
-            .args([
-                "all",
-                "--gateway-listen",
-                "127.0.0.1:0",
-                "--stt-listen",
-                "127.0.0.1:0",
-                "--platform-listen",
-                "127.0.0.1:0",
-                "--threads",
-                "2",
-            ])
+            .args(common::ALL_ON_FREE_PORTS)
             .args(["--max-body-bytes", &MAX_BODY.to_string(), "--body-idle-seconds", "1"])
             .env("ALDEA_SERVICE_TOKEN", SERVICE_TOKEN)
             .env("ALDEA_JWT_SECRET", JWT_SECRET)

@@ -50,24 +50,49 @@ pub(crate) fn create_key(home: &Path, org: &str) -> String {
     last_line(&created)
 }
 
+/// `aldea all` with every service on a free loopback port and 2 inference threads.
+pub(crate) const ALL_ON_FREE_PORTS: &[&str] = &[
+    "all",
+    "--gateway-listen",
+    "127.0.0.1:0",
+    "--stt-listen",
+    "127.0.0.1:0",
+    "--platform-listen",
+    "127.0.0.1:0",
+    "--threads",
+    "2",
+];
+
 /// Starts `aldea ARGS` on `home` and returns it, killed when dropped (however the test ends), with
 /// the address it printed on the stderr line containing `marker` (its stderr is drained from then on).
 pub(crate) fn spawn(home: &Path, args: &[&str], marker: &str) -> (ChildGuard, String) {
+    let (child, mut addrs) = spawn_printing(home, args, &[marker]);
+    (child, addrs.remove(0))
+}
+
+/// [`spawn`], with the addresses printed on the lines containing each of `markers`, in the order
+/// the process prints them.
+pub(crate) fn spawn_printing(home: &Path, args: &[&str], markers: &[&str]) -> (ChildGuard, Vec<String>) {
     let mut child = ChildGuard::new(aldea_on(home).args(args).stderr(Stdio::piped()).spawn().unwrap());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.contains(marker)
-                .then(|| {
-                    l.split("http://")
-                        .nth(1)
-                        .map(|rest| rest.split(|c: char| c == '/' || c.is_whitespace()).next().unwrap_or("").to_owned())
+    let addrs = markers
+        .iter()
+        .map(|marker| {
+            lines
+                .by_ref()
+                .map_while(Result::ok)
+                .find_map(|l| {
+                    l.contains(marker)
+                        .then(|| {
+                            l.split("http://").nth(1).map(|rest| {
+                                rest.split(|c: char| c == '/' || c.is_whitespace()).next().unwrap_or("").to_owned()
+                            })
+                        })
+                        .flatten()
                 })
-                .flatten()
+                .unwrap_or_else(|| panic!("the address after {marker:?} on stderr"))
         })
-        .expect("the listening address on stderr");
+        .collect();
     // Keep draining stderr so the process never blocks on a full pipe (shown with
     // ALDEA_TEST_CHILD_LOG).
     let show = std::env::var_os("ALDEA_TEST_CHILD_LOG").is_some();
@@ -79,7 +104,7 @@ pub(crate) fn spawn(home: &Path, args: &[&str], marker: &str) -> (ChildGuard, St
             }
         }
     });
-    (child, addr)
+    (child, addrs)
 }
 
 /// One HTTP/1.1 request over a fresh connection: the status and the body; status 0 when the
