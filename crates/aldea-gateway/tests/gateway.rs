@@ -1365,7 +1365,7 @@ async fn an_invalidation_on_the_key_cache_refuses_the_key_at_once_whatever_the_t
     let auth = format!("Token {}", gw.key);
     assert_eq!(gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap().status(), 200);
     let record = gw.keys.list_keys(&gw.org_id, &aldea_store::PageRequest::first(1)).await.unwrap().items.remove(0);
-    let hash = gw.keys.revoke_key(&gw.org_id, &record.id, aldea_store::unix_now()).await.unwrap();
+    let hash = gw.keys.revoke_key(&gw.org_id, &record.id, aldea_store::unix_now()).await.unwrap().remove(0);
     assert_eq!(
         gw.post("/v1/listen", vec![0; 64]).header("authorization", &auth).send().await.unwrap().status(),
         200,

@@ -47,7 +47,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
 }
 
 /// RFC 3339 (UTC) of Unix seconds.
-fn rfc3339(seconds: i64) -> String {
+pub(crate) fn rfc3339(seconds: i64) -> String {
     chrono::DateTime::from_timestamp(seconds, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
@@ -73,10 +73,11 @@ fn key_view(key: &KeyRecord) -> Value {
         "prefix": key.prefix,
         "scopes": key.scopes,
         "created_at": rfc3339(key.created_at),
-        "created_by": Value::Null,
-        "last_used_at": Value::Null,
+        "created_by": key.created_by,
+        "last_used_at": key.last_used_at.map(rfc3339),
         "expires_at": key.expires_at.map(rfc3339),
         "revoked_at": key.revoked_at.map(rfc3339),
+        "previous_key_expires_at": key.previous_until.map(rfc3339),
         "limits": {"max_streams": key.limits.max_streams, "requests_per_minute": key.limits.requests_per_minute},
     })
 }
@@ -334,11 +335,16 @@ pub(crate) async fn create_key(
         }
         None => None,
     };
+    let created_by = match &caller {
+        Caller::Session { user, .. } => Some(user.id.clone()),
+        Caller::Key(_) => None,
+    };
     let new = NewKey {
         name,
         scopes: body.scopes.unwrap_or_else(|| vec![Scope::Listen]),
         limits: body.limits.unwrap_or_default(),
         expires_at,
+        created_by,
     };
     let (record, secret) = state.deps.keys.create_key(&org_id, new, now).await?;
     tracing::info!(org_id = %org_id, key_id = %record.id, "key created");
@@ -353,13 +359,51 @@ pub(crate) async fn revoke_key(
     Path((org_id, key_id)): Path<(OrgId, KeyId)>,
 ) -> Result<Response, ApiError> {
     caller.org_role(&state, &org_id, true).await?;
-    let hash = state.deps.keys.revoke_key(&org_id, &key_id, aldea_store::unix_now()).await?;
-    // Every gateway drops its cached answer now (the periodic recheck is only the fallback).
-    if let Err(e) = state.deps.key_cache.invalidate(&hash).await {
-        tracing::warn!(error = %e, key_id = %key_id, "key revoked; gateways see it within their cache lifetime");
-    }
+    let hashes = state.deps.keys.revoke_key(&org_id, &key_id, aldea_store::unix_now()).await?;
+    invalidate(&state, &hashes, &key_id).await;
     tracing::info!(org_id = %org_id, key_id = %key_id, "key revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Every gateway drops its cached answers for these hashes now (the periodic recheck is only the
+/// fallback when this fails).
+async fn invalidate(state: &AppState, hashes: &[String], key_id: &KeyId) {
+    for hash in hashes {
+        if let Err(e) = state.deps.key_cache.invalidate(hash).await {
+            tracing::warn!(error = %e, key_id = %key_id, "key changed; gateways see it within their cache lifetime");
+        }
+    }
+}
+
+/// The longest grace a rotated secret may keep (30 days).
+const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateBody {
+    /// How long the current secret keeps working; none: at once.
+    grace_seconds: Option<u64>,
+}
+
+pub(crate) async fn rotate_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org_id, key_id)): Path<(OrgId, KeyId)>,
+    Body(body): Body<RotateBody>,
+) -> Result<Response, ApiError> {
+    caller.org_role(&state, &org_id, true).await?;
+    let grace = body.grace_seconds.unwrap_or(0);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::BadRequest(format!("grace_seconds is at most {MAX_GRACE_SECONDS} (30 days)")));
+    }
+    let now = aldea_store::unix_now();
+    let rotated = state.deps.keys.rotate_key(&org_id, &key_id, now + grace as i64, now).await?;
+    // Cached answers of the old secrets are stale: the one in grace now expires with it.
+    invalidate(&state, &rotated.stale_hashes, &key_id).await;
+    tracing::info!(org_id = %org_id, key_id = %key_id, grace_seconds = grace, "key rotated");
+    let mut view = key_view(&rotated.record);
+    view["key"] = json!(rotated.secret);
+    Ok(Json(view).into_response())
 }
 
 #[derive(Serialize)]

@@ -1,6 +1,6 @@
-//! The platform (backend host): people, organizations, members, API keys and credit over HTTP, to
+//! The platform (backend host): people, organizations, members, API keys, usage and credit over HTTP, to
 //! docs/spec/platform-api.md. The system of record is reached only through the store ports
-//! (`Keys`, `Accounts`); `router(state)` serves the API, `serve(state, listener, shutdown)` runs it
+//! (`Keys`, `Accounts`, `UsageReports`); `router(state)` serves the API, `serve(state, listener, shutdown)` runs it
 //! on a socket the caller bound.
 //!
 //! Invariant: never names a database or Redis client and never reads configuration or the
@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aldea_store::{Accounts, Credit, KeyCache, Keys, Limits};
+use aldea_store::{Accounts, Credit, KeyCache, Keys, Limits, UsageReports};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 mod api;
 mod auth;
 mod error;
+mod usage;
 
 pub use error::ApiError;
 
@@ -56,6 +57,8 @@ impl Default for Config {
 pub struct Deps {
     pub keys: Arc<dyn Keys>,
     pub accounts: Arc<dyn Accounts>,
+    /// Recorded usage (the usage API reads its roll-ups).
+    pub usage: Arc<dyn UsageReports>,
     /// Login attempt counters.
     pub limits: Arc<dyn Limits>,
     /// The gateways' shared key cache: a revoked key's entry is dropped and the invalidation
@@ -91,6 +94,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org_id}", get(api::get_org).patch(api::rename_org))
         .route("/v1/orgs/{org_id}/keys", get(api::list_keys).post(api::create_key))
         .route("/v1/orgs/{org_id}/keys/{key_id}", delete(api::revoke_key))
+        .route("/v1/orgs/{org_id}/keys/{key_id}/rotate", post(api::rotate_key))
+        .route("/v1/orgs/{org_id}/usage", get(usage::usage))
+        .route("/v1/orgs/{org_id}/usage.csv", get(usage::usage_csv))
+        .route("/v1/orgs/{org_id}/requests", get(usage::requests))
         .route("/v1/orgs/{org_id}/members", get(api::list_members).post(api::add_member))
         .route("/v1/orgs/{org_id}/members/{user_id}", delete(api::remove_member))
         .route("/v1/orgs/{org_id}/balance", get(api::balance))

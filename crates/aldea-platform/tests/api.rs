@@ -15,6 +15,7 @@ use tower::ServiceExt;
 struct Platform {
     app: axum::Router,
     key_cache: Arc<MemoryKeyCache>,
+    store: Arc<MemoryKeys>,
 }
 
 struct Answer {
@@ -29,12 +30,13 @@ impl Platform {
         let key_cache = Arc::new(MemoryKeyCache::new());
         let deps = Deps {
             keys: store.clone(),
-            accounts: store,
+            accounts: store.clone(),
+            usage: store.clone(),
             limits: Arc::new(MemoryLimits::new()),
             key_cache: key_cache.clone(),
         };
         let config = Config { login_attempts_per_minute: 5, ..Config::default() };
-        Platform { app: router(AppState::new(config, deps)), key_cache }
+        Platform { app: router(AppState::new(config, deps)), key_cache, store }
     }
 
     async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
@@ -254,6 +256,9 @@ async fn another_organization_is_not_there() {
         format!("/v1/orgs/{org_b}/keys"),
         format!("/v1/orgs/{org_b}/members"),
         format!("/v1/orgs/{org_b}/balance"),
+        format!("/v1/orgs/{org_b}/usage"),
+        format!("/v1/orgs/{org_b}/usage.csv"),
+        format!("/v1/orgs/{org_b}/requests"),
         "/v1/orgs/no-such-org".to_owned(),
     ] {
         assert_error(&platform.get(&path, &a).await, StatusCode::NOT_FOUND, "NOT_FOUND");
@@ -265,6 +270,12 @@ async fn another_organization_is_not_there() {
     let sideways =
         platform.call("DELETE", &format!("/v1/orgs/{org_a}/keys/{key_b_id}"), &[("authorization", &a)], None).await;
     assert_error(&sideways, StatusCode::NOT_FOUND, "NOT_FOUND");
+    for org in [&org_a, &org_b] {
+        let rotate = platform
+            .json("POST", &format!("/v1/orgs/{org}/keys/{key_b_id}/rotate"), &a, json!({"grace_seconds": 60}))
+            .await;
+        assert_error(&rotate, StatusCode::NOT_FOUND, "NOT_FOUND");
+    }
     let rename = platform.json("PATCH", &format!("/v1/orgs/{org_b}"), &a, json!({"name": "mine"})).await;
     assert_error(&rename, StatusCode::NOT_FOUND, "NOT_FOUND");
     assert_eq!(platform.get(&format!("/v1/orgs/{org_b}"), &b).await.body["name"], "Acme", "nothing changed");
@@ -362,4 +373,165 @@ async fn orgs_members_and_balance() {
     let second = created.body["id"].as_str().unwrap();
     let second_balance = platform.get(&format!("/v1/orgs/{second}/balance"), &owner).await;
     assert_eq!(second_balance.body["credit_seconds_remaining"], 0.0);
+}
+
+#[tokio::test]
+async fn rotation_gives_a_new_secret_and_keeps_the_old_one_for_the_grace() {
+    use aldea_store::KeyVerifier;
+    let platform = Platform::new();
+    let (owner, org, _) = platform.signup("rotor@example.com").await;
+    let keys_path = format!("/v1/orgs/{org}/keys");
+    let created = platform.json("POST", &keys_path, &owner, json!({"name": "ci"})).await;
+    let (key_id, old) =
+        (created.body["id"].as_str().unwrap().to_owned(), created.body["key"].as_str().unwrap().to_owned());
+    assert!(created.body["created_by"].as_str().is_some_and(|u| !u.is_empty()), "the session's user made it");
+    let rotate_path = format!("{keys_path}/{key_id}/rotate");
+    for bad in [json!({"grace_seconds": -1}), json!({"grace_seconds": 100_000_000}), json!({"grace": 5})] {
+        assert_error(
+            &platform.json("POST", &rotate_path, &owner, bad).await,
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        );
+    }
+
+    let mut invalidations = platform.key_cache.subscribe().await.unwrap();
+    let rotated = platform.json("POST", &rotate_path, &owner, json!({"grace_seconds": 3600})).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let new = rotated.body["key"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(rotated.body["id"], key_id.as_str(), "the same key, a new secret");
+    assert_eq!(rotated.body["prefix"], new[..12]);
+    assert!(rotated.body["previous_key_expires_at"].as_str().is_some());
+    let published = tokio::time::timeout(std::time::Duration::from_secs(5), invalidations.recv()).await.unwrap();
+    assert_eq!(published, Some(aldea_store::hash_key(&old)), "cached answers of the old secret are dropped");
+    let now = aldea_store::unix_now();
+    let store = platform.store.as_ref();
+    assert!(store.verify(&aldea_store::hash_key(&new), now).await.unwrap().is_some());
+    let old_grant = store.verify(&aldea_store::hash_key(&old), now).await.unwrap().expect("in its grace");
+    assert!(old_grant.expires_at.is_some_and(|at| (now + 3_590..=now + 3_601).contains(&at)));
+    assert_eq!(store.verify(&aldea_store::hash_key(&old), now + 3_601).await.unwrap(), None, "not after it");
+
+    // Without a grace the secret in use stops at once; the old one in grace too.
+    let at_once = platform.json("POST", &rotate_path, &owner, json!({})).await;
+    assert_eq!(at_once.status, StatusCode::OK);
+    assert_eq!(at_once.body["previous_key_expires_at"], Value::Null);
+    for stopped in [&old, &new] {
+        assert_eq!(store.verify(&aldea_store::hash_key(stopped), now).await.unwrap(), None);
+    }
+    let newest = at_once.body["key"].as_str().unwrap();
+    assert!(store.verify(&aldea_store::hash_key(newest), now).await.unwrap().is_some());
+    let listed = platform.get(&keys_path, &owner).await.body.to_string();
+    assert!(!listed.contains(newest) && !listed.contains(&new), "never a secret in a list");
+
+    // A revoked key is not rotated back to life.
+    platform.call("DELETE", &format!("{keys_path}/{key_id}"), &[("authorization", &owner)], None).await;
+    assert_error(&platform.json("POST", &rotate_path, &owner, json!({})).await, StatusCode::CONFLICT, "CONFLICT");
+}
+
+#[tokio::test]
+async fn usage_reports_series_totals_csv_and_the_request_log() {
+    use aldea_store::{UsageEvent, UsageKind, UsageLedger};
+    let platform = Platform::new();
+    let (owner, org, listen_key) = platform.signup("meter@example.com").await;
+    let key_id = aldea_store::KeyVerifier::verify(platform.store.as_ref(), &aldea_store::hash_key(&listen_key), 0)
+        .await
+        .unwrap()
+        .unwrap()
+        .key_id;
+    // 2026-12-01T00:00:00Z.
+    let day1: i64 = 1_796_083_200;
+    let event = |request: &str, seq: u32, kind: UsageKind, ended: i64, seconds: f64, last: bool| UsageEvent {
+        event_id: UsageEvent::event_id(request, seq),
+        request_id: request.to_owned(),
+        seq,
+        org_id: org.clone(),
+        key_id: key_id.to_string(),
+        kind,
+        model: "tiny.en".to_owned(),
+        audio_seconds: seconds,
+        started_at: ended * 1000 - (seconds * 1000.0) as i64,
+        ended_at: ended * 1000,
+        is_final: last,
+        status: 200,
+    };
+    for e in [
+        event("up-1", 0, UsageKind::Rest, day1 + 100, 2.5, true),
+        event("st-1", 0, UsageKind::Stream, day1 + 86_400 + 50, 10.0, false),
+        event("st-1", 1, UsageKind::Stream, day1 + 86_400 + 70, 20.0, true),
+        event("st-1", 1, UsageKind::Stream, day1 + 86_400 + 70, 20.0, true),
+    ] {
+        platform.store.record(&e).await.unwrap();
+    }
+    let usage_path = format!("/v1/orgs/{org}/usage");
+    let by_day = platform.get(&format!("{usage_path}?start=2026-11-30&end=2026-12-02"), &owner).await;
+    assert_eq!(by_day.status, StatusCode::OK, "{}", by_day.body);
+    assert_eq!(
+        by_day.body,
+        json!({
+            "start": "2026-11-30T00:00:00Z", "end": "2026-12-03T00:00:00Z", "group_by": "day",
+            "totals": {"requests": 2, "streams": 1, "audio_seconds": 32.5},
+            "series": [
+                {"group": "2026-11-30", "requests": 0, "streams": 0, "audio_seconds": 0.0},
+                {"group": "2026-12-01", "requests": 1, "streams": 0, "audio_seconds": 2.5},
+                {"group": "2026-12-02", "requests": 1, "streams": 1, "audio_seconds": 30.0},
+            ],
+        }),
+        "every day of the range, the duplicate counted once"
+    );
+    let by_kind =
+        platform.get(&format!("{usage_path}?start=2026-12-01T00:00:00Z&end=2026-12-03&group_by=kind"), &owner).await;
+    assert_eq!(
+        by_kind.body["series"],
+        json!([
+            {"group": "rest", "requests": 1, "streams": 0, "audio_seconds": 2.5},
+            {"group": "stream", "requests": 1, "streams": 1, "audio_seconds": 30.0},
+        ])
+    );
+    let by_key = platform.get(&format!("{usage_path}?start=2026-12-01&end=2026-12-03&group_by=key"), &owner).await;
+    assert_eq!(by_key.body["series"][0]["group"], key_id.as_str());
+    let default = platform.get(&usage_path, &owner).await;
+    assert_eq!(default.body["series"].as_array().unwrap().len(), 30, "the last 30 days by default");
+    for bad in ["?group_by=week", "?start=yesterday", "?start=2026-12-02&end=2026-12-01", "?colour=red"] {
+        assert_error(
+            &platform.get(&format!("{usage_path}{bad}"), &owner).await,
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        );
+    }
+
+    let csv =
+        platform.get(&format!("/v1/orgs/{org}/usage.csv?start=2026-12-01&end=2026-12-02&group_by=day"), &owner).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(csv.headers["content-disposition"].to_str().unwrap().contains("usage-2026-12-01-2026-12-02.csv"));
+    assert_eq!(
+        csv.body.as_str().unwrap(),
+        "day,requests,streams,audio_seconds\r\n2026-12-01,1,0,2.500\r\n2026-12-02,1,1,30.000\r\n"
+    );
+
+    // The request log: newest first, a page at a time.
+    let requests_path = format!("/v1/orgs/{org}/requests");
+    let first = platform.get(&format!("{requests_path}?limit=1"), &owner).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["requests"][0]["request_id"], "st-1");
+    assert_eq!(first.body["requests"][0]["kind"], "stream");
+    assert_eq!(first.body["requests"][0]["audio_seconds"], 30.0);
+    assert_eq!(first.body["requests"][0]["ended_at"], "2026-12-02T00:01:10.000Z");
+    let next = first.body["next_before"].as_str().unwrap();
+    let second = platform.get(&format!("{requests_path}?limit=1&before={next}"), &owner).await;
+    assert_eq!(second.body["requests"][0]["request_id"], "up-1");
+    assert_eq!(second.body["next_before"], Value::Null);
+    assert_error(
+        &platform.get(&format!("{requests_path}?before=junk"), &owner).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_REQUEST",
+    );
+
+    // Any member reads usage; the key's last use shows in the list.
+    let (member, _, _) = platform.signup("reader@example.com").await;
+    platform.json("POST", &format!("/v1/orgs/{org}/members"), &owner, json!({"email": "reader@example.com"})).await;
+    assert_eq!(platform.get(&usage_path, &member).await.status, StatusCode::OK);
+    assert_eq!(platform.get(&requests_path, &member).await.status, StatusCode::OK);
+    let keys = platform.get(&format!("/v1/orgs/{org}/keys"), &owner).await;
+    assert_eq!(keys.body[0]["last_used_at"], "2026-12-02T00:01:10Z");
 }

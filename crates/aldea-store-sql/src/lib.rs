@@ -202,7 +202,7 @@ mod tests {
         aldea_store::conformance::keys(&store).await;
         aldea_store::conformance::credit(&store).await;
         aldea_store::conformance::accounts(&store, &store).await;
-        aldea_store::conformance::usage_ledger(&store, &store).await;
+        aldea_store::conformance::usage_ledger(&store, &store, &store).await;
         store.pool.close().await;
         schema.drop().await;
     }
@@ -294,7 +294,7 @@ mod tests {
     #[tokio::test]
     async fn usage_ledger_conformance() {
         let store = SqlStore::in_memory().await.unwrap();
-        aldea_store::conformance::usage_ledger(&store, &store).await;
+        aldea_store::conformance::usage_ledger(&store, &store, &store).await;
     }
 
     #[tokio::test]

@@ -7,7 +7,8 @@ macro_rules! sql_store {
     ($store:ident, $db:ty, $row:ty, $begin:expr) => {
         use aldea_store::{
             Accounts, CreditEntry, CreditKind, KeyGrant, KeyId, KeyLimits, KeyRecord, KeyVerifier, Keys, Member, NewKey,
-            Org, OrgId, Role, Scope, UsageEvent, UsageLedger, UsageTotals, User, UserId,
+            Org, OrgId, Page, RequestRecord, Role, RotatedKey, Scope, UsageEvent, UsageGroup, UsageKind, UsageLedger,
+            UsageQuery, UsageRow, UsageTotals, User, UserId,
         };
         use async_trait::async_trait;
         use sqlx::Row;
@@ -29,8 +30,37 @@ macro_rules! sql_store {
                     requests_per_minute: row.get::<Option<i64>, _>("requests_per_minute").map(|n| n as u32),
                 },
                 created_at: row.get("created_at"),
+                created_by: row.get::<Option<String>, _>("created_by").map(UserId::from),
+                last_used_at: row.get("last_used_at"),
                 expires_at: row.get("expires_at"),
                 revoked_at: row.get("revoked_at"),
+                previous_until: row.get("previous_until"),
+            })
+        }
+
+        fn kind_name(kind: UsageKind) -> &'static str {
+            match kind {
+                UsageKind::Rest => "rest",
+                UsageKind::Stream => "stream",
+            }
+        }
+
+        fn request_from(row: &$row) -> Result<RequestRecord> {
+            let kind = match row.get::<String, _>("kind").as_str() {
+                "rest" => UsageKind::Rest,
+                "stream" => UsageKind::Stream,
+                other => return Err(StoreError::Backend(format!("a stored usage kind {other:?}"))),
+            };
+            Ok(RequestRecord {
+                request_id: row.get("request_id"),
+                key_id: KeyId::from(row.get::<String, _>("key_id")),
+                model: row.get("model"),
+                kind,
+                started_at: row.get("started_at"),
+                ended_at: row.get("ended_at"),
+                audio_millis: row.get("audio_millis"),
+                status: u16::try_from(row.get::<i64, _>("status")).unwrap_or(0),
+                complete: row.get("complete"),
             })
         }
 
@@ -117,7 +147,24 @@ macro_rules! sql_store {
         #[async_trait]
         impl KeyVerifier for $store {
             async fn verify(&self, key_hash: &str, now: i64) -> Result<Option<KeyGrant>> {
-                self.grant_where("k.key_hash = $1", key_hash, now).await
+                if let Some(grant) = self.grant_where("k.key_hash = $1", key_hash, now).await? {
+                    return Ok(Some(grant));
+                }
+                // The secret before a rotation, during its grace: the grant ends with the grace.
+                let until: Option<i64> =
+                    sqlx::query_scalar("SELECT previous_until FROM api_keys WHERE previous_hash = $1 AND previous_until > $2")
+                        .bind(key_hash)
+                        .bind(now)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(backend)?
+                        .flatten();
+                let Some(until) = until else { return Ok(None) };
+                let grant = self.grant_where("k.previous_hash = $1", key_hash, now).await?;
+                Ok(grant.map(|mut grant| {
+                    grant.expires_at = Some(grant.expires_at.map_or(until, |at| at.min(until)));
+                    grant
+                }))
             }
 
             async fn grant_by_id(&self, key_id: &KeyId, now: i64) -> Result<Option<KeyGrant>> {
@@ -215,13 +262,16 @@ macro_rules! sql_store {
                     scopes,
                     limits: key.limits,
                     created_at: now,
+                    created_by: key.created_by,
+                    last_used_at: None,
                     expires_at: key.expires_at,
                     revoked_at: None,
+                    previous_until: None,
                 };
                 let inserted = sqlx::query(
                     "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, max_streams, requests_per_minute,
-                                           created_at, expires_at)
-                     SELECT $1, id, $2, $3, $4, $5, $6, $7, $8, $9 FROM orgs WHERE id = $10",
+                                           created_at, expires_at, created_by)
+                     SELECT $1, id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM orgs WHERE id = $11",
                 )
                 .bind(record.id.as_str())
                 .bind(&record.name)
@@ -232,6 +282,7 @@ macro_rules! sql_store {
                 .bind(record.limits.requests_per_minute.map(i64::from))
                 .bind(record.created_at)
                 .bind(record.expires_at)
+                .bind(record.created_by.as_ref().map(|u| u.as_str()))
                 .bind(org_id.as_str())
                 .execute(&self.pool)
                 .await
@@ -279,11 +330,11 @@ macro_rules! sql_store {
                 Ok(page_from(keys, page, |k| aldea_store::page_cursor(k.created_at, k.id.as_str())))
             }
 
-            async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<String> {
+            async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<Vec<String>> {
                 // One statement: of two revocations racing, one revokes and the other is told.
-                let hash: Option<String> = sqlx::query_scalar(
+                let hashes: Option<(String, Option<String>)> = sqlx::query_as(
                     "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL
-                     RETURNING key_hash",
+                     RETURNING key_hash, previous_hash",
                 )
                 .bind(now)
                 .bind(key_id.as_str())
@@ -291,8 +342,8 @@ macro_rules! sql_store {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(backend)?;
-                if let Some(hash) = hash {
-                    return Ok(hash);
+                if let Some((hash, previous)) = hashes {
+                    return Ok([Some(hash), previous].into_iter().flatten().collect());
                 }
                 match self.key(org_id, key_id).await? {
                     Some(_) => Err(StoreError::Conflict(format!("key {key_id} is revoked already"))),
@@ -303,6 +354,52 @@ macro_rules! sql_store {
             async fn credit(&self, org_id: &OrgId) -> Result<Credit> {
                 let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 Self::credit_in(&mut tx, org_id).await
+            }
+
+            async fn rotate_key(
+                &self,
+                org_id: &OrgId,
+                key_id: &KeyId,
+                previous_until: i64,
+                now: i64,
+            ) -> Result<RotatedKey> {
+                let secret = aldea_store::generate_key()?;
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
+                let old: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+                    "SELECT key_hash, previous_hash, revoked_at FROM api_keys WHERE id = $1 AND org_id = $2",
+                )
+                .bind(key_id.as_str())
+                .bind(org_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+                let Some((hash, previous, revoked_at)) = old else {
+                    return Err(StoreError::NotFound(format!("key {key_id}")));
+                };
+                if revoked_at.is_some() {
+                    return Err(StoreError::Conflict(format!("key {key_id} is revoked")));
+                }
+                let keep = previous_until > now;
+                // The old hash is compared too: of two rotations racing, one rotates and the other
+                // is told (PostgreSQL's READ COMMITTED re-checks the row it waited for).
+                let row = sqlx::query(
+                    "UPDATE api_keys SET key_hash = $1, prefix = $2, previous_hash = $3, previous_until = $4
+                     WHERE id = $5 AND org_id = $6 AND key_hash = $7 AND revoked_at IS NULL RETURNING *",
+                )
+                .bind(aldea_store::hash_key(&secret))
+                .bind(aldea_store::display_prefix(&secret))
+                .bind(keep.then_some(hash.as_str()))
+                .bind(keep.then_some(previous_until))
+                .bind(key_id.as_str())
+                .bind(org_id.as_str())
+                .bind(hash.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::Conflict(format!("key {key_id} changed while rotating")))?;
+                let record = key_from(&row)?;
+                tx.commit().await.map_err(backend)?;
+                Ok(RotatedKey { record, secret, stale_hashes: [Some(hash), previous].into_iter().flatten().collect() })
             }
 
             async fn set_credit(&self, org_id: &OrgId, credit: Credit, now: i64) -> Result<Credit> {
@@ -367,10 +464,7 @@ macro_rules! sql_store {
         impl UsageLedger for $store {
             async fn record(&self, event: &UsageEvent) -> Result<bool> {
                 let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
-                let kind = match event.kind {
-                    aldea_store::UsageKind::Rest => "rest",
-                    aldea_store::UsageKind::Stream => "stream",
-                };
+                let kind = kind_name(event.kind);
                 let millis = aldea_store::audio_millis(event.audio_seconds);
                 let inserted = sqlx::query(
                     "INSERT INTO usage_events (event_id, request_id, seq, org_id, key_id, kind, model, audio_seconds,
@@ -396,6 +490,63 @@ macro_rules! sql_store {
                 if inserted.rows_affected() == 0 {
                     return Ok(false);
                 }
+                sqlx::query(
+                    "INSERT INTO usage_hourly (org_id, hour, key_id, model, kind, requests, audio_millis, events)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
+                     ON CONFLICT (org_id, hour, key_id, model, kind) DO UPDATE SET
+                         requests = usage_hourly.requests + excluded.requests,
+                         audio_millis = usage_hourly.audio_millis + excluded.audio_millis,
+                         events = usage_hourly.events + 1",
+                )
+                .bind(&event.org_id)
+                .bind(aldea_store::usage_hour(event.ended_at))
+                .bind(&event.key_id)
+                .bind(&event.model)
+                .bind(kind)
+                .bind(i64::from(event.is_final))
+                .bind(millis)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                // CASE rather than MIN/LEAST: the one spelling both databases read.
+                sqlx::query(
+                    "INSERT INTO usage_requests (org_id, request_id, key_id, model, kind, started_at, ended_at,
+                                                 audio_millis, status, complete)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (org_id, request_id) DO UPDATE SET
+                         started_at = CASE WHEN excluded.started_at < usage_requests.started_at
+                                      THEN excluded.started_at ELSE usage_requests.started_at END,
+                         ended_at = CASE WHEN excluded.ended_at > usage_requests.ended_at
+                                    THEN excluded.ended_at ELSE usage_requests.ended_at END,
+                         audio_millis = usage_requests.audio_millis + excluded.audio_millis,
+                         status = CASE WHEN usage_requests.complete THEN usage_requests.status ELSE excluded.status END,
+                         complete = usage_requests.complete OR excluded.complete",
+                )
+                .bind(&event.org_id)
+                .bind(&event.request_id)
+                .bind(&event.key_id)
+                .bind(&event.model)
+                .bind(kind)
+                .bind(event.started_at)
+                .bind(event.ended_at)
+                .bind(millis)
+                .bind(i64::from(event.status))
+                .bind(event.is_final)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                let used_at = event.ended_at.div_euclid(1000);
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $1
+                     WHERE id = $2 AND org_id = $3 AND (last_used_at IS NULL OR last_used_at < $4)",
+                )
+                .bind(used_at)
+                .bind(&event.key_id)
+                .bind(&event.org_id)
+                .bind(used_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
                 let org_id = OrgId::from(event.org_id.as_str());
                 let metered: Option<bool> = sqlx::query_scalar("SELECT NOT credit_unlimited FROM orgs WHERE id = $1")
                     .bind(org_id.as_str())
@@ -412,9 +563,10 @@ macro_rules! sql_store {
 
             async fn totals(&self, org_id: &OrgId) -> Result<UsageTotals> {
                 let row = sqlx::query(
-                    "SELECT COUNT(DISTINCT request_id) AS requests, CAST(COALESCE(SUM(audio_millis), 0) AS BIGINT) AS millis,
-                            COUNT(*) AS events
-                     FROM usage_events WHERE org_id = $1",
+                    "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests,
+                            CAST(COALESCE(SUM(audio_millis), 0) AS BIGINT) AS millis,
+                            CAST(COALESCE(SUM(events), 0) AS BIGINT) AS events
+                     FROM usage_hourly WHERE org_id = $1",
                 )
                 .bind(org_id.as_str())
                 .fetch_one(&self.pool)
@@ -425,6 +577,79 @@ macro_rules! sql_store {
                     audio_millis: row.get("millis"),
                     events: row.get::<i64, _>("events") as u64,
                 })
+            }
+
+        }
+
+        #[async_trait]
+        impl aldea_store::UsageReports for $store {
+            async fn usage(&self, org_id: &OrgId, query: &UsageQuery) -> Result<Vec<UsageRow>> {
+                let group = match query.group_by {
+                    UsageGroup::Day => "CAST(hour - hour % 86400 AS TEXT)",
+                    UsageGroup::Key => "key_id",
+                    UsageGroup::Model => "model",
+                    UsageGroup::Kind => "kind",
+                };
+                let sql = format!(
+                    "SELECT {group} AS grp, CAST(SUM(requests) AS BIGINT) AS requests,
+                            CAST(SUM(CASE WHEN kind = 'stream' THEN requests ELSE 0 END) AS BIGINT) AS streams,
+                            CAST(SUM(audio_millis) AS BIGINT) AS millis
+                     FROM usage_hourly WHERE org_id = $1 AND hour >= $2 AND hour < $3 GROUP BY {group}"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(org_id.as_str())
+                    .bind(query.start)
+                    .bind(query.end)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                let mut usage = rows
+                    .iter()
+                    .map(|row| {
+                        let group: String = row.get("grp");
+                        let group = match query.group_by {
+                            UsageGroup::Day => aldea_store::utc_day(
+                                group.parse().map_err(|_| StoreError::Backend(format!("a usage day {group:?}")))?,
+                            ),
+                            _ => group,
+                        };
+                        Ok(UsageRow {
+                            group,
+                            requests: row.get::<i64, _>("requests") as u64,
+                            streams: row.get::<i64, _>("streams") as u64,
+                            audio_millis: row.get("millis"),
+                        })
+                    })
+                    .collect::<Result<Vec<UsageRow>>>()?;
+                usage.sort_by(|a, b| a.group.cmp(&b.group));
+                Ok(usage)
+            }
+
+            async fn requests(&self, org_id: &OrgId, limit: u32, before: Option<&str>) -> Result<Page<RequestRecord>> {
+                let (at, id) = match before {
+                    Some(cursor) => aldea_store::parse_page_cursor(cursor)?,
+                    None => (i64::MAX, String::new()),
+                };
+                let limit = limit.clamp(1, aldea_store::MAX_PAGE);
+                // Without a cursor every start is before i64::MAX; with one, ties on the start
+                // are ordered by request id.
+                let rows = sqlx::query(
+                    "SELECT * FROM usage_requests WHERE org_id = $1 AND (started_at < $2 OR (started_at = $3 AND request_id < $4))
+                     ORDER BY started_at DESC, request_id DESC LIMIT $5",
+                )
+                .bind(org_id.as_str())
+                .bind(at)
+                .bind(at)
+                .bind(id)
+                .bind(i64::from(limit) + 1)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+                let mut items = rows.iter().map(request_from).collect::<Result<Vec<_>>>()?;
+                let next = (items.len() > limit as usize)
+                    .then(|| aldea_store::page_cursor(items[limit as usize - 1].started_at, &items[limit as usize - 1].request_id));
+                items.truncate(limit as usize);
+                Ok(Page { items, next })
             }
         }
         fn stored_role(text: &str) -> Result<Role> {

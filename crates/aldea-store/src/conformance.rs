@@ -145,12 +145,63 @@ pub async fn keys(store: &dyn Keys) {
     assert!(matches!(store.list_keys(&org.id, &bad_cursor).await, Err(StoreError::Invalid(_))));
 
     // Revocation: once, and the key stops verifying.
-    assert_eq!(store.revoke_key(&org.id, &record.id, now + 1).await.unwrap(), hash_key(&secret));
+    assert_eq!(store.revoke_key(&org.id, &record.id, now + 1).await.unwrap(), [hash_key(&secret)]);
     assert!(matches!(store.revoke_key(&org.id, &record.id, now + 2).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.verify(&hash_key(&secret), now + 1).await.unwrap(), None);
     assert_eq!(store.grant_by_id(&record.id, now + 1).await.unwrap(), None, "a revoked key has no grant by id");
     assert_eq!(store.key(&org.id, &record.id).await.unwrap().unwrap().revoked_at, Some(now + 1));
     assert!(matches!(store.revoke_key(&org.id, &KeyId::random(), now).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.rotate_key(&org.id, &record.id, now + 60, now).await, Err(StoreError::Conflict(_))));
+    rotation(store).await;
+}
+
+/// Rotation: a new secret, the old one kept for the grace, a third rotation ends the first's grace
+/// at once, revocation ends them all; who made a key is kept.
+async fn rotation(store: &dyn Keys) {
+    let now = crate::unix_now();
+    let org = store.create_org(&unique("rotating"), Credit::Unlimited, now).await.unwrap();
+    let other = store.create_org(&unique("other"), Credit::Unlimited, now).await.unwrap();
+    let maker = UserId::random();
+    let new = NewKey { created_by: Some(maker.clone()), expires_at: Some(now + 1_000), ..NewKey::listen("rotated") };
+    let (key, first) = store.create_key(&org.id, new, now).await.unwrap();
+    assert_eq!((key.created_by.as_ref(), key.last_used_at, key.previous_until), (Some(&maker), None, None));
+    assert!(matches!(store.rotate_key(&other.id, &key.id, now + 60, now).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.rotate_key(&org.id, &KeyId::random(), now + 60, now).await, Err(StoreError::NotFound(_))));
+
+    let rotated = store.rotate_key(&org.id, &key.id, now + 60, now).await.unwrap();
+    let second = rotated.secret.clone();
+    assert_ne!(second, first);
+    assert_eq!(rotated.stale_hashes, [hash_key(&first)]);
+    assert_eq!((rotated.record.id.clone(), rotated.record.previous_until), (key.id.clone(), Some(now + 60)));
+    assert_eq!(rotated.record.prefix, crate::display_prefix(&second));
+    assert_eq!(store.key(&org.id, &key.id).await.unwrap().unwrap(), rotated.record);
+    let new_grant = store.verify(&hash_key(&second), now).await.unwrap().expect("the new secret works");
+    assert_eq!((new_grant.key_id.clone(), new_grant.expires_at), (key.id.clone(), Some(now + 1_000)));
+    let old_grant = store.verify(&hash_key(&first), now + 59).await.unwrap().expect("the old one, in its grace");
+    assert_eq!(
+        (old_grant.key_id, old_grant.expires_at),
+        (key.id.clone(), Some(now + 60)),
+        "the grant ends with the grace"
+    );
+    assert_eq!(store.verify(&hash_key(&first), now + 60).await.unwrap(), None, "and not after it");
+
+    // Rotating again: the first secret stops at once, the second keeps a grace of its own.
+    let third = store.rotate_key(&org.id, &key.id, now + 30, now + 1).await.unwrap();
+    assert_eq!(third.stale_hashes, [hash_key(&second), hash_key(&first)]);
+    assert_eq!(store.verify(&hash_key(&first), now + 2).await.unwrap(), None);
+    assert!(store.verify(&hash_key(&second), now + 2).await.unwrap().is_some());
+    assert!(store.verify(&hash_key(&third.secret), now + 2).await.unwrap().is_some());
+    // No grace: the old secret stops at once.
+    let fourth = store.rotate_key(&org.id, &key.id, now + 2, now + 2).await.unwrap();
+    assert_eq!(fourth.record.previous_until, None);
+    assert_eq!(store.verify(&hash_key(&third.secret), now + 2).await.unwrap(), None);
+    assert_eq!(store.verify(&hash_key(&second), now + 2).await.unwrap(), None);
+    // Revoking ends every secret it had, the one in grace too.
+    let fifth = store.rotate_key(&org.id, &key.id, now + 100, now + 3).await.unwrap();
+    let revoked = store.revoke_key(&org.id, &key.id, now + 4).await.unwrap();
+    assert_eq!(revoked, [hash_key(&fifth.secret), hash_key(&fourth.secret)]);
+    assert_eq!(store.verify(&hash_key(&fourth.secret), now + 5).await.unwrap(), None);
+    assert_eq!(store.verify(&hash_key(&fifth.secret), now + 5).await.unwrap(), None);
 }
 
 /// Users (one per email, any case), sessions (expiry, ending one or all), memberships and roles
@@ -282,10 +333,11 @@ pub async fn credit(store: &dyn Keys) {
 
 /// Each event counts once; the credit is charged its audio milliseconds by event id, below zero
 /// when an admitted request used more than was left, and an unlimited organization stays unlimited.
-pub async fn usage_ledger(keys: &dyn Keys, ledger: &dyn UsageLedger) {
+pub async fn usage_ledger(keys: &dyn Keys, ledger: &dyn UsageLedger, reports: &dyn crate::UsageReports) {
     let now = crate::unix_now();
     let org = keys.create_org(&unique("metered"), Credit::Millis(10_000), now).await.unwrap();
     let free = keys.create_org(&unique("free"), Credit::Unlimited, now).await.unwrap();
+    // Two events per request: the first at seq 0, the final one at seq 1.
     let event = |org_id: &OrgId, request_id: &str, seq: u32, audio_seconds: f64| UsageEvent {
         event_id: UsageEvent::event_id(request_id, seq),
         request_id: request_id.to_owned(),
@@ -297,7 +349,7 @@ pub async fn usage_ledger(keys: &dyn Keys, ledger: &dyn UsageLedger) {
         audio_seconds,
         started_at: 1_000,
         ended_at: 2_000,
-        is_final: true,
+        is_final: seq == 1,
         status: 200,
     };
     let (r1, r2) = (unique("r"), unique("r"));
@@ -306,7 +358,7 @@ pub async fn usage_ledger(keys: &dyn Keys, ledger: &dyn UsageLedger) {
     assert!(ledger.record(&event(&org.id, &r1, 1, 1.5)).await.unwrap());
     assert!(ledger.record(&event(&org.id, &r2, 0, 1.0)).await.unwrap());
     let totals = ledger.totals(&org.id).await.unwrap();
-    assert_eq!(totals, UsageTotals { requests: 2, audio_millis: 5_000, events: 3 });
+    assert_eq!(totals, UsageTotals { requests: 1, audio_millis: 5_000, events: 3 }, "r2 has no final event yet");
     assert_eq!(keys.credit(&org.id).await.unwrap(), Credit::Millis(5_000));
     assert!(ledger.record(&event(&org.id, &r2, 1, 7.0)).await.unwrap());
     assert_eq!(keys.credit(&org.id).await.unwrap(), Credit::Millis(-2_000), "the overage is kept");
@@ -323,10 +375,137 @@ pub async fn usage_ledger(keys: &dyn Keys, ledger: &dyn UsageLedger) {
         ],
         "one charge per event, by event id"
     );
+    assert_eq!(ledger.totals(&org.id).await.unwrap().requests, 2);
     assert!(ledger.record(&event(&free.id, &unique("r"), 0, 100.0)).await.unwrap());
     assert_eq!(keys.credit(&free.id).await.unwrap(), Credit::Unlimited);
     assert_eq!(ledger.totals(&free.id).await.unwrap().audio_millis, 100_000);
     assert_eq!(ledger.totals(&OrgId::random()).await.unwrap(), crate::UsageTotals::default());
+    usage_queries(keys, ledger, reports).await;
+}
+
+/// The roll-ups the usage API reads: series by day, key, model and kind over a range of whole
+/// hours, the request log newest first with its cursor, `last_used_at` of the key.
+async fn usage_queries(keys: &dyn Keys, ledger: &dyn UsageLedger, reports: &dyn crate::UsageReports) {
+    const DAY: i64 = 86_400;
+    let now = crate::unix_now();
+    let org = keys.create_org(&unique("queried"), Credit::Unlimited, now).await.unwrap();
+    let (key_a, _) = keys.create_key(&org.id, NewKey::listen("a"), now).await.unwrap();
+    let (key_b, _) = keys.create_key(&org.id, NewKey::listen("b"), now).await.unwrap();
+    // 2026-12-01T00:00:00Z.
+    let day1 = 1_796_083_200;
+    let record =
+        |request: &str, seq: u32, key: &KeyId, kind: UsageKind, model: &str, at: i64, millis: i64, last: bool| {
+            let event = UsageEvent {
+                event_id: UsageEvent::event_id(request, seq),
+                request_id: request.to_owned(),
+                seq,
+                org_id: org.id.to_string(),
+                key_id: key.to_string(),
+                kind,
+                model: model.to_owned(),
+                audio_seconds: millis as f64 / 1000.0,
+                started_at: at * 1000 - millis,
+                ended_at: at * 1000,
+                is_final: last,
+                status: if kind == UsageKind::Rest { 200 } else { 1000 },
+            };
+            async move { assert!(ledger.record(&event).await.unwrap()) }
+        };
+    let (up1, up2, st1) = (unique("up"), unique("up"), unique("st"));
+    record(&up1, 0, &key_a.id, UsageKind::Rest, "tiny.en", day1 + 3_600 + 5, 2_000, true).await;
+    // A stream across midnight: its audio goes to the hour each event ended in, the request to the
+    // day of its final event.
+    record(&st1, 0, &key_b.id, UsageKind::Stream, "base.en", day1 + DAY - 10, 10_000, false).await;
+    record(&st1, 1, &key_b.id, UsageKind::Stream, "base.en", day1 + DAY + 20, 30_000, true).await;
+    record(&up2, 0, &key_a.id, UsageKind::Rest, "tiny.en", day1 + 2 * DAY + 7_200, 500, true).await;
+    // Another organization's usage is never in this one's answers.
+    let stranger = keys.create_org(&unique("stranger"), Credit::Unlimited, now).await.unwrap();
+    let foreign = UsageEvent {
+        event_id: UsageEvent::event_id(&unique("f"), 0),
+        request_id: unique("f"),
+        seq: 0,
+        org_id: stranger.id.to_string(),
+        key_id: key_a.id.to_string(),
+        kind: UsageKind::Rest,
+        model: "tiny.en".to_owned(),
+        audio_seconds: 9.0,
+        started_at: day1 * 1000,
+        ended_at: (day1 + 4_000) * 1000,
+        is_final: true,
+        status: 200,
+    };
+    assert!(ledger.record(&foreign).await.unwrap());
+
+    let row = |group: &str, requests: u64, streams: u64, audio_millis: i64| crate::UsageRow {
+        group: group.to_owned(),
+        requests,
+        streams,
+        audio_millis,
+    };
+    let three_days = crate::UsageQuery::new(day1, day1 + 3 * DAY, crate::UsageGroup::Day).unwrap();
+    assert_eq!(
+        reports.usage(&org.id, &three_days).await.unwrap(),
+        [row("2026-12-01", 1, 0, 12_000), row("2026-12-02", 1, 1, 30_000), row("2026-12-03", 1, 0, 500)]
+    );
+    let by = |group_by| crate::UsageQuery { group_by, ..three_days };
+    let mut by_key = vec![row(key_a.id.as_str(), 2, 0, 2_500), row(key_b.id.as_str(), 1, 1, 40_000)];
+    by_key.sort_by(|a, b| a.group.cmp(&b.group));
+    assert_eq!(reports.usage(&org.id, &by(crate::UsageGroup::Key)).await.unwrap(), by_key);
+    assert_eq!(
+        reports.usage(&org.id, &by(crate::UsageGroup::Model)).await.unwrap(),
+        [row("base.en", 1, 1, 40_000), row("tiny.en", 2, 0, 2_500)]
+    );
+    assert_eq!(
+        reports.usage(&org.id, &by(crate::UsageGroup::Kind)).await.unwrap(),
+        [row("rest", 2, 0, 2_500), row("stream", 1, 1, 40_000)]
+    );
+    // The range is of whole hours: the hour of day 1 that holds the upload, and no other.
+    let one_hour = crate::UsageQuery::new(day1 + 3_600, day1 + 3_601, crate::UsageGroup::Kind).unwrap();
+    assert_eq!(reports.usage(&org.id, &one_hour).await.unwrap(), [row("rest", 1, 0, 2_000)]);
+    let before = crate::UsageQuery::new(day1 - DAY, day1, crate::UsageGroup::Day).unwrap();
+    assert!(reports.usage(&org.id, &before).await.unwrap().is_empty());
+
+    // The request log: newest first, by the start of the request.
+    let all = reports.requests(&org.id, 10, None).await.unwrap();
+    let ids: Vec<&str> = all.items.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, [up2.as_str(), st1.as_str(), up1.as_str()]);
+    assert_eq!(all.next, None);
+    let stream = &all.items[1];
+    assert_eq!(
+        (
+            stream.key_id.clone(),
+            stream.kind,
+            stream.model.as_str(),
+            stream.audio_millis,
+            stream.status,
+            stream.complete
+        ),
+        (key_b.id.clone(), UsageKind::Stream, "base.en", 40_000, 1000, true)
+    );
+    assert_eq!((stream.started_at, stream.ended_at), ((day1 + DAY - 10) * 1000 - 10_000, (day1 + DAY + 20) * 1000));
+    let first = reports.requests(&org.id, 2, None).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    let rest = reports.requests(&org.id, 2, first.next.as_deref()).await.unwrap();
+    assert_eq!(rest.items.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(), [up1.as_str()]);
+    assert_eq!(rest.next, None);
+    assert!(matches!(reports.requests(&org.id, 2, Some("junk")).await, Err(StoreError::Invalid(_))));
+    assert!(reports.requests(&OrgId::random(), 10, None).await.unwrap().items.is_empty());
+    // An unfinished request is listed, not complete, with its latest status.
+    let open = unique("open");
+    record(&open, 0, &key_a.id, UsageKind::Stream, "tiny.en", day1 + 3 * DAY, 1_000, false).await;
+    let newest = &reports.requests(&org.id, 1, None).await.unwrap().items[0];
+    assert_eq!((newest.request_id.as_str(), newest.complete), (open.as_str(), false));
+
+    // The keys' last use, from the usage recorded (never later than it was).
+    let used = |key: &KeyId| {
+        let key = key.clone();
+        let org = org.id.clone();
+        async move { keys.key(&org, &key).await.unwrap().unwrap().last_used_at }
+    };
+    assert_eq!(used(&key_a.id).await, Some(day1 + 3 * DAY));
+    assert_eq!(used(&key_b.id).await, Some(day1 + DAY + 20));
+    record(&unique("late"), 0, &key_b.id, UsageKind::Rest, "tiny.en", day1, 100, true).await;
+    assert_eq!(used(&key_b.id).await, Some(day1 + DAY + 20), "an event recorded late does not move it back");
 }
 
 /// Positive and negative entries, expiry, invalidation seen by subscribers.

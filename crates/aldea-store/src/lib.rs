@@ -13,7 +13,7 @@
 //! - [`Limits`]: concurrency leases with a TTL (a dead holder's slots free themselves) and
 //!   per-minute request counters.
 //! - [`UsageQueue`]: usage events, delivered at least once; [`UsageLedger`] records each `event_id`
-//!   exactly once and charges the credit.
+//!   exactly once, charges the credit and keeps the roll-ups [`UsageReports`] reads.
 //!
 //! Invariant: a secret key is never stored, only its SHA-256 ([`hash_key`]); this crate never reads
 //! configuration or the environment, and never names a database or Redis client.
@@ -234,8 +234,14 @@ pub struct KeyRecord {
     pub limits: KeyLimits,
     /// Unix seconds.
     pub created_at: i64,
+    /// The user who made it (none for keys made by an operator's command or by an API key).
+    pub created_by: Option<UserId>,
+    /// When a request with it last ended, as far as the recorded usage tells (Unix seconds).
+    pub last_used_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Until when the secret it had before its last rotation still works (Unix seconds).
+    pub previous_until: Option<i64>,
 }
 
 /// What to create.
@@ -245,12 +251,19 @@ pub struct NewKey {
     pub scopes: Vec<Scope>,
     pub limits: KeyLimits,
     pub expires_at: Option<i64>,
+    pub created_by: Option<UserId>,
 }
 
 impl NewKey {
     /// A key for the speech API.
     pub fn listen(name: &str) -> NewKey {
-        NewKey { name: name.to_owned(), scopes: vec![Scope::Listen], limits: KeyLimits::default(), expires_at: None }
+        NewKey {
+            name: name.to_owned(),
+            scopes: vec![Scope::Listen],
+            limits: KeyLimits::default(),
+            expires_at: None,
+            created_by: None,
+        }
     }
 
     /// `Invalid` unless it has a name, at least one scope and limits of at least 1.
@@ -354,9 +367,15 @@ pub trait Keys: KeyVerifier {
     async fn key_org(&self, key_id: &KeyId) -> Result<Option<OrgId>>;
     /// Keys of one organization, oldest first.
     async fn list_keys(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<KeyRecord>>;
-    /// Revokes a key; the hash it had (to invalidate caches). `NotFound` for no such key of this
+    /// Revokes a key; the hashes that worked until now (its secret's, and the one before its
+    /// last rotation while in grace), to invalidate caches. `NotFound` for no such key of this
     /// organization, `Conflict` when it is revoked already.
-    async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<String>;
+    async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<Vec<String>>;
+    /// Gives a key a new secret (returned here and never again); the current one keeps working
+    /// until `previous_until` (at once when that is not after `now`), and one kept from an earlier
+    /// rotation stops now. Also the hashes that worked until now, whose cached answers are stale.
+    /// `NotFound` / `Conflict` (revoked) as [`Keys::revoke_key`].
+    async fn rotate_key(&self, org_id: &OrgId, key_id: &KeyId, previous_until: i64, now: i64) -> Result<RotatedKey>;
     async fn credit(&self, org_id: &OrgId) -> Result<Credit>;
     /// Makes the credit unlimited, or sets the balance (the difference is an adjustment entry).
     async fn set_credit(&self, org_id: &OrgId, credit: Credit, now: i64) -> Result<Credit>;
@@ -372,6 +391,14 @@ pub trait Keys: KeyVerifier {
     ) -> Result<Credit>;
     /// The ledger, oldest first.
     async fn credit_entries(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<CreditEntry>>;
+}
+
+/// A rotated key: its record, the new secret (once) and the hashes whose cached answers are stale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RotatedKey {
+    pub record: KeyRecord,
+    pub secret: String,
+    pub stale_hashes: Vec<String>,
 }
 
 /// A member's role in an organization.
@@ -587,10 +614,108 @@ pub trait UsageQueue: Send + Sync + 'static {
     async fn dead_letter_count(&self) -> Result<u64>;
 }
 
+/// Usage is rolled up per hour (UTC) as it is recorded: queries resolve to whole hours.
+pub const USAGE_BUCKET_SECONDS: i64 = 3600;
+
+/// How a usage query groups its series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageGroup {
+    /// The UTC day, `YYYY-MM-DD`.
+    Day,
+    Key,
+    Model,
+    /// `rest` or `stream`.
+    Kind,
+}
+
+impl UsageGroup {
+    pub fn parse(name: &str) -> Result<UsageGroup> {
+        match name {
+            "day" => Ok(UsageGroup::Day),
+            "key" => Ok(UsageGroup::Key),
+            "model" => Ok(UsageGroup::Model),
+            "kind" => Ok(UsageGroup::Kind),
+            other => Err(StoreError::Invalid(format!("group_by {other:?}: day, key, model or kind"))),
+        }
+    }
+}
+
+/// Usage of `[start, end)` (Unix seconds, whole hours: see [`UsageQuery::new`]) grouped by `group_by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageQuery {
+    pub start: i64,
+    pub end: i64,
+    pub group_by: UsageGroup,
+}
+
+impl UsageQuery {
+    /// The range widened to whole hours (`start` down, `end` up); `Invalid` when it is empty.
+    pub fn new(start: i64, end: i64, group_by: UsageGroup) -> Result<UsageQuery> {
+        let start = start.div_euclid(USAGE_BUCKET_SECONDS) * USAGE_BUCKET_SECONDS;
+        let end = end.saturating_add(USAGE_BUCKET_SECONDS - 1).div_euclid(USAGE_BUCKET_SECONDS) * USAGE_BUCKET_SECONDS;
+        if end <= start {
+            return Err(StoreError::Invalid("the usage range ends before it starts".to_owned()));
+        }
+        Ok(UsageQuery { start, end, group_by })
+    }
+}
+
+/// One group of a usage series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The day (`YYYY-MM-DD`), key id, model or kind.
+    pub group: String,
+    /// Requests (uploads and streams) whose final event falls in the range.
+    pub requests: u64,
+    /// Of those, streams.
+    pub streams: u64,
+    /// Audio of every event in the range.
+    pub audio_millis: i64,
+}
+
+/// The roll-up hour (Unix seconds) of an event that ended at `ended_at_ms`.
+pub fn usage_hour(ended_at_ms: i64) -> i64 {
+    ended_at_ms.div_euclid(USAGE_BUCKET_SECONDS * 1000) * USAGE_BUCKET_SECONDS
+}
+
+/// The UTC day (`YYYY-MM-DD`) of Unix seconds.
+pub fn utc_day(seconds: i64) -> String {
+    // Days to civil date (H. Hinnant's algorithm).
+    let z = seconds.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// One request or stream as the request log shows it (never its audio or transcript).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub key_id: KeyId,
+    pub model: String,
+    pub kind: UsageKind,
+    /// Unix milliseconds: the first event's start and the last recorded event's end.
+    pub started_at: i64,
+    pub ended_at: i64,
+    pub audio_millis: i64,
+    /// The HTTP status of an upload, the close code of a stream (the latest event's until the
+    /// final one is recorded).
+    pub status: u16,
+    /// Whether its final event is recorded.
+    pub complete: bool,
+}
+
 /// Totals recorded for an organization.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageTotals {
-    /// Distinct requests and streams.
+    /// Requests and streams whose final event is recorded.
     pub requests: u64,
     pub audio_millis: i64,
     pub events: u64,
@@ -604,6 +729,18 @@ pub trait UsageLedger: Send + Sync + 'static {
     /// `true` when the event was new, `false` when it had been recorded already.
     async fn record(&self, event: &UsageEvent) -> Result<bool>;
     async fn totals(&self, org_id: &OrgId) -> Result<UsageTotals>;
+}
+
+/// What the usage API reads: the roll-ups [`UsageLedger::record`] keeps in the same transaction
+/// as each event (per organization, hour, key, model and kind; one row per request), so reports
+/// stay fast however many events there are.
+#[async_trait]
+pub trait UsageReports: Send + Sync + 'static {
+    /// The organization's usage in the query's range, one row per group, ordered by group.
+    async fn usage(&self, org_id: &OrgId, query: &UsageQuery) -> Result<Vec<UsageRow>>;
+    /// Its requests, newest first (by start), at most `limit` ([`MAX_PAGE`]) before the cursor a
+    /// previous page returned in `next`.
+    async fn requests(&self, org_id: &OrgId, limit: u32, before: Option<&str>) -> Result<Page<RequestRecord>>;
 }
 
 /// Current Unix time in seconds.
@@ -643,5 +780,19 @@ mod tests {
         assert!(!Credit::Millis(0).allows_requests() && !Credit::Millis(-5).allows_requests());
         assert!(Credit::Millis(1).allows_requests() && Credit::Unlimited.allows_requests());
         assert_eq!(serde_json::to_string(&OrgId::from("o1")).unwrap(), r#""o1""#);
+    }
+
+    #[test]
+    fn days_and_usage_ranges() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(951_782_400), "2000-02-29");
+        assert_eq!(utc_day(1_796_256_000 - 1), "2026-12-02");
+        assert_eq!(utc_day(1_796_256_000), "2026-12-03");
+        assert_eq!(utc_day(-1), "1969-12-31");
+        let q = UsageQuery::new(3_601, 7_201, UsageGroup::Day).unwrap();
+        assert_eq!((q.start, q.end), (3_600, 10_800), "whole hours, widened");
+        assert_eq!(UsageQuery::new(3_600, 7_200, UsageGroup::Key).unwrap().end, 7_200);
+        assert!(UsageQuery::new(7_200, 7_200, UsageGroup::Day).is_err());
+        assert!(UsageGroup::parse("week").is_err());
     }
 }

@@ -11,8 +11,8 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use crate::{
     display_prefix, generate_key, hash_key, Accounts, CachedGrant, Credit, CreditEntry, CreditKind, DeadLetter,
     Delivery, KeyCache, KeyGrant, KeyId, KeyRecord, KeyVerifier, Keys, Limits, Member, NewKey, Org, OrgId, Page,
-    PageRequest, RateDecision, Result, Role, StoreError, UsageEvent, UsageLedger, UsageQueue, UsageTotals, User,
-    UserId,
+    PageRequest, RateDecision, RequestRecord, Result, Role, RotatedKey, StoreError, UsageEvent, UsageGroup, UsageKind,
+    UsageLedger, UsageQuery, UsageQueue, UsageReports, UsageRow, UsageTotals, User, UserId,
 };
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -25,11 +25,12 @@ struct KeysState {
     orgs: Vec<Org>,
     credit: HashMap<OrgId, Credit>,
     ledger: Vec<CreditEntry>,
-    keys: Vec<(KeyRecord, String)>,
-    /// Recorded event ids, and per organization the requests seen and the totals.
+    keys: Vec<StoredKey>,
+    /// Recorded event ids, and the roll-ups the SQL adapters keep: per (org, hour, key, model,
+    /// kind) and per (org, request).
     events: std::collections::HashSet<String>,
-    requests: std::collections::HashSet<(OrgId, String)>,
-    totals: HashMap<OrgId, UsageTotals>,
+    hourly: BTreeMap<(OrgId, i64, String, String, &'static str), Hourly>,
+    requests: HashMap<(OrgId, String), RequestRecord>,
     users: Vec<(User, String)>,
     /// Token hash → (user, expiry).
     sessions: HashMap<String, (UserId, i64)>,
@@ -37,7 +38,35 @@ struct KeysState {
     members: Vec<(OrgId, UserId, Role, i64)>,
 }
 
+struct StoredKey {
+    record: KeyRecord,
+    hash: String,
+    /// The hash before the last rotation (works until `record.previous_until`).
+    previous: Option<String>,
+}
+
+#[derive(Default)]
+struct Hourly {
+    requests: u64,
+    audio_millis: i64,
+    events: u64,
+}
+
+fn kind_name(kind: UsageKind) -> &'static str {
+    match kind {
+        UsageKind::Rest => "rest",
+        UsageKind::Stream => "stream",
+    }
+}
+
 impl KeysState {
+    fn key_mut(&mut self, org_id: &OrgId, key_id: &KeyId) -> Result<&mut StoredKey> {
+        self.keys
+            .iter_mut()
+            .find(|k| &k.record.id == key_id && &k.record.org_id == org_id)
+            .ok_or_else(|| StoreError::NotFound(format!("key {key_id}")))
+    }
+
     /// A key's grant at `now`, unless it is revoked or expired.
     fn grant(&self, record: &KeyRecord, now: i64) -> Option<KeyGrant> {
         if record.revoked_at.is_some() || record.expires_at.is_some_and(|at| at <= now) {
@@ -136,12 +165,21 @@ impl MemoryKeys {
 impl KeyVerifier for MemoryKeys {
     async fn verify(&self, key_hash: &str, now: i64) -> Result<Option<KeyGrant>> {
         let state = lock(&self.state);
-        Ok(state.keys.iter().find(|(_, hash)| hash == key_hash).and_then(|(record, _)| state.grant(record, now)))
+        if let Some(key) = state.keys.iter().find(|k| k.hash == key_hash) {
+            return Ok(state.grant(&key.record, now));
+        }
+        // The secret before a rotation, during its grace: the grant ends with the grace.
+        let Some(key) = state.keys.iter().find(|k| k.previous.as_deref() == Some(key_hash)) else { return Ok(None) };
+        let Some(until) = key.record.previous_until.filter(|until| *until > now) else { return Ok(None) };
+        Ok(state.grant(&key.record, now).map(|mut grant| {
+            grant.expires_at = Some(grant.expires_at.map_or(until, |at| at.min(until)));
+            grant
+        }))
     }
 
     async fn grant_by_id(&self, key_id: &KeyId, now: i64) -> Result<Option<KeyGrant>> {
         let state = lock(&self.state);
-        Ok(state.keys.iter().find(|(record, _)| &record.id == key_id).and_then(|(record, _)| state.grant(record, now)))
+        Ok(state.keys.iter().find(|k| &k.record.id == key_id).and_then(|k| state.grant(&k.record, now)))
     }
 }
 
@@ -219,41 +257,57 @@ impl Keys for MemoryKeys {
             scopes,
             limits: key.limits,
             created_at: now,
+            created_by: key.created_by,
+            last_used_at: None,
             expires_at: key.expires_at,
             revoked_at: None,
+            previous_until: None,
         };
-        state.keys.push((record.clone(), hash_key(&secret)));
+        state.keys.push(StoredKey { record: record.clone(), hash: hash_key(&secret), previous: None });
         Ok((record, secret))
     }
 
     async fn key(&self, org_id: &OrgId, key_id: &KeyId) -> Result<Option<KeyRecord>> {
         let state = lock(&self.state);
-        Ok(state.keys.iter().map(|(r, _)| r).find(|r| &r.id == key_id && &r.org_id == org_id).cloned())
+        Ok(state.keys.iter().map(|k| &k.record).find(|r| &r.id == key_id && &r.org_id == org_id).cloned())
     }
 
     async fn key_org(&self, key_id: &KeyId) -> Result<Option<OrgId>> {
-        Ok(lock(&self.state).keys.iter().find(|(r, _)| &r.id == key_id).map(|(r, _)| r.org_id.clone()))
+        Ok(lock(&self.state).keys.iter().find(|k| &k.record.id == key_id).map(|k| k.record.org_id.clone()))
     }
 
     async fn list_keys(&self, org_id: &OrgId, page: &PageRequest) -> Result<Page<KeyRecord>> {
         let mut keys: Vec<KeyRecord> = {
             let state = lock(&self.state);
-            state.keys.iter().map(|(r, _)| r).filter(|r| &r.org_id == org_id).cloned().collect()
+            state.keys.iter().map(|k| &k.record).filter(|r| &r.org_id == org_id).cloned().collect()
         };
         keys.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
         page_of(keys, page, |k| (k.created_at, k.id.to_string()))
     }
 
-    async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<String> {
+    async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<Vec<String>> {
         let mut state = lock(&self.state);
-        let Some((record, hash)) = state.keys.iter_mut().find(|(r, _)| &r.id == key_id && &r.org_id == org_id) else {
-            return Err(StoreError::NotFound(format!("key {key_id}")));
-        };
-        if record.revoked_at.is_some() {
+        let key = state.key_mut(org_id, key_id)?;
+        if key.record.revoked_at.is_some() {
             return Err(StoreError::Conflict(format!("key {key_id} is revoked already")));
         }
-        record.revoked_at = Some(now);
-        Ok(hash.clone())
+        key.record.revoked_at = Some(now);
+        Ok([Some(key.hash.clone()), key.previous.clone()].into_iter().flatten().collect())
+    }
+
+    async fn rotate_key(&self, org_id: &OrgId, key_id: &KeyId, previous_until: i64, now: i64) -> Result<RotatedKey> {
+        let secret = generate_key()?;
+        let mut state = lock(&self.state);
+        let key = state.key_mut(org_id, key_id)?;
+        if key.record.revoked_at.is_some() {
+            return Err(StoreError::Conflict(format!("key {key_id} is revoked")));
+        }
+        let stale_hashes = [Some(key.hash.clone()), key.previous.clone()].into_iter().flatten().collect();
+        let old = std::mem::replace(&mut key.hash, hash_key(&secret));
+        key.previous = (previous_until > now).then_some(old);
+        key.record.previous_until = key.previous.as_ref().map(|_| previous_until);
+        key.record.prefix = display_prefix(&secret);
+        Ok(RotatedKey { record: key.record.clone(), secret, stale_hashes })
     }
 
     async fn credit(&self, org_id: &OrgId) -> Result<Credit> {
@@ -443,11 +497,37 @@ impl UsageLedger for MemoryKeys {
         }
         let org_id = OrgId::from(event.org_id.as_str());
         let millis = crate::audio_millis(event.audio_seconds);
-        let new_request = state.requests.insert((org_id.clone(), event.request_id.clone()));
-        let totals = state.totals.entry(org_id.clone()).or_default();
-        totals.events += 1;
-        totals.audio_millis += millis;
-        totals.requests += u64::from(new_request);
+        let hour = crate::usage_hour(event.ended_at);
+        let bucket = (org_id.clone(), hour, event.key_id.clone(), event.model.clone(), kind_name(event.kind));
+        let hourly = state.hourly.entry(bucket).or_default();
+        hourly.requests += u64::from(event.is_final);
+        hourly.audio_millis += millis;
+        hourly.events += 1;
+        let request =
+            state.requests.entry((org_id.clone(), event.request_id.clone())).or_insert_with(|| RequestRecord {
+                request_id: event.request_id.clone(),
+                key_id: KeyId::from(event.key_id.as_str()),
+                model: event.model.clone(),
+                kind: event.kind,
+                started_at: event.started_at,
+                ended_at: event.ended_at,
+                audio_millis: 0,
+                status: event.status,
+                complete: false,
+            });
+        request.started_at = request.started_at.min(event.started_at);
+        request.ended_at = request.ended_at.max(event.ended_at);
+        request.audio_millis += millis;
+        if !request.complete {
+            request.status = event.status;
+        }
+        request.complete |= event.is_final;
+        let used_at = event.ended_at.div_euclid(1000);
+        if let Some(key) =
+            state.keys.iter_mut().find(|k| k.record.id.as_str() == event.key_id && k.record.org_id == org_id)
+        {
+            key.record.last_used_at = Some(key.record.last_used_at.map_or(used_at, |at| at.max(used_at)));
+        }
         if matches!(state.credit.get(&org_id), Some(Credit::Millis(_))) && millis != 0 {
             state.append(&org_id, CreditKind::Charge, -millis, Some(&event.event_id), event.ended_at / 1000);
         }
@@ -455,7 +535,55 @@ impl UsageLedger for MemoryKeys {
     }
 
     async fn totals(&self, org_id: &OrgId) -> Result<UsageTotals> {
-        Ok(lock(&self.state).totals.get(org_id).copied().unwrap_or_default())
+        let state = lock(&self.state);
+        let mut totals = UsageTotals::default();
+        for (_, hourly) in state.hourly.iter().filter(|((org, ..), _)| org == org_id) {
+            totals.requests += hourly.requests;
+            totals.audio_millis += hourly.audio_millis;
+            totals.events += hourly.events;
+        }
+        Ok(totals)
+    }
+}
+
+#[async_trait]
+impl UsageReports for MemoryKeys {
+    async fn usage(&self, org_id: &OrgId, query: &UsageQuery) -> Result<Vec<UsageRow>> {
+        let state = lock(&self.state);
+        let mut rows: BTreeMap<String, UsageRow> = BTreeMap::new();
+        for ((org, hour, key, model, kind), hourly) in &state.hourly {
+            if org != org_id || *hour < query.start || *hour >= query.end {
+                continue;
+            }
+            let group = match query.group_by {
+                UsageGroup::Day => crate::utc_day(*hour),
+                UsageGroup::Key => key.clone(),
+                UsageGroup::Model => model.clone(),
+                UsageGroup::Kind => (*kind).to_owned(),
+            };
+            let row = rows.entry(group.clone()).or_insert(UsageRow { group, requests: 0, streams: 0, audio_millis: 0 });
+            row.requests += hourly.requests;
+            row.streams += if *kind == "stream" { hourly.requests } else { 0 };
+            row.audio_millis += hourly.audio_millis;
+        }
+        Ok(rows.into_values().collect())
+    }
+
+    async fn requests(&self, org_id: &OrgId, limit: u32, before: Option<&str>) -> Result<Page<RequestRecord>> {
+        let before = before.map(crate::parse_page_cursor).transpose()?;
+        let state = lock(&self.state);
+        let mut requests: Vec<&RequestRecord> = state
+            .requests
+            .iter()
+            .filter(|((org, _), _)| org == org_id)
+            .map(|(_, r)| r)
+            .filter(|r| before.as_ref().is_none_or(|(at, id)| (r.started_at, &r.request_id) < (*at, id)))
+            .collect();
+        requests.sort_by(|a, b| (b.started_at, &b.request_id).cmp(&(a.started_at, &a.request_id)));
+        let limit = limit.clamp(1, crate::MAX_PAGE) as usize;
+        let next = (requests.len() > limit)
+            .then(|| crate::page_cursor(requests[limit - 1].started_at, &requests[limit - 1].request_id));
+        Ok(Page { items: requests.into_iter().take(limit).cloned().collect(), next })
     }
 }
 
@@ -729,7 +857,7 @@ mod tests {
     #[tokio::test]
     async fn usage_ledger() {
         let store = MemoryKeys::new();
-        crate::conformance::usage_ledger(&store, &store).await;
+        crate::conformance::usage_ledger(&store, &store, &store).await;
     }
 
     #[tokio::test]

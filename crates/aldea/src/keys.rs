@@ -139,11 +139,13 @@ pub(crate) fn run_keys(
             KeysCommand::Revoke { id, redis } => {
                 let key_id = KeyId::from(id.as_str());
                 let org_id = store.key_org(&key_id).await?.with_context(|| format!("no key {id:?}"))?;
-                let hash = store.revoke_key(&org_id, &key_id, now).await?;
+                let hashes = store.revoke_key(&org_id, &key_id, now).await?;
                 if let Some(spec) = redis.as_deref().filter(|s| !s.is_empty()) {
                     let target = aldea_store_redis::RedisTarget::parse(spec).context("parsing the Redis URL")?;
                     let cache = aldea_store_redis::RedisStore::connect(target).await.context("connecting to Redis")?;
-                    aldea_store::KeyCache::invalidate(&cache, &hash).await.context("telling the gateways")?;
+                    for hash in &hashes {
+                        aldea_store::KeyCache::invalidate(&cache, hash).await.context("telling the gateways")?;
+                    }
                 }
                 output::info(&format!("revoked {id}"));
             }

@@ -88,7 +88,13 @@ pub(crate) async fn deps(
         }
         None => (Arc::new(MemoryLimits::new()), key_cache.unwrap_or_else(|| Arc::new(MemoryKeyCache::new()))),
     };
-    Ok(aldea_platform::Deps { keys: database.keys.clone(), accounts: database.accounts.clone(), limits, key_cache })
+    Ok(aldea_platform::Deps {
+        keys: database.keys.clone(),
+        accounts: database.accounts.clone(),
+        usage: database.reports.clone(),
+        limits,
+        key_cache,
+    })
 }
 
 pub(crate) fn run(settings: &Settings, args: &PlatformArgs) -> anyhow::Result<ExitCode> {

@@ -35,6 +35,7 @@ pub(crate) struct Database {
     pub(crate) keys: Arc<dyn Keys>,
     pub(crate) accounts: Arc<dyn aldea_store::Accounts>,
     pub(crate) ledger: Arc<dyn UsageLedger>,
+    pub(crate) reports: Arc<dyn aldea_store::UsageReports>,
     /// Where it is, for people (no password).
     pub(crate) describe: String,
 }
@@ -48,14 +49,21 @@ pub(crate) async fn open_database(settings: &Settings, args: &DatabaseArgs) -> a
             Ok(Database {
                 keys: Arc::new(sql.clone()),
                 accounts: Arc::new(sql.clone()),
-                ledger: Arc::new(sql),
+                ledger: Arc::new(sql.clone()),
+                reports: Arc::new(sql),
                 describe,
             })
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let pg = PgStore::connect(url, 8).await.context("connecting to PostgreSQL")?;
             let describe = describe_postgres(url);
-            Ok(Database { keys: Arc::new(pg.clone()), accounts: Arc::new(pg.clone()), ledger: Arc::new(pg), describe })
+            Ok(Database {
+                keys: Arc::new(pg.clone()),
+                accounts: Arc::new(pg.clone()),
+                ledger: Arc::new(pg.clone()),
+                reports: Arc::new(pg),
+                describe,
+            })
         }
         Some(url) if url.starts_with("sqlite://") => {
             let path = std::path::Path::new(&url["sqlite://".len()..]);
@@ -66,7 +74,8 @@ pub(crate) async fn open_database(settings: &Settings, args: &DatabaseArgs) -> a
             Ok(Database {
                 keys: Arc::new(sql.clone()),
                 accounts: Arc::new(sql.clone()),
-                ledger: Arc::new(sql),
+                ledger: Arc::new(sql.clone()),
+                reports: Arc::new(sql),
                 describe: path.display().to_string(),
             })
         }
