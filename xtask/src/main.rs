@@ -26,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("aldea-store", &["aldea-proto"]),
     ("aldea-store-sql", &["aldea-store"]),
     ("aldea-store-redis", &["aldea-store"]),
+    ("aldea-store-http", &["aldea-store"]),
     // aldea-eval only as a dev-dependency: tests score transcripts.
     ("aldea-stt", &["aldea-proto", "aldea-http", "aldea-audio", "aldea-engine", "aldea-eval"]),
     // The gateway reaches stt only over the network.
@@ -46,6 +47,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "aldea-store",
             "aldea-store-sql",
             "aldea-store-redis",
+            "aldea-store-http",
         ],
     ),
 ];

@@ -131,6 +131,8 @@ pub(crate) struct Authenticator {
     negative_ttl: Duration,
     shared_ttl: Duration,
     jwt_secret: Option<SecretString>,
+    /// Counts the invalidations received: live streams watch it and recheck their key at once.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Authenticator {
@@ -147,13 +149,22 @@ impl Authenticator {
             negative_ttl: config.negative_cache_ttl,
             shared_ttl: config.shared_cache_ttl,
             jwt_secret: config.jwt_secret.clone(),
+            changed: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes each time an invalidation arrives (a key revoked or rotated, credit changed
+    /// elsewhere): a live stream rechecks its key then, instead of at its next periodic check.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Drops this process's copy of every key another replica (or the platform) invalidated.
     pub(crate) fn spawn_invalidation_listener(&self, stop: CancellationToken) {
         let shared = self.shared.clone();
         let local = self.local.clone();
+        let by_id = self.by_id.clone();
+        let changed = self.changed.clone();
         tokio::spawn(async move {
             loop {
                 let mut rx = match shared.subscribe().await {
@@ -170,7 +181,13 @@ impl Authenticator {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         hash = rx.recv() => match hash {
-                            Some(hash) => local.invalidate(&hash).await,
+                            Some(hash) => {
+                                local.invalidate(&hash).await;
+                                // Grants by id are not known by hash: drop them all (they live a
+                                // second at most), and have the live streams recheck now.
+                                by_id.invalidate_all();
+                                changed.send_modify(|n| *n = n.wrapping_add(1));
+                            }
                             None => break,
                         }
                     }
@@ -178,6 +195,8 @@ impl Authenticator {
                 // The subscription ended (a lost connection): forget everything this process
                 // holds, since invalidations may have been missed, and subscribe again.
                 local.invalidate_all();
+                by_id.invalidate_all();
+                changed.send_modify(|n| *n = n.wrapping_add(1));
             }
         });
     }

@@ -96,6 +96,9 @@ async fn start(
         Via::Header => upgrade,
     };
     let meter = Meter::new(&request_id, &grant, UsageKind::Stream, &state.config().model_name);
+    // Watched from before the client hears the upgrade: a revocation that follows it at once is
+    // not missed while the session starts.
+    let invalidations = state.0.auth.changes();
     let tasks = state.0.tasks.clone();
     Ok(upgrade.on_upgrade(move |socket| {
         tasks.track_future(async move {
@@ -103,6 +106,7 @@ async fn start(
                 state,
                 request_id,
                 grant,
+                invalidations,
                 meter,
                 lease: Some(lease),
                 path,
@@ -126,6 +130,9 @@ struct Session {
     request_id: String,
     /// What the stream was admitted with: rechecked by key id while it lives.
     grant: aldea_store::KeyGrant,
+    /// Invalidations received since the stream was admitted: each makes it recheck at once (the
+    /// periodic recheck is the fallback).
+    invalidations: tokio::sync::watch::Receiver<u64>,
     meter: Meter,
     lease: Option<Lease>,
     path: &'static str,
@@ -172,7 +179,12 @@ impl Session {
                         self.state.0.usage.record(event).await;
                     }
                 }
-                _ = recheck.tick() => {
+                _ = async {
+                    tokio::select! {
+                        _ = recheck.tick() => {}
+                        Ok(()) = self.invalidations.changed() => {}
+                    }
+                } => {
                     // Every stream, however it was opened (key or browser token), by its key's id.
                     if let Err(refusal) = self.state.0.auth.recheck(&self.grant).await {
                         let reason = match refusal {
@@ -267,6 +279,7 @@ impl Session {
                 }
             }
         };
+        let client_gone = matches!(end, End::ClientGone);
         let status = match end {
             End::Upstream(code) | End::Closed(code) => code,
             End::ClientGone => {
@@ -286,6 +299,10 @@ impl Session {
             lease.release().await;
         }
         tracing::debug!(request_id = %self.request_id, status, seconds = heard, failovers = self.failovers, "stream ended");
+        if !client_gone {
+            // The close frame was sent: the client's answer completes the handshake.
+            aldea_http::ws::finish_close(&mut client).await;
+        }
     }
 
     /// Moves the stream to another replica from the last resume point; `None` when it cannot (the

@@ -56,6 +56,20 @@ pub async fn close_too_large(socket: &mut WebSocket) {
     }
 }
 
+/// After this side sent its close frame: reads (and drops) what the client still sends until its
+/// own close frame, for at most [`LINGER`]. Dropping a socket with unread data makes the close a
+/// TCP reset, and the client would never read the close frame and its code.
+pub async fn finish_close(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use axum::extract::ws::WebSocket;

@@ -115,7 +115,7 @@ pub(crate) struct SignupBody {
     org_name: String,
 }
 
-fn check_password(password: &str) -> Result<(), ApiError> {
+pub(crate) fn check_password(password: &str) -> Result<(), ApiError> {
     if password.chars().count() < 8 {
         return Err(ApiError::BadRequest("a password has at least 8 characters".to_owned()));
     }
@@ -151,7 +151,7 @@ pub(crate) async fn signup(State(state): State<AppState>, Body(body): Body<Signu
 }
 
 /// argon2id takes tens of milliseconds of CPU: off the async threads, one per core at a time.
-async fn hash_password_off_thread(state: &AppState, password: String) -> Result<String, ApiError> {
+pub(crate) async fn hash_password_off_thread(state: &AppState, password: String) -> Result<String, ApiError> {
     let _permit = state.hashing.acquire().await.map_err(|e| ApiError::Internal(format!("hashing: {e}")))?;
     tokio::task::spawn_blocking(move || auth::hash_password(&password))
         .await
@@ -482,11 +482,16 @@ pub(crate) async fn balance(
     Path(org_id): Path<OrgId>,
 ) -> Result<Json<Value>, ApiError> {
     caller.org_role(&state, &org_id, false).await?;
-    let (plan, remaining) = match state.deps.keys.credit(&org_id).await? {
+    Ok(Json(balance_view(state.deps.keys.credit(&org_id).await?)))
+}
+
+/// The balance as `GET …/balance` shows it.
+pub(crate) fn balance_view(credit: Credit) -> Value {
+    let (plan, remaining) = match credit {
         Credit::Unlimited => ("unlimited", Value::Null),
         Credit::Millis(ms) => ("prepaid", json!(ms as f64 / 1000.0)),
     };
-    Ok(Json(json!({"plan": plan, "credit_seconds_remaining": remaining, "max_streams": Value::Null})))
+    json!({"plan": plan, "credit_seconds_remaining": remaining, "max_streams": Value::Null})
 }
 
 /// Ready when the database answers.

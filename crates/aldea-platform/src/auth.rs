@@ -30,7 +30,7 @@ pub(crate) fn csrf_token(session_token: &str) -> String {
     hash_key(&format!("csrf:{session_token}"))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

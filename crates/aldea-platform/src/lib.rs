@@ -17,11 +17,14 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+mod admin;
 mod api;
 mod auth;
 mod error;
+mod internal;
 mod usage;
 
+pub use admin::{issue_password_reset, set_admin, RESET_TTL_SECONDS};
 pub use error::ApiError;
 
 /// What the platform is told by the binary.
@@ -38,6 +41,8 @@ pub struct Config {
     pub login_attempts_per_minute: u32,
     /// Largest JSON body accepted.
     pub max_body_bytes: usize,
+    /// The token services present on the internal API (`/internal/…`); without one it is off.
+    pub service_token: Option<secrecy::SecretString>,
 }
 
 impl Default for Config {
@@ -48,6 +53,7 @@ impl Default for Config {
             secure_cookies: true,
             login_attempts_per_minute: 10,
             max_body_bytes: 64 * 1024,
+            service_token: None,
         }
     }
 }
@@ -89,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/signup", post(api::signup))
         .route("/v1/auth/login", post(api::login))
         .route("/v1/auth/logout", post(api::logout))
+        .route("/v1/auth/reset-password", post(admin::reset_password))
         .route("/v1/me", get(api::me))
         .route("/v1/orgs", get(api::list_orgs).post(api::create_org))
         .route("/v1/orgs/{org_id}", get(api::get_org).patch(api::rename_org))
@@ -101,6 +108,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org_id}/members", get(api::list_members).post(api::add_member))
         .route("/v1/orgs/{org_id}/members/{user_id}", delete(api::remove_member))
         .route("/v1/orgs/{org_id}/balance", get(api::balance))
+        .route("/v1/orgs/{org_id}/credits", post(admin::add_credits))
+        .route("/internal/v1/keys/verify", post(internal::verify_key))
         .route("/live", get(|| async { "ok" }))
         .route("/ready", get(api::ready))
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })

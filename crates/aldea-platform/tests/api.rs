@@ -535,3 +535,67 @@ async fn usage_reports_series_totals_csv_and_the_request_log() {
     let keys = platform.get(&format!("/v1/orgs/{org}/keys"), &owner).await;
     assert_eq!(keys.body[0]["last_used_at"], "2026-12-02T00:01:10Z");
 }
+
+#[tokio::test]
+async fn platform_admins_add_credit_to_any_organization() {
+    let platform = Platform::new();
+    let (owner, org, _) = platform.signup("payer@example.com").await;
+    let (admin, _, _) = platform.signup("admin@example.com").await;
+    let credits = format!("/v1/orgs/{org}/credits");
+    // Before being made an admin: a stranger to the organization finds nothing, its owner is refused.
+    assert_error(
+        &platform.json("POST", &credits, &admin, json!({"seconds": 60})).await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &platform.json("POST", &credits, &owner, json!({"seconds": 60})).await,
+        StatusCode::FORBIDDEN,
+        "INSUFFICIENT_PERMISSIONS",
+    );
+    let made = aldea_platform::set_admin(platform.store.as_ref(), "ADMIN@example.com", true).await.unwrap();
+    assert!(made.is_admin);
+    assert!(aldea_platform::set_admin(platform.store.as_ref(), "nobody@example.com", true).await.is_err());
+    let added = platform.json("POST", &credits, &admin, json!({"seconds": 60.5, "note": "trial extension"})).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    assert_eq!(added.body["credit_seconds_remaining"], 3660.5, "3600 from signup, and 60.5 more");
+    let taken = platform.json("POST", &credits, &admin, json!({"seconds": -0.5})).await;
+    assert_eq!(taken.body["credit_seconds_remaining"], 3660.0);
+    assert_eq!(platform.get(&format!("/v1/orgs/{org}/balance"), &owner).await.body["credit_seconds_remaining"], 3660.0);
+    for bad in [json!({}), json!({"seconds": 0}), json!({"seconds": 1e12}), json!({"seconds": 5, "unlimited": true})] {
+        assert_error(&platform.json("POST", &credits, &admin, bad).await, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    }
+    let unlimited = platform.json("POST", &credits, &admin, json!({"unlimited": true})).await;
+    assert_eq!(unlimited.body["plan"], "unlimited");
+    assert_error(
+        &platform.json("POST", "/v1/orgs/no-such-org/credits", &admin, json!({"seconds": 1})).await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    );
+}
+
+#[tokio::test]
+async fn a_reset_token_sets_a_new_password_once_and_ends_the_sessions() {
+    let platform = &Platform::new();
+    let (session, _, _) = platform.signup("forgetful@example.com").await;
+    let now = aldea_store::unix_now();
+    let (user, token) =
+        aldea_platform::issue_password_reset(platform.store.as_ref(), "forgetful@example.com", now).await.unwrap();
+    assert_eq!(user.email, "forgetful@example.com");
+    let reset = |token: &str, password: &str| {
+        let body = json!({"token": token, "password": password}).to_string();
+        async move { platform.call("POST", "/v1/auth/reset-password", &[], Some(&body)).await }
+    };
+    assert_error(&reset(&token, "short").await, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    assert_eq!(reset(&token, "a brand new password").await.status, StatusCode::NO_CONTENT);
+    assert_error(&reset(&token, "another new password").await, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    assert_error(&reset("not-a-token", "another new password").await, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    assert_error(&platform.get("/v1/me", &session).await, StatusCode::UNAUTHORIZED, "INVALID_AUTH");
+    let login = |password: &str| {
+        let body = json!({"email": "forgetful@example.com", "password": password}).to_string();
+        async move { platform.call("POST", "/v1/auth/login", &[], Some(&body)).await.status }
+    };
+    assert_eq!(login("a long password").await, StatusCode::UNAUTHORIZED, "the old password is gone");
+    assert_eq!(login("a brand new password").await, StatusCode::OK);
+    assert!(aldea_platform::issue_password_reset(platform.store.as_ref(), "nobody@example.com", now).await.is_err());
+}

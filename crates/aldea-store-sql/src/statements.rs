@@ -783,6 +783,39 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn create_password_reset(&self, user_id: &UserId, token_hash: &str, expires_at: i64) -> Result<()> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
+                sqlx::query("DELETE FROM password_resets WHERE user_id = $1")
+                    .bind(user_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                let inserted = sqlx::query(
+                    "INSERT INTO password_resets (token_hash, user_id, expires_at) SELECT $1, id, $2 FROM users WHERE id = $3",
+                )
+                .bind(token_hash)
+                .bind(expires_at)
+                .bind(user_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                if inserted.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("user {user_id}")));
+                }
+                tx.commit().await.map_err(backend)
+            }
+
+            async fn take_password_reset(&self, token_hash: &str, now: i64) -> Result<Option<UserId>> {
+                // One statement: of two resets racing with one token, one gets the user.
+                let taken: Option<(String, i64)> =
+                    sqlx::query_as("DELETE FROM password_resets WHERE token_hash = $1 RETURNING user_id, expires_at")
+                        .bind(token_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(backend)?;
+                Ok(taken.filter(|(_, expires_at)| *expires_at > now).map(|(user, _)| UserId::from(user)))
+            }
+
             async fn create_session(&self, user_id: &UserId, token_hash: &str, now: i64, expires_at: i64) -> Result<()> {
                 let inserted = sqlx::query(
                     "INSERT INTO sessions (token_hash, user_id, created_at, expires_at)

@@ -243,6 +243,21 @@ pub async fn accounts(accounts: &dyn Accounts, keys: &dyn Keys) {
         Err(StoreError::NotFound(_))
     ));
 
+    // Password resets: one at a time per user, used once, until they expire.
+    let (first, second) = (unique("reset"), unique("reset"));
+    accounts.create_password_reset(&ada.id, &first, now + 60).await.unwrap();
+    accounts.create_password_reset(&ada.id, &second, now + 60).await.unwrap();
+    assert_eq!(accounts.take_password_reset(&first, now).await.unwrap(), None, "replaced by the second");
+    assert_eq!(accounts.take_password_reset(&second, now + 59).await.unwrap(), Some(ada.id.clone()));
+    assert_eq!(accounts.take_password_reset(&second, now + 59).await.unwrap(), None, "used once");
+    let late = unique("reset");
+    accounts.create_password_reset(&ada.id, &late, now + 60).await.unwrap();
+    assert_eq!(accounts.take_password_reset(&late, now + 60).await.unwrap(), None, "expired");
+    assert!(matches!(
+        accounts.create_password_reset(&UserId::random(), &unique("reset"), now + 60).await,
+        Err(StoreError::NotFound(_))
+    ));
+
     // Memberships.
     let org = keys.create_org(&unique("team"), Credit::Unlimited, now).await.unwrap();
     let elsewhere = keys.create_org(&unique("elsewhere"), Credit::Unlimited, now).await.unwrap();

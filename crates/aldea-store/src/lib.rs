@@ -479,6 +479,12 @@ pub trait Accounts: Send + Sync + 'static {
     async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>>;
     async fn set_password(&self, user_id: &UserId, password_hash: &str) -> Result<()>;
     async fn set_admin(&self, user_id: &UserId, is_admin: bool) -> Result<()>;
+    /// A one-time password reset of the user, known by the hash of its token until `expires_at`;
+    /// one issued before for the same user stops working. `NotFound` without the user.
+    async fn create_password_reset(&self, user_id: &UserId, token_hash: &str, expires_at: i64) -> Result<()>;
+    /// The user of a reset that has not expired at `now`, used up by this call (a second call
+    /// answers `None`).
+    async fn take_password_reset(&self, token_hash: &str, now: i64) -> Result<Option<UserId>>;
     /// A session of `user_id` known by the hash of its token until `expires_at`.
     async fn create_session(&self, user_id: &UserId, token_hash: &str, now: i64, expires_at: i64) -> Result<()>;
     /// The user of a session that has not expired at `now` nor ended.

@@ -34,6 +34,8 @@ struct KeysState {
     users: Vec<(User, String)>,
     /// Token hash → (user, expiry).
     sessions: HashMap<String, (UserId, i64)>,
+    /// Reset token hash → (user, expiry).
+    resets: HashMap<String, (UserId, i64)>,
     /// In the order they were added.
     members: Vec<(OrgId, UserId, Role, i64)>,
 }
@@ -392,6 +394,19 @@ impl Accounts for MemoryKeys {
         let index = state.user_index(user_id)?;
         state.users[index].0.is_admin = is_admin;
         Ok(())
+    }
+
+    async fn create_password_reset(&self, user_id: &UserId, token_hash: &str, expires_at: i64) -> Result<()> {
+        let mut state = lock(&self.state);
+        state.user_index(user_id)?;
+        state.resets.retain(|_, (user, _)| user != user_id);
+        state.resets.insert(token_hash.to_owned(), (user_id.clone(), expires_at));
+        Ok(())
+    }
+
+    async fn take_password_reset(&self, token_hash: &str, now: i64) -> Result<Option<UserId>> {
+        let mut state = lock(&self.state);
+        Ok(state.resets.remove(token_hash).filter(|(_, expires_at)| *expires_at > now).map(|(user, _)| user))
     }
 
     async fn create_session(&self, user_id: &UserId, token_hash: &str, _now: i64, expires_at: i64) -> Result<()> {

@@ -51,7 +51,7 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
         let database = stores::open_database(settings, &stores::DatabaseArgs { database: None }).await?;
-        let deps = stores::gateway_deps(&database, None).await?;
+        let deps = stores::gateway_deps(database.keys.clone(), None).await?;
         let stt_listener = tokio::net::TcpListener::bind(args.stt_listen)
             .await
             .with_context(|| format!("binding {}", args.stt_listen))?;
@@ -65,7 +65,9 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
             .with_context(|| format!("binding {}", args.platform_listen))?;
         let platform_address = platform_listener.local_addr()?;
         // Cookies without `Secure` only where the browser reaches it over loopback http.
-        let platform_config = args.platform.config(!platform_address.ip().is_loopback())?;
+        let platform_config = args
+            .platform
+            .config(!platform_address.ip().is_loopback(), crate::non_empty(&args.options.service_token))?;
         // The gateway's own key cache: a key revoked on the platform is refused at once.
         let platform_deps = crate::platform::deps(&database, None, Some(deps.key_cache.clone())).await?;
         let gateway_config = args.options.config(vec![format!("http://{stt_address}")], &loaded.model_name);
@@ -80,6 +82,7 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
             deps.usage.clone(),
             database.ledger.clone(),
             "all".to_owned(),
+            std::sync::Arc::default(),
             shutdown.child_token(),
         ));
         let platform_state = aldea_platform::AppState::new(platform_config, platform_deps);

@@ -82,6 +82,11 @@ pub(crate) struct GatewayArgs {
     /// of cluster nodes, or `?cluster=true`). Without it they live in this process.
     #[arg(long, env = "ALDEA_REDIS_URL")]
     redis: Option<String>,
+    /// The platform (`http://platform:8000`) that verifies keys (`/internal/v1/keys/verify`, with
+    /// --service-token); needs --redis, whose usage queue `aldea usage-worker` consumes. Without it
+    /// the gateway reads keys from --database and records usage there itself.
+    #[arg(long, env = "ALDEA_PLATFORM_URL")]
+    platform: Option<String>,
     #[command(flatten)]
     database: stores::DatabaseArgs,
     /// Name of the model reported in usage.
@@ -97,24 +102,41 @@ pub(crate) fn run(settings: &Settings, args: &GatewayArgs) -> anyhow::Result<Exi
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let database = stores::open_database(settings, &args.database).await?;
-        let deps = stores::gateway_deps(&database, args.redis.as_deref()).await?;
+        let redis = args.redis.as_deref().filter(|r| !r.is_empty());
+        let shutdown = CancellationToken::new();
+        let (deps, consumer) = match args.platform.as_deref().filter(|p| !p.is_empty()) {
+            Some(platform) => {
+                let token = crate::non_empty(&args.options.service_token)
+                    .context("--platform needs --service-token (ALDEA_SERVICE_TOKEN), the platform's too")?;
+                anyhow::ensure!(redis.is_some(), "--platform needs --redis: the usage queue the usage worker consumes");
+                let keys = aldea_store_http::PlatformKeys::new(platform, token, Duration::from_secs(5))?;
+                output::info(&format!("keys verified by the platform at {platform}"));
+                (stores::gateway_deps(std::sync::Arc::new(keys), redis).await?, None)
+            }
+            None => {
+                // Without the platform the gateway reads keys from the database and records the
+                // usage it queues there itself.
+                let database = stores::open_database(settings, &args.database).await?;
+                let deps = stores::gateway_deps(database.keys.clone(), redis).await?;
+                let consumer = tokio::spawn(stores::run_usage_consumer(
+                    deps.usage.clone(),
+                    database.ledger.clone(),
+                    format!("gateway-{}", std::process::id()),
+                    std::sync::Arc::default(),
+                    shutdown.child_token(),
+                ));
+                (deps, Some(consumer))
+            }
+        };
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         output::info(&format!("gateway listening on http://{}", listener.local_addr()?));
-        let shutdown = CancellationToken::new();
         tokio::spawn(crate::stt::stop_on_signal(shutdown.clone()));
-        // Until the platform service consumes the usage queue, the gateway records usage into the
-        // database it reads keys from.
-        let consumer = tokio::spawn(stores::run_usage_consumer(
-            deps.usage.clone(),
-            database.ledger.clone(),
-            format!("gateway-{}", std::process::id()),
-            shutdown.child_token(),
-        ));
         let state = aldea_gateway::AppState::new(config, deps)?;
         aldea_gateway::serve(state, listener, shutdown).await.context("serving")?;
-        let _ = consumer.await;
+        if let Some(consumer) = consumer {
+            let _ = consumer.await;
+        }
         output::info("gateway stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -88,7 +88,7 @@ async fn org_named(store: &dyn Keys, org: &str) -> anyhow::Result<Org> {
     aldea_store::resolve_org(store, org).await?.with_context(|| format!("no organization {org:?}"))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 

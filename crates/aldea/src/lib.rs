@@ -23,6 +23,8 @@ mod settings;
 mod stores;
 mod stt;
 mod transcribe;
+mod usage_worker;
+mod users;
 
 pub use settings::Settings;
 
@@ -48,8 +50,10 @@ enum Command {
     Stt(stt::SttArgs),
     /// Run the gateway: the public Speech API in front of the stt replicas.
     Gateway(gateway::GatewayArgs),
-    /// Run the platform API (backend host): accounts, organizations, API keys, credit.
+    /// Run the platform API (backend host): accounts, organizations, API keys, usage, credit.
     Platform(platform::PlatformArgs),
+    /// Run the usage worker: moves usage events from the Redis queue into the database, once each.
+    UsageWorker(usage_worker::UsageWorkerArgs),
     /// Run everything in one process: gateway, stt and platform, SQLite under $ALDEA_HOME.
     All(all::AllArgs),
     /// Manage API keys (in $ALDEA_HOME's database, or --database).
@@ -64,6 +68,13 @@ enum Command {
     Migrate {
         #[command(flatten)]
         database: stores::DatabaseArgs,
+    },
+    /// Platform admins and password resets (in $ALDEA_HOME's database, or --database).
+    Users {
+        #[command(flatten)]
+        database: stores::DatabaseArgs,
+        #[command(subcommand)]
+        command: users::UsersCommand,
     },
     /// Manage organizations' credit (in $ALDEA_HOME's database, or --database).
     Credit {
@@ -87,7 +98,9 @@ pub fn main() -> ExitCode {
         Command::Gateway(args) => gateway::run(&settings, &args),
         Command::All(args) => all::run(&settings, &args),
         Command::Platform(args) => platform::run(&settings, &args),
+        Command::UsageWorker(args) => usage_worker::run(&settings, &args),
         Command::Keys { database, command } => keys::run_keys(&settings, &database, &command),
+        Command::Users { database, command } => users::run(&settings, &database, &command),
         Command::Credit { database, command } => keys::run_credit(&settings, &database, &command),
         Command::Migrate { database } => keys::run_migrate(&settings, &database),
     };

@@ -40,7 +40,11 @@ fn parse_credit(text: &str) -> Result<Credit, String> {
 }
 
 impl PlatformOptions {
-    pub(crate) fn config(&self, secure_cookies: bool) -> anyhow::Result<aldea_platform::Config> {
+    pub(crate) fn config(
+        &self,
+        secure_cookies: bool,
+        service_token: Option<secrecy::SecretString>,
+    ) -> anyhow::Result<aldea_platform::Config> {
         if self.session_hours == 0 || self.session_hours > 24 * 366 {
             anyhow::bail!("--session-hours is 1 to 8784");
         }
@@ -48,6 +52,7 @@ impl PlatformOptions {
             signup_credit: self.signup_credit_seconds,
             secure_cookies: secure_cookies && !self.insecure_cookies,
             session_ttl: std::time::Duration::from_secs(self.session_hours * 3600),
+            service_token,
             ..aldea_platform::Config::default()
         })
     }
@@ -64,13 +69,16 @@ pub(crate) struct PlatformArgs {
     /// lifetime.
     #[arg(long, env = "ALDEA_REDIS_URL")]
     redis: Option<String>,
+    /// Token the gateways present on the internal API (key verification); the same value as
+    /// theirs. Without it the internal API lets nobody in.
+    #[arg(long, env = "ALDEA_SERVICE_TOKEN", hide_env_values = true, value_parser = crate::secret)]
+    service_token: Option<secrecy::SecretString>,
     #[command(flatten)]
     database: stores::DatabaseArgs,
     #[command(flatten)]
     options: PlatformOptions,
 }
 
-/// The platform's adapters over the system of record.
 /// The platform's adapters over the system of record: Redis (`redis`) for login counters and the
 /// gateways' key cache, else in-process ones (`key_cache`: the gateway's own, in `aldea all`).
 pub(crate) async fn deps(
@@ -98,7 +106,7 @@ pub(crate) async fn deps(
 }
 
 pub(crate) fn run(settings: &Settings, args: &PlatformArgs) -> anyhow::Result<ExitCode> {
-    let config = args.options.config(true)?;
+    let config = args.options.config(true, crate::non_empty(&args.service_token))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -95,8 +95,10 @@ fn describe_postgres(url: &str) -> String {
 
 /// The gateway's adapters over the system of record; Redis for everything shared when `redis`
 /// names one.
-pub(crate) async fn gateway_deps(database: &Database, redis: Option<&str>) -> anyhow::Result<aldea_gateway::Deps> {
-    let keys: Arc<dyn aldea_store::KeyVerifier> = database.keys.clone();
+pub(crate) async fn gateway_deps(
+    keys: Arc<dyn aldea_store::KeyVerifier>,
+    redis: Option<&str>,
+) -> anyhow::Result<aldea_gateway::Deps> {
     match redis {
         Some(spec) => {
             let target = RedisTarget::parse(spec).context("parsing the Redis URL")?;
@@ -112,14 +114,31 @@ pub(crate) async fn gateway_deps(database: &Database, redis: Option<&str>) -> an
     }
 }
 
-/// Moves usage from the queue into the ledger until `stop` (what the platform's consumer does; here
-/// for the embedded single-machine mode). Errors are logged and retried.
+/// What a usage consumer has done, for `/metrics` and `/ready`.
+#[derive(Default)]
+pub(crate) struct ConsumerStats {
+    pub(crate) recorded: std::sync::atomic::AtomicU64,
+    pub(crate) dead_lettered: std::sync::atomic::AtomicU64,
+    pub(crate) failures: std::sync::atomic::AtomicU64,
+    /// Whether the last step failed (the database or the queue is down).
+    pub(crate) failing: std::sync::atomic::AtomicBool,
+}
+
+/// Moves usage from the queue into the ledger until `stop`: the usage worker's loop, and what
+/// `aldea all` runs in-process. A failing step (the database or queue down) is retried with
+/// exponential backoff, 0.5 s doubling to 5 s; nothing is lost meanwhile (entries stay in the
+/// queue, and those a dead consumer held are reclaimed after [`aldea_store::RECLAIM_AFTER`]).
 pub(crate) async fn run_usage_consumer(
     queue: Arc<dyn UsageQueue>,
     ledger: Arc<dyn UsageLedger>,
     consumer: String,
+    stats: Arc<ConsumerStats>,
     stop: CancellationToken,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
+    const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let mut backoff = FIRST_BACKOFF;
     loop {
         let step = aldea_store::consume_usage(
             queue.as_ref(),
@@ -132,15 +151,25 @@ pub(crate) async fn run_usage_consumer(
         let failure = tokio::select! {
             _ = stop.cancelled() => break,
             consumed = step => match consumed {
-                Ok(consumed) => consumed.last_error.map(|e| e.to_string()),
+                Ok(consumed) => {
+                    stats.recorded.fetch_add(consumed.recorded as u64, Relaxed);
+                    stats.dead_lettered.fetch_add(consumed.dead_lettered as u64, Relaxed);
+                    consumed.last_error.map(|e| e.to_string())
+                }
                 Err(e) => Some(e.to_string()),
             }
         };
-        if let Some(error) = failure {
-            tracing::warn!(error, "usage consumer: an entry is retried shortly");
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        stats.failing.store(failure.is_some(), Relaxed);
+        match failure {
+            None => backoff = FIRST_BACKOFF,
+            Some(error) => {
+                stats.failures.fetch_add(1, Relaxed);
+                tracing::warn!(error, retry_in_ms = backoff.as_millis() as u64, "usage consumer: retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -155,6 +184,7 @@ pub(crate) async fn run_usage_consumer(
     )
     .await
     {
+        stats.recorded.fetch_add(consumed.recorded as u64, Relaxed);
         if consumed.moved() == 0 {
             break;
         }

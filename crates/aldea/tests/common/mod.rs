@@ -155,3 +155,48 @@ pub(crate) async fn open_stream(addr: &str, key: &str, query: &str) -> Result<So
         Err(e) => panic!("connecting: {e}"),
     }
 }
+
+/// Streams `audio` (a WAV file) in 100-ms chunks as fast as it can go, then CloseStream; the
+/// finals' text and the closing Metadata's duration.
+pub(crate) async fn stream_wav(addr: &str, key: &str, audio: &[u8]) -> (String, f64) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut request = format!("ws://{addr}/v1/listen?interim_results=true").into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", format!("token, {key}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("the stream opens");
+    let (mut tx, mut rx) = ws.split();
+    let audio = audio.to_vec();
+    let sender = tokio::spawn(async move {
+        for chunk in audio.chunks(3200) {
+            tx.send(Message::Binary(chunk.to_vec().into())).await.unwrap();
+        }
+        tx.send(Message::Text(r#"{"type":"CloseStream"}"#.into())).await.unwrap();
+        tx
+    });
+    let mut finals = Vec::new();
+    let mut metadata = Vec::new();
+    while let Some(message) = rx.next().await {
+        match message.unwrap() {
+            Message::Text(text) => {
+                let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                let kind = value["type"].as_str().unwrap().to_owned();
+                assert!(!kind.starts_with("aldea."), "internal messages stay inside");
+                if kind == "Results" && value["is_final"] == true {
+                    finals.push(value["channel"]["alternatives"][0]["transcript"].as_str().unwrap().to_owned());
+                }
+                if kind == "Metadata" {
+                    metadata.push(value["duration"].as_f64().unwrap());
+                }
+            }
+            Message::Close(frame) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let _ = sender.await;
+    assert_eq!(metadata.len(), 2, "Metadata first and last");
+    (finals.join(" "), metadata[1])
+}
