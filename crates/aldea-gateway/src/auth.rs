@@ -12,18 +12,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aldea_http::jwt::{decode_jwt, issue_jwt, JwtClaims};
 use aldea_store::{
     hash_key, CachedGrant, KeyCache, KeyGrant, KeyId, KeyLimits, KeyVerifier, Scope, StoreError, KEY_PREFIX,
 };
 use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::HeaderMap;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use moka::future::Cache;
 use moka::Expiry;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
@@ -333,69 +330,6 @@ fn stricter(a: Option<u32>, b: Option<u32>) -> Option<u32> {
     }
 }
 
-/// The claims of a granted token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct JwtClaims {
-    /// The key it was granted for.
-    pub(crate) sub: String,
-    pub(crate) org: String,
-    /// Space-separated scopes.
-    pub(crate) scope: String,
-    pub(crate) iat: i64,
-    pub(crate) exp: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_streams: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) rpm: Option<u32>,
-}
-
-const JWT_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
-
-/// Signs `claims` as a compact HS256 JWT.
-pub(crate) fn issue_jwt(claims: &JwtClaims, secret: &[u8]) -> String {
-    let header = URL_SAFE_NO_PAD.encode(JWT_HEADER);
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
-    let signing_input = format!("{header}.{payload}");
-    let signature = URL_SAFE_NO_PAD.encode(sign(signing_input.as_bytes(), secret));
-    format!("{signing_input}.{signature}")
-}
-
-fn sign(input: &[u8], secret: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(secret) {
-        Ok(mac) => mac,
-        Err(_) => return Vec::new(),
-    };
-    mac.update(input);
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// Checks the signature (HS256 only: the header must say so), then the expiry at `now`.
-pub(crate) fn decode_jwt(token: &str, secret: &[u8], now: i64) -> Result<JwtClaims, &'static str> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("malformed token");
-    };
-    let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| "malformed token")?;
-    let header_value: serde_json::Value = serde_json::from_slice(&header_json).map_err(|_| "malformed token")?;
-    if header_value.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
-        return Err("unsupported token algorithm");
-    }
-    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| "malformed token")?;
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).map_err(|_| "bad secret")?;
-    mac.update(header.as_bytes());
-    mac.update(b".");
-    mac.update(payload.as_bytes());
-    mac.verify_slice(&signature).map_err(|_| "bad token signature")?;
-    let claims: JwtClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| "malformed token")?)
-        .map_err(|_| "malformed token claims")?;
-    if claims.exp <= now {
-        return Err("token expired");
-    }
-    Ok(claims)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -440,32 +374,6 @@ mod tests {
         // Two header lines are one list.
         let split = headers(&[("sec-websocket-protocol", "token"), ("sec-websocket-protocol", key)]);
         assert_eq!(credential(&split), Some((Credential::Key(key.into()), Via::Subprotocol("token"))));
-    }
-
-    #[test]
-    fn jwt_round_trip_and_rejections() {
-        let claims = JwtClaims {
-            sub: "k1".into(),
-            org: "o1".into(),
-            scope: "listen".into(),
-            iat: 100,
-            exp: 130,
-            max_streams: Some(2),
-            rpm: None,
-        };
-        let secret = b"0123456789abcdef0123456789abcdef";
-        let token = issue_jwt(&claims, secret);
-        assert_eq!(decode_jwt(&token, secret, 129), Ok(claims.clone()));
-        assert_eq!(decode_jwt(&token, secret, 130), Err("token expired"));
-        assert_eq!(decode_jwt(&token, b"another secret, also long enough", 100), Err("bad token signature"));
-        // A payload changed after signing fails the signature.
-        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        parts[1] = URL_SAFE_NO_PAD.encode(br#"{"sub":"k1","org":"o2","scope":"listen","iat":100,"exp":999}"#);
-        assert_eq!(decode_jwt(&parts.join("."), secret, 100), Err("bad token signature"));
-        // `alg: none` is refused whatever the signature.
-        parts[0] = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
-        assert_eq!(decode_jwt(&parts.join("."), secret, 100), Err("unsupported token algorithm"));
-        assert_eq!(decode_jwt("a.b", secret, 100), Err("malformed token"));
     }
 
     /// The in-memory store behind a store's round trip, counting the lookups that reach it; while

@@ -17,6 +17,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
+pub mod jwt;
 pub mod spool;
 pub mod ws;
 

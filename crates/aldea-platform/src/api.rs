@@ -78,6 +78,7 @@ fn key_view(key: &KeyRecord) -> Value {
         "expires_at": key.expires_at.map(rfc3339),
         "revoked_at": key.revoked_at.map(rfc3339),
         "previous_key_expires_at": key.previous_until.map(rfc3339),
+        "system": key.system,
         "limits": {"max_streams": key.limits.max_streams, "requests_per_minute": key.limits.requests_per_minute},
     })
 }
@@ -345,6 +346,7 @@ pub(crate) async fn create_key(
         limits: body.limits.unwrap_or_default(),
         expires_at,
         created_by,
+        system: false,
     };
     let (record, secret) = state.deps.keys.create_key(&org_id, new, now).await?;
     tracing::info!(org_id = %org_id, key_id = %record.id, "key created");
@@ -492,6 +494,38 @@ pub(crate) fn balance_view(credit: Credit) -> Value {
         Credit::Millis(ms) => ("prepaid", json!(ms as f64 / 1000.0)),
     };
     json!({"plan": plan, "credit_seconds_remaining": remaining, "max_streams": Value::Null})
+}
+
+/// How long a browser token from `listen-token` lasts.
+pub(crate) const LISTEN_TOKEN_SECONDS: i64 = 30;
+/// The system key browser tokens are issued for.
+pub(crate) const DASHBOARD_KEY: &str = "dashboard";
+
+/// A 30-s token with scope `listen` for the organization's `dashboard` system key, so a browser
+/// can open a stream on the gateway without a long-lived key in the page.
+pub(crate) async fn listen_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<OrgId>,
+) -> Result<Json<Value>, ApiError> {
+    caller.user()?;
+    caller.org_role(&state, &org_id, false).await?;
+    let secret = state.config.jwt_secret.as_ref().ok_or_else(|| {
+        ApiError::BadRequest("browser tokens are not enabled: the platform has no JWT secret".to_owned())
+    })?;
+    let now = aldea_store::unix_now();
+    let key = state.deps.keys.system_key(&org_id, DASHBOARD_KEY, now).await?;
+    let claims = aldea_http::jwt::JwtClaims {
+        sub: key.id.to_string(),
+        org: org_id.to_string(),
+        scope: Scope::Listen.as_str().to_owned(),
+        iat: now,
+        exp: now + LISTEN_TOKEN_SECONDS,
+        max_streams: key.limits.max_streams,
+        rpm: key.limits.requests_per_minute,
+    };
+    let token = aldea_http::jwt::issue_jwt(&claims, secrecy::ExposeSecret::expose_secret(secret).as_bytes());
+    Ok(Json(json!({"access_token": token, "expires_in": LISTEN_TOKEN_SECONDS})))
 }
 
 /// Ready when the database answers.

@@ -43,6 +43,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The token services present on the internal API (`/internal/…`); without one it is off.
     pub service_token: Option<secrecy::SecretString>,
+    /// The secret the gateways check browser tokens with (`ALDEA_JWT_SECRET`); without one
+    /// `listen-token` is refused.
+    pub jwt_secret: Option<secrecy::SecretString>,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             login_attempts_per_minute: 10,
             max_body_bytes: 64 * 1024,
             service_token: None,
+            jwt_secret: None,
         }
     }
 }
@@ -108,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org_id}/members", get(api::list_members).post(api::add_member))
         .route("/v1/orgs/{org_id}/members/{user_id}", delete(api::remove_member))
         .route("/v1/orgs/{org_id}/balance", get(api::balance))
+        .route("/v1/orgs/{org_id}/listen-token", post(api::listen_token))
         .route("/v1/orgs/{org_id}/credits", post(admin::add_credits))
         .route("/internal/v1/keys/verify", post(internal::verify_key))
         .route("/live", get(|| async { "ok" }))

@@ -26,6 +26,10 @@ struct Answer {
 
 impl Platform {
     fn new() -> Platform {
+        Platform::configured(|_| {})
+    }
+
+    fn configured(change: impl FnOnce(&mut Config)) -> Platform {
         let store = Arc::new(MemoryKeys::new());
         let key_cache = Arc::new(MemoryKeyCache::new());
         let deps = Deps {
@@ -35,7 +39,8 @@ impl Platform {
             limits: Arc::new(MemoryLimits::new()),
             key_cache: key_cache.clone(),
         };
-        let config = Config { login_attempts_per_minute: 5, ..Config::default() };
+        let mut config = Config { login_attempts_per_minute: 5, ..Config::default() };
+        change(&mut config);
         Platform { app: router(AppState::new(config, deps)), key_cache, store }
     }
 
@@ -598,4 +603,50 @@ async fn a_reset_token_sets_a_new_password_once_and_ends_the_sessions() {
     assert_eq!(login("a long password").await, StatusCode::UNAUTHORIZED, "the old password is gone");
     assert_eq!(login("a brand new password").await, StatusCode::OK);
     assert!(aldea_platform::issue_password_reset(platform.store.as_ref(), "nobody@example.com", now).await.is_err());
+}
+
+#[tokio::test]
+async fn a_listen_token_is_a_30_second_jwt_for_the_dashboard_key() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-dashboard";
+    let platform = Platform::configured(|c| c.jwt_secret = Some(SECRET.to_owned().into()));
+    let (owner, org, listen_key) = platform.signup("live@example.com").await;
+    let (stranger, _, _) = platform.signup("stranger@example.com").await;
+    let path = format!("/v1/orgs/{org}/listen-token");
+    let answer = platform.call("POST", &path, &[("authorization", &owner)], None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["expires_in"], 30);
+    let token = answer.body["access_token"].as_str().unwrap();
+    let now = aldea_store::unix_now();
+    let claims = aldea_http::jwt::decode_jwt(token, SECRET.as_bytes(), now).expect("signed with the shared secret");
+    assert_eq!((claims.org.as_str(), claims.scope.as_str(), claims.exp - claims.iat), (org.as_str(), "listen", 30));
+    assert!(aldea_http::jwt::decode_jwt(token, SECRET.as_bytes(), now + 31).is_err(), "expired after 30 s");
+    // Its subject is the organization's dashboard key, made once and listed like any key.
+    let keys = platform.get(&format!("/v1/orgs/{org}/keys"), &owner).await.body;
+    let dashboard: Vec<&Value> = keys.as_array().unwrap().iter().filter(|k| k["system"] == true).collect();
+    assert_eq!(dashboard.len(), 1);
+    assert_eq!(
+        (dashboard[0]["id"].as_str(), dashboard[0]["name"].as_str()),
+        (Some(claims.sub.as_str()), Some("dashboard"))
+    );
+    let again = platform.call("POST", &path, &[("authorization", &owner)], None).await;
+    let claims_again =
+        aldea_http::jwt::decode_jwt(again.body["access_token"].as_str().unwrap(), SECRET.as_bytes(), now).unwrap();
+    assert_eq!(claims_again.sub, claims.sub, "the same key each time");
+
+    assert_error(
+        &platform.call("POST", &path, &[("authorization", &stranger)], None).await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &platform.call("POST", &path, &[("authorization", &format!("Token {listen_key}"))], None).await,
+        StatusCode::FORBIDDEN,
+        "INSUFFICIENT_PERMISSIONS",
+    );
+    // Without a JWT secret there are no browser tokens.
+    let plain = Platform::new();
+    let (session, org, _) = plain.signup("plain@example.com").await;
+    let refused =
+        plain.call("POST", &format!("/v1/orgs/{org}/listen-token"), &[("authorization", &session)], None).await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
 }

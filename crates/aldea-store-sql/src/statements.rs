@@ -35,6 +35,7 @@ macro_rules! sql_store {
                 expires_at: row.get("expires_at"),
                 revoked_at: row.get("revoked_at"),
                 previous_until: row.get("previous_until"),
+                system: row.get("system"),
             })
         }
 
@@ -267,11 +268,12 @@ macro_rules! sql_store {
                     expires_at: key.expires_at,
                     revoked_at: None,
                     previous_until: None,
+                    system: key.system,
                 };
                 let inserted = sqlx::query(
                     "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, max_streams, requests_per_minute,
-                                           created_at, expires_at, created_by)
-                     SELECT $1, id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM orgs WHERE id = $11",
+                                           created_at, expires_at, created_by, system)
+                     SELECT $1, id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM orgs WHERE id = $12",
                 )
                 .bind(record.id.as_str())
                 .bind(&record.name)
@@ -283,6 +285,7 @@ macro_rules! sql_store {
                 .bind(record.created_at)
                 .bind(record.expires_at)
                 .bind(record.created_by.as_ref().map(|u| u.as_str()))
+                .bind(record.system)
                 .bind(org_id.as_str())
                 .execute(&self.pool)
                 .await
@@ -354,6 +357,29 @@ macro_rules! sql_store {
             async fn credit(&self, org_id: &OrgId) -> Result<Credit> {
                 let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 Self::credit_in(&mut tx, org_id).await
+            }
+
+            async fn system_key(&self, org_id: &OrgId, name: &str, now: i64) -> Result<KeyRecord> {
+                let live = || async {
+                    let row = sqlx::query(
+                        "SELECT * FROM api_keys WHERE org_id = $1 AND name = $2 AND system AND revoked_at IS NULL",
+                    )
+                    .bind(org_id.as_str())
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                    row.as_ref().map(key_from).transpose()
+                };
+                if let Some(record) = live().await? {
+                    return Ok(record);
+                }
+                let new = NewKey { system: true, ..NewKey::listen(name) };
+                match self.create_key(org_id, new, now).await {
+                    Ok((record, _)) => Ok(record),
+                    // Another caller made it first (the unique index on live system keys).
+                    Err(e) => live().await?.ok_or(e),
+                }
             }
 
             async fn rotate_key(

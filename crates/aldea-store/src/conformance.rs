@@ -153,6 +153,31 @@ pub async fn keys(store: &dyn Keys) {
     assert!(matches!(store.revoke_key(&org.id, &KeyId::random(), now).await, Err(StoreError::NotFound(_))));
     assert!(matches!(store.rotate_key(&org.id, &record.id, now + 60, now).await, Err(StoreError::Conflict(_))));
     rotation(store).await;
+    system_keys(store).await;
+}
+
+/// The platform's own keys: made once per organization and name, listed, made again after a
+/// revocation.
+async fn system_keys(store: &dyn Keys) {
+    let now = crate::unix_now();
+    let org = store.create_org(&unique("dashboarded"), Credit::Unlimited, now).await.unwrap();
+    let other = store.create_org(&unique("other"), Credit::Unlimited, now).await.unwrap();
+    let first = store.system_key(&org.id, "dashboard", now).await.unwrap();
+    assert!(first.system && first.scopes == [Scope::Listen] && first.name == "dashboard");
+    assert_eq!(store.system_key(&org.id, "dashboard", now + 1).await.unwrap(), first, "made once");
+    assert_ne!(store.system_key(&other.id, "dashboard", now).await.unwrap().id, first.id);
+    // A key a person named the same is not the system key.
+    let (named, _) = store.create_key(&org.id, NewKey::listen("dashboard"), now).await.unwrap();
+    assert!(!named.system);
+    assert_eq!(store.system_key(&org.id, "dashboard", now).await.unwrap().id, first.id);
+    let listed = store.list_keys(&org.id, &PageRequest::first(10)).await.unwrap().items;
+    assert!(listed.contains(&first), "listed like any key");
+    assert!(store.verify(&hash_key("dashboard"), now).await.unwrap().is_none());
+    assert!(store.grant_by_id(&first.id, now).await.unwrap().is_some(), "tokens name it by id");
+    store.revoke_key(&org.id, &first.id, now).await.unwrap();
+    let again = store.system_key(&org.id, "dashboard", now + 2).await.unwrap();
+    assert_ne!(again.id, first.id, "a revoked one is replaced");
+    assert!(matches!(store.system_key(&OrgId::random(), "dashboard", now).await, Err(StoreError::NotFound(_))));
 }
 
 /// Rotation: a new secret, the old one kept for the grace, a third rotation ends the first's grace

@@ -242,6 +242,8 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     /// Until when the secret it had before its last rotation still works (Unix seconds).
     pub previous_until: Option<i64>,
+    /// Made by the platform for itself ([`Keys::system_key`]); its secret was never shown.
+    pub system: bool,
 }
 
 /// What to create.
@@ -252,6 +254,8 @@ pub struct NewKey {
     pub limits: KeyLimits,
     pub expires_at: Option<i64>,
     pub created_by: Option<UserId>,
+    /// A key the platform makes for itself (see [`Keys::system_key`]).
+    pub system: bool,
 }
 
 impl NewKey {
@@ -263,6 +267,7 @@ impl NewKey {
             limits: KeyLimits::default(),
             expires_at: None,
             created_by: None,
+            system: false,
         }
     }
 
@@ -371,6 +376,10 @@ pub trait Keys: KeyVerifier {
     /// last rotation while in grace), to invalidate caches. `NotFound` for no such key of this
     /// organization, `Conflict` when it is revoked already.
     async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<Vec<String>>;
+    /// The organization's live system key `name` (scope `listen`), made on first use (and again
+    /// after it was revoked): the dashboard's, whose short-lived browser tokens name it, so their
+    /// usage is attributed to it and revoking it stops them. `NotFound` without the organization.
+    async fn system_key(&self, org_id: &OrgId, name: &str, now: i64) -> Result<KeyRecord>;
     /// Gives a key a new secret (returned here and never again); the current one keeps working
     /// until `previous_until` (at once when that is not after `now`), and one kept from an earlier
     /// rotation stops now. Also the hashes that worked until now, whose cached answers are stale.

@@ -264,6 +264,7 @@ impl Keys for MemoryKeys {
             expires_at: key.expires_at,
             revoked_at: None,
             previous_until: None,
+            system: key.system,
         };
         state.keys.push(StoredKey { record: record.clone(), hash: hash_key(&secret), previous: None });
         Ok((record, secret))
@@ -295,6 +296,46 @@ impl Keys for MemoryKeys {
         }
         key.record.revoked_at = Some(now);
         Ok([Some(key.hash.clone()), key.previous.clone()].into_iter().flatten().collect())
+    }
+
+    async fn system_key(&self, org_id: &OrgId, name: &str, now: i64) -> Result<KeyRecord> {
+        let live = |state: &KeysState| {
+            state
+                .keys
+                .iter()
+                .map(|k| &k.record)
+                .find(|r| &r.org_id == org_id && r.system && r.name == name && r.revoked_at.is_none())
+                .cloned()
+        };
+        if let Some(record) = live(&lock(&self.state)) {
+            return Ok(record);
+        }
+        // One lock from the check to the push: two callers make one key.
+        let secret = generate_key()?;
+        let mut state = lock(&self.state);
+        if let Some(record) = live(&state) {
+            return Ok(record);
+        }
+        if !state.orgs.iter().any(|o| &o.id == org_id) {
+            return Err(StoreError::NotFound(format!("organization {org_id}")));
+        }
+        let record = KeyRecord {
+            id: KeyId::random(),
+            org_id: org_id.clone(),
+            name: name.to_owned(),
+            prefix: display_prefix(&secret),
+            scopes: vec![crate::Scope::Listen],
+            limits: crate::KeyLimits::default(),
+            created_at: now,
+            created_by: None,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            previous_until: None,
+            system: true,
+        };
+        state.keys.push(StoredKey { record: record.clone(), hash: hash_key(&secret), previous: None });
+        Ok(record)
     }
 
     async fn rotate_key(&self, org_id: &OrgId, key_id: &KeyId, previous_until: i64, now: i64) -> Result<RotatedKey> {

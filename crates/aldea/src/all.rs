@@ -65,12 +65,21 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
             .with_context(|| format!("binding {}", args.platform_listen))?;
         let platform_address = platform_listener.local_addr()?;
         // Cookies without `Secure` only where the browser reaches it over loopback http.
-        let platform_config = args
-            .platform
-            .config(!platform_address.ip().is_loopback(), crate::non_empty(&args.options.service_token))?;
+        // One JWT secret for the platform that issues browser tokens and the gateway that checks
+        // them: the one given, or one generated once and kept under $ALDEA_HOME.
+        let jwt_secret = match crate::non_empty(&args.options.jwt_secret) {
+            Some(secret) => secret,
+            None => crate::settings::home_jwt_secret(&settings.home)?,
+        };
+        let platform_config = args.platform.config(
+            !platform_address.ip().is_loopback(),
+            crate::non_empty(&args.options.service_token),
+            Some(jwt_secret.clone()),
+        )?;
         // The gateway's own key cache: a key revoked on the platform is refused at once.
         let platform_deps = crate::platform::deps(&database, None, Some(deps.key_cache.clone())).await?;
-        let gateway_config = args.options.config(vec![format!("http://{stt_address}")], &loaded.model_name);
+        let mut gateway_config = args.options.config(vec![format!("http://{stt_address}")], &loaded.model_name);
+        gateway_config.jwt_secret = Some(jwt_secret);
         gateway_config.validate()?;
 
         let shutdown = CancellationToken::new();

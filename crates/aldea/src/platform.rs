@@ -44,7 +44,12 @@ impl PlatformOptions {
         &self,
         secure_cookies: bool,
         service_token: Option<secrecy::SecretString>,
+        jwt_secret: Option<secrecy::SecretString>,
     ) -> anyhow::Result<aldea_platform::Config> {
+        use secrecy::ExposeSecret;
+        if jwt_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
+            anyhow::bail!("the JWT secret needs at least 32 characters");
+        }
         if self.session_hours == 0 || self.session_hours > 24 * 366 {
             anyhow::bail!("--session-hours is 1 to 8784");
         }
@@ -53,6 +58,7 @@ impl PlatformOptions {
             secure_cookies: secure_cookies && !self.insecure_cookies,
             session_ttl: std::time::Duration::from_secs(self.session_hours * 3600),
             service_token,
+            jwt_secret,
             ..aldea_platform::Config::default()
         })
     }
@@ -73,6 +79,10 @@ pub(crate) struct PlatformArgs {
     /// theirs. Without it the internal API lets nobody in.
     #[arg(long, env = "ALDEA_SERVICE_TOKEN", hide_env_values = true, value_parser = crate::secret)]
     service_token: Option<secrecy::SecretString>,
+    /// Secret (≥ 32 characters) that signs the 30-s browser tokens of `listen-token`: the
+    /// gateways' `ALDEA_JWT_SECRET`. Without it browser tokens are refused.
+    #[arg(long, env = "ALDEA_JWT_SECRET", hide_env_values = true, value_parser = crate::secret)]
+    jwt_secret: Option<secrecy::SecretString>,
     #[command(flatten)]
     database: stores::DatabaseArgs,
     #[command(flatten)]
@@ -106,7 +116,8 @@ pub(crate) async fn deps(
 }
 
 pub(crate) fn run(settings: &Settings, args: &PlatformArgs) -> anyhow::Result<ExitCode> {
-    let config = args.options.config(true, crate::non_empty(&args.service_token))?;
+    let config =
+        args.options.config(true, crate::non_empty(&args.service_token), crate::non_empty(&args.jwt_secret))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -44,3 +44,50 @@ impl Settings {
         )
     }
 }
+
+/// The JWT secret `aldea all` shares between its platform (which issues browser tokens) and its
+/// gateway (which checks them) when none is given: generated once (256 random bits, as hex) into
+/// `$ALDEA_HOME/jwt-secret`, readable by the owner only, and read back on later starts.
+pub(crate) fn home_jwt_secret(home: &std::path::Path) -> anyhow::Result<secrecy::SecretString> {
+    use anyhow::Context;
+    use std::io::Write;
+    let path = home.join("jwt-secret");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let secret = text.trim().to_owned();
+        anyhow::ensure!(secret.len() >= 32, "{} holds fewer than 32 characters", path.display());
+        return Ok(secret.into());
+    }
+    std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(&path) {
+        Ok(mut file) => {
+            file.write_all(secret.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            Ok(secret.into())
+        }
+        // Another process made it between the read and the create: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => home_jwt_secret(home),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_generated_jwt_secret_is_kept_private_and_reused() {
+        use secrecy::ExposeSecret;
+        let home = tempfile::tempdir().unwrap();
+        let first = super::home_jwt_secret(home.path()).unwrap();
+        assert!(first.expose_secret().len() >= 64);
+        assert_eq!(super::home_jwt_secret(home.path()).unwrap().expose_secret(), first.expose_secret());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(home.path().join("jwt-secret")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

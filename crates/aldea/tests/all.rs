@@ -268,6 +268,52 @@ fn a_key_from_signup_works_on_the_gateway_until_the_platform_revokes_it() {
     };
     poll_until("the upload charged", || (3600.0 - left() - duration).abs() <= 0.05);
 
+    // The dashboard's way in: a 30-s browser token from the platform opens a stream on the gateway
+    // (the secret `aldea all` generated is shared by both), metered on the dashboard key.
+    let (status, token) =
+        http(&server.platform, "POST", &format!("/v1/orgs/{org_id}/listen-token"), &[("authorization", &session)], b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&token));
+    let token: serde_json::Value = serde_json::from_slice(&token).unwrap();
+    let bearer = format!("bearer, {}", token["access_token"].as_str().unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (words, streamed) = runtime.block_on(common::stream_wav_as(&server.addr, &bearer, &audio));
+    assert!(!words.trim().is_empty());
+    let (_, by_key) = http(
+        &server.platform,
+        "GET",
+        &format!("/v1/orgs/{org_id}/usage?group_by=key"),
+        &[("authorization", &session)],
+        b"",
+    );
+    let by_key: serde_json::Value = serde_json::from_slice(&by_key).unwrap();
+    let (_, keys) =
+        http(&server.platform, "GET", &format!("/v1/orgs/{org_id}/keys"), &[("authorization", &session)], b"");
+    let keys: serde_json::Value = serde_json::from_slice(&keys).unwrap();
+    let dashboard = keys.as_array().unwrap().iter().find(|k| k["system"] == true).expect("the dashboard key");
+    let metered = |series: &serde_json::Value| {
+        series["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["group"] == dashboard["id"])
+            .map(|r| r["audio_seconds"].as_f64().unwrap())
+    };
+    let mut dashboard_seconds = metered(&by_key);
+    poll_until("the stream metered on the dashboard key", || {
+        if dashboard_seconds.is_some_and(|s| (s - streamed).abs() <= 0.05) {
+            return true;
+        }
+        let (_, body) = http(
+            &server.platform,
+            "GET",
+            &format!("/v1/orgs/{org_id}/usage?group_by=key"),
+            &[("authorization", &session)],
+            b"",
+        );
+        dashboard_seconds = metered(&serde_json::from_slice(&body).unwrap());
+        false
+    });
+
     // A tenth of a second of audio: the gateway has just cached the key's grant when the
     // revocation comes.
     let short = &audio[..3244];

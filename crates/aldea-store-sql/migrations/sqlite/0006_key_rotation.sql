@@ -5,3 +5,7 @@ ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
 ALTER TABLE api_keys ADD COLUMN previous_hash TEXT;
 ALTER TABLE api_keys ADD COLUMN previous_until INTEGER;
 CREATE UNIQUE INDEX api_keys_previous_hash ON api_keys (previous_hash);
+-- Keys the platform makes for itself (the dashboard's, which browser tokens are issued for): one
+-- live key per organization and name.
+ALTER TABLE api_keys ADD COLUMN system INTEGER NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX api_keys_system ON api_keys (org_id, name) WHERE system AND revoked_at IS NULL;

@@ -159,11 +159,17 @@ pub(crate) async fn open_stream(addr: &str, key: &str, query: &str) -> Result<So
 /// Streams `audio` (a WAV file) in 100-ms chunks as fast as it can go, then CloseStream; the
 /// finals' text and the closing Metadata's duration.
 pub(crate) async fn stream_wav(addr: &str, key: &str, audio: &[u8]) -> (String, f64) {
+    stream_wav_as(addr, &format!("token, {key}"), audio).await
+}
+
+/// [`stream_wav`] with the credential as the `Sec-WebSocket-Protocol` a browser sends (`token,
+/// <key>` or `bearer, <jwt>`).
+pub(crate) async fn stream_wav_as(addr: &str, subprotocol: &str, audio: &[u8]) -> (String, f64) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
     let mut request = format!("ws://{addr}/v1/listen?interim_results=true").into_client_request().unwrap();
-    request.headers_mut().insert("sec-websocket-protocol", format!("token, {key}").parse().unwrap());
+    request.headers_mut().insert("sec-websocket-protocol", subprotocol.parse().unwrap());
     let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("the stream opens");
     let (mut tx, mut rx) = ws.split();
     let audio = audio.to_vec();
