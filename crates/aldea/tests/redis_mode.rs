@@ -4,8 +4,6 @@
 //! lease TTL, and the usage recorded across a Redis restart equals the audio sent. Needs the
 //! environment `scripts/test.sh` sets (and `redis-server`, which it installs).
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aldea_store::UsageLedger;
@@ -13,26 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{aldea_on as aldea, create_key, http, open_stream, poll_until, real_dev, spawn, ChildGuard, Processes};
-
-/// A private `redis-server` on a free port, its data in `dir` (append-only, synced on every write).
-fn start_redis(dir: &Path, port: u16) -> ChildGuard {
-    let child = ChildGuard::new(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test.sh installs it)"),
-    );
-    poll_until("redis to answer", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    child
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::{aldea_on as aldea, create_key, free_port, http, open_stream, poll_until, real_dev, spawn, start_redis, Processes};
 
 #[test]
 fn gateways_sharing_redis_see_revocations_within_a_second_and_recover_a_dead_gateways_slots() {

@@ -6,68 +6,15 @@
 //! the key refuses it within a second and closes its open stream with 1008 within five. Needs the
 //! environment `scripts/test.sh` sets.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{http, open_stream, poll_until, real_dev, spawn, stream_wav, ChildGuard, Processes};
+use common::{free_port, http, open_stream, poll_until, real_dev, spawn, start_redis, stream_wav, Processes, Schema};
 
 const SERVICE_TOKEN: &str = "split-mode-service-token-0123456789abcdef";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_redis(dir: &Path, port: u16) -> ChildGuard {
-    let child = ChildGuard::new(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test.sh installs it)"),
-    );
-    poll_until("redis to answer", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    child
-}
-
-/// A fresh schema in the test database; the URL that puts the services in it, and the schema's
-/// name (dropped when the test ends).
-struct Schema {
-    admin: String,
-    name: String,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Schema {
-    fn new(runtime: tokio::runtime::Runtime) -> (Schema, String) {
-        let admin =
-            std::env::var("ALDEA_TEST_POSTGRES_URL").expect("ALDEA_TEST_POSTGRES_URL (scripts/test.sh sets it)");
-        let name = format!("aldea_split_{}", uuid::Uuid::new_v4().simple());
-        runtime.block_on(async {
-            let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-            sqlx::raw_sql(&format!("CREATE SCHEMA {name}")).execute(&pool).await.unwrap();
-        });
-        let separator = if admin.contains('?') { '&' } else { '?' };
-        let url = format!("{admin}{separator}options=-c%20search_path%3D{name}");
-        (Schema { admin, name, runtime }, url)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        self.runtime.block_on(async move {
-            if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
-                let _ = sqlx::raw_sql(&format!("DROP SCHEMA {name} CASCADE")).execute(&pool).await;
-            }
-        });
-    }
-}
 
 fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_else(|_| panic!("JSON: {}", String::from_utf8_lossy(body)))
@@ -78,7 +25,7 @@ fn split_services_on_postgres_and_redis_sign_up_meter_and_revoke() {
     let home = tempfile::tempdir().unwrap();
     let redis_dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (_schema, database) = Schema::new(tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap());
+    let (_schema, database) = Schema::new();
     let port = free_port();
     let redis = start_redis(redis_dir.path(), port);
     let redis_url = format!("redis://127.0.0.1:{port}");

@@ -206,3 +206,72 @@ pub(crate) async fn stream_wav_as(addr: &str, subprotocol: &str, audio: &[u8]) -
     assert_eq!(metadata.len(), 2, "Metadata first and last");
     (finals.join(" "), metadata[1])
 }
+
+/// A free loopback port (nothing listens on it when this returns).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A private `redis-server` on `port`, its data in `dir` (append-only, synced on every write, so a
+/// restart keeps what it held).
+pub(crate) fn start_redis(dir: &Path, port: u16) -> ChildGuard {
+    let child = ChildGuard::new(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test.sh installs it)"),
+    );
+    poll_until("redis to answer", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    child
+}
+
+/// A schema of its own in the test database (`ALDEA_TEST_POSTGRES_URL`), dropped when the test
+/// ends.
+pub(crate) struct Schema {
+    admin: String,
+    name: String,
+}
+
+impl Schema {
+    /// The schema, and the URL that puts a service in it (its `search_path`).
+    pub(crate) fn new() -> (Schema, String) {
+        let admin = std::env::var("ALDEA_TEST_POSTGRES_URL").expect("ALDEA_TEST_POSTGRES_URL (scripts/test.sh sets it)");
+        let name = format!("aldea_e2e_{}", uuid::Uuid::new_v4().simple());
+        Schema::admin_sql(&admin, &format!("CREATE SCHEMA {name}"));
+        let url = Schema::url_in(&admin, &name);
+        (Schema { admin, name }, url)
+    }
+
+    /// `url` (a database URL) with this schema as its `search_path`.
+    pub(crate) fn url_in(url: &str, name: &str) -> String {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}options=-c%20search_path%3D{name}")
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn admin_sql(admin: &str, sql: &str) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let pool = sqlx::PgPool::connect(admin).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+        });
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        runtime.block_on(async move {
+            if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+                let _ = sqlx::raw_sql(&format!("DROP SCHEMA {name} CASCADE")).execute(&pool).await;
+            }
+        });
+    }
+}
