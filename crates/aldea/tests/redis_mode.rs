@@ -11,7 +11,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{aldea_on as aldea, create_key, free_port, http, open_stream, poll_until, real_dev, spawn, start_redis, Processes};
+use common::{
+    aldea_on as aldea, create_key, free_port, http, open_stream, poll_until, real_dev, spawn, start_redis, Processes,
+};
 
 #[test]
 fn gateways_sharing_redis_see_revocations_within_a_second_and_recover_a_dead_gateways_slots() {

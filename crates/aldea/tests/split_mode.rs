@@ -12,7 +12,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{free_port, http, open_stream, poll_until, real_dev, spawn, start_redis, stream_wav, Processes, Schema};
+use common::{
+    free_port, http, open_stream, poll_until, real_dev, spawn_logged, start_redis, stream_wav, Processes, Schema,
+};
 
 const SERVICE_TOKEN: &str = "split-mode-service-token-0123456789abcdef";
 
@@ -31,13 +33,11 @@ fn split_services_on_postgres_and_redis_sign_up_meter_and_revoke() {
     let redis_url = format!("redis://127.0.0.1:{port}");
 
     let token = ["--service-token", SERVICE_TOKEN];
-    let (stt, stt_addr) = spawn(
-        home.path(),
-        &[&["stt", "--listen", "127.0.0.1:0", "--threads", "2"][..], &token].concat(),
-        "stt listening",
-    );
-    let (platform, platform_addr) = spawn(
-        home.path(),
+    // Every service logs at debug: the test reads the logs for secrets at the end.
+    let spawn = |args: &[&str], marker: &str| spawn_logged(home.path(), args, marker, "debug");
+    let (stt, stt_addr, stt_log) =
+        spawn(&[&["stt", "--listen", "127.0.0.1:0", "--threads", "2"][..], &token].concat(), "stt listening");
+    let (platform, platform_addr, platform_log) = spawn(
         &[
             &["platform", "--listen", "127.0.0.1:0", "--database", &database, "--redis", &redis_url][..],
             &["--insecure-cookies"],
@@ -46,15 +46,13 @@ fn split_services_on_postgres_and_redis_sign_up_meter_and_revoke() {
         .concat(),
         "platform API on",
     );
-    let (worker, worker_addr) = spawn(
-        home.path(),
+    let (worker, worker_addr, worker_log) = spawn(
         &["usage-worker", "--listen", "127.0.0.1:0", "--database", &database, "--redis", &redis_url],
         "health on",
     );
     let platform_url = format!("http://{platform_addr}");
     let stt_url = format!("http://{stt_addr}");
-    let (gateway, gateway_addr) = spawn(
-        home.path(),
+    let (gateway, gateway_addr, gateway_log) = spawn(
         &[
             &["gateway", "--listen", "127.0.0.1:0", "--stt", &stt_url, "--redis", &redis_url][..],
             &["--platform", &platform_url],
@@ -167,4 +165,71 @@ fn split_services_on_postgres_and_redis_sign_up_meter_and_revoke() {
         assert_eq!(close_code, Some(1008), "the open stream is closed as a policy violation");
         assert!(closed_after <= Duration::from_secs(5), "closed within 5 s: {closed_after:?}");
     });
+
+    // Secrets: no API key, session token or password in clear in the database, the logs of any
+    // service, or an error body.
+    let mut bodies = Vec::new();
+    for (addr, method, path, headers, body) in [
+        (&gateway_addr, "POST", "/v1/listen", vec![("authorization", auth.as_str())], &audio[..3244]),
+        (&platform_addr, "GET", "/v1/me", vec![("authorization", "Bearer not-a-session")], &b""[..]),
+        (
+            &platform_addr,
+            "POST",
+            "/v1/auth/login",
+            vec![("content-type", "application/json")],
+            &br#"{"email":"split@example.com","password":"a long password!"}"#[..],
+        ),
+        (
+            &platform_addr,
+            "POST",
+            "/v1/auth/signup",
+            vec![("content-type", "application/json")],
+            &br#"{"email":"split@example.com","password":"a long password","org_name":"Again"}"#[..],
+        ),
+    ] {
+        let (status, answer) = http(addr, method, path, &headers, body);
+        assert!((400..500).contains(&status), "{path}: {status}");
+        bodies.push(String::from_utf8_lossy(&answer).into_owned());
+    }
+    let token = session.trim_start_matches("Bearer ").to_owned();
+    let secrets = [key.as_str(), token.as_str(), "a long password"];
+    let tables = runtime.block_on(async {
+        let pool = sqlx::PgPool::connect(&database).await.unwrap();
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let mut dump = String::new();
+        for name in &names {
+            let rows: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT t::text FROM {name} t")).fetch_all(&pool).await.unwrap();
+            dump.push_str(&rows.join("\n"));
+        }
+        (names.len(), dump)
+    });
+    let (table_count, dump) = tables;
+    assert!(table_count >= 8 && dump.contains(&key[..12]), "the dump holds the data ({table_count} tables)");
+    let logs: Vec<(&str, String)> =
+        [("stt", &stt_log), ("platform", &platform_log), ("usage-worker", &worker_log), ("gateway", &gateway_log)]
+            .into_iter()
+            .map(|(name, log)| (name, log.lock().unwrap().clone()))
+            .collect();
+    assert!(logs.iter().any(|(_, log)| log.contains("key revoked")), "the logs were read");
+    for secret in secrets {
+        assert!(!dump.contains(secret), "a secret in the database");
+        for (name, log) in &logs {
+            assert!(!log.contains(secret), "a secret in the {name} log");
+        }
+        for body in &bodies {
+            assert!(!body.contains(secret), "a secret in an error body: {body}");
+        }
+    }
+    eprintln!(
+        "no secret in {table_count} tables ({} bytes), {} bytes of logs, {} error bodies",
+        dump.len(),
+        logs.iter().map(|(_, l)| l.len()).sum::<usize>(),
+        bodies.len()
+    );
 }

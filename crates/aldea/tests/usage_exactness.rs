@@ -80,7 +80,8 @@ fn usage_is_recorded_exactly_once_through_a_killed_worker_and_a_database_outage(
     // The proxy in front of the database server.
     let cut = Arc::new(AtomicBool::new(false));
     let (proxied, direct) = runtime.block_on(async {
-        let server = admin.split("://").nth(1).unwrap().split('@').next_back().unwrap().split('/').next().unwrap().to_owned();
+        let server =
+            admin.split("://").nth(1).unwrap().split('@').next_back().unwrap().split('/').next().unwrap().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_addr = listener.local_addr().unwrap();
         tokio::spawn(proxy(listener, server.clone(), cut.clone()));
@@ -109,7 +110,17 @@ fn usage_is_recorded_exactly_once_through_a_killed_worker_and_a_database_outage(
     let worker = |name: &str| {
         spawn(
             home.path(),
-            &["usage-worker", "--listen", "127.0.0.1:0", "--database", &proxied, "--redis", &redis_url, "--consumer", name],
+            &[
+                "usage-worker",
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                &proxied,
+                "--redis",
+                &redis_url,
+                "--consumer",
+                name,
+            ],
             "health on",
         )
     };
@@ -146,13 +157,20 @@ fn usage_is_recorded_exactly_once_through_a_killed_worker_and_a_database_outage(
     // A moment more: nothing may be counted twice after the last one arrived.
     std::thread::sleep(Duration::from_secs(2));
     let totals = totals();
-    eprintln!("recorded {} events, {} requests, {} ms (expected {EVENTS}, {expected_requests}, {expected_millis})", totals.events, totals.requests, totals.audio_millis);
+    eprintln!(
+        "recorded {} events, {} requests, {} ms (expected {EVENTS}, {expected_requests}, {expected_millis})",
+        totals.events, totals.requests, totals.audio_millis
+    );
     assert_eq!(totals.events, EVENTS as u64);
     assert_eq!(totals.requests, expected_requests);
     assert_eq!(totals.audio_millis, expected_millis);
     assert_eq!(status, 503, "the worker said it was not ready while the database was away");
     runtime.block_on(async {
-        assert_eq!(store.credit(&org.id).await.unwrap(), Credit::Millis(start_credit - expected_millis), "charged once each");
+        assert_eq!(
+            store.credit(&org.id).await.unwrap(),
+            Credit::Millis(start_credit - expected_millis),
+            "charged once each"
+        );
         let all_time = aldea_store::UsageQuery::new(0, 4_000_000_000, aldea_store::UsageGroup::Kind).unwrap();
         let rows = store.usage(&org.id, &all_time).await.unwrap();
         assert_eq!(rows.iter().map(|r| r.audio_millis).sum::<i64>(), expected_millis, "the roll-ups agree");

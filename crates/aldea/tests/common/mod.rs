@@ -73,14 +73,40 @@ pub(crate) fn spawn(home: &Path, args: &[&str], marker: &str) -> (ChildGuard, St
 /// [`spawn`], with the addresses printed on the lines containing each of `markers`, in the order
 /// the process prints them.
 pub(crate) fn spawn_printing(home: &Path, args: &[&str], markers: &[&str]) -> (ChildGuard, Vec<String>) {
-    let mut child = ChildGuard::new(aldea_on(home).args(args).stderr(Stdio::piped()).spawn().unwrap());
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    spawn_command(aldea_on(home).args(args), args, markers, None)
+}
+
+/// Everything a process wrote on stderr, kept by [`spawn_logged`].
+pub(crate) type Log = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// [`spawn`] logging at `level` (`ALDEA_LOG`), with every line it writes kept in the returned
+/// [`Log`] (for tests that read the logs).
+pub(crate) fn spawn_logged(home: &Path, args: &[&str], marker: &str, level: &str) -> (ChildGuard, String, Log) {
+    let log = Log::default();
+    let (child, mut addrs) =
+        spawn_command(aldea_on(home).args(args).env("ALDEA_LOG", level), args, &[marker], Some(log.clone()));
+    (child, addrs.remove(0), log)
+}
+
+fn spawn_command(
+    command: &mut Command,
+    args: &[&str],
+    markers: &[&str],
+    log: Option<Log>,
+) -> (ChildGuard, Vec<String>) {
+    let mut child = ChildGuard::new(command.stderr(Stdio::piped()).spawn().unwrap());
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok).inspect(move |line| {
+        if let Some(log) = &log {
+            let mut log = log.lock().unwrap();
+            log.push_str(line);
+            log.push('\n');
+        }
+    });
     let addrs = markers
         .iter()
         .map(|marker| {
             lines
                 .by_ref()
-                .map_while(Result::ok)
                 .find_map(|l| {
                     l.contains(marker)
                         .then(|| {
@@ -98,7 +124,7 @@ pub(crate) fn spawn_printing(home: &Path, args: &[&str], markers: &[&str]) -> (C
     let show = std::env::var_os("ALDEA_TEST_CHILD_LOG").is_some();
     let name = args.first().copied().unwrap_or("aldea").to_owned();
     std::thread::spawn(move || {
-        for line in lines.by_ref().map_while(Result::ok) {
+        for line in lines {
             if show {
                 eprintln!("[{name}] {line}");
             }
@@ -238,7 +264,8 @@ pub(crate) struct Schema {
 impl Schema {
     /// The schema, and the URL that puts a service in it (its `search_path`).
     pub(crate) fn new() -> (Schema, String) {
-        let admin = std::env::var("ALDEA_TEST_POSTGRES_URL").expect("ALDEA_TEST_POSTGRES_URL (scripts/test.sh sets it)");
+        let admin =
+            std::env::var("ALDEA_TEST_POSTGRES_URL").expect("ALDEA_TEST_POSTGRES_URL (scripts/test.sh sets it)");
         let name = format!("aldea_e2e_{}", uuid::Uuid::new_v4().simple());
         Schema::admin_sql(&admin, &format!("CREATE SCHEMA {name}"));
         let url = Schema::url_in(&admin, &name);
