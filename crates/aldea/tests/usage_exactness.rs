@@ -56,7 +56,7 @@ fn event(org_id: &str, i: usize) -> UsageEvent {
         seq,
         org_id: org_id.to_owned(),
         key_id: format!("key-{}", i % 3),
-        kind: if request % 2 == 0 { UsageKind::Rest } else { UsageKind::Stream },
+        kind: if request.is_multiple_of(2) { UsageKind::Rest } else { UsageKind::Stream },
         model: "tiny.en".to_owned(),
         audio_seconds: millis / 1000.0,
         started_at: 1_796_000_000_000 + i as i64 * 1_000,
@@ -101,7 +101,7 @@ fn usage_is_recorded_exactly_once_through_a_killed_worker_and_a_database_outage(
         let queue = aldea_store_redis::RedisStore::connect(target).await.unwrap();
         for (i, e) in events.iter().enumerate() {
             queue.publish(e).await.unwrap();
-            if i % (EVENTS / DUPLICATES) == 0 {
+            if i.is_multiple_of(EVENTS / DUPLICATES) {
                 queue.publish(e).await.unwrap();
             }
         }
