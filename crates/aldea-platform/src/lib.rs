@@ -22,6 +22,7 @@ mod api;
 mod auth;
 mod error;
 mod internal;
+mod metrics;
 mod usage;
 
 pub use admin::{issue_password_reset, set_admin, RESET_TTL_SECONDS};
@@ -83,12 +84,18 @@ pub struct AppState {
     /// Password hashes computed at once (argon2id takes ~19 MiB and tens of ms each): one per
     /// core, the rest wait.
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
     pub fn new(config: Config, deps: Deps) -> AppState {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        AppState { config: Arc::new(config), deps, hashing: Arc::new(tokio::sync::Semaphore::new(cores)) }
+        AppState {
+            config: Arc::new(config),
+            deps,
+            hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
+            metrics: Arc::default(),
+        }
     }
 }
 
@@ -117,8 +124,10 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/v1/keys/verify", post(internal::verify_key))
         .route("/live", get(|| async { "ok" }))
         .route("/ready", get(api::ready))
+        .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(aldea_http::request_id))
         .with_state(state)

@@ -650,3 +650,24 @@ async fn a_listen_token_is_a_30_second_jwt_for_the_dashboard_key() {
         plain.call("POST", &format!("/v1/orgs/{org}/listen-token"), &[("authorization", &session)], None).await;
     assert_error(&refused, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_never_by_id() {
+    let platform = Platform::new();
+    let (owner, org, _) = platform.signup("counted@example.com").await;
+    for _ in 0..3 {
+        assert_eq!(platform.get(&format!("/v1/orgs/{org}/keys"), &owner).await.status, StatusCode::OK);
+    }
+    platform.get("/v1/orgs/no-such-org/keys", &owner).await;
+    let metrics = platform.call("GET", "/metrics", &[], None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(metrics.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = metrics.body.as_str().unwrap();
+    let line = |status: u16| {
+        format!(r#"aldea_platform_http_requests_total{{route="/v1/orgs/{{org_id}}/keys",method="GET",status="{status}"}}"#)
+    };
+    assert!(text.contains(&format!("{} 3", line(200))), "{text}");
+    assert!(text.contains(&format!("{} 1", line(404))), "{text}");
+    assert!(text.contains("aldea_platform_http_request_duration_seconds_bucket"));
+    assert!(!text.contains(&org), "ids never become labels");
+}
