@@ -43,7 +43,9 @@ impl Default for Metrics {
     fn default() -> Self {
         let requests = Family::<Route, Counter>::default();
         // 1 ms to ~4 s.
-        let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 13)));
+        let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 13))
+        });
         let mut registry = Registry::with_prefix("aldea_platform");
         registry.register("http_requests", "Requests answered, by route template, method and status", requests.clone());
         registry.register("http_request_duration_seconds", "Time to answer, by route template", latency.clone());

@@ -664,7 +664,9 @@ async fn metrics_count_requests_by_route_template_never_by_id() {
     assert!(metrics.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
     let text = metrics.body.as_str().unwrap();
     let line = |status: u16| {
-        format!(r#"aldea_platform_http_requests_total{{route="/v1/orgs/{{org_id}}/keys",method="GET",status="{status}"}}"#)
+        format!(
+            r#"aldea_platform_http_requests_total{{route="/v1/orgs/{{org_id}}/keys",method="GET",status="{status}"}}"#
+        )
     };
     assert!(text.contains(&format!("{} 3", line(200))), "{text}");
     assert!(text.contains(&format!("{} 1", line(404))), "{text}");

@@ -98,6 +98,104 @@ macro_rules! sql_store {
                 }))
             }
 
+            /// Records one event inside `tx`: `false` when its id was recorded already.
+            async fn record_in(tx: &mut sqlx::Transaction<'_, $db>, event: &UsageEvent) -> Result<bool> {
+                let kind = kind_name(event.kind);
+                let millis = aldea_store::audio_millis(event.audio_seconds);
+                let inserted = sqlx::query(
+                    "INSERT INTO usage_events (event_id, request_id, seq, org_id, key_id, kind, model, audio_seconds,
+                                               audio_millis, started_at, ended_at, is_final, status)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (event_id) DO NOTHING",
+                )
+                .bind(&event.event_id)
+                .bind(&event.request_id)
+                .bind(i64::from(event.seq))
+                .bind(&event.org_id)
+                .bind(&event.key_id)
+                .bind(kind)
+                .bind(&event.model)
+                .bind(event.audio_seconds)
+                .bind(millis)
+                .bind(event.started_at)
+                .bind(event.ended_at)
+                .bind(event.is_final)
+                .bind(i64::from(event.status))
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+                if inserted.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO usage_hourly (org_id, hour, key_id, model, kind, requests, audio_millis, events)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
+                     ON CONFLICT (org_id, hour, key_id, model, kind) DO UPDATE SET
+                         requests = usage_hourly.requests + excluded.requests,
+                         audio_millis = usage_hourly.audio_millis + excluded.audio_millis,
+                         events = usage_hourly.events + 1",
+                )
+                .bind(&event.org_id)
+                .bind(aldea_store::usage_hour(event.ended_at))
+                .bind(&event.key_id)
+                .bind(&event.model)
+                .bind(kind)
+                .bind(i64::from(event.is_final))
+                .bind(millis)
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+                // CASE rather than MIN/LEAST: the one spelling both databases read.
+                sqlx::query(
+                    "INSERT INTO usage_requests (org_id, request_id, key_id, model, kind, started_at, ended_at,
+                                                 audio_millis, status, complete)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (org_id, request_id) DO UPDATE SET
+                         started_at = CASE WHEN excluded.started_at < usage_requests.started_at
+                                      THEN excluded.started_at ELSE usage_requests.started_at END,
+                         ended_at = CASE WHEN excluded.ended_at > usage_requests.ended_at
+                                    THEN excluded.ended_at ELSE usage_requests.ended_at END,
+                         audio_millis = usage_requests.audio_millis + excluded.audio_millis,
+                         status = CASE WHEN usage_requests.complete THEN usage_requests.status ELSE excluded.status END,
+                         complete = usage_requests.complete OR excluded.complete",
+                )
+                .bind(&event.org_id)
+                .bind(&event.request_id)
+                .bind(&event.key_id)
+                .bind(&event.model)
+                .bind(kind)
+                .bind(event.started_at)
+                .bind(event.ended_at)
+                .bind(millis)
+                .bind(i64::from(event.status))
+                .bind(event.is_final)
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+                let used_at = event.ended_at.div_euclid(1000);
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $1
+                     WHERE id = $2 AND org_id = $3 AND (last_used_at IS NULL OR last_used_at < $4)",
+                )
+                .bind(used_at)
+                .bind(&event.key_id)
+                .bind(&event.org_id)
+                .bind(used_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+                let org_id = OrgId::from(event.org_id.as_str());
+                let metered: Option<bool> = sqlx::query_scalar("SELECT NOT credit_unlimited FROM orgs WHERE id = $1")
+                    .bind(org_id.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(backend)?;
+                if metered == Some(true) && millis != 0 {
+                    Self::append(tx, &org_id, CreditKind::Charge, -millis, Some(&event.event_id), event.ended_at / 1000)
+                        .await?;
+                }
+                Ok(true)
+            }
+
             /// The credit of an organization inside `tx`.
             async fn credit_in(tx: &mut sqlx::Transaction<'_, $db>, org_id: &OrgId) -> Result<Credit> {
                 let row = sqlx::query("SELECT credit_unlimited, credit_millis FROM orgs WHERE id = $1")
@@ -490,101 +588,23 @@ macro_rules! sql_store {
         impl UsageLedger for $store {
             async fn record(&self, event: &UsageEvent) -> Result<bool> {
                 let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
-                let kind = kind_name(event.kind);
-                let millis = aldea_store::audio_millis(event.audio_seconds);
-                let inserted = sqlx::query(
-                    "INSERT INTO usage_events (event_id, request_id, seq, org_id, key_id, kind, model, audio_seconds,
-                                               audio_millis, started_at, ended_at, is_final, status)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (event_id) DO NOTHING",
-                )
-                .bind(&event.event_id)
-                .bind(&event.request_id)
-                .bind(i64::from(event.seq))
-                .bind(&event.org_id)
-                .bind(&event.key_id)
-                .bind(kind)
-                .bind(&event.model)
-                .bind(event.audio_seconds)
-                .bind(millis)
-                .bind(event.started_at)
-                .bind(event.ended_at)
-                .bind(event.is_final)
-                .bind(i64::from(event.status))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                if inserted.rows_affected() == 0 {
-                    return Ok(false);
-                }
-                sqlx::query(
-                    "INSERT INTO usage_hourly (org_id, hour, key_id, model, kind, requests, audio_millis, events)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
-                     ON CONFLICT (org_id, hour, key_id, model, kind) DO UPDATE SET
-                         requests = usage_hourly.requests + excluded.requests,
-                         audio_millis = usage_hourly.audio_millis + excluded.audio_millis,
-                         events = usage_hourly.events + 1",
-                )
-                .bind(&event.org_id)
-                .bind(aldea_store::usage_hour(event.ended_at))
-                .bind(&event.key_id)
-                .bind(&event.model)
-                .bind(kind)
-                .bind(i64::from(event.is_final))
-                .bind(millis)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                // CASE rather than MIN/LEAST: the one spelling both databases read.
-                sqlx::query(
-                    "INSERT INTO usage_requests (org_id, request_id, key_id, model, kind, started_at, ended_at,
-                                                 audio_millis, status, complete)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                     ON CONFLICT (org_id, request_id) DO UPDATE SET
-                         started_at = CASE WHEN excluded.started_at < usage_requests.started_at
-                                      THEN excluded.started_at ELSE usage_requests.started_at END,
-                         ended_at = CASE WHEN excluded.ended_at > usage_requests.ended_at
-                                    THEN excluded.ended_at ELSE usage_requests.ended_at END,
-                         audio_millis = usage_requests.audio_millis + excluded.audio_millis,
-                         status = CASE WHEN usage_requests.complete THEN usage_requests.status ELSE excluded.status END,
-                         complete = usage_requests.complete OR excluded.complete",
-                )
-                .bind(&event.org_id)
-                .bind(&event.request_id)
-                .bind(&event.key_id)
-                .bind(&event.model)
-                .bind(kind)
-                .bind(event.started_at)
-                .bind(event.ended_at)
-                .bind(millis)
-                .bind(i64::from(event.status))
-                .bind(event.is_final)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                let used_at = event.ended_at.div_euclid(1000);
-                sqlx::query(
-                    "UPDATE api_keys SET last_used_at = $1
-                     WHERE id = $2 AND org_id = $3 AND (last_used_at IS NULL OR last_used_at < $4)",
-                )
-                .bind(used_at)
-                .bind(&event.key_id)
-                .bind(&event.org_id)
-                .bind(used_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                let org_id = OrgId::from(event.org_id.as_str());
-                let metered: Option<bool> = sqlx::query_scalar("SELECT NOT credit_unlimited FROM orgs WHERE id = $1")
-                    .bind(org_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                if metered == Some(true) && millis != 0 {
-                    Self::append(&mut tx, &org_id, CreditKind::Charge, -millis, Some(&event.event_id), event.ended_at / 1000)
-                        .await?;
+                let new = Self::record_in(&mut tx, event).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(new)
+            }
+
+            async fn record_batch(&self, events: &[UsageEvent]) -> Result<Vec<bool>> {
+                // One transaction (one commit) for the batch; events in id order, so two workers
+                // holding overlapping batches take their row locks in one order.
+                let mut order: Vec<usize> = (0..events.len()).collect();
+                order.sort_by(|a, b| events[*a].event_id.cmp(&events[*b].event_id));
+                let mut new = vec![false; events.len()];
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
+                for i in order {
+                    new[i] = Self::record_in(&mut tx, &events[i]).await?;
                 }
                 tx.commit().await.map_err(backend)?;
-                Ok(true)
+                Ok(new)
             }
 
             async fn totals(&self, org_id: &OrgId) -> Result<UsageTotals> {

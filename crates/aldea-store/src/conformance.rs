@@ -420,6 +420,24 @@ pub async fn usage_ledger(keys: &dyn Keys, ledger: &dyn UsageLedger, reports: &d
     assert_eq!(keys.credit(&free.id).await.unwrap(), Credit::Unlimited);
     assert_eq!(ledger.totals(&free.id).await.unwrap().audio_millis, 100_000);
     assert_eq!(ledger.totals(&OrgId::random()).await.unwrap(), crate::UsageTotals::default());
+
+    // A batch: each event once, whether it came before or twice within the batch.
+    let batched = keys.create_org(&unique("batched"), Credit::Millis(10_000), now).await.unwrap();
+    let (b1, b2) = (unique("b"), unique("b"));
+    assert!(ledger.record(&event(&batched.id, &b1, 0, 1.0)).await.unwrap());
+    let batch = [
+        event(&batched.id, &b1, 0, 1.0),
+        event(&batched.id, &b2, 1, 2.0),
+        event(&batched.id, &b1, 1, 0.5),
+        event(&batched.id, &b2, 1, 2.0),
+    ];
+    let new = ledger.record_batch(&batch).await.unwrap();
+    assert_eq!(new.iter().filter(|n| **n).count(), 2, "{new:?}");
+    assert_eq!((new[0], new[2]), (false, true));
+    let totals = ledger.totals(&batched.id).await.unwrap();
+    assert_eq!((totals.events, totals.audio_millis, totals.requests), (3, 3_500, 2));
+    assert_eq!(keys.credit(&batched.id).await.unwrap(), Credit::Millis(6_500));
+    assert!(ledger.record_batch(&[]).await.unwrap().is_empty());
     usage_queries(keys, ledger, reports).await;
 }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::{Result, StoreError, UsageLedger, UsageQueue};
+use crate::{Result, StoreError, UsageEvent, UsageLedger, UsageQueue};
 
 /// How long an entry may stay taken but unacknowledged before another consumer reclaims it.
 pub const RECLAIM_AFTER: Duration = Duration::from_secs(30);
@@ -33,8 +33,8 @@ impl Consumed {
     }
 }
 
-/// Takes up to `max` entries (waiting at most `wait`), records each in the ledger, then
-/// acknowledges those recorded. An entry whose recording fails stays unacknowledged and is
+/// Takes up to `max` entries (waiting at most `wait`), records them in the ledger (in one batch;
+/// one by one when the batch is refused), then acknowledges those recorded. An entry whose recording fails stays unacknowledged and is
 /// delivered again later (once `reclaim_after` has passed: [`RECLAIM_AFTER`] in production), unless it has been delivered
 /// [`MAX_DELIVERIES`] times: then it is a dead letter. A failing entry never stops the others of the
 /// batch. `Err` only when the queue itself fails.
@@ -49,6 +49,25 @@ pub async fn consume_usage(
     let deliveries = queue.take(consumer, max, wait, reclaim_after).await?;
     let mut done: Vec<String> = Vec::with_capacity(deliveries.len());
     let mut consumed = Consumed::default();
+    if deliveries.is_empty() {
+        return Ok(consumed);
+    }
+    // The whole batch in one write; only when that fails for a reason other than an outage is
+    // each event tried alone, so that one bad event is found and the others go through.
+    let events: Vec<UsageEvent> = deliveries.iter().map(|d| d.event.clone()).collect();
+    match ledger.record_batch(&events).await {
+        Ok(_) => {
+            consumed.recorded = deliveries.len();
+            queue.ack(&deliveries.into_iter().map(|d| d.id).collect::<Vec<_>>()).await?;
+            return Ok(consumed);
+        }
+        Err(e) if matches!(e, StoreError::Unavailable(_)) => {
+            consumed.failed = deliveries.len();
+            consumed.last_error = Some(e);
+            return Ok(consumed);
+        }
+        Err(e) => tracing::warn!(error = %e, events = deliveries.len(), "usage batch refused; recording one by one"),
+    }
     for delivery in deliveries {
         match ledger.record(&delivery.event).await {
             Ok(_) => done.push(delivery.id),

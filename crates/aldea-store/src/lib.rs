@@ -743,6 +743,15 @@ pub struct UsageTotals {
 pub trait UsageLedger: Send + Sync + 'static {
     /// `true` when the event was new, `false` when it had been recorded already.
     async fn record(&self, event: &UsageEvent) -> Result<bool>;
+    /// [`UsageLedger::record`] for each event, all or nothing (an adapter writes them in one
+    /// transaction): whether each was new. A duplicate inside the batch is recorded once.
+    async fn record_batch(&self, events: &[UsageEvent]) -> Result<Vec<bool>> {
+        let mut new = Vec::with_capacity(events.len());
+        for event in events {
+            new.push(self.record(event).await?);
+        }
+        Ok(new)
+    }
     async fn totals(&self, org_id: &OrgId) -> Result<UsageTotals>;
 }
 
