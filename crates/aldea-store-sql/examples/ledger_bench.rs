@@ -4,6 +4,7 @@
 //! of both and their ratio.
 //!
 //! `ALDEA_TEST_POSTGRES_URL=postgres://… cargo run --release -p aldea-store-sql --example ledger_bench -- [N]`
+#![allow(clippy::print_stdout)] // A benchmark tool reports on stdout.
 
 use std::str::FromStr;
 use std::time::Instant;
