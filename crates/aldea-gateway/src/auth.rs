@@ -285,14 +285,33 @@ impl Authenticator {
     }
 
     /// Whether a live stream admitted with `grant` may go on: its key still valid and its
-    /// organization still in credit. An unreachable store lets it go on (the next check decides).
-    pub(crate) async fn recheck(&self, grant: &KeyGrant) -> Result<(), ApiError> {
-        match self.grant_by_id(&grant.key_id).await {
+    /// organization still in credit. A stream opened with an API key is checked by that key's
+    /// hash (a secret rotated away stops at the end of its grace, as it does for requests), one
+    /// opened with a browser token by the key's id. An unreachable store lets it go on (the next
+    /// check decides).
+    pub(crate) async fn recheck(&self, grant: &KeyGrant, key_hash: Option<&str>) -> Result<(), ApiError> {
+        let current = match key_hash {
+            Some(hash) => {
+                let now = aldea_store::unix_now();
+                self.local
+                    .try_get_with_by_ref(hash, self.look_up(hash, now))
+                    .await
+                    .map_err(|e| ApiError::from(&*e))
+                    .map(|entry| match entry {
+                        CachedGrant::Valid(current) if current.expires_at.is_none_or(|at| at > now) => Some(current),
+                        _ => None,
+                    })
+            }
+            None => self.grant_by_id(&grant.key_id).await,
+        };
+        match current {
             Ok(Some(current)) if !current.credit_ok => {
                 Err(ApiError::PaymentRequired("the organization has no credit left".to_owned()))
             }
             Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(ApiError::Unauthorized("the API key was revoked".to_owned())),
+            Ok(None) => {
+                Err(ApiError::Unauthorized("the API key is no longer valid (revoked, rotated or expired)".to_owned()))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "key store unavailable; the stream goes on until the next check");
                 Ok(())
@@ -486,7 +505,7 @@ mod tests {
         let rechecks: Vec<_> = (0..50)
             .map(|_| {
                 let (auth, grant) = (auth.clone(), grant.clone());
-                tokio::spawn(async move { auth.recheck(&grant).await.is_ok() })
+                tokio::spawn(async move { auth.recheck(&grant, None).await.is_ok() })
             })
             .collect();
         for recheck in rechecks {

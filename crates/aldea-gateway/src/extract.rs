@@ -27,6 +27,9 @@ pub(crate) struct Admitted {
     pub(crate) grant: KeyGrant,
     /// How the credential came (a WebSocket answer echoes its subprotocol).
     pub(crate) via: Via,
+    /// The SHA-256 of the API key it came with (none for a browser token): a stream is rechecked
+    /// by it, so a rotated secret past its grace ends the stream too.
+    pub(crate) key_hash: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Admitted {
@@ -40,7 +43,11 @@ impl FromRequestParts<AppState> for Admitted {
         })?;
         let grant = state.0.auth.authenticate(&credential).await?;
         admission::check_rate(state.0.limits.as_ref(), state.config(), &grant).await?;
-        Ok(Admitted { grant, via })
+        let key_hash = match &credential {
+            auth::Credential::Key(secret) => Some(aldea_store::hash_key(secret)),
+            auth::Credential::Jwt(_) => None,
+        };
+        Ok(Admitted { grant, via, key_hash })
     }
 }
 

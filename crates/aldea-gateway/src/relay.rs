@@ -68,7 +68,7 @@ pub(crate) async fn listen_ws_pcm(
 async fn start(
     state: AppState,
     request_id: String,
-    Admitted { grant, via }: Admitted,
+    Admitted { grant, via, key_hash }: Admitted,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     query: String,
     path: &'static str,
@@ -106,6 +106,7 @@ async fn start(
                 state,
                 request_id,
                 grant,
+                key_hash,
                 invalidations,
                 meter,
                 lease: Some(lease),
@@ -130,6 +131,8 @@ struct Session {
     request_id: String,
     /// What the stream was admitted with: rechecked by key id while it lives.
     grant: aldea_store::KeyGrant,
+    /// The hash of the API key that opened it (none for a browser token).
+    key_hash: Option<String>,
     /// Invalidations received since the stream was admitted: each makes it recheck at once (the
     /// periodic recheck is the fallback).
     invalidations: tokio::sync::watch::Receiver<u64>,
@@ -186,10 +189,10 @@ impl Session {
                     }
                 } => {
                     // Every stream, however it was opened (key or browser token), by its key's id.
-                    if let Err(refusal) = self.state.0.auth.recheck(&self.grant).await {
+                    if let Err(refusal) = self.state.0.auth.recheck(&self.grant, self.key_hash.as_deref()).await {
                         let reason = match refusal {
                             ApiError::PaymentRequired(_) => "the organization has no credit left",
-                            _ => "the API key was revoked",
+                            _ => "the API key is no longer valid (revoked, rotated or expired)",
                         };
                         let _ = upstream.close(None).await;
                         let _ = client.send(close(1008, reason)).await;

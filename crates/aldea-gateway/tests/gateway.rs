@@ -956,8 +956,25 @@ async fn streams_opened_by_key_or_token_close_with_1008_on_revocation_or_no_cred
     gw.keys.revoke_key(&gw.org_id, &record.id, aldea_store::unix_now()).await.unwrap();
     for ws in &mut streams {
         let closed = tokio::time::timeout(Duration::from_secs(5), close_of(ws)).await.expect("closed in time");
-        assert_eq!(closed, Some((1008, "the API key was revoked".to_owned())));
+        assert_eq!(closed, Some((1008, "the API key is no longer valid (revoked, rotated or expired)".to_owned())));
     }
+}
+
+/// A stream opened with a secret that is rotated away ends with that secret: at once without a
+/// grace, while the new secret's stream goes on.
+#[tokio::test]
+async fn a_stream_of_a_rotated_secret_closes_with_1008_and_the_new_secrets_goes_on() {
+    let gw = spawn_gateway(|c| c.recheck_interval = Duration::from_millis(100)).await;
+    let now = aldea_store::unix_now();
+    let (record, old) = gw.keys.create_key(&gw.org_id, NewKey::listen("rotating"), now).await.unwrap();
+    let mut by_old = connect(&gw, "/v1/listen", Some(("authorization", format!("Token {old}")))).await.unwrap().0;
+    let rotated = gw.keys.rotate_key(&gw.org_id, &record.id, now, now).await.unwrap();
+    let mut by_new =
+        connect(&gw, "/v1/listen", Some(("authorization", format!("Token {}", rotated.secret)))).await.unwrap().0;
+    let closed = tokio::time::timeout(Duration::from_secs(5), close_of(&mut by_old)).await.expect("closed in time");
+    assert_eq!(closed, Some((1008, "the API key is no longer valid (revoked, rotated or expired)".to_owned())));
+    // The new secret's stream outlives several rechecks.
+    assert!(tokio::time::timeout(Duration::from_millis(1_500), close_of(&mut by_new)).await.is_err(), "still open");
 }
 
 /// A browser token outlives neither its key nor its organization's credit: it opens nothing after.

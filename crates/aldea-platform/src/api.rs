@@ -398,6 +398,17 @@ pub(crate) async fn rotate_key(
     if grace > MAX_GRACE_SECONDS {
         return Err(ApiError::BadRequest(format!("grace_seconds is at most {MAX_GRACE_SECONDS} (30 days)")));
     }
+    let key = state
+        .deps
+        .keys
+        .key(&org_id, &key_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("key {key_id} not found")))?;
+    if key.system {
+        return Err(ApiError::Conflict(
+            "this is the platform's own dashboard key, whose secret is never shown: revoke it instead (the next browser token makes a new one)".to_owned(),
+        ));
+    }
     let now = aldea_store::unix_now();
     let rotated = state.deps.keys.rotate_key(&org_id, &key_id, now + grace as i64, now).await?;
     // Cached answers of the old secrets are stale: the one in grace now expires with it.

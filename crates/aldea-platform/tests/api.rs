@@ -628,6 +628,10 @@ async fn a_listen_token_is_a_30_second_jwt_for_the_dashboard_key() {
         (dashboard[0]["id"].as_str(), dashboard[0]["name"].as_str()),
         (Some(claims.sub.as_str()), Some("dashboard"))
     );
+    let rotate = platform
+        .json("POST", &format!("/v1/orgs/{org}/keys/{}/rotate", claims.sub), &owner, json!({"grace_seconds": 0}))
+        .await;
+    assert_error(&rotate, StatusCode::CONFLICT, "CONFLICT");
     let again = platform.call("POST", &path, &[("authorization", &owner)], None).await;
     let claims_again =
         aldea_http::jwt::decode_jwt(again.body["access_token"].as_str().unwrap(), SECRET.as_bytes(), now).unwrap();

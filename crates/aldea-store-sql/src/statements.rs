@@ -1,5 +1,5 @@
 //! The adapter's statements, written once for SQLite and PostgreSQL: `sql_store!(Store, Db, Row)`
-//! implements `KeyVerifier`, `Keys`, `Accounts` and `UsageLedger` for a `Store` holding a `pool` of `Db`, whose
+//! implements `KeyVerifier`, `Keys`, `Accounts`, `UsageLedger` and `UsageReports` for a `Store` holding a `pool` of `Db`, whose
 //! rows are `Row`. Placeholders are `$N` in order of first use (SQLite numbers them the same way);
 //! only SQL both databases read (no `::` casts, `NOT flag` for booleans, `CAST(… AS BIGINT)` for sums).
 
@@ -126,6 +126,21 @@ macro_rules! sql_store {
                 if inserted.rows_affected() == 0 {
                     return Ok(false);
                 }
+                // The organization's row first (a no-op update: locked until commit, also where
+                // its credit is unlimited), then the roll-up rows: every writer takes an
+                // organization's rows in this order, so concurrent writers queue, never deadlock.
+                let org_id = OrgId::from(event.org_id.as_str());
+                let metered: Option<bool> = sqlx::query_scalar(
+                    "UPDATE orgs SET credit_millis = credit_millis WHERE id = $1 RETURNING NOT credit_unlimited",
+                )
+                .bind(org_id.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(backend)?;
+                if metered == Some(true) && millis != 0 {
+                    Self::append(tx, &org_id, CreditKind::Charge, -millis, Some(&event.event_id), event.ended_at / 1000)
+                        .await?;
+                }
                 sqlx::query(
                     "INSERT INTO usage_hourly (org_id, hour, key_id, model, kind, requests, audio_millis, events)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
@@ -183,16 +198,6 @@ macro_rules! sql_store {
                 .execute(&mut **tx)
                 .await
                 .map_err(backend)?;
-                let org_id = OrgId::from(event.org_id.as_str());
-                let metered: Option<bool> = sqlx::query_scalar("SELECT NOT credit_unlimited FROM orgs WHERE id = $1")
-                    .bind(org_id.as_str())
-                    .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(backend)?;
-                if metered == Some(true) && millis != 0 {
-                    Self::append(tx, &org_id, CreditKind::Charge, -millis, Some(&event.event_id), event.ended_at / 1000)
-                        .await?;
-                }
                 Ok(true)
             }
 
@@ -594,12 +599,24 @@ macro_rules! sql_store {
             }
 
             async fn record_batch(&self, events: &[UsageEvent]) -> Result<Vec<bool>> {
-                // One transaction (one commit) for the batch; events in id order, so two workers
-                // holding overlapping batches take their row locks in one order.
+                // One transaction (one commit) for the batch. Its organizations' rows are locked
+                // first, in id order: a writer holding one waits for no other row of another
+                // writer's organizations, so workers with overlapping batches queue instead of
+                // deadlocking. Then the events in id order.
+                let mut orgs: Vec<&str> = events.iter().map(|e| e.org_id.as_str()).collect();
+                orgs.sort_unstable();
+                orgs.dedup();
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
+                for org in orgs {
+                    sqlx::query("UPDATE orgs SET credit_millis = credit_millis WHERE id = $1")
+                        .bind(org)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                }
                 let mut order: Vec<usize> = (0..events.len()).collect();
                 order.sort_by(|a, b| events[*a].event_id.cmp(&events[*b].event_id));
                 let mut new = vec![false; events.len()];
-                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
                 for i in order {
                     new[i] = Self::record_in(&mut tx, &events[i]).await?;
                 }

@@ -310,6 +310,7 @@ impl Keys for MemoryKeys {
         if let Some(record) = live(&lock(&self.state)) {
             return Ok(record);
         }
+        NewKey::listen(name).check()?;
         // One lock from the check to the push: two callers make one key.
         let secret = generate_key()?;
         let mut state = lock(&self.state);

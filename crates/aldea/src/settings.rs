@@ -46,8 +46,10 @@ impl Settings {
 }
 
 /// The JWT secret `aldea all` shares between its platform (which issues browser tokens) and its
-/// gateway (which checks them) when none is given: generated once (256 random bits, as hex) into
-/// `$ALDEA_HOME/jwt-secret`, readable by the owner only, and read back on later starts.
+/// gateway (which checks them) when none is given: generated once (two random UUIDs, 244 random
+/// bits, as hex) into `$ALDEA_HOME/jwt-secret`, readable by the owner only, and read back on later
+/// starts. The file appears whole (written aside, then linked into place), so a process starting
+/// at the same moment reads all of it or makes none.
 pub(crate) fn home_jwt_secret(home: &std::path::Path) -> anyhow::Result<secrecy::SecretString> {
     use anyhow::Context;
     use std::io::Write;
@@ -59,16 +61,20 @@ pub(crate) fn home_jwt_secret(home: &std::path::Path) -> anyhow::Result<secrecy:
     }
     std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
     let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let aside = home.join(format!("jwt-secret.{}.tmp", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(secret.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-            Ok(secret.into())
-        }
-        // Another process made it between the read and the create: use theirs.
+    let mut file = options.open(&aside).with_context(|| format!("creating {}", aside.display()))?;
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", aside.display()))?;
+    let linked = std::fs::hard_link(&aside, &path);
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => Ok(secret.into()),
+        // Another process linked its own first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => home_jwt_secret(home),
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }

@@ -164,6 +164,8 @@ fn split_services_on_postgres_and_redis_sign_up_meter_and_revoke() {
         assert!(refused_after < Duration::from_secs(1), "refused within a second: {refused_after:?}");
         assert_eq!(close_code, Some(1008), "the open stream is closed as a policy violation");
         assert!(closed_after <= Duration::from_secs(5), "closed within 5 s: {closed_after:?}");
+        // At once, by the invalidation, not at the periodic recheck (every 5 s).
+        assert!(closed_after < Duration::from_secs(1), "closed by the invalidation: {closed_after:?}");
     });
 
     // Secrets: no API key, session token or password in clear in the database, the logs of any

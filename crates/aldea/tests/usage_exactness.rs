@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aldea_store::{Credit, Keys, UsageEvent, UsageKind, UsageLedger, UsageQueue, UsageReports};
 
 mod common;
-use common::{free_port, http, poll_until, spawn, start_redis, Processes, Schema};
+use common::{free_port, http, poll_until, spawn_logged, start_redis, Processes, Schema};
 
 const EVENTS: usize = 10_000;
 const DUPLICATES: usize = 1_000;
@@ -108,24 +108,21 @@ fn usage_is_recorded_exactly_once_through_a_killed_worker_and_a_database_outage(
     });
 
     let worker = |name: &str| {
-        spawn(
-            home.path(),
-            &[
-                "usage-worker",
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                &proxied,
-                "--redis",
-                &redis_url,
-                "--consumer",
-                name,
-            ],
-            "health on",
-        )
+        let args = [
+            "usage-worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &proxied,
+            "--redis",
+            &redis_url,
+            "--consumer",
+            name,
+        ];
+        spawn_logged(home.path(), &args, "health on", "warn")
     };
-    let (first, _) = worker("first");
-    let (second, second_addr) = worker("second");
+    let (first, _, first_log) = worker("first");
+    let (second, second_addr, second_log) = worker("second");
     let mut processes = Processes(vec![redis, first, second]);
     let totals = || runtime.block_on(store.totals(&org.id)).unwrap();
 
@@ -165,6 +162,12 @@ fn usage_is_recorded_exactly_once_through_a_killed_worker_and_a_database_outage(
     assert_eq!(totals.requests, expected_requests);
     assert_eq!(totals.audio_millis, expected_millis);
     assert_eq!(status, 503, "the worker said it was not ready while the database was away");
+    for log in [&first_log, &second_log] {
+        // Batches are never refused for lock cycles between the two workers (only the outage
+        // makes them retry).
+        let log = log.lock().unwrap();
+        assert!(!log.contains("usage batch refused"), "{log}");
+    }
     runtime.block_on(async {
         assert_eq!(
             store.credit(&org.id).await.unwrap(),
