@@ -122,6 +122,9 @@ pub(crate) async fn add_credits(
         }
         _ => return Err(ApiError::BadRequest("send either seconds or \"unlimited\": true".to_owned())),
     };
+    // Every cached answer of the organization's keys carries its credit: gateways drop them now.
+    let hashes = keys.live_key_hashes(&org_id).await?;
+    crate::api::invalidate(&state, &hashes, "credit").await;
     tracing::info!(org_id = %org_id, admin = %user.id, "credit changed");
     Ok(Json(balance_view(credit)))
 }

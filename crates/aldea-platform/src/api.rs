@@ -362,17 +362,18 @@ pub(crate) async fn revoke_key(
 ) -> Result<Response, ApiError> {
     caller.org_role(&state, &org_id, true).await?;
     let hashes = state.deps.keys.revoke_key(&org_id, &key_id, aldea_store::unix_now()).await?;
-    invalidate(&state, &hashes, &key_id).await;
+    invalidate(&state, &hashes, "revoked key").await;
     tracing::info!(org_id = %org_id, key_id = %key_id, "key revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Every gateway drops its cached answers for these hashes now (the periodic recheck is only the
 /// fallback when this fails).
-async fn invalidate(state: &AppState, hashes: &[String], key_id: &KeyId) {
+pub(crate) async fn invalidate(state: &AppState, hashes: &[String], what: &str) {
     for hash in hashes {
         if let Err(e) = state.deps.key_cache.invalidate(hash).await {
-            tracing::warn!(error = %e, key_id = %key_id, "key changed; gateways see it within their cache lifetime");
+            tracing::warn!(error = %e, what, "key changed; gateways see it within their cache lifetime");
+            return;
         }
     }
 }
@@ -412,7 +413,7 @@ pub(crate) async fn rotate_key(
     let now = aldea_store::unix_now();
     let rotated = state.deps.keys.rotate_key(&org_id, &key_id, now + grace as i64, now).await?;
     // Cached answers of the old secrets are stale: the one in grace now expires with it.
-    invalidate(&state, &rotated.stale_hashes, &key_id).await;
+    invalidate(&state, &rotated.stale_hashes, "rotated key").await;
     tracing::info!(org_id = %org_id, key_id = %key_id, grace_seconds = grace, "key rotated");
     let mut view = key_view(&rotated.record);
     view["key"] = json!(rotated.secret);

@@ -544,7 +544,7 @@ async fn usage_reports_series_totals_csv_and_the_request_log() {
 #[tokio::test]
 async fn platform_admins_add_credit_to_any_organization() {
     let platform = Platform::new();
-    let (owner, org, _) = platform.signup("payer@example.com").await;
+    let (owner, org, payer_key) = platform.signup("payer@example.com").await;
     let (admin, _, _) = platform.signup("admin@example.com").await;
     let credits = format!("/v1/orgs/{org}/credits");
     // Before being made an admin: a stranger to the organization finds nothing, its owner is refused.
@@ -561,7 +561,10 @@ async fn platform_admins_add_credit_to_any_organization() {
     let made = aldea_platform::set_admin(platform.store.as_ref(), "ADMIN@example.com", true).await.unwrap();
     assert!(made.is_admin);
     assert!(aldea_platform::set_admin(platform.store.as_ref(), "nobody@example.com", true).await.is_err());
+    let mut invalidations = platform.key_cache.subscribe().await.unwrap();
     let added = platform.json("POST", &credits, &admin, json!({"seconds": 60.5, "note": "trial extension"})).await;
+    let published = tokio::time::timeout(std::time::Duration::from_secs(5), invalidations.recv()).await.unwrap();
+    assert_eq!(published, Some(aldea_store::hash_key(&payer_key)), "the org's keys' cached answers are dropped");
     assert_eq!(added.status, StatusCode::OK, "{}", added.body);
     assert_eq!(added.body["credit_seconds_remaining"], 3660.5, "3600 from signup, and 60.5 more");
     let taken = platform.json("POST", &credits, &admin, json!({"seconds": -0.5})).await;

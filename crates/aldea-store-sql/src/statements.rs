@@ -462,6 +462,16 @@ macro_rules! sql_store {
                 Self::credit_in(&mut tx, org_id).await
             }
 
+            async fn live_key_hashes(&self, org_id: &OrgId) -> Result<Vec<String>> {
+                let rows: Vec<(String, Option<String>)> =
+                    sqlx::query_as("SELECT key_hash, previous_hash FROM api_keys WHERE org_id = $1 AND revoked_at IS NULL")
+                        .bind(org_id.as_str())
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(backend)?;
+                Ok(rows.into_iter().flat_map(|(hash, previous)| std::iter::once(hash).chain(previous)).collect())
+            }
+
             async fn system_key(&self, org_id: &OrgId, name: &str, now: i64) -> Result<KeyRecord> {
                 let live = || async {
                     let row = sqlx::query(

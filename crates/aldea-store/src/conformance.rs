@@ -223,6 +223,12 @@ async fn rotation(store: &dyn Keys) {
     assert_eq!(store.verify(&hash_key(&second), now + 2).await.unwrap(), None);
     // Revoking ends every secret it had, the one in grace too.
     let fifth = store.rotate_key(&org.id, &key.id, now + 100, now + 3).await.unwrap();
+    let (_, other_secret) = store.create_key(&org.id, NewKey::listen("other"), now).await.unwrap();
+    let mut live = store.live_key_hashes(&org.id).await.unwrap();
+    live.sort();
+    let mut expected = vec![hash_key(&fifth.secret), hash_key(&fourth.secret), hash_key(&other_secret)];
+    expected.sort();
+    assert_eq!(live, expected, "every secret that opens a live key, the one in grace too");
     let revoked = store.revoke_key(&org.id, &key.id, now + 4).await.unwrap();
     assert_eq!(revoked, [hash_key(&fifth.secret), hash_key(&fourth.secret)]);
     assert_eq!(store.verify(&hash_key(&fourth.secret), now + 5).await.unwrap(), None);

@@ -376,6 +376,10 @@ pub trait Keys: KeyVerifier {
     /// last rotation while in grace), to invalidate caches. `NotFound` for no such key of this
     /// organization, `Conflict` when it is revoked already.
     async fn revoke_key(&self, org_id: &OrgId, key_id: &KeyId, now: i64) -> Result<Vec<String>>;
+    /// The hashes that open the organization's live keys now (each key's secret, and the one
+    /// before its last rotation while in grace): what gateways may hold cached answers for, to
+    /// invalidate when something every key's answer carries (the credit) changes.
+    async fn live_key_hashes(&self, org_id: &OrgId) -> Result<Vec<String>>;
     /// The organization's live system key `name` (scope `listen`), made on first use (and again
     /// after it was revoked): the dashboard's, whose short-lived browser tokens name it, so their
     /// usage is attributed to it and revoking it stops them. `NotFound` without the organization.

@@ -298,6 +298,12 @@ impl Keys for MemoryKeys {
         Ok([Some(key.hash.clone()), key.previous.clone()].into_iter().flatten().collect())
     }
 
+    async fn live_key_hashes(&self, org_id: &OrgId) -> Result<Vec<String>> {
+        let state = lock(&self.state);
+        let live = state.keys.iter().filter(|k| &k.record.org_id == org_id && k.record.revoked_at.is_none());
+        Ok(live.flat_map(|k| std::iter::once(k.hash.clone()).chain(k.previous.clone())).collect())
+    }
+
     async fn system_key(&self, org_id: &OrgId, name: &str, now: i64) -> Result<KeyRecord> {
         let live = |state: &KeysState| {
             state
