@@ -35,7 +35,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
         if !json {
             return Err(ApiError::UnsupportedMediaType("send the body as Content-Type: application/json".to_owned()));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
+        let timeout = state.config.body_timeout;
+        let read = tokio::time::timeout(timeout, Bytes::from_request(request, state)).await.map_err(|_| {
+            ApiError::RequestTimeout(format!("the body did not arrive within {} s", timeout.as_secs_f64()))
+        })?;
+        let bytes = read.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(format!("the body is larger than {} bytes", state.config.max_body_bytes))
             } else {

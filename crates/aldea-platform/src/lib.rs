@@ -42,6 +42,9 @@ pub struct Config {
     pub login_attempts_per_minute: u32,
     /// Largest JSON body accepted.
     pub max_body_bytes: usize,
+    /// Longest a client may take to send a body (then 408): a slow client does not hold a
+    /// connection and its buffers for long.
+    pub body_timeout: Duration,
     /// The token services present on the internal API (`/internal/…`); without one it is off.
     pub service_token: Option<secrecy::SecretString>,
     /// The secret the gateways check browser tokens with (`ALDEA_JWT_SECRET`); without one
@@ -57,6 +60,7 @@ impl Default for Config {
             secure_cookies: true,
             login_attempts_per_minute: 10,
             max_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
             service_token: None,
             jwt_secret: None,
         }

@@ -680,3 +680,23 @@ async fn metrics_count_requests_by_route_template_never_by_id() {
     assert!(text.contains("aldea_platform_http_request_duration_seconds_bucket"));
     assert!(!text.contains(&org), "ids never become labels");
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_gets_408_with_the_error_body() {
+    let platform = Platform::configured(|c| c.body_timeout = std::time::Duration::from_millis(200));
+    let stalled = futures_util::stream::pending::<Result<axum::body::Bytes, std::convert::Infallible>>();
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/auth/login")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stalled))
+        .unwrap();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(5), platform.app.clone().oneshot(request))
+        .await
+        .expect("answered, not held")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["err_code"], "REQUEST_TIMEOUT");
+}
