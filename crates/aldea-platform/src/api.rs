@@ -143,10 +143,12 @@ pub(crate) async fn signup(State(state): State<AppState>, Body(body): Body<Signu
     let org_name = check_name(&body.org_name, "an organization name")?;
     let now = aldea_store::unix_now();
     let password_hash = hash_password_off_thread(&state, body.password).await?;
-    let user = state.deps.accounts.create_user(&body.email, &password_hash, now).await?;
-    let org = state.deps.keys.create_org(&org_name, state.config.signup_credit, now).await?;
-    state.deps.accounts.add_member(&org.id, &user.id, Role::Owner, now).await?;
-    let (key, secret) = state.deps.keys.create_key(&org.id, NewKey::listen("default"), now).await?;
+    let signed = state
+        .deps
+        .accounts
+        .sign_up(&body.email, &password_hash, &org_name, state.config.signup_credit, NewKey::listen("default"), now)
+        .await?;
+    let aldea_store::SignedUp { user, org, key, secret } = signed;
     let (token, cookies) = start_session(&state, &user).await?;
     tracing::info!(user_id = %user.id, org_id = %org.id, "signed up");
     let mut key_json = key_view(&key);

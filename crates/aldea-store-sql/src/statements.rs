@@ -201,6 +201,111 @@ macro_rules! sql_store {
                 Ok(true)
             }
 
+            /// Inserts an organization inside `tx` (a positive credit is its first ledger entry).
+            async fn insert_org(tx: &mut sqlx::Transaction<'_, $db>, name: &str, credit: Credit, now: i64) -> Result<Org> {
+                if name.trim().is_empty() {
+                    return Err(StoreError::Invalid("an organization needs a name".to_owned()));
+                }
+                if matches!(credit, Credit::Millis(ms) if ms < 0) {
+                    return Err(StoreError::Invalid("an organization starts with zero credit or more".to_owned()));
+                }
+                let org = Org { id: OrgId::random(), name: name.to_owned(), created_at: now };
+                sqlx::query("INSERT INTO orgs (id, name, created_at, credit_unlimited, credit_millis) VALUES ($1, $2, $3, $4, 0)")
+                    .bind(org.id.as_str())
+                    .bind(name)
+                    .bind(now)
+                    .bind(credit == Credit::Unlimited)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(backend)?;
+                if let Credit::Millis(ms) = credit {
+                    if ms != 0 {
+                        Self::append(tx, &org.id, CreditKind::Grant, ms, None, now).await?;
+                    }
+                }
+                Ok(org)
+            }
+
+            /// Inserts a key of `org_id` inside `tx`; the record and its secret.
+            async fn insert_key(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                org_id: &OrgId,
+                key: NewKey,
+                now: i64,
+            ) -> Result<(KeyRecord, String)> {
+                key.check()?;
+
+                let secret = aldea_store::generate_key()?;
+                let mut scopes = key.scopes;
+                scopes.sort();
+                scopes.dedup();
+                let record = KeyRecord {
+                    id: KeyId::random(),
+                    org_id: org_id.clone(),
+                    name: key.name,
+                    prefix: aldea_store::display_prefix(&secret),
+                    scopes,
+                    limits: key.limits,
+                    created_at: now,
+                    created_by: key.created_by,
+                    last_used_at: None,
+                    expires_at: key.expires_at,
+                    revoked_at: None,
+                    previous_until: None,
+                    system: key.system,
+                };
+                let inserted = sqlx::query(
+                    "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, max_streams, requests_per_minute,
+                                           created_at, expires_at, created_by, system)
+                     SELECT $1, id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM orgs WHERE id = $12",
+                )
+                .bind(record.id.as_str())
+                .bind(&record.name)
+                .bind(&record.prefix)
+                .bind(aldea_store::hash_key(&secret))
+                .bind(Scope::join(&record.scopes))
+                .bind(record.limits.max_streams.map(i64::from))
+                .bind(record.limits.requests_per_minute.map(i64::from))
+                .bind(record.created_at)
+                .bind(record.expires_at)
+                .bind(record.created_by.as_ref().map(|u| u.as_str()))
+                .bind(record.system)
+                .bind(org_id.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+                if inserted.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("organization {org_id}")));
+                }
+                Ok((record, secret))
+            }
+
+            /// Inserts a user inside `tx`; `Conflict` when the email has an account.
+            async fn insert_user(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                email: &str,
+                password_hash: &str,
+                now: i64,
+            ) -> Result<User> {
+                let email = aldea_store::normalize_email(email)?;
+                let user = User { id: UserId::random(), email, created_at: now, is_admin: false };
+                let inserted = sqlx::query(
+                    "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (email) DO NOTHING",
+                )
+                .bind(user.id.as_str())
+                .bind(&user.email)
+                .bind(password_hash)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+                if inserted.rows_affected() == 0 {
+                    return Err(StoreError::Conflict("an account with this email exists".to_owned()));
+                }
+                Ok(user)
+            }
+
             /// The credit of an organization inside `tx`.
             async fn credit_in(tx: &mut sqlx::Transaction<'_, $db>, org_id: &OrgId) -> Result<Credit> {
                 let row = sqlx::query("SELECT credit_unlimited, credit_millis FROM orgs WHERE id = $1")
@@ -279,27 +384,8 @@ macro_rules! sql_store {
         #[async_trait]
         impl Keys for $store {
             async fn create_org(&self, name: &str, credit: Credit, now: i64) -> Result<Org> {
-                if name.trim().is_empty() {
-                    return Err(StoreError::Invalid("an organization needs a name".to_owned()));
-                }
-                if matches!(credit, Credit::Millis(ms) if ms < 0) {
-                    return Err(StoreError::Invalid("an organization starts with zero credit or more".to_owned()));
-                }
-                let org = Org { id: OrgId::random(), name: name.to_owned(), created_at: now };
                 let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
-                sqlx::query("INSERT INTO orgs (id, name, created_at, credit_unlimited, credit_millis) VALUES ($1, $2, $3, $4, 0)")
-                    .bind(org.id.as_str())
-                    .bind(name)
-                    .bind(now)
-                    .bind(credit == Credit::Unlimited)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                if let Credit::Millis(ms) = credit {
-                    if ms != 0 {
-                        Self::append(&mut tx, &org.id, CreditKind::Grant, ms, None, now).await?;
-                    }
-                }
+                let org = Self::insert_org(&mut tx, name, credit, now).await?;
                 tx.commit().await.map_err(backend)?;
                 Ok(org)
             }
@@ -353,50 +439,10 @@ macro_rules! sql_store {
             }
 
             async fn create_key(&self, org_id: &OrgId, key: NewKey, now: i64) -> Result<(KeyRecord, String)> {
-                key.check()?;
-                let secret = aldea_store::generate_key()?;
-                let mut scopes = key.scopes;
-                scopes.sort();
-                scopes.dedup();
-                let record = KeyRecord {
-                    id: KeyId::random(),
-                    org_id: org_id.clone(),
-                    name: key.name,
-                    prefix: aldea_store::display_prefix(&secret),
-                    scopes,
-                    limits: key.limits,
-                    created_at: now,
-                    created_by: key.created_by,
-                    last_used_at: None,
-                    expires_at: key.expires_at,
-                    revoked_at: None,
-                    previous_until: None,
-                    system: key.system,
-                };
-                let inserted = sqlx::query(
-                    "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, max_streams, requests_per_minute,
-                                           created_at, expires_at, created_by, system)
-                     SELECT $1, id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM orgs WHERE id = $12",
-                )
-                .bind(record.id.as_str())
-                .bind(&record.name)
-                .bind(&record.prefix)
-                .bind(aldea_store::hash_key(&secret))
-                .bind(Scope::join(&record.scopes))
-                .bind(record.limits.max_streams.map(i64::from))
-                .bind(record.limits.requests_per_minute.map(i64::from))
-                .bind(record.created_at)
-                .bind(record.expires_at)
-                .bind(record.created_by.as_ref().map(|u| u.as_str()))
-                .bind(record.system)
-                .bind(org_id.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
-                if inserted.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(format!("organization {org_id}")));
-                }
-                Ok((record, secret))
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
+                let made = Self::insert_key(&mut tx, org_id, key, now).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(made)
             }
 
             async fn key(&self, org_id: &OrgId, key_id: &KeyId) -> Result<Option<KeyRecord>> {
@@ -791,23 +837,36 @@ macro_rules! sql_store {
         #[async_trait]
         impl Accounts for $store {
             async fn create_user(&self, email: &str, password_hash: &str, now: i64) -> Result<User> {
-                let email = aldea_store::normalize_email(email)?;
-                let user = User { id: UserId::random(), email, created_at: now, is_admin: false };
-                let inserted = sqlx::query(
-                    "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (email) DO NOTHING",
-                )
-                .bind(user.id.as_str())
-                .bind(&user.email)
-                .bind(password_hash)
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
-                if inserted.rows_affected() == 0 {
-                    return Err(StoreError::Conflict("an account with this email exists".to_owned()));
-                }
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
+                let user = Self::insert_user(&mut tx, email, password_hash, now).await?;
+                tx.commit().await.map_err(backend)?;
                 Ok(user)
+            }
+
+            async fn sign_up(
+                &self,
+                email: &str,
+                password_hash: &str,
+                org_name: &str,
+                credit: Credit,
+                key: NewKey,
+                now: i64,
+            ) -> Result<aldea_store::SignedUp> {
+                // One transaction: a failure anywhere leaves no account without its organization.
+                let mut tx = self.pool.begin_with($begin).await.map_err(backend)?;
+                let user = Self::insert_user(&mut tx, email, password_hash, now).await?;
+                let org = Self::insert_org(&mut tx, org_name, credit, now).await?;
+                sqlx::query("INSERT INTO members (org_id, user_id, role, added_at) VALUES ($1, $2, $3, $4)")
+                    .bind(org.id.as_str())
+                    .bind(user.id.as_str())
+                    .bind(Role::Owner.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                let (key, secret) = Self::insert_key(&mut tx, &org.id, key, now).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(aldea_store::SignedUp { user, org, key, secret })
             }
 
             async fn user(&self, user_id: &UserId) -> Result<Option<User>> {

@@ -274,6 +274,31 @@ pub async fn accounts(accounts: &dyn Accounts, keys: &dyn Keys) {
         Err(StoreError::NotFound(_))
     ));
 
+    // A signup: user, owned organization with its credit, first key; a refused one makes nothing.
+    let signed = accounts
+        .sign_up(
+            &format!("{}@example.com", unique("new")),
+            "h",
+            "New Co",
+            Credit::Millis(5_000),
+            NewKey::listen("default"),
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(accounts.role(&signed.org.id, &signed.user.id).await.unwrap(), Some(Role::Owner));
+    assert_eq!(keys.credit(&signed.org.id).await.unwrap(), Credit::Millis(5_000));
+    assert_eq!(keys.key(&signed.org.id, &signed.key.id).await.unwrap().as_ref(), Some(&signed.key));
+    assert!(keys.verify(&hash_key(&signed.secret), now).await.unwrap().is_some());
+    let taken =
+        accounts.sign_up(&signed.user.email, "h", "Twin", Credit::Millis(5_000), NewKey::listen("default"), now).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))));
+    assert!(keys.orgs_named("Twin").await.unwrap().is_empty(), "nothing made for a taken email");
+    let fresh = format!("{}@example.com", unique("fresh"));
+    let bad_key = accounts.sign_up(&fresh, "h", &unique("badkey"), Credit::Unlimited, NewKey::listen(" "), now).await;
+    assert!(matches!(bad_key, Err(StoreError::Invalid(_))));
+    assert_eq!(accounts.user_by_email(&fresh).await.unwrap(), None, "no account without its organization and key");
+
     // Password resets: one at a time per user, used once, until they expire.
     let (first, second) = (unique("reset"), unique("reset"));
     accounts.create_password_reset(&ada.id, &first, now + 60).await.unwrap();

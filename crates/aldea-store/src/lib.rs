@@ -414,6 +414,15 @@ pub struct RotatedKey {
     pub stale_hashes: Vec<String>,
 }
 
+/// What [`Accounts::sign_up`] made: the key's secret is here and never again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedUp {
+    pub user: User,
+    pub org: Org,
+    pub key: KeyRecord,
+    pub secret: String,
+}
+
 /// A member's role in an organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -487,6 +496,18 @@ pub fn normalize_email(email: &str) -> Result<String> {
 pub trait Accounts: Send + Sync + 'static {
     /// A new user; `Conflict` when an account has this email already.
     async fn create_user(&self, email: &str, password_hash: &str, now: i64) -> Result<User>;
+    /// A signup, all or nothing: the user, an organization they own with `credit`, and its first
+    /// key. `Conflict` (email taken) or `Invalid` (email, name, key) change nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn sign_up(
+        &self,
+        email: &str,
+        password_hash: &str,
+        org_name: &str,
+        credit: Credit,
+        key: NewKey,
+        now: i64,
+    ) -> Result<SignedUp>;
     async fn user(&self, user_id: &UserId) -> Result<Option<User>>;
     /// The user with this email and their password hash.
     async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>>;

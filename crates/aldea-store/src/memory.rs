@@ -421,6 +421,28 @@ impl Accounts for MemoryKeys {
         Ok(user)
     }
 
+    async fn sign_up(
+        &self,
+        email: &str,
+        password_hash: &str,
+        org_name: &str,
+        credit: Credit,
+        key: NewKey,
+        now: i64,
+    ) -> Result<crate::SignedUp> {
+        // Everything that can refuse is checked before anything is made.
+        crate::normalize_email(email)?;
+        key.check()?;
+        if org_name.trim().is_empty() || matches!(credit, Credit::Millis(ms) if ms < 0) {
+            return Err(StoreError::Invalid("an organization needs a name and zero credit or more".to_owned()));
+        }
+        let user = self.create_user(email, password_hash, now).await?;
+        let org = self.create_org(org_name, credit, now).await?;
+        self.add_member(&org.id, &user.id, Role::Owner, now).await?;
+        let (key, secret) = self.create_key(&org.id, key, now).await?;
+        Ok(crate::SignedUp { user, org, key, secret })
+    }
+
     async fn user(&self, user_id: &UserId) -> Result<Option<User>> {
         Ok(lock(&self.state).users.iter().find(|(u, _)| &u.id == user_id).map(|(u, _)| u.clone()))
     }
