@@ -1,7 +1,7 @@
 //! Usage reports (series by day, key, model or kind; as JSON or CSV) and the request log, read from
 //! the roll-ups the usage consumer keeps. Any member of an organization may read its usage.
 
-use aldea_store::{OrgId, RequestRecord, UsageGroup, UsageKind, UsageQuery, UsageRow};
+use aldea_store::{OrgId, RequestRecord, UsageGroup, UsageQuery, UsageRow};
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::api::rfc3339;
 use crate::auth::Caller;
 use crate::{ApiError, AppState};
 
@@ -48,12 +49,6 @@ fn parse_time(text: &str, edge: Edge, name: &str) -> Result<i64, ApiError> {
         Edge::Start => midnight,
         Edge::End => midnight + DAY,
     })
-}
-
-fn rfc3339(seconds: i64) -> String {
-    DateTime::<Utc>::from_timestamp(seconds, 0)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-        .unwrap_or_default()
 }
 
 fn rfc3339_millis(millis: i64) -> String {
@@ -160,12 +155,7 @@ pub(crate) async fn usage_csv(
     Query(params): Query<UsageParams>,
 ) -> Result<Response, ApiError> {
     let (query, series) = report(&state, &caller, &org_id, &params).await?;
-    let group_by = match query.group_by {
-        UsageGroup::Day => "day",
-        UsageGroup::Key => "key",
-        UsageGroup::Model => "model",
-        UsageGroup::Kind => "kind",
-    };
+    let group_by = query.group_by.as_str();
     let mut csv = format!("{group_by},requests,streams,audio_seconds\r\n");
     for row in &series {
         csv.push_str(&format!(
@@ -193,7 +183,7 @@ fn request_view(request: &RequestRecord) -> Value {
         "request_id": request.request_id,
         "key_id": request.key_id,
         "model": request.model,
-        "kind": match request.kind { UsageKind::Rest => "rest", UsageKind::Stream => "stream" },
+        "kind": request.kind.as_str(),
         "started_at": rfc3339_millis(request.started_at),
         "ended_at": rfc3339_millis(request.ended_at),
         "audio_seconds": seconds(request.audio_millis),

@@ -11,6 +11,16 @@ pub enum UsageKind {
     Stream,
 }
 
+impl UsageKind {
+    /// Its wire (and stored) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageKind::Rest => "rest",
+            UsageKind::Stream => "stream",
+        }
+    }
+}
+
 /// One piece of a request's usage: `audio_seconds` is the delta since the previous event of the
 /// same request; the last event has `final: true`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -39,13 +39,6 @@ macro_rules! sql_store {
             })
         }
 
-        fn kind_name(kind: UsageKind) -> &'static str {
-            match kind {
-                UsageKind::Rest => "rest",
-                UsageKind::Stream => "stream",
-            }
-        }
-
         fn request_from(row: &$row) -> Result<RequestRecord> {
             let kind = match row.get::<String, _>("kind").as_str() {
                 "rest" => UsageKind::Rest,
@@ -100,7 +93,7 @@ macro_rules! sql_store {
 
             /// Records one event inside `tx`: `false` when its id was recorded already.
             async fn record_in(tx: &mut sqlx::Transaction<'_, $db>, event: &UsageEvent) -> Result<bool> {
-                let kind = kind_name(event.kind);
+                let kind = event.kind.as_str();
                 let millis = aldea_store::audio_millis(event.audio_seconds);
                 let inserted = sqlx::query(
                     "INSERT INTO usage_events (event_id, request_id, seq, org_id, key_id, kind, model, audio_seconds,
@@ -236,24 +229,7 @@ macro_rules! sql_store {
                 key.check()?;
 
                 let secret = aldea_store::generate_key()?;
-                let mut scopes = key.scopes;
-                scopes.sort();
-                scopes.dedup();
-                let record = KeyRecord {
-                    id: KeyId::random(),
-                    org_id: org_id.clone(),
-                    name: key.name,
-                    prefix: aldea_store::display_prefix(&secret),
-                    scopes,
-                    limits: key.limits,
-                    created_at: now,
-                    created_by: key.created_by,
-                    last_used_at: None,
-                    expires_at: key.expires_at,
-                    revoked_at: None,
-                    previous_until: None,
-                    system: key.system,
-                };
+                let record = key.record(org_id, &secret, now);
                 let inserted = sqlx::query(
                     "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, max_streams, requests_per_minute,
                                            created_at, expires_at, created_by, system)

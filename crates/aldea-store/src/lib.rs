@@ -271,6 +271,28 @@ impl NewKey {
         }
     }
 
+    /// The record of this key of `org_id` made at `now` with `secret` (scopes sorted, once each).
+    pub fn record(self, org_id: &OrgId, secret: &str, now: i64) -> KeyRecord {
+        let mut scopes = self.scopes;
+        scopes.sort();
+        scopes.dedup();
+        KeyRecord {
+            id: KeyId::random(),
+            org_id: org_id.clone(),
+            name: self.name,
+            prefix: display_prefix(secret),
+            scopes,
+            limits: self.limits,
+            created_at: now,
+            created_by: self.created_by,
+            last_used_at: None,
+            expires_at: self.expires_at,
+            revoked_at: None,
+            previous_until: None,
+            system: self.system,
+        }
+    }
+
     /// `Invalid` unless it has a name, at least one scope and limits of at least 1.
     pub fn check(&self) -> Result<()> {
         if self.name.trim().is_empty() {
@@ -670,6 +692,15 @@ pub enum UsageGroup {
 }
 
 impl UsageGroup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageGroup::Day => "day",
+            UsageGroup::Key => "key",
+            UsageGroup::Model => "model",
+            UsageGroup::Kind => "kind",
+        }
+    }
+
     pub fn parse(name: &str) -> Result<UsageGroup> {
         match name {
             "day" => Ok(UsageGroup::Day),

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use crate::{
     display_prefix, generate_key, hash_key, Accounts, CachedGrant, Credit, CreditEntry, CreditKind, DeadLetter,
     Delivery, KeyCache, KeyGrant, KeyId, KeyRecord, KeyVerifier, Keys, Limits, Member, NewKey, Org, OrgId, Page,
-    PageRequest, RateDecision, RequestRecord, Result, Role, RotatedKey, StoreError, UsageEvent, UsageGroup, UsageKind,
+    PageRequest, RateDecision, RequestRecord, Result, Role, RotatedKey, StoreError, UsageEvent, UsageGroup,
     UsageLedger, UsageQuery, UsageQueue, UsageReports, UsageRow, UsageTotals, User, UserId,
 };
 
@@ -52,13 +52,6 @@ struct Hourly {
     requests: u64,
     audio_millis: i64,
     events: u64,
-}
-
-fn kind_name(kind: UsageKind) -> &'static str {
-    match kind {
-        UsageKind::Rest => "rest",
-        UsageKind::Stream => "stream",
-    }
 }
 
 impl KeysState {
@@ -248,24 +241,7 @@ impl Keys for MemoryKeys {
         if !state.orgs.iter().any(|o| &o.id == org_id) {
             return Err(StoreError::NotFound(format!("organization {org_id}")));
         }
-        let mut scopes = key.scopes;
-        scopes.sort();
-        scopes.dedup();
-        let record = KeyRecord {
-            id: KeyId::random(),
-            org_id: org_id.clone(),
-            name: key.name,
-            prefix: display_prefix(&secret),
-            scopes,
-            limits: key.limits,
-            created_at: now,
-            created_by: key.created_by,
-            last_used_at: None,
-            expires_at: key.expires_at,
-            revoked_at: None,
-            previous_until: None,
-            system: key.system,
-        };
+        let record = key.record(org_id, &secret, now);
         state.keys.push(StoredKey { record: record.clone(), hash: hash_key(&secret), previous: None });
         Ok((record, secret))
     }
@@ -326,21 +302,7 @@ impl Keys for MemoryKeys {
         if !state.orgs.iter().any(|o| &o.id == org_id) {
             return Err(StoreError::NotFound(format!("organization {org_id}")));
         }
-        let record = KeyRecord {
-            id: KeyId::random(),
-            org_id: org_id.clone(),
-            name: name.to_owned(),
-            prefix: display_prefix(&secret),
-            scopes: vec![crate::Scope::Listen],
-            limits: crate::KeyLimits::default(),
-            created_at: now,
-            created_by: None,
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            previous_until: None,
-            system: true,
-        };
+        let record = NewKey { system: true, ..NewKey::listen(name) }.record(org_id, &secret, now);
         state.keys.push(StoredKey { record: record.clone(), hash: hash_key(&secret), previous: None });
         Ok(record)
     }
@@ -583,7 +545,7 @@ impl UsageLedger for MemoryKeys {
         let org_id = OrgId::from(event.org_id.as_str());
         let millis = crate::audio_millis(event.audio_seconds);
         let hour = crate::usage_hour(event.ended_at);
-        let bucket = (org_id.clone(), hour, event.key_id.clone(), event.model.clone(), kind_name(event.kind));
+        let bucket = (org_id.clone(), hour, event.key_id.clone(), event.model.clone(), event.kind.as_str());
         let hourly = state.hourly.entry(bucket).or_default();
         hourly.requests += u64::from(event.is_final);
         hourly.audio_millis += millis;
