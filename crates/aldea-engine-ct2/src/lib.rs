@@ -1,6 +1,6 @@
 //! The CTranslate2 backend of [`aldea_engine::Engine`] (`ct2rs::sys::Whisper`): the engine behind
 //! faster-whisper, reading the same model directories with no conversion; int8 on CPU, float16 on
-//! CUDA. Only the `aldea` binary (which picks adapters), tests and benchmarks name this crate.
+//! CUDA (the `cuda` feature, see scripts/build-cuda.sh). Only the `aldea` binary (which picks adapters), tests and benchmarks name this crate.
 //!
 //! Invariant: the only crate that names `ct2rs` (and so links CTranslate2 and oneDNN).
 //! Invariant: the only unsafe code of the workspace is in `host` (the runtime's memory seen from Rust).
@@ -16,8 +16,29 @@ mod host;
 
 use aldea_engine::mel::N_FRAMES;
 use aldea_engine::{
-    Alignment, Device, Encoded, Engine, EngineError, EngineOptions, GenerateOptions, Generation, ModelConfig, Tokenizer,
+    Alignment, ComputeType, Device, Encoded, Engine, EngineError, EngineOptions, GenerateOptions, Generation,
+    ModelConfig, Tokenizer,
 };
+
+/// Whether this build can run on CUDA GPUs (the `cuda` feature).
+pub const CUDA_BUILD: bool = cfg!(feature = "cuda");
+
+/// The CUDA GPUs the runtime sees (0 in a CPU build, without a driver or without a GPU).
+pub fn cuda_device_count() -> usize {
+    if !CUDA_BUILD {
+        return 0;
+    }
+    usize::try_from(sys::get_device_count(sys::Device::CUDA)).unwrap_or(0)
+}
+
+/// `auto`: the first GPU when the runtime sees one, else the CPU.
+pub fn auto_device() -> Device {
+    if cuda_device_count() > 0 {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    }
+}
 
 /// A loaded CTranslate2 Whisper model.
 pub struct Ct2Engine {
@@ -55,15 +76,36 @@ impl Ct2Engine {
     pub fn load(dir: &Path, options: &EngineOptions) -> Result<Ct2Engine, EngineError> {
         let mut config = ModelConfig::from_model_dir(dir)?;
         let tokenizer = Tokenizer::from_model_dir(dir)?;
-        let (device, compute_type) = match options.device {
-            Device::Cpu => (sys::Device::CPU, sys::ComputeType::INT8),
-            Device::Cuda => (sys::Device::CUDA, sys::ComputeType::INT8_FLOAT16),
+        let (device, index) = match options.device {
+            Device::Cpu => (sys::Device::CPU, 0),
+            Device::Cuda(index) => {
+                let visible = cuda_device_count();
+                if !CUDA_BUILD {
+                    return Err(EngineError::Model(
+                        "this aldea was built without CUDA (scripts/build-cuda.sh builds the GPU variant); use --device cpu"
+                            .to_owned(),
+                    ));
+                }
+                if index >= visible {
+                    return Err(EngineError::Model(format!(
+                        "no CUDA device {index}: the runtime sees {visible} (driver, CUDA_VISIBLE_DEVICES, libcudnn.so.9 and libcublas.so.13 on the library path?)"
+                    )));
+                }
+                (sys::Device::CUDA, index)
+            }
         };
+        let compute_type = match options.compute_type.resolve(options.device) {
+            ComputeType::Auto | ComputeType::Int8 => sys::ComputeType::INT8,
+            ComputeType::Int8Float16 => sys::ComputeType::INT8_FLOAT16,
+            ComputeType::Float16 => sys::ComputeType::FLOAT16,
+            ComputeType::Float32 => sys::ComputeType::FLOAT32,
+        };
+        let index = i32::try_from(index).map_err(|e| EngineError::Model(e.to_string()))?;
         let ct2_config = sys::Config {
             device,
             compute_type,
             num_threads_per_replica: options.threads,
-            device_indices: vec![0; options.replicas.max(1)],
+            device_indices: vec![index; options.replicas.max(1)],
             ..Default::default()
         };
         if let Some(seed) = options.random_seed {
@@ -115,6 +157,10 @@ impl Ct2Engine {
 impl Engine for Ct2Engine {
     fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    fn device(&self) -> Device {
+        self.device
     }
 
     fn tokenizer(&self) -> &Tokenizer {

@@ -447,3 +447,17 @@ fn windows_encoded_in_part_transcribe_like_whole_windows() {
     assert!(same * 10 >= windows.len() * 8, "only {same} of {} windows read the same", windows.len());
     assert!(within(0.1) >= 0.9 && largest <= 1.0, "word edges moved: {shifts:?}");
 }
+
+/// Asking for a GPU that is not there (a CPU build, or no device) is a clear error, not a crash.
+#[test]
+fn a_missing_gpu_is_a_clear_error() {
+    let options = EngineOptions { device: aldea_engine::Device::Cuda(7), threads: 2, ..Default::default() };
+    let e = Ct2Engine::load(&model_dir(), &options).expect_err("no GPU 7 here").to_string();
+    if aldea_engine_ct2::CUDA_BUILD {
+        assert!(e.contains("no CUDA device 7"), "{e}");
+    } else {
+        assert!(e.contains("built without CUDA") && e.contains("--device cpu"), "{e}");
+        assert_eq!(aldea_engine_ct2::cuda_device_count(), 0);
+        assert_eq!(aldea_engine_ct2::auto_device(), aldea_engine::Device::Cpu);
+    }
+}

@@ -48,16 +48,75 @@ impl EngineError {
     }
 }
 
-/// Where to run and how many threads to use.
+/// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
     Cpu,
-    Cuda,
+    /// The CUDA GPU with this index (as `nvidia-smi` numbers them, or as `CUDA_VISIBLE_DEVICES` remaps).
+    Cuda(usize),
+}
+
+impl Device {
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+/// The numeric type of the weights and the arithmetic. `Auto`: int8 on the CPU, float16 on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComputeType {
+    Auto,
+    Int8,
+    Int8Float16,
+    Float16,
+    Float32,
+}
+
+impl ComputeType {
+    /// `Auto` made concrete for `device`.
+    pub fn resolve(self, device: Device) -> ComputeType {
+        match (self, device) {
+            (ComputeType::Auto, Device::Cpu) => ComputeType::Int8,
+            (ComputeType::Auto, Device::Cuda(_)) => ComputeType::Float16,
+            (other, _) => other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComputeType::Auto => "auto",
+            ComputeType::Int8 => "int8",
+            ComputeType::Int8Float16 => "int8_float16",
+            ComputeType::Float16 => "float16",
+            ComputeType::Float32 => "float32",
+        }
+    }
+}
+
+impl std::str::FromStr for ComputeType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ComputeType, String> {
+        [ComputeType::Auto, ComputeType::Int8, ComputeType::Int8Float16, ComputeType::Float16, ComputeType::Float32]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown compute type {s:?} (auto, int8, int8_float16, float16, float32)"))
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub device: Device,
+    pub compute_type: ComputeType,
     /// Intra-op threads per replica (0 = the runtime's default).
     pub threads: usize,
     /// Parallel model replicas (each runs one batch at a time).
@@ -70,7 +129,13 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         // A fixed seed: the same audio gives the same transcript on every run and every replica.
-        EngineOptions { device: Device::Cpu, threads: 0, replicas: 1, random_seed: Some(0x41_6c_64_65) }
+        EngineOptions {
+            device: Device::Cpu,
+            compute_type: ComputeType::Auto,
+            threads: 0,
+            replicas: 1,
+            random_seed: Some(0x41_6c_64_65),
+        }
     }
 }
 
@@ -144,6 +209,10 @@ pub struct Alignment {
 /// frames and detect the language. All batched: the stt service gathers concurrent work into one call.
 pub trait Engine: Send + Sync {
     fn config(&self) -> &ModelConfig;
+    /// Where the model runs.
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
     fn tokenizer(&self) -> &Tokenizer;
     /// Runs the encoder on `batch` windows of `[n_mels, 3000]` log-mel frames laid out one after
     /// another in `mels`.

@@ -31,7 +31,22 @@ fn encoded_frames(options: &TranscribeOptions, jobs: &[WindowJob]) -> Option<usi
     (frames < N_FRAMES).then_some(frames)
 }
 
+/// Previous-text lengths (tokens) that [`WindowJob::bucket_context`] trims to.
+const CONTEXT_BUCKETS: [usize; 7] = [4, 8, 16, 32, 64, 128, MAX_LENGTH / 2 - 1];
+
 impl WindowJob {
+    /// Trims the previous text to the longest bucket length it reaches (its most recent tokens; none
+    /// under 4), so that windows whose contexts differ by a little can share a batch: the runtime
+    /// needs one prompt length per batch. A window's prompt depends only on itself, never on the
+    /// windows it is batched with. Used where batches are large (a GPU); at least half of the
+    /// context the prompt would carry is kept.
+    pub fn bucket_context(&mut self) {
+        let len = self.previous_tokens.len().min(MAX_LENGTH / 2 - 1);
+        let keep = CONTEXT_BUCKETS.iter().copied().filter(|&b| b <= len).max().unwrap_or(0);
+        let drop = self.previous_tokens.len() - keep;
+        self.previous_tokens.drain(..drop);
+    }
+
     /// Whether two windows can share one batched model call: same decoding options, a known, equal
     /// language (windows that detect their language run alone) and prompts of the same length.
     pub fn batches_with(&self, other: &WindowJob) -> bool {
