@@ -74,6 +74,12 @@ pub struct Config {
     pub drain_timeout_ms: u64,
     pub max_batch: usize,
     pub batch_window_ms: u64,
+    /// Threads calling the model, each with a batch of its own (the engine must have as many
+    /// replicas): 2 on a GPU keeps it busy while the other batch's CPU work runs.
+    pub model_workers: usize,
+    /// Windows' previous text trimmed to bucket lengths so that more of them share a model call
+    /// (`WindowJob::bucket_context`): on a GPU, where batches are large.
+    pub bucket_context: bool,
     /// Beam of the decodes behind interims.
     pub stream_beam_size: usize,
     /// Beam of the decodes that end an utterance (a flush point in view: endpoint, Finalize,
@@ -138,6 +144,8 @@ impl Default for Config {
             drain_timeout_ms: 30_000,
             max_batch: 8,
             batch_window_ms: 4,
+            model_workers: 1,
+            bucket_context: false,
             stream_beam_size: 1,
             final_beam_size: 5,
             agreement_beam_size: 5,
@@ -162,6 +170,7 @@ impl Config {
             ("max_streams", self.max_streams),
             ("max_uploads", self.max_uploads),
             ("max_batch", self.max_batch),
+            ("model_workers", self.model_workers),
             ("stream_beam_size", self.stream_beam_size),
             ("final_beam_size", self.final_beam_size),
             ("agreement_beam_size", self.agreement_beam_size),
@@ -251,7 +260,9 @@ impl AppState {
             scheduler::SchedulerConfig {
                 max_batch: config.max_batch,
                 batch_window: Duration::from_millis(config.batch_window_ms),
-                queue_capacity: 256,
+                queue_capacity: (2 * config.max_streams).max(256),
+                workers: config.model_workers,
+                bucket_context: config.bucket_context,
             },
             metrics.clone(),
         );

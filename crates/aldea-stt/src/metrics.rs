@@ -1,7 +1,9 @@
 //! Prometheus metrics of the service (`prometheus-client`), served as OpenMetrics text. Counters and
-//! gauges are atomics; the live gauges (`ready`, free slots, queue depth) are set at scrape time.
+//! gauges are atomics; the live gauges (`ready`, free slots, queue depth, the GPU's memory and
+//! utilisation) are set at scrape time.
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,11 +17,34 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 const LATENCY_BOUNDS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0];
 const RTF_BOUNDS: &[f64] = &[0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0];
-const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0];
+const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AudioKind {
     kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GpuLabels {
+    gpu: String,
+    name: String,
+}
+
+/// What the accelerator's runtime tells of the device the model runs on, read at scrape time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceReading {
+    /// The device's index as the runtime numbers it.
+    pub index: u32,
+    pub name: String,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// The share of the last sample period in which a kernel ran (0 to 1), where the runtime tells.
+    pub utilization: Option<f64>,
+}
+
+/// A source of [`DeviceReading`]s (NVML for NVIDIA GPUs, chosen by the binary).
+pub trait DeviceMonitor: Send + Sync {
+    fn read(&self) -> Vec<DeviceReading>;
 }
 
 /// Every metric of the stt service, registered once.
@@ -50,6 +75,16 @@ pub struct Metrics {
     ready: Gauge<i64, AtomicI64>,
     free_stream_slots: Gauge<i64, AtomicI64>,
     queue_depth: Gauge<i64, AtomicI64>,
+    gpu_memory_used: Family<GpuLabels, Gauge<i64, AtomicI64>>,
+    gpu_memory_total: Family<GpuLabels, Gauge<i64, AtomicI64>>,
+    gpu_utilization: Family<GpuLabels, Gauge<f64, AtomicU64>>,
+    device_monitor: OnceLock<Arc<dyn DeviceMonitor>>,
+}
+
+impl std::fmt::Debug for dyn DeviceMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceMonitor")
+    }
 }
 
 impl Default for Metrics {
@@ -78,6 +113,10 @@ impl Default for Metrics {
             ready: Gauge::default(),
             free_stream_slots: Gauge::default(),
             queue_depth: Gauge::default(),
+            gpu_memory_used: Family::default(),
+            gpu_memory_total: Family::default(),
+            gpu_utilization: Family::default(),
+            device_monitor: OnceLock::new(),
         };
         let r = &mut metrics.registry;
         r.register("aldea_stt_ready", "1 when the model is loaded and warm", metrics.ready.clone());
@@ -126,6 +165,17 @@ impl Default for Metrics {
         );
         r.register("aldea_stt_batch_size", "Windows per batched model call", metrics.batch_size.clone());
         r.register("aldea_stt_batch_seconds", "Model time per batch", metrics.batch_seconds.clone());
+        r.register(
+            "aldea_stt_gpu_memory_used_bytes",
+            "Memory in use on the GPU the model runs on (every process's)",
+            metrics.gpu_memory_used.clone(),
+        );
+        r.register("aldea_stt_gpu_memory_total_bytes", "Memory of the GPU", metrics.gpu_memory_total.clone());
+        r.register(
+            "aldea_stt_gpu_utilization_ratio",
+            "Share of the last sample period in which the GPU ran a kernel",
+            metrics.gpu_utilization.clone(),
+        );
         metrics
     }
 }
@@ -147,8 +197,24 @@ impl Metrics {
         self.upload_audio_seconds.inc_by(seconds.max(0.0));
     }
 
+    /// Reads the device the model runs on at every scrape (set once; later calls are ignored).
+    pub fn set_device_monitor(&self, monitor: Arc<dyn DeviceMonitor>) {
+        let _ = self.device_monitor.set(monitor);
+    }
+
     /// Every metric as OpenMetrics text ([`CONTENT_TYPE`]), with the live gauges of `snapshot`.
     pub fn render(&self, snapshot: Snapshot) -> String {
+        if let Some(monitor) = self.device_monitor.get() {
+            for reading in monitor.read() {
+                let labels = GpuLabels { gpu: reading.index.to_string(), name: reading.name };
+                let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+                self.gpu_memory_used.get_or_create(&labels).set(bytes(reading.memory_used_bytes));
+                self.gpu_memory_total.get_or_create(&labels).set(bytes(reading.memory_total_bytes));
+                if let Some(utilization) = reading.utilization {
+                    self.gpu_utilization.get_or_create(&labels).set(utilization);
+                }
+            }
+        }
         self.ready.set(i64::from(snapshot.ready));
         self.free_stream_slots.set(i64::try_from(snapshot.free_stream_slots).unwrap_or(i64::MAX));
         self.queue_depth.set(i64::try_from(snapshot.queue_depth).unwrap_or(i64::MAX));
@@ -178,6 +244,32 @@ pub fn count_of(text: &str, histogram: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct FixedGpu;
+
+    impl DeviceMonitor for FixedGpu {
+        fn read(&self) -> Vec<DeviceReading> {
+            vec![DeviceReading {
+                index: 1,
+                name: "Test GPU".to_owned(),
+                memory_used_bytes: 3 << 30,
+                memory_total_bytes: 80 << 30,
+                utilization: Some(0.42),
+            }]
+        }
+    }
+
+    #[test]
+    fn a_device_monitor_is_read_at_every_scrape() {
+        let metrics = Metrics::default();
+        let snapshot = Snapshot { free_stream_slots: 1, queue_depth: 0, ready: true };
+        assert!(!metrics.render(snapshot).contains("aldea_stt_gpu_memory_used_bytes{"));
+        metrics.set_device_monitor(Arc::new(FixedGpu));
+        let text = metrics.render(snapshot);
+        assert!(text.contains("aldea_stt_gpu_memory_used_bytes{gpu=\"1\",name=\"Test GPU\"} 3221225472\n"), "{text}");
+        assert!(text.contains("aldea_stt_gpu_memory_total_bytes{gpu=\"1\",name=\"Test GPU\"} 85899345920\n"), "{text}");
+        assert!(text.contains("aldea_stt_gpu_utilization_ratio{gpu=\"1\",name=\"Test GPU\"} 0.42\n"), "{text}");
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

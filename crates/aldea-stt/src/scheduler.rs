@@ -8,7 +8,7 @@
 //! stream.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aldea_engine::{EngineError, TranscribeOptions, Transcriber, WindowJob, WindowOutput};
@@ -72,12 +72,31 @@ pub struct SchedulerConfig {
     pub max_batch: usize,
     pub batch_window: Duration,
     pub queue_capacity: usize,
+    /// Threads that take batches off the queue and call the model, each with a batch of its own
+    /// (the engine needs as many replicas for the calls to overlap).
+    pub workers: usize,
+    /// Trim each window's previous text to a bucket length ([`WindowJob::bucket_context`]) so that
+    /// more windows share a call.
+    pub bucket_context: bool,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { max_batch: 8, batch_window: Duration::from_millis(4), queue_capacity: 256 }
+        SchedulerConfig {
+            max_batch: 8,
+            batch_window: Duration::from_millis(4),
+            queue_capacity: 256,
+            workers: 1,
+            bucket_context: false,
+        }
     }
+}
+
+/// The queue the workers share: the channel and the jobs taken off it but not run yet.
+struct Queue {
+    rx: mpsc::Receiver<Job>,
+    /// Jobs taken off the channel and not run yet, in arrival order.
+    pending: Vec<Job>,
 }
 
 /// Handle to the scheduler thread. Cheap to clone.
@@ -106,18 +125,22 @@ impl Scheduler {
         let queue_depth = Arc::new(AtomicUsize::new(0));
         let wait_ewma_us = Arc::new(AtomicU64::new(0));
         let call_ewma_us = Arc::new(AtomicU64::new(0));
-        let worker = Worker {
-            transcriber,
-            config,
-            metrics,
-            queue_depth: queue_depth.clone(),
-            wait_ewma_us: wait_ewma_us.clone(),
-            call_ewma_us: call_ewma_us.clone(),
-        };
-        std::thread::Builder::new()
-            .name("aldea-scheduler".to_owned())
-            .spawn(move || worker.run(rx))
-            .expect("spawning the scheduler thread");
+        let queue = Arc::new(Mutex::new(Queue { rx, pending: Vec::new() }));
+        for index in 0..config.workers.max(1) {
+            let worker = Worker {
+                transcriber: transcriber.clone(),
+                config,
+                metrics: metrics.clone(),
+                queue_depth: queue_depth.clone(),
+                wait_ewma_us: wait_ewma_us.clone(),
+                call_ewma_us: call_ewma_us.clone(),
+            };
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("aldea-scheduler-{index}"))
+                .spawn(move || worker.run(&queue))
+                .expect("spawning the scheduler thread");
+        }
         Scheduler { tx, queue_depth, in_system: Arc::new(AtomicUsize::new(0)), wait_ewma_us, call_ewma_us }
     }
 
@@ -208,6 +231,29 @@ fn blend(previous_us: u64, sample: Duration) -> u64 {
     (previous_us * 7 + sample.as_micros() as u64) / 8
 }
 
+/// `f` over `items` in order, spread over the machine's cores when there are several items.
+fn parallel_map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    if threads <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let per_thread = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(per_thread).collect());
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            chunks.into_iter().map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Vec<U>>())).collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
 /// The next batch from `pending`: urgent jobs first, then the others, each in arrival order.
 fn take_batch(pending: &mut Vec<Job>, max_batch: usize) -> Vec<Job> {
     let (mut batch, rest): (Vec<Job>, Vec<Job>) = std::mem::take(pending).into_iter().partition(|job| job.urgent);
@@ -226,7 +272,7 @@ struct Ready {
 }
 
 impl Worker {
-    fn run(self, mut rx: mpsc::Receiver<Job>) {
+    fn run(self, queue: &Mutex<Queue>) {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(runtime) => runtime,
             Err(e) => {
@@ -234,46 +280,65 @@ impl Worker {
                 return;
             }
         };
-        // Jobs taken off the channel and not run yet, in arrival order.
-        let mut pending: Vec<Job> = Vec::new();
         loop {
-            let more = runtime.block_on(async {
-                if pending.is_empty() {
-                    pending.push(rx.recv().await?);
-                    let deadline = tokio::time::Instant::now() + self.config.batch_window;
-                    while pending.len() < self.config.max_batch {
-                        match tokio::time::timeout_at(deadline, rx.recv()).await {
-                            Ok(Some(job)) => pending.push(job),
-                            _ => break,
+            // One worker at a time gathers a batch; the others wait here for the next.
+            let batch = {
+                let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                let Queue { rx, pending } = &mut *queue;
+                let more = runtime.block_on(async {
+                    if pending.is_empty() {
+                        pending.push(rx.recv().await?);
+                        let deadline = tokio::time::Instant::now() + self.config.batch_window;
+                        while pending.len() < self.config.max_batch {
+                            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                                Ok(Some(job)) => pending.push(job),
+                                _ => break,
+                            }
                         }
                     }
+                    Some(())
+                });
+                if more.is_none() {
+                    return;
                 }
-                Some(())
-            });
-            if more.is_none() {
-                return;
-            }
-            while let Ok(job) = rx.try_recv() {
-                pending.push(job);
-            }
-            let batch = take_batch(&mut pending, self.config.max_batch);
+                while let Ok(job) = rx.try_recv() {
+                    pending.push(job);
+                }
+                take_batch(pending, self.config.max_batch)
+            };
             self.queue_depth.fetch_sub(batch.len(), Ordering::Relaxed);
             self.run_batch(batch);
         }
     }
 
     fn run_batch(&self, batch: Vec<Job>) {
-        let mut ready: Vec<Ready> = Vec::with_capacity(batch.len());
-        for job in batch {
-            let window = match job.input {
-                WindowInput::Mel(window) => window,
-                WindowInput::Samples { samples, previous_tokens, prefix, prefix_end, language, options } => {
-                    let (mel, n_frames) = self.transcriber.mel_window(&samples);
-                    WindowJob { mel, n_frames, previous_tokens, language, options, keep_tail: true, prefix, prefix_end }
-                }
-            };
-            ready.push(Ready { window, kind: job.kind, queued_at: job.queued_at, reply: job.reply });
-        }
+        // The log-mel of each window, on every core when the batch is large (a GPU's batches are:
+        // made one after another here, they would keep the device waiting).
+        let (inputs, jobs): (Vec<WindowInput>, Vec<_>) =
+            batch.into_iter().map(|job| (job.input, (job.kind, job.queued_at, job.reply))).unzip();
+        let windows = parallel_map(inputs, |input| match input {
+            WindowInput::Mel(window) => window,
+            WindowInput::Samples { samples, previous_tokens, prefix, prefix_end, language, options } => {
+                let (mel, n_frames) = self.transcriber.mel_window(&samples);
+                WindowJob { mel, n_frames, previous_tokens, language, options, keep_tail: true, prefix, prefix_end }
+            }
+        });
+        let windows = if self.config.bucket_context {
+            windows
+                .into_iter()
+                .map(|mut window| {
+                    window.bucket_context();
+                    window
+                })
+                .collect()
+        } else {
+            windows
+        };
+        let mut ready: Vec<Ready> = windows
+            .into_iter()
+            .zip(jobs)
+            .map(|(window, (kind, queued_at, reply))| Ready { window, kind, queued_at, reply })
+            .collect();
         // Compatible windows (same options and language) share a call; order within each is kept.
         while !ready.is_empty() {
             let lead = ready.remove(0);

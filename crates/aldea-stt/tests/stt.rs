@@ -48,7 +48,7 @@ fn deps() -> Deps {
 /// model to themselves ([`model_alone`]); the others share it ([`model_shared`]). Measured on the
 /// same 2-core machine, the real-time long_3min stream went from 11.00 % alone to 12.77 % WER while
 /// other tests of this file decoded on the same cores (batch 8.25 %): that is a load test, which
-/// `stream_bench` runs on purpose, not a completeness measurement.
+/// `aldea bench-streams` runs on purpose, not a completeness measurement.
 static MODEL: std::sync::LazyLock<tokio::sync::RwLock<()>> = std::sync::LazyLock::new(|| tokio::sync::RwLock::new(()));
 
 async fn model_shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
