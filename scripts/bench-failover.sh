@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The gateway's failover under load: N real-time streams (default 1) through one gateway over two
 # `aldea stt --threads 1` replicas, one SIGKILLed after 15 s; prints each stream's WER against an
-# unbroken run. Pick N as 80 % of one replica's capacity (BENCH_THREADS=1 scripts/bench-stream.sh).
+# unbroken run. Pick N as 80 % of one replica's capacity (scripts/bench-stream.sh 40 1,2,4 --threads 1).
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 aldea_ensure_system_packages
 aldea_build_release

@@ -59,6 +59,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("sqlx", "aldea-store-sql"),
     ("redis", "aldea-store-redis"),
     ("clap", "aldea"),
+    ("nvml-wrapper", "aldea"),
 ];
 
 fn main() -> ExitCode {

@@ -27,6 +27,8 @@ pub(crate) struct AllArgs {
     /// Inference threads (default: the number of cores).
     #[arg(long, env = "ALDEA_THREADS")]
     threads: Option<usize>,
+    #[command(flatten)]
+    device: crate::transcribe::DeviceArgs,
     /// Where the platform API (accounts, organizations, keys) listens.
     #[arg(long, default_value = "127.0.0.1:8080", env = "ALDEA_PLATFORM_LISTEN")]
     platform_listen: SocketAddr,
@@ -37,7 +39,13 @@ pub(crate) struct AllArgs {
 }
 
 pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCode> {
-    let model_args = ModelArgs { model: args.model.clone(), threads: args.threads, beam: 5, language: "en".to_owned() };
+    let model_args = ModelArgs {
+        model: args.model.clone(),
+        threads: args.threads,
+        beam: 5,
+        language: "en".to_owned(),
+        device: args.device.clone(),
+    };
     let mut stt_config = aldea_stt::Config {
         service_token: crate::non_empty(&args.options.service_token),
         ..aldea_stt::Config::default()
@@ -47,6 +55,9 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
     stt_config.check_listen(&args.stt_listen)?;
     let loaded = load(settings, &model_args)?;
     stt_config.model_name = loaded.model_name.clone();
+    if loaded.device.is_gpu() {
+        crate::stt::size_for_gpu(&mut stt_config, &crate::stt::Sizing::default());
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -86,6 +97,9 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
         tokio::spawn(crate::stt::stop_on_signal(shutdown.clone()));
         let stt_state =
             aldea_stt::AppState::new(stt_config, aldea_stt::Deps { transcriber: loaded.transcriber, vad: loaded.vad });
+        if let Some(monitor) = crate::gpu::monitor(loaded.device) {
+            stt_state.metrics().set_device_monitor(monitor);
+        }
         let gateway_state = aldea_gateway::AppState::new(gateway_config, deps.clone())?;
         let consumer = tokio::spawn(stores::run_usage_consumer(
             deps.usage.clone(),

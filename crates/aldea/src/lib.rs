@@ -13,8 +13,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod all;
+mod bench;
 mod eval;
 mod gateway;
+mod gpu;
 mod keys;
 mod models;
 mod output;
@@ -28,8 +30,15 @@ mod users;
 
 pub use settings::Settings;
 
+/// `aldea --version`: the release and the engine's build (the GPU build says so).
+const VERSION: &str = if aldea_engine_ct2::CUDA_BUILD {
+    concat!(env!("CARGO_PKG_VERSION"), " (engine: CTranslate2 with CUDA 13 and cuDNN 9; --device auto|cpu|cuda[:N])")
+} else {
+    concat!(env!("CARGO_PKG_VERSION"), " (engine: CTranslate2 on the CPU)")
+};
+
 #[derive(Debug, Parser)]
-#[command(name = "aldea", version, about = "Self-hosted speech-to-text")]
+#[command(name = "aldea", version = VERSION, about = "Self-hosted speech-to-text")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,6 +57,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run the recognition service (stt-api): uploads and streams on /v1/listen.
     Stt(stt::SttArgs),
+    /// Measure streaming: N real-time clients against an in-process stt service (latency, batching).
+    BenchStreams(bench::BenchStreamsArgs),
     /// Run the gateway: the public Speech API in front of the stt replicas.
     Gateway(gateway::GatewayArgs),
     /// Run the platform API (backend host): accounts, organizations, API keys, usage, credit.
@@ -95,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Transcribe(args) => transcribe::run(&settings, &args),
         Command::Eval(args) => eval::run(&settings, &args),
         Command::Stt(args) => stt::run(&settings, &args),
+        Command::BenchStreams(args) => bench::run(&settings, &args),
         Command::Gateway(args) => gateway::run(&settings, &args),
         Command::All(args) => all::run(&settings, &args),
         Command::Platform(args) => platform::run(&settings, &args),

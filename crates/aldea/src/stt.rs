@@ -1,4 +1,5 @@
-//! `aldea stt [--listen ADDR] [--model M] [--threads N] [--service-token T]`: the recognition service.
+//! `aldea stt [--listen ADDR] [--model M] [--device auto|cpu|cuda[:N]] [--threads N] [--service-token T]`:
+//! the recognition service.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -24,10 +25,12 @@ pub(crate) struct SttArgs {
     /// Every request must carry `Authorization: Bearer <token>` (probes excepted).
     #[arg(long, env = "ALDEA_SERVICE_TOKEN", hide_env_values = true, value_parser = crate::secret)]
     service_token: Option<secrecy::SecretString>,
-    /// Streams admitted at once (503 beyond).
+    #[command(flatten)]
+    device: crate::transcribe::DeviceArgs,
+    /// Streams admitted at once (503 beyond). Default: 4 on the CPU, 256 on a GPU.
     #[arg(long, env = "ALDEA_STT_MAX_STREAMS")]
     max_streams: Option<usize>,
-    /// Largest batch of windows per model call (1 = no batching).
+    /// Largest batch of windows per model call (1 = no batching). Default: 8 on the CPU, 64 on a GPU.
     #[arg(long, env = "ALDEA_STT_MAX_BATCH")]
     max_batch: Option<usize>,
     /// Seconds that streams may go on after SIGTERM before they are closed with 1012.
@@ -42,9 +45,43 @@ pub(crate) struct SttArgs {
     body: crate::BodyArgs,
 }
 
+/// What an operator set explicitly, kept when the defaults are sized for a GPU.
+#[derive(Debug, Default)]
+pub(crate) struct Sizing {
+    pub(crate) max_streams: Option<usize>,
+    pub(crate) max_batch: Option<usize>,
+}
+
+/// Model replicas on a GPU: two model calls overlap, one's CPU work with the other's kernels.
+pub(crate) const GPU_REPLICAS: usize = 2;
+
+/// The stt defaults for a GPU: far more streams per replica, large batches (one model call carries
+/// many streams' windows, their previous text trimmed to bucket lengths so that they can), two
+/// model calls at a time and more uploads at once. Whole 30-s windows: the partial encoder is a CPU
+/// optimisation (the engine ignores it on a GPU too).
+pub(crate) fn size_for_gpu(config: &mut aldea_stt::Config, set: &Sizing) {
+    config.max_streams = set.max_streams.unwrap_or(256);
+    config.max_batch = set.max_batch.unwrap_or(64);
+    config.max_uploads = config.max_uploads.max(16);
+    config.encoder_padding_s = None;
+    config.model_workers = GPU_REPLICAS;
+    config.bucket_context = true;
+}
+
+/// Async worker threads of a service: every core (each stream's VAD and WebSocket run on them).
+pub(crate) fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+}
+
 pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCode> {
     let defaults = aldea_stt::Config::default();
-    let model_args = ModelArgs { model: args.model.clone(), threads: args.threads, beam: 5, language: "en".to_owned() };
+    let model_args = ModelArgs {
+        model: args.model.clone(),
+        threads: args.threads,
+        beam: 5,
+        language: "en".to_owned(),
+        device: args.device.clone(),
+    };
     let mut config = aldea_stt::Config {
         service_token: crate::non_empty(&args.service_token),
         max_streams: args.max_streams.unwrap_or(defaults.max_streams),
@@ -58,9 +95,18 @@ pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCod
     config.check_listen(&args.listen)?;
     let loaded = load(settings, &model_args)?;
     config.model_name = loaded.model_name.clone();
+    if loaded.device.is_gpu() {
+        size_for_gpu(&mut config, &Sizing { max_streams: args.max_streams, max_batch: args.max_batch });
+        config.validate()?;
+    }
+    output::info(&format!(
+        "model {} on {} ({} streams, batches of up to {})",
+        config.model_name, loaded.device, config.max_streams, config.max_batch
+    ));
+    let device = loaded.device;
     let deps = aldea_stt::Deps { transcriber: loaded.transcriber, vad: loaded.vad };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(worker_threads())
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -72,6 +118,9 @@ pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCod
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let state = aldea_stt::AppState::new(config, deps);
+        if let Some(monitor) = crate::gpu::monitor(device) {
+            state.metrics().set_device_monitor(monitor);
+        }
         aldea_stt::serve(state, listener, shutdown).await.context("serving")?;
         output::info("stt stopped");
         Ok(ExitCode::SUCCESS)

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use aldea_engine::{EngineOptions, TranscribeOptions, Transcriber, Transcript, Vad};
+use aldea_engine::{ComputeType, Device, EngineOptions, TranscribeOptions, Transcriber, Transcript, Vad};
 use aldea_engine_ct2::Ct2Engine;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -79,6 +79,54 @@ pub(crate) struct ModelArgs {
     /// Language of the audio for multilingual models (`auto` detects it).
     #[arg(long, default_value = "en")]
     pub(crate) language: String,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+/// Where the model runs and in which numeric type.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DeviceArgs {
+    /// Where the model runs: auto (the first CUDA GPU when this build and the machine have one, else
+    /// the CPU), cpu, cuda (GPU 0) or cuda:N.
+    #[arg(long, default_value = "auto", env = "ALDEA_DEVICE", value_parser = parse_device)]
+    pub(crate) device: DeviceChoice,
+    /// Weights and arithmetic: auto (int8 on the CPU, float16 on a GPU), int8, int8_float16, float16
+    /// or float32.
+    #[arg(long, default_value = "auto", env = "ALDEA_COMPUTE_TYPE", value_parser = parse_compute_type)]
+    pub(crate) compute_type: ComputeType,
+}
+
+/// `--device`: a device, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceChoice {
+    Auto,
+    Fixed(Device),
+}
+
+impl DeviceChoice {
+    pub(crate) fn resolve(self) -> Device {
+        match self {
+            DeviceChoice::Auto => aldea_engine_ct2::auto_device(),
+            DeviceChoice::Fixed(device) => device,
+        }
+    }
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    match s {
+        "auto" => Ok(DeviceChoice::Auto),
+        "cpu" => Ok(DeviceChoice::Fixed(Device::Cpu)),
+        "cuda" | "gpu" => Ok(DeviceChoice::Fixed(Device::Cuda(0))),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(|n| DeviceChoice::Fixed(Device::Cuda(n)))
+            .ok_or_else(|| format!("{s:?} is not a device: auto, cpu, cuda or cuda:N")),
+    }
+}
+
+fn parse_compute_type(s: &str) -> Result<ComputeType, String> {
+    s.parse()
 }
 
 impl ModelArgs {
@@ -96,6 +144,8 @@ pub(crate) struct Loaded {
     pub(crate) transcriber: Transcriber,
     pub(crate) vad: Arc<Vad>,
     pub(crate) model_name: String,
+    /// Where the model runs.
+    pub(crate) device: Device,
 }
 
 pub(crate) fn load(settings: &Settings, args: &ModelArgs) -> anyhow::Result<Loaded> {
@@ -104,12 +154,21 @@ pub(crate) fn load(settings: &Settings, args: &ModelArgs) -> anyhow::Result<Load
     let model_dir = store.resolve(&args.model, &mut report).context("resolving the model")?;
     let vad_dir = store.resolve("silero-vad", &mut report).context("resolving the VAD model")?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let engine = Ct2Engine::load(&model_dir, &EngineOptions { threads, ..EngineOptions::default() })
-        .with_context(|| format!("loading {}", model_dir.display()))?;
+    let device = args.device.device.resolve();
+    let compute_type = args.device.compute_type.resolve(device);
+    // A GPU runs two model calls at a time (the stt scheduler's two workers); a replica on the CPU
+    // would only split its cores.
+    let replicas = if device.is_gpu() { crate::stt::GPU_REPLICAS } else { 1 };
+    let engine = Ct2Engine::load(
+        &model_dir,
+        &EngineOptions { device, compute_type, threads, replicas, ..EngineOptions::default() },
+    )
+    .with_context(|| format!("loading {} on {device}", model_dir.display()))?;
+    tracing::info!(%device, compute_type = compute_type.as_str(), "model loaded");
     let vad = Arc::new(Vad::load(&vad_dir.join("silero_vad_v6.onnx")).context("loading the VAD")?);
     let model_name =
         Path::new(&args.model).file_name().map_or_else(|| args.model.clone(), |n| n.to_string_lossy().into_owned());
-    Ok(Loaded { transcriber: Transcriber::new(Arc::new(engine), Some(vad.clone())), vad, model_name })
+    Ok(Loaded { transcriber: Transcriber::new(Arc::new(engine), Some(vad.clone())), vad, model_name, device })
 }
 
 /// Audio files named directly, plus those found under named directories (sorted, recursive).
@@ -257,4 +316,33 @@ fn emit(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_as_operators_write_them() {
+        assert_eq!(parse_device("auto"), Ok(DeviceChoice::Auto));
+        assert_eq!(parse_device("cpu"), Ok(DeviceChoice::Fixed(Device::Cpu)));
+        assert_eq!(parse_device("cuda"), Ok(DeviceChoice::Fixed(Device::Cuda(0))));
+        assert_eq!(parse_device("cuda:3"), Ok(DeviceChoice::Fixed(Device::Cuda(3))));
+        for bad in ["cuda:", "cuda:x", "tpu", ""] {
+            let e = parse_device(bad).unwrap_err();
+            assert!(e.contains("auto, cpu, cuda or cuda:N"), "{bad:?}: {e}");
+        }
+        assert_eq!(parse_compute_type("int8_float16"), Ok(ComputeType::Int8Float16));
+        assert!(parse_compute_type("fp16").unwrap_err().contains("float16"));
+    }
+
+    #[test]
+    fn auto_is_the_cpu_in_a_cpu_build() {
+        if !aldea_engine_ct2::CUDA_BUILD {
+            assert_eq!(DeviceChoice::Auto.resolve(), Device::Cpu);
+        }
+        assert_eq!(ComputeType::Auto.resolve(Device::Cpu), ComputeType::Int8);
+        assert_eq!(ComputeType::Auto.resolve(Device::Cuda(0)), ComputeType::Float16);
+        assert_eq!(ComputeType::Int8Float16.resolve(Device::Cuda(0)), ComputeType::Int8Float16);
+    }
 }
