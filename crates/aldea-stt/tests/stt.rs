@@ -530,6 +530,44 @@ async fn a_minute_of_real_speech_streams_at_full_speed_and_at_real_time() {
     server.shutdown.cancel();
 }
 
+/// What `aldea stt --device cuda` runs with (two model workers, previous text in buckets, batches
+/// of 64, whole windows), here on the CPU: concurrent streams get their words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gpu_sizing_streams_every_word_with_two_workers_and_context_buckets() {
+    let _model = model_alone().await;
+    let config = Config {
+        model_workers: 2,
+        bucket_context: true,
+        max_batch: 64,
+        encoder_padding_s: None,
+        max_queue_wait_ms: 60_000,
+        ..Config::default()
+    };
+    let server = spawn(config).await;
+    let (samples, reference, _) = real_dev_stream();
+    let audio = pcm_bytes(&samples);
+    let batch = batch_text(server.addr, &samples).await;
+    let streams = (0..2).map(|_| {
+        stream(
+            server.addr,
+            StreamPlan {
+                query: "encoding=linear16&sample_rate=16000",
+                audio: &audio,
+                chunk_bytes: 3_200,
+                pace_bytes_per_s: None,
+                close: true,
+                headers: &[],
+            },
+        )
+    });
+    for (i, streamed) in futures_util::future::join_all(streams).await.iter().enumerate() {
+        assert_eq!(streamed.close.as_ref().map(|c| c.0), Some(1000), "stream {i}: closed normally");
+        check_protocol(streamed);
+        check_completeness(&format!("stream {i}"), streamed, &batch, &reference);
+    }
+    server.shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_minutes_of_continuous_speech_at_full_speed_and_at_real_time() {
     let _model = model_alone().await;

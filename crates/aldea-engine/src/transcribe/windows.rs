@@ -231,4 +231,50 @@ mod tests {
         assert_eq!(*prompt.last().unwrap(), tok.sot);
         assert_eq!(prompt_for(&tok, &[], &[tok.sot], &[], 0.0), vec![tok.sot]);
     }
+
+    fn window(previous: usize) -> WindowJob {
+        WindowJob {
+            mel: Vec::new(),
+            n_frames: 0,
+            previous_tokens: (0..previous as u32).collect(),
+            language: Some("en".to_owned()),
+            options: Arc::new(TranscribeOptions::default()),
+            keep_tail: true,
+            prefix: Vec::new(),
+            prefix_end: 0.0,
+        }
+    }
+
+    #[test]
+    fn context_buckets_keep_the_most_recent_half_or_more() {
+        for (len, kept) in [
+            (0, 0),
+            (3, 0),
+            (4, 4),
+            (7, 4),
+            (8, 8),
+            (40, 32),
+            (127, 64),
+            (128, 128),
+            (222, 128),
+            (223, 223),
+            (400, 223),
+        ] {
+            let mut job = window(len);
+            job.bucket_context();
+            assert_eq!(job.previous_tokens.len(), kept, "{len} tokens");
+            // The most recent tokens stay, in order.
+            let expected: Vec<u32> = (len.saturating_sub(kept) as u32..len as u32).collect();
+            assert_eq!(job.previous_tokens, expected, "{len} tokens");
+            if len >= 4 {
+                assert!(2 * kept > len.min(223), "{len} tokens keep {kept}");
+            }
+        }
+        // Windows of one bucket batch together; a window's prompt does not depend on its batch.
+        let (mut a, mut b) = (window(40), window(50));
+        assert!(!a.batches_with(&b));
+        a.bucket_context();
+        b.bucket_context();
+        assert!(a.batches_with(&b));
+    }
 }
