@@ -37,7 +37,9 @@ cudnn="$site/nvidia/cudnn"
 if [ "$(cat "$ALDEA_CUDA_HOME/.wheels" 2>/dev/null)" != "${CUDA_WHEELS[*]}" ]; then
   aldea_log "installing the CUDA 13.0 toolkit wheels into $ALDEA_CUDA_HOME"
   rm -rf "$site"
-  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$site" "${CUDA_WHEELS[@]}"
+  # pip from a small venv of its own: a fresh machine's python3 may have no pip module.
+  [ -x "$ALDEA_CUDA_HOME/pip-venv/bin/pip" ] || python3 -m venv "$ALDEA_CUDA_HOME/pip-venv"
+  "$ALDEA_CUDA_HOME/pip-venv/bin/pip" install -q --disable-pip-version-check --no-deps --target "$site" "${CUDA_WHEELS[@]}"
   # The wheels carry versioned sonames only; the linker and CMake look for the plain names.
   for lib in cudart cublas cublasLt; do ln -sf "lib$lib.so.13" "$toolkit/lib/lib$lib.so"; done
   ln -sf libcudnn.so.9 "$cudnn/lib/libcudnn.so"

@@ -73,6 +73,7 @@ cuda_libraries() {
   local dirs wheels="${ALDEA_CUDA_HOME:-$HOME/.cache/aldea/cuda-13.0}/site"
   # Here (a dry run): the toolkit wheels that scripts/build-cuda.sh installed.
   [ -d "$wheels/nvidia" ] && export PYTHONPATH="$wheels${PYTHONPATH:+:$PYTHONPATH}"
+  python3 -c 'import nvidia' 2>/dev/null || { echo "python3 has no nvidia packages (cuBLAS, cuDNN): set LD_LIBRARY_PATH yourself" >&2; return 0; }
   dirs="$(python3 -c 'import nvidia, os
 for p in nvidia.__path__:
     for d in sorted(os.listdir(p)):
@@ -103,7 +104,10 @@ run_there() {
   local home=/tmp/aldea-device/home
   rm -rf "$home" && cp -a "$stage/part2/home" "$home"
   cat /tmp/aldea-device/model.bin.head "$stage/part2/model.bin.tail" > "$home/models/tiny.en/model.bin"
-  echo "model.bin: $(sha256sum "$home/models/tiny.en/model.bin" | cut -d' ' -f1) (staged $(cat "$stage/part2/model.bin.sha256"))"
+  local sha
+  sha="$(sha256sum "$home/models/tiny.en/model.bin" | cut -d' ' -f1)"
+  [ "$sha" = "$(cat "$stage/part2/model.bin.sha256")" ] || { echo "model.bin: $sha is not the staged model (stage and unpack again)" >&2; exit 1; }
+  echo "model.bin: $sha, as staged"
   cuda_libraries
   export ALDEA_HOME="$home"
   aldea=/tmp/aldea-device/aldea
@@ -126,7 +130,10 @@ print("pooled real-dev + long_3min: CPU WER %.2f%% (%d/%d), GPU WER %.2f%% (%d/%
     100 * ce / cw, ce, cw, 100 * ge / gw, ge, gw, 100 * ge / gw - 100 * ce / cw))' "$gpu"
   echo "== stt service on the GPU: readiness, metrics, one upload"
   "$aldea" stt --device "$gpu" --listen 127.0.0.1:18800 > /tmp/aldea-device/stt.log 2>&1 &
-  local pid=$! started=$SECONDS
+  stt_pid=$!
+  local pid=$stt_pid started=$SECONDS
+  # Whatever fails below, the service does not outlive the check (a rerun needs its port and GPU memory).
+  trap 'kill "$stt_pid" 2>/dev/null || true' EXIT
   until curl -fs -o /dev/null http://127.0.0.1:18800/ready; do
     kill -0 "$pid" 2>/dev/null || { cat /tmp/aldea-device/stt.log; exit 1; }
     [ $((SECONDS - started)) -lt 120 ] || { echo "not ready after 120 s"; break; }

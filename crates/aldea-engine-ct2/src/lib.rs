@@ -81,20 +81,27 @@ impl Ct2Engine {
             Device::Cuda(index) => {
                 let visible = cuda_device_count();
                 if !CUDA_BUILD {
-                    return Err(EngineError::Model(
+                    return Err(EngineError::Device(
                         "this aldea was built without CUDA (scripts/build-cuda.sh builds the GPU variant); use --device cpu"
                             .to_owned(),
                     ));
                 }
                 if index >= visible {
-                    return Err(EngineError::Model(format!(
+                    return Err(EngineError::Device(format!(
                         "no CUDA device {index}: the runtime sees {visible} (driver, CUDA_VISIBLE_DEVICES, libcudnn.so.9 and libcublas.so.13 on the library path?)"
                     )));
                 }
                 (sys::Device::CUDA, index)
             }
         };
-        let compute_type = match options.compute_type.resolve(options.device) {
+        let resolved = options.compute_type.resolve(options.device);
+        if options.device == Device::Cpu && matches!(resolved, ComputeType::Float16 | ComputeType::Int8Float16) {
+            return Err(EngineError::Device(format!(
+                "{} needs a GPU; on the CPU use int8 or float32",
+                resolved.as_str()
+            )));
+        }
+        let compute_type = match resolved {
             ComputeType::Auto | ComputeType::Int8 => sys::ComputeType::INT8,
             ComputeType::Int8Float16 => sys::ComputeType::INT8_FLOAT16,
             ComputeType::Float16 => sys::ComputeType::FLOAT16,

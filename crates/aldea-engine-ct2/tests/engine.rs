@@ -448,16 +448,22 @@ fn windows_encoded_in_part_transcribe_like_whole_windows() {
     assert!(within(0.1) >= 0.9 && largest <= 1.0, "word edges moved: {shifts:?}");
 }
 
-/// Asking for a GPU that is not there (a CPU build, or no device) is a clear error, not a crash.
+/// Asking for a GPU that is not there (a CPU build, or no such device) or for GPU arithmetic on the
+/// CPU is a clear error, not a crash.
 #[test]
 fn a_missing_gpu_is_a_clear_error() {
-    let options = EngineOptions { device: aldea_engine::Device::Cuda(7), threads: 2, ..Default::default() };
-    let e = Ct2Engine::load(&model_dir(), &options).expect_err("no GPU 7 here").to_string();
+    let missing = aldea_engine_ct2::cuda_device_count();
+    let options = EngineOptions { device: aldea_engine::Device::Cuda(missing), threads: 2, ..Default::default() };
+    let e = Ct2Engine::load(&model_dir(), &options).expect_err("one GPU past the last").to_string();
     if aldea_engine_ct2::CUDA_BUILD {
-        assert!(e.contains("no CUDA device 7"), "{e}");
+        assert!(e.contains(&format!("no CUDA device {missing}")), "{e}");
     } else {
         assert!(e.contains("built without CUDA") && e.contains("--device cpu"), "{e}");
         assert_eq!(aldea_engine_ct2::cuda_device_count(), 0);
         assert_eq!(aldea_engine_ct2::auto_device(), aldea_engine::Device::Cpu);
     }
+    let fp16_on_cpu =
+        EngineOptions { compute_type: aldea_engine::ComputeType::Float16, threads: 2, ..Default::default() };
+    let e = Ct2Engine::load(&model_dir(), &fp16_on_cpu).expect_err("float16 on the CPU").to_string();
+    assert!(e.contains("float16 needs a GPU"), "{e}");
 }

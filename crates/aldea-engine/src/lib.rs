@@ -33,6 +33,9 @@ pub enum EngineError {
     ModelFile { path: PathBuf, msg: String },
     #[error("model: {0}")]
     Model(String),
+    /// The device asked for cannot run the model (missing, or unable to run the compute type).
+    #[error("device: {0}")]
+    Device(String),
     #[error("inference failed: {0}")]
     Inference(String),
     #[error("voice activity detector: {0}")]

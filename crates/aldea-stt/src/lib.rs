@@ -77,9 +77,12 @@ pub struct Config {
     /// Threads calling the model, each with a batch of its own (the engine must have as many
     /// replicas): 2 on a GPU keeps it busy while the other batch's CPU work runs.
     pub model_workers: usize,
-    /// Windows' previous text trimmed to bucket lengths so that more of them share a model call
-    /// (`WindowJob::bucket_context`): on a GPU, where batches are large.
+    /// Stream windows' previous text trimmed to bucket lengths so that more of them share a model
+    /// call (`WindowJob::bucket_context`): on a GPU, where batches are large.
     pub bucket_context: bool,
+    /// A batch's log-mel windows made on every core (on a GPU; on the CPU the cores are the
+    /// model's).
+    pub parallel_prep: bool,
     /// Beam of the decodes behind interims.
     pub stream_beam_size: usize,
     /// Beam of the decodes that end an utterance (a flush point in view: endpoint, Finalize,
@@ -146,6 +149,7 @@ impl Default for Config {
             batch_window_ms: 4,
             model_workers: 1,
             bucket_context: false,
+            parallel_prep: false,
             stream_beam_size: 1,
             final_beam_size: 5,
             agreement_beam_size: 5,
@@ -263,6 +267,7 @@ impl AppState {
                 queue_capacity: (2 * config.max_streams).max(256),
                 workers: config.model_workers,
                 bucket_context: config.bucket_context,
+                parallel_prep: config.parallel_prep,
             },
             metrics.clone(),
         );

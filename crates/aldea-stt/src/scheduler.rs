@@ -1,5 +1,6 @@
 //! One scheduler shares the model between every stream and upload: work arrives as 30-s windows on
-//! a bounded queue; a dedicated thread takes the first window, waits a few milliseconds for more (or
+//! a bounded queue; a worker thread (one on the CPU; on a GPU two, each calling its own model
+//! replica, taking turns at the queue) takes the first window, waits a few milliseconds for more (or
 //! until the batch is full), and runs compatible windows as one batched model call. Each stream and
 //! each upload has at most one window queued at a time, so first-come order is also fair between
 //! them: a long upload goes window by window between the streams' windows. Urgent windows (a
@@ -75,9 +76,11 @@ pub struct SchedulerConfig {
     /// Threads that take batches off the queue and call the model, each with a batch of its own
     /// (the engine needs as many replicas for the calls to overlap).
     pub workers: usize,
-    /// Trim each window's previous text to a bucket length ([`WindowJob::bucket_context`]) so that
-    /// more windows share a call.
+    /// Trim each stream window's previous text to a bucket length ([`WindowJob::bucket_context`])
+    /// so that more windows share a call.
     pub bucket_context: bool,
+    /// Make a batch's log-mel windows on every core instead of one after another.
+    pub parallel_prep: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -88,6 +91,7 @@ impl Default for SchedulerConfig {
             queue_capacity: 256,
             workers: 1,
             bucket_context: false,
+            parallel_prep: false,
         }
     }
 }
@@ -99,7 +103,7 @@ struct Queue {
     pending: Vec<Job>,
 }
 
-/// Handle to the scheduler thread. Cheap to clone.
+/// Handle to the scheduler's workers. Cheap to clone.
 #[derive(Clone)]
 pub struct Scheduler {
     tx: mpsc::Sender<Job>,
@@ -119,7 +123,7 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// Starts the scheduler thread; it stops when every handle is dropped.
+    /// Starts the scheduler's worker threads; they stop when every handle is dropped.
     pub fn start(transcriber: Transcriber, config: SchedulerConfig, metrics: Arc<Metrics>) -> Scheduler {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let queue_depth = Arc::new(AtomicUsize::new(0));
@@ -231,9 +235,12 @@ fn blend(previous_us: u64, sample: Duration) -> u64 {
     (previous_us * 7 + sample.as_micros() as u64) / 8
 }
 
-/// `f` over `items` in order, spread over the machine's cores when there are several items.
+/// `f` over `items` in order, spread over the machine's cores when there are several items. A panic
+/// of `f` comes back to the caller.
 fn parallel_map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cores.min(items.len());
     if threads <= 1 {
         return items.into_iter().map(f).collect();
     }
@@ -312,27 +319,38 @@ impl Worker {
     }
 
     fn run_batch(&self, batch: Vec<Job>) {
-        // The log-mel of each window, on every core when the batch is large (a GPU's batches are:
-        // made one after another here, they would keep the device waiting).
         let (inputs, jobs): (Vec<WindowInput>, Vec<_>) =
             batch.into_iter().map(|job| (job.input, (job.kind, job.queued_at, job.reply))).unzip();
-        let windows = parallel_map(inputs, |input| match input {
-            WindowInput::Mel(window) => window,
-            WindowInput::Samples { samples, previous_tokens, prefix, prefix_end, language, options } => {
-                let (mel, n_frames) = self.transcriber.mel_window(&samples);
-                WindowJob { mel, n_frames, previous_tokens, language, options, keep_tail: true, prefix, prefix_end }
+        let kinds: Vec<JobKind> = jobs.iter().map(|(kind, _, _)| *kind).collect();
+        let to_window = |(input, kind): (WindowInput, JobKind)| {
+            let mut window = match input {
+                WindowInput::Mel(window) => window,
+                WindowInput::Samples { samples, previous_tokens, prefix, prefix_end, language, options } => {
+                    let (mel, n_frames) = self.transcriber.mel_window(&samples);
+                    WindowJob { mel, n_frames, previous_tokens, language, options, keep_tail: true, prefix, prefix_end }
+                }
+            };
+            // Streams' windows only: an upload's prompt stays what `aldea transcribe` gives it.
+            if self.config.bucket_context && kind == JobKind::Stream {
+                window.bucket_context();
             }
-        });
-        let windows = if self.config.bucket_context {
-            windows
-                .into_iter()
-                .map(|mut window| {
-                    window.bucket_context();
-                    window
-                })
-                .collect()
-        } else {
-            windows
+            window
+        };
+        let inputs: Vec<(WindowInput, JobKind)> = inputs.into_iter().zip(kinds).collect();
+        // The log-mel of each window; on every core where batches are large (a GPU's: made one after
+        // another here, they would keep the device waiting).
+        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if self.config.parallel_prep {
+                parallel_map(inputs, to_window)
+            } else {
+                inputs.into_iter().map(to_window).collect()
+            }
+        }));
+        let Ok(windows) = prepared else {
+            for (_, _, reply) in jobs {
+                let _ = reply.send(Err(EngineError::Inference("preparing this batch's audio panicked".to_owned())));
+            }
+            return;
         };
         let mut ready: Vec<Ready> = windows
             .into_iter()
@@ -392,6 +410,15 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_map_keeps_the_order_and_returns_panics() {
+        let out = parallel_map((0..103).collect(), |i: u32| i * 2);
+        assert_eq!(out, (0..103).map(|i| i * 2).collect::<Vec<_>>());
+        assert!(parallel_map(Vec::<u32>::new(), |i| i).is_empty());
+        let caught = std::panic::catch_unwind(|| parallel_map((0..9).collect(), |i: u32| assert_ne!(i, 7)));
+        assert!(caught.is_err());
+    }
 
     fn job(urgent: bool, tag: usize) -> Job {
         let (reply, _) = oneshot::channel();

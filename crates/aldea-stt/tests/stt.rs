@@ -530,14 +530,15 @@ async fn a_minute_of_real_speech_streams_at_full_speed_and_at_real_time() {
     server.shutdown.cancel();
 }
 
-/// What `aldea stt --device cuda` runs with (two model workers, previous text in buckets, batches
-/// of 64, whole windows), here on the CPU: concurrent streams get their words.
+/// What `aldea stt --device cuda` runs with (two model workers, previous text in buckets, log-mel
+/// on every core, batches of 64, whole windows), here on the CPU: concurrent streams get their words.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gpu_sizing_streams_every_word_with_two_workers_and_context_buckets() {
     let _model = model_alone().await;
     let config = Config {
         model_workers: 2,
         bucket_context: true,
+        parallel_prep: true,
         max_batch: 64,
         encoder_padding_s: None,
         max_queue_wait_ms: 60_000,

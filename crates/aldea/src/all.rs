@@ -53,7 +53,7 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
     args.options.body.apply_to_stt(&mut stt_config);
     stt_config.validate()?;
     stt_config.check_listen(&args.stt_listen)?;
-    let loaded = load(settings, &model_args)?;
+    let loaded = load(settings, &model_args, crate::stt::GPU_REPLICAS)?;
     stt_config.model_name = loaded.model_name.clone();
     if loaded.device.is_gpu() {
         crate::stt::size_for_gpu(&mut stt_config, &crate::stt::Sizing::default());

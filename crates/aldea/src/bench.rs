@@ -176,6 +176,7 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 }
 
 pub(crate) fn run(settings: &Settings, args: &BenchStreamsArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.streams.iter().all(|&n| n > 0), "--streams takes numbers of at least 1");
     let files: Vec<String> = crate::eval::read_refs(&args.audio)?.into_iter().map(|(file, _)| file).collect();
     let max_n = args.streams.iter().copied().max().unwrap_or(1);
     let streams: Vec<ClientAudio> = (0..max_n)
@@ -185,7 +186,7 @@ pub(crate) fn run(settings: &Settings, args: &BenchStreamsArgs) -> anyhow::Resul
             Ok((Arc::new(audio), Arc::new(clips)))
         })
         .collect::<anyhow::Result<_>>()?;
-    let loaded = load(settings, &args.model)?;
+    let loaded = load(settings, &args.model, crate::stt::GPU_REPLICAS)?;
     let device = loaded.device;
     let deps = aldea_stt::Deps { transcriber: loaded.transcriber, vad: loaded.vad };
     let (audio, clips) = streams[0].clone();
@@ -197,7 +198,7 @@ pub(crate) fn run(settings: &Settings, args: &BenchStreamsArgs) -> anyhow::Resul
         args.model.model,
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(crate::stt::worker_threads())
+        .worker_threads(crate::stt::worker_threads(device))
         .enable_all()
         .build()
         .context("starting the async runtime")?;

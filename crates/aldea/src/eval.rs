@@ -45,7 +45,7 @@ pub(crate) fn read_refs(dir: &std::path::Path) -> anyhow::Result<Vec<(String, St
 
 pub(crate) fn run(settings: &Settings, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let refs = read_refs(&args.dir)?;
-    let loaded = transcribe::load(settings, &args.model)?;
+    let loaded = transcribe::load(settings, &args.model, 1)?;
     let options = args.model.options();
     let mut total = WerStats::default();
     let (mut audio_s, mut compute_s) = (0.0, 0.0);

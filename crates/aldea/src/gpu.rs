@@ -32,7 +32,8 @@ impl DeviceMonitor for NvmlMonitor {
 }
 
 /// NVML's index of CUDA's device `cuda_index`: the entry of a numeric `CUDA_VISIBLE_DEVICES` list,
-/// else the same index.
+/// else the same index (NVML counts in PCI bus order, as CUDA does with
+/// `CUDA_DEVICE_ORDER=PCI_BUS_ID`; on one GPU they agree).
 fn nvml_index(cuda_index: usize, visible: Option<&str>) -> Option<u32> {
     match visible.map(str::trim).filter(|v| !v.is_empty()) {
         Some(list) => list.split(',').nth(cuda_index)?.trim().parse().ok(),
@@ -46,7 +47,7 @@ pub(crate) fn monitor(device: Device) -> Option<Arc<dyn DeviceMonitor>> {
         return None;
     };
     let Some(index) = nvml_index(cuda_index, std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref()) else {
-        tracing::warn!("CUDA_VISIBLE_DEVICES names devices by UUID; GPU metrics are off");
+        tracing::warn!(cuda_index, "CUDA_VISIBLE_DEVICES does not name this device by number; GPU metrics are off");
         return None;
     };
     match Nvml::init() {

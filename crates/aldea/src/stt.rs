@@ -27,7 +27,7 @@ pub(crate) struct SttArgs {
     service_token: Option<secrecy::SecretString>,
     #[command(flatten)]
     device: crate::transcribe::DeviceArgs,
-    /// Streams admitted at once (503 beyond). Default: 4 on the CPU, 256 on a GPU.
+    /// Streams admitted at once (503 beyond). Default: 4 on the CPU, 128 on a GPU.
     #[arg(long, env = "ALDEA_STT_MAX_STREAMS")]
     max_streams: Option<usize>,
     /// Largest batch of windows per model call (1 = no batching). Default: 8 on the CPU, 64 on a GPU.
@@ -38,7 +38,7 @@ pub(crate) struct SttArgs {
     drain_seconds: Option<u64>,
     /// Seconds after a stream window's audio that the encoder hears (the rest of its 30 s is an
     /// empty window's encoding, computed once): the default, 3, makes stream decodes about 3x
-    /// cheaper on CPU. 0: whole windows. Otherwise at least 2.
+    /// cheaper on CPU. 0: whole windows. Otherwise at least 2. A GPU always encodes whole windows.
     #[arg(long, env = "ALDEA_STT_ENCODER_PADDING")]
     encoder_padding: Option<f64>,
     #[command(flatten)]
@@ -55,22 +55,29 @@ pub(crate) struct Sizing {
 /// Model replicas on a GPU: two model calls overlap, one's CPU work with the other's kernels.
 pub(crate) const GPU_REPLICAS: usize = 2;
 
-/// The stt defaults for a GPU: far more streams per replica, large batches (one model call carries
-/// many streams' windows, their previous text trimmed to bucket lengths so that they can), two
-/// model calls at a time and more uploads at once. Whole 30-s windows: the partial encoder is a CPU
-/// optimisation (the engine ignores it on a GPU too).
+/// The stt defaults for a GPU: far more streams per replica (128: what one H200 carried at p95
+/// final 0.32 s, docs/decisions/23-stt-on-a-gpu.md), large batches (one model call carries many
+/// streams' windows, their previous text trimmed to bucket lengths so that they can), log-mel on
+/// every core, two model calls at a time and more uploads at once. Whole 30-s windows: the partial
+/// encoder is a CPU optimisation (the engine ignores it on a GPU too).
 pub(crate) fn size_for_gpu(config: &mut aldea_stt::Config, set: &Sizing) {
-    config.max_streams = set.max_streams.unwrap_or(256);
+    config.max_streams = set.max_streams.unwrap_or(128);
     config.max_batch = set.max_batch.unwrap_or(64);
     config.max_uploads = config.max_uploads.max(16);
     config.encoder_padding_s = None;
     config.model_workers = GPU_REPLICAS;
     config.bucket_context = true;
+    config.parallel_prep = true;
 }
 
-/// Async worker threads of a service: every core (each stream's VAD and WebSocket run on them).
-pub(crate) fn worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+/// Async worker threads of the stt service: 2 on the CPU (the cores are the model's), every core
+/// with a GPU (each stream's VAD and WebSocket run on them, hundreds of streams).
+pub(crate) fn worker_threads(device: aldea_engine::Device) -> usize {
+    if device.is_gpu() {
+        std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+    } else {
+        2
+    }
 }
 
 pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCode> {
@@ -93,7 +100,7 @@ pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCod
     args.body.apply_to_stt(&mut config);
     config.validate()?;
     config.check_listen(&args.listen)?;
-    let loaded = load(settings, &model_args)?;
+    let loaded = load(settings, &model_args, GPU_REPLICAS)?;
     config.model_name = loaded.model_name.clone();
     if loaded.device.is_gpu() {
         size_for_gpu(&mut config, &Sizing { max_streams: args.max_streams, max_batch: args.max_batch });
@@ -106,7 +113,7 @@ pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCod
     let device = loaded.device;
     let deps = aldea_stt::Deps { transcriber: loaded.transcriber, vad: loaded.vad };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads())
+        .worker_threads(worker_threads(device))
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -87,7 +87,8 @@ pub(crate) struct ModelArgs {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct DeviceArgs {
     /// Where the model runs: auto (the first CUDA GPU when this build and the machine have one, else
-    /// the CPU), cpu, cuda (GPU 0) or cuda:N.
+    /// the CPU), cpu, cuda (GPU 0) or cuda:N (CUDA's numbering: CUDA_DEVICE_ORDER=PCI_BUS_ID makes it
+    /// nvidia-smi's).
     #[arg(long, default_value = "auto", env = "ALDEA_DEVICE", value_parser = parse_device)]
     pub(crate) device: DeviceChoice,
     /// Weights and arithmetic: auto (int8 on the CPU, float16 on a GPU), int8, int8_float16, float16
@@ -148,7 +149,9 @@ pub(crate) struct Loaded {
     pub(crate) device: Device,
 }
 
-pub(crate) fn load(settings: &Settings, args: &ModelArgs) -> anyhow::Result<Loaded> {
+/// Loads the model and the VAD; on a GPU with `gpu_replicas` replicas (the stt service's model
+/// workers; 1 where one caller decodes).
+pub(crate) fn load(settings: &Settings, args: &ModelArgs, gpu_replicas: usize) -> anyhow::Result<Loaded> {
     let store = settings.model_store();
     let mut report = |line: &str| output::info(line);
     let model_dir = store.resolve(&args.model, &mut report).context("resolving the model")?;
@@ -156,9 +159,8 @@ pub(crate) fn load(settings: &Settings, args: &ModelArgs) -> anyhow::Result<Load
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let device = args.device.device.resolve();
     let compute_type = args.device.compute_type.resolve(device);
-    // A GPU runs two model calls at a time (the stt scheduler's two workers); a replica on the CPU
-    // would only split its cores.
-    let replicas = if device.is_gpu() { crate::stt::GPU_REPLICAS } else { 1 };
+    // A replica on the CPU would only split its cores.
+    let replicas = if device.is_gpu() { gpu_replicas.max(1) } else { 1 };
     let engine = Ct2Engine::load(
         &model_dir,
         &EngineOptions { device, compute_type, threads, replicas, ..EngineOptions::default() },
@@ -249,7 +251,7 @@ pub(crate) fn run(settings: &Settings, args: &TranscribeArgs) -> anyhow::Result<
         anyhow::bail!("no audio files found in the inputs");
     }
     let audio = args.audio.options()?;
-    let loaded = load(settings, &args.model)?;
+    let loaded = load(settings, &args.model, 1)?;
     let options = args.model.options();
     let several = files.len() > 1 || args.inputs.iter().any(|i| i.is_dir());
     let mut n_failed = 0;
