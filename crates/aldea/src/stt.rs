@@ -27,7 +27,7 @@ pub(crate) struct SttArgs {
     service_token: Option<secrecy::SecretString>,
     #[command(flatten)]
     device: crate::transcribe::DeviceArgs,
-    /// Streams admitted at once (503 beyond). Default: 4 on the CPU, 128 on a GPU.
+    /// Streams admitted at once (503 beyond). Default: 4 on the CPU, 64 on a GPU.
     #[arg(long, env = "ALDEA_STT_MAX_STREAMS")]
     max_streams: Option<usize>,
     /// Largest batch of windows per model call (1 = no batching). Default: 8 on the CPU, 64 on a GPU.
@@ -55,13 +55,14 @@ pub(crate) struct Sizing {
 /// Model replicas on a GPU: two model calls overlap, one's CPU work with the other's kernels.
 pub(crate) const GPU_REPLICAS: usize = 2;
 
-/// The stt defaults for a GPU: far more streams per replica (128: what one H200 carried at p95
-/// final 0.32 s, docs/decisions/23-stt-on-a-gpu.md), large batches (one model call carries many
+/// The stt defaults for a GPU: far more streams per replica (64: what one H200 carried at p95 final
+/// under 0.5 s on every host it was measured on; 128 held on one host and not on a slower one,
+/// docs/decisions/23-stt-on-a-gpu.md), large batches (one model call carries many
 /// streams' windows, their previous text trimmed to bucket lengths so that they can), log-mel on
 /// every core, two model calls at a time and more uploads at once. Whole 30-s windows: the partial
 /// encoder is a CPU optimisation (the engine ignores it on a GPU too).
 pub(crate) fn size_for_gpu(config: &mut aldea_stt::Config, set: &Sizing) {
-    config.max_streams = set.max_streams.unwrap_or(128);
+    config.max_streams = set.max_streams.unwrap_or(64);
     config.max_batch = set.max_batch.unwrap_or(64);
     config.max_uploads = config.max_uploads.max(16);
     config.encoder_padding_s = None;
