@@ -39,13 +39,7 @@ pub(crate) struct AllArgs {
 }
 
 pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCode> {
-    let model_args = ModelArgs {
-        model: args.model.clone(),
-        threads: args.threads,
-        beam: 5,
-        language: "en".to_owned(),
-        device: args.device.clone(),
-    };
+    let model_args = ModelArgs::for_service(&args.model, args.threads, &args.device);
     let mut stt_config = aldea_stt::Config {
         service_token: crate::non_empty(&args.options.service_token),
         ..aldea_stt::Config::default()

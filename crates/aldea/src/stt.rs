@@ -83,13 +83,7 @@ pub(crate) fn worker_threads(device: aldea_engine::Device) -> usize {
 
 pub(crate) fn run(settings: &Settings, args: &SttArgs) -> anyhow::Result<ExitCode> {
     let defaults = aldea_stt::Config::default();
-    let model_args = ModelArgs {
-        model: args.model.clone(),
-        threads: args.threads,
-        beam: 5,
-        language: "en".to_owned(),
-        device: args.device.clone(),
-    };
+    let model_args = ModelArgs::for_service(&args.model, args.threads, &args.device);
     let mut config = aldea_stt::Config {
         service_token: crate::non_empty(&args.service_token),
         max_streams: args.max_streams.unwrap_or(defaults.max_streams),

@@ -131,6 +131,12 @@ fn parse_compute_type(s: &str) -> Result<ComputeType, String> {
 }
 
 impl ModelArgs {
+    /// What a service loads (`stt`, `all`): its model, threads and device; the decoding settings
+    /// are the service's own, per request.
+    pub(crate) fn for_service(model: &str, threads: Option<usize>, device: &DeviceArgs) -> ModelArgs {
+        ModelArgs { model: model.to_owned(), threads, beam: 5, language: "en".to_owned(), device: device.clone() }
+    }
+
     pub(crate) fn options(&self) -> TranscribeOptions {
         TranscribeOptions {
             beam_size: self.beam.max(1),
