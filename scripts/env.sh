@@ -36,13 +36,14 @@ aldea_ensure_system_packages() {
 
 # A Python venv with the reference tools (faster-whisper, numpy, whisper-normalizer), pinned.
 aldea_ensure_venv() {
-  # Reference tools (faster-whisper, Whisper's normalizer) and the client SDKs the gateway is tested with.
-  if ! "$ALDEA_VENV/bin/python" -c 'import faster_whisper, numpy, whisper_normalizer, deepgram, openai, websockets' >/dev/null 2>&1; then
+  # Reference tools (faster-whisper, Whisper's normalizer), the client SDKs the gateway is tested with,
+  # and schemathesis (the platform's OpenAPI document against the running platform).
+  if ! "$ALDEA_VENV/bin/python" -c 'import faster_whisper, numpy, whisper_normalizer, deepgram, openai, websockets, schemathesis' >/dev/null 2>&1; then
     aldea_log "preparing the Python venv at $ALDEA_VENV"
     [ -x "$ALDEA_VENV/bin/pip" ] || python3 -m venv "$ALDEA_VENV"
     "$ALDEA_VENV/bin/pip" install -q --disable-pip-version-check \
       faster-whisper==1.2.1 numpy==2.4.6 whisper-normalizer==0.1.15 \
-      deepgram-sdk==7.17.0 openai==3.57.0 websockets==17.4
+      deepgram-sdk==7.17.0 openai==3.57.0 websockets==17.4 schemathesis==4.32.5
   fi
 }
 

@@ -8,10 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::Value;
+use utoipa::ToSchema;
 
-use crate::api::{balance_view, check_password, hash_password_off_thread, Body};
+use crate::api::{check_password, hash_password_off_thread, Body};
 use crate::auth::{self, Caller};
+use crate::views::BalanceView;
 use crate::{ApiError, AppState};
 
 /// How long a password reset token works.
@@ -44,14 +45,19 @@ pub async fn issue_password_reset(accounts: &dyn Accounts, email: &str, now: i64
     Ok((user, token))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResetBody {
+    /// The token `aldea users reset-password EMAIL` printed.
     token: String,
+    /// 8 characters or more (at most 1024 bytes).
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
 }
 
 /// Sets the password of the reset token's user and ends every session they had.
+#[utoipa::path(post, path = "/v1/auth/reset-password", tag = "auth", security(()), request_body = ResetBody,
+    responses((status = 204, description = "The password is set; every session of the user has ended")))]
 pub(crate) async fn reset_password(
     State(state): State<AppState>,
     Body(body): Body<ResetBody>,
@@ -71,7 +77,7 @@ pub(crate) async fn reset_password(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreditsBody {
     /// Audio seconds to add (positive), or to take away as an adjustment (negative).
@@ -86,12 +92,15 @@ pub(crate) struct CreditsBody {
 const MAX_CREDIT_SECONDS: f64 = 1e7;
 
 /// Adds credit to an organization (platform admins only, any organization).
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/credits", tag = "billing", security(("session" = []), ("session_cookie" = [])),
+    params(("org_id" = OrgId, Path, description = "The organization's id")), request_body = CreditsBody,
+    responses((status = 200, description = "The balance after the change", body = BalanceView)))]
 pub(crate) async fn add_credits(
     State(state): State<AppState>,
     caller: Caller,
     Path(org_id): Path<OrgId>,
     Body(body): Body<CreditsBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BalanceView>, ApiError> {
     let user = caller.user()?;
     if !user.is_admin {
         // A member learns it needs an admin; anyone else, that there is nothing here.
@@ -126,5 +135,5 @@ pub(crate) async fn add_credits(
     let hashes = keys.live_key_hashes(&org_id).await?;
     crate::api::invalidate(&state, &hashes, "credit").await;
     tracing::info!(org_id = %org_id, admin = %user.id, "credit changed");
-    Ok(Json(balance_view(credit)))
+    Ok(Json(BalanceView::from(credit)))
 }

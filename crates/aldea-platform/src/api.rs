@@ -2,8 +2,7 @@
 //! body gets the contract's 400), JSON out in the spec's shapes.
 
 use aldea_store::{
-    hash_key, Credit, KeyId, KeyLimits, KeyRecord, NewKey, Org, OrgId, PageRequest, RateDecision, Role, Scope, User,
-    UserId,
+    hash_key, Credit, KeyId, KeyLimits, NewKey, Org, OrgId, PageRequest, RateDecision, Role, Scope, User, UserId,
 };
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -12,10 +11,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, Caller};
+use crate::views::{
+    BalanceView, KeyView, ListenTokenView, LoginView, MeView, MemberUserView, MemberView, MembersPage, OrgView,
+    SignupView, UserView,
+};
 use crate::{ApiError, AppState};
 
 /// A JSON body: 413 over the limit, 400 when it is not the expected JSON.
@@ -57,36 +60,6 @@ pub(crate) fn rfc3339(seconds: i64) -> String {
         .unwrap_or_default()
 }
 
-fn user_view(user: &User) -> Value {
-    json!({"id": user.id, "email": user.email, "created_at": rfc3339(user.created_at), "is_admin": user.is_admin})
-}
-
-/// A user as other members see them.
-fn member_user_view(user: &User) -> Value {
-    json!({"id": user.id, "email": user.email})
-}
-
-fn org_view(org: &Org, role: Role) -> Value {
-    json!({"id": org.id, "name": org.name, "role": role, "created_at": rfc3339(org.created_at)})
-}
-
-fn key_view(key: &KeyRecord) -> Value {
-    json!({
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "scopes": key.scopes,
-        "created_at": rfc3339(key.created_at),
-        "created_by": key.created_by,
-        "last_used_at": key.last_used_at.map(rfc3339),
-        "expires_at": key.expires_at.map(rfc3339),
-        "revoked_at": key.revoked_at.map(rfc3339),
-        "previous_key_expires_at": key.previous_until.map(rfc3339),
-        "system": key.system,
-        "limits": {"max_streams": key.limits.max_streams, "requests_per_minute": key.limits.requests_per_minute},
-    })
-}
-
 /// The session cookies a login sets (the session, and the CSRF token the page sends back).
 fn session_cookies(state: &AppState, token: &str, csrf: &str) -> Result<HeaderMap, ApiError> {
     let secure = if state.config.secure_cookies { "; Secure" } else { "" };
@@ -112,11 +85,16 @@ async fn start_session(state: &AppState, user: &User) -> Result<(String, HeaderM
     Ok((token, cookies))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignupBody {
+    #[schema(format = Email)]
     email: String,
+    /// 8 characters or more (at most 1024 bytes).
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
+    /// The first organization's name (1 to 200 characters).
+    #[schema(min_length = 1, max_length = 200)]
     org_name: String,
 }
 
@@ -138,6 +116,8 @@ fn check_name(name: &str, what: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
+#[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", security(()), request_body = SignupBody,
+    responses((status = 201, description = "Signed up and logged in (the session cookies are set too); `key.key` is the first API key's secret, shown once", body = SignupView)))]
 pub(crate) async fn signup(State(state): State<AppState>, Body(body): Body<SignupBody>) -> Result<Response, ApiError> {
     check_password(&body.password)?;
     let org_name = check_name(&body.org_name, "an organization name")?;
@@ -151,9 +131,12 @@ pub(crate) async fn signup(State(state): State<AppState>, Body(body): Body<Signu
     let aldea_store::SignedUp { user, org, key, secret } = signed;
     let (token, cookies) = start_session(&state, &user).await?;
     tracing::info!(user_id = %user.id, org_id = %org.id, "signed up");
-    let mut key_json = key_view(&key);
-    key_json["key"] = json!(secret);
-    let body = json!({"user": user_view(&user), "org": org_view(&org, Role::Owner), "key": key_json, "token": token});
+    let body = SignupView {
+        user: UserView::from(&user),
+        org: OrgView::new(&org, Role::Owner),
+        key: KeyView::with_secret(&key, secret),
+        token,
+    };
     Ok((StatusCode::CREATED, cookies, Json(body)).into_response())
 }
 
@@ -165,13 +148,15 @@ pub(crate) async fn hash_password_off_thread(state: &AppState, password: String)
         .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))?
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginBody {
     email: String,
     password: String,
 }
 
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", security(()), request_body = LoginBody,
+    responses((status = 200, description = "Logged in: the session token (also set as the `aldea_session` cookie, with `aldea_csrf`)", body = LoginView)))]
 pub(crate) async fn login(State(state): State<AppState>, Body(body): Body<LoginBody>) -> Result<Response, ApiError> {
     let email = body.email.trim().to_lowercase();
     let bucket = format!("login:{}", hash_key(&email));
@@ -193,9 +178,11 @@ pub(crate) async fn login(State(state): State<AppState>, Body(body): Body<LoginB
     let user = user.filter(|_| matches).ok_or_else(|| ApiError::Unauthorized("wrong email or password".to_owned()))?;
     let (token, cookies) = start_session(&state, &user).await?;
     tracing::info!(user_id = %user.id, "logged in");
-    Ok((cookies, Json(json!({"token": token, "user": user_view(&user)}))).into_response())
+    Ok((cookies, Json(LoginView { token, user: UserView::from(&user) })).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("session" = []), ("session_cookie" = [])),
+    responses((status = 204, description = "The session is over and its cookies cleared")))]
 pub(crate) async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let Caller::Session { token_hash, .. } = &caller else {
         return Err(ApiError::Forbidden("an API key has no session to end".to_owned()));
@@ -210,32 +197,44 @@ pub(crate) async fn logout(State(state): State<AppState>, caller: Caller) -> Res
     Ok((StatusCode::NO_CONTENT, headers).into_response())
 }
 
-pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("session" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The logged-in user and their organizations", body = MeView)))]
+pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<MeView>, ApiError> {
     let user = caller.user()?;
-    let orgs: Vec<Value> =
-        state.deps.accounts.memberships(&user.id).await?.iter().map(|(org, role)| org_view(org, *role)).collect();
-    Ok(Json(json!({"user": user_view(user), "orgs": orgs})))
+    let orgs =
+        state.deps.accounts.memberships(&user.id).await?.iter().map(|(org, role)| OrgView::new(org, *role)).collect();
+    Ok(Json(MeView { user: UserView::from(user), orgs }))
 }
 
-pub(crate) async fn list_orgs(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    let orgs: Vec<Value> = match &caller {
-        Caller::Session { user, .. } => {
-            state.deps.accounts.memberships(&user.id).await?.iter().map(|(org, role)| org_view(org, *role)).collect()
-        }
+#[utoipa::path(get, path = "/v1/orgs", tag = "organizations", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])),
+    responses((status = 200, description = "The caller's organizations (a manage key: its own)", body = Vec<OrgView>)))]
+pub(crate) async fn list_orgs(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<OrgView>>, ApiError> {
+    let orgs = match &caller {
+        Caller::Session { user, .. } => state
+            .deps
+            .accounts
+            .memberships(&user.id)
+            .await?
+            .iter()
+            .map(|(org, role)| OrgView::new(org, *role))
+            .collect(),
         Caller::Key(grant) => {
             let org = state.deps.keys.org(&grant.org_id).await?;
-            org.iter().map(|org| org_view(org, Role::Admin)).collect()
+            org.iter().map(|org| OrgView::new(org, Role::Admin)).collect()
         }
     };
-    Ok(Json(Value::Array(orgs)))
+    Ok(Json(orgs))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OrgBody {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
 }
 
+#[utoipa::path(post, path = "/v1/orgs", tag = "organizations", security(("session" = []), ("session_cookie" = [])), request_body = OrgBody,
+    responses((status = 201, description = "The new organization; the caller owns it", body = OrgView)))]
 pub(crate) async fn create_org(
     State(state): State<AppState>,
     caller: Caller,
@@ -248,37 +247,45 @@ pub(crate) async fn create_org(
     // to more free credit.
     let org = state.deps.keys.create_org(&name, Credit::Millis(0), now).await?;
     state.deps.accounts.add_member(&org.id, &user.id, Role::Owner, now).await?;
-    Ok((StatusCode::CREATED, Json(org_view(&org, Role::Owner))).into_response())
+    Ok((StatusCode::CREATED, Json(OrgView::new(&org, Role::Owner))).into_response())
 }
 
 async fn org_of(state: &AppState, org_id: &OrgId) -> Result<Org, ApiError> {
     state.deps.keys.org(org_id).await?.ok_or_else(|| ApiError::NotFound(format!("organization {org_id} not found")))
 }
 
+#[utoipa::path(get, path = "/v1/orgs/{org_id}", tag = "organizations", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id")),
+    responses((status = 200, description = "The organization", body = OrgView)))]
 pub(crate) async fn get_org(
     State(state): State<AppState>,
     caller: Caller,
     Path(org_id): Path<OrgId>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrgView>, ApiError> {
     let role = caller.org_role(&state, &org_id, false).await?;
-    Ok(Json(org_view(&org_of(&state, &org_id).await?, role)))
+    Ok(Json(OrgView::new(&org_of(&state, &org_id).await?, role)))
 }
 
+#[utoipa::path(patch, path = "/v1/orgs/{org_id}", tag = "organizations", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id")),
+    request_body = OrgBody, responses((status = 200, description = "Renamed (owners and admins)", body = OrgView)))]
 pub(crate) async fn rename_org(
     State(state): State<AppState>,
     caller: Caller,
     Path(org_id): Path<OrgId>,
     Body(body): Body<OrgBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrgView>, ApiError> {
     let role = caller.org_role(&state, &org_id, true).await?;
     let name = check_name(&body.name, "an organization name")?;
     let org = state.deps.keys.rename_org(&org_id, &name).await?;
-    Ok(Json(org_view(&org, role)))
+    Ok(Json(OrgView::new(&org, role)))
 }
 
-#[derive(Deserialize)]
+/// A page of a list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
+    /// At most this many (1 to 100; default 100).
     limit: Option<u32>,
+    /// The cursor of the previous page's end (`x-next-after` or `next_after`).
     after: Option<String>,
 }
 
@@ -288,6 +295,9 @@ impl PageQuery {
     }
 }
 
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/keys", tag = "keys", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id"), PageQuery),
+    responses((status = 200, description = "The organization's keys, oldest first (owners and admins)", body = Vec<KeyView>,
+        headers(("x-next-after" = String, description = "The cursor of the next page, when there is one")))))]
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -296,8 +306,8 @@ pub(crate) async fn list_keys(
 ) -> Result<Response, ApiError> {
     caller.org_role(&state, &org_id, true).await?;
     let page = state.deps.keys.list_keys(&org_id, &page.page()).await?;
-    let keys: Vec<Value> = page.items.iter().map(key_view).collect();
-    let mut response = Json(Value::Array(keys)).into_response();
+    let keys: Vec<KeyView> = page.items.iter().map(KeyView::new).collect();
+    let mut response = Json(keys).into_response();
     if let Some(next) = page.next.and_then(|n| HeaderValue::from_str(&n).ok()) {
         // The list is the spec's array; the next page's cursor travels beside it.
         response.headers_mut().insert("x-next-after", next);
@@ -305,16 +315,20 @@ pub(crate) async fn list_keys(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewKeyBody {
     name: Option<String>,
     scopes: Option<Vec<Scope>>,
-    /// RFC 3339.
+    /// RFC 3339; none: the key does not expire.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
     limits: Option<KeyLimits>,
 }
 
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/keys", tag = "keys", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id")),
+    request_body = NewKeyBody,
+    responses((status = 201, description = "The new key; `key` is its secret, shown this once", body = KeyView)))]
 pub(crate) async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -356,11 +370,11 @@ pub(crate) async fn create_key(
     };
     let (record, secret) = state.deps.keys.create_key(&org_id, new, now).await?;
     tracing::info!(org_id = %org_id, key_id = %record.id, "key created");
-    let mut view = key_view(&record);
-    view["key"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    Ok((StatusCode::CREATED, Json(KeyView::with_secret(&record, secret))).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/orgs/{org_id}/keys/{key_id}", tag = "keys", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id"), ("key_id" = KeyId, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked: refused by every gateway within a second, its open streams closed")))]
 pub(crate) async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -387,13 +401,16 @@ pub(crate) async fn invalidate(state: &AppState, hashes: &[String], what: &str) 
 /// The longest grace a rotated secret may keep (30 days).
 const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RotateBody {
     /// How long the current secret keeps working; none: at once.
     grace_seconds: Option<u64>,
 }
 
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/keys/{key_id}/rotate", tag = "keys", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id"), ("key_id" = KeyId, Path, description = "The key's id")),
+    request_body = RotateBody,
+    responses((status = 200, description = "The key with its new secret in `key` (shown once); the old one works for the grace", body = KeyView)))]
 pub(crate) async fn rotate_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -421,41 +438,37 @@ pub(crate) async fn rotate_key(
     // Cached answers of the old secrets are stale: the one in grace now expires with it.
     invalidate(&state, &rotated.stale_hashes, "rotated key").await;
     tracing::info!(org_id = %org_id, key_id = %key_id, grace_seconds = grace, "key rotated");
-    let mut view = key_view(&rotated.record);
-    view["key"] = json!(rotated.secret);
-    Ok(Json(view).into_response())
+    Ok(Json(KeyView::with_secret(&rotated.record, rotated.secret)).into_response())
 }
 
-#[derive(Serialize)]
-struct MemberView {
-    user: Value,
-    role: Role,
-    added_at: String,
-}
-
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/members", tag = "members", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id"), PageQuery),
+    responses((status = 200, description = "The organization's members", body = MembersPage)))]
 pub(crate) async fn list_members(
     State(state): State<AppState>,
     caller: Caller,
     Path(org_id): Path<OrgId>,
     Query(page): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MembersPage>, ApiError> {
     caller.org_role(&state, &org_id, false).await?;
     let page = state.deps.accounts.members(&org_id, &page.page()).await?;
-    let members: Vec<MemberView> = page
+    let members = page
         .items
         .iter()
-        .map(|m| MemberView { user: member_user_view(&m.user), role: m.role, added_at: rfc3339(m.added_at) })
+        .map(|m| MemberView { user: MemberUserView::from(&m.user), role: m.role, added_at: rfc3339(m.added_at) })
         .collect();
-    Ok(Json(json!({"members": members, "next_after": page.next})))
+    Ok(Json(MembersPage { members, next_after: page.next }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MemberBody {
     email: String,
     role: Option<Role>,
 }
 
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/members", tag = "members", security(("session" = []), ("session_cookie" = [])), params(("org_id" = OrgId, Path, description = "The organization's id")),
+    request_body = MemberBody,
+    responses((status = 201, description = "The user (who has an account) is a member now", body = MemberView)))]
 pub(crate) async fn add_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -477,10 +490,12 @@ pub(crate) async fn add_member(
         .ok_or_else(|| ApiError::NotFound("no account has this email (they sign up first)".to_owned()))?;
     let now = aldea_store::unix_now();
     state.deps.accounts.add_member(&org_id, &user.id, role, now).await?;
-    let view = MemberView { user: member_user_view(&user), role, added_at: rfc3339(now) };
+    let view = MemberView { user: MemberUserView::from(&user), role, added_at: rfc3339(now) };
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/orgs/{org_id}/members/{user_id}", tag = "members", security(("session" = []), ("session_cookie" = [])), params(("org_id" = OrgId, Path, description = "The organization's id"), ("user_id" = UserId, Path, description = "The member's user id")),
+    responses((status = 204, description = "No longer a member")))]
 pub(crate) async fn remove_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -496,22 +511,15 @@ pub(crate) async fn remove_member(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/balance", tag = "billing", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id")),
+    responses((status = 200, description = "The plan and the credit left", body = BalanceView)))]
 pub(crate) async fn balance(
     State(state): State<AppState>,
     caller: Caller,
     Path(org_id): Path<OrgId>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BalanceView>, ApiError> {
     caller.org_role(&state, &org_id, false).await?;
-    Ok(Json(balance_view(state.deps.keys.credit(&org_id).await?)))
-}
-
-/// The balance as `GET …/balance` shows it.
-pub(crate) fn balance_view(credit: Credit) -> Value {
-    let (plan, remaining) = match credit {
-        Credit::Unlimited => ("unlimited", Value::Null),
-        Credit::Millis(ms) => ("prepaid", json!(ms as f64 / 1000.0)),
-    };
-    json!({"plan": plan, "credit_seconds_remaining": remaining, "max_streams": Value::Null})
+    Ok(Json(BalanceView::from(state.deps.keys.credit(&org_id).await?)))
 }
 
 /// How long a browser token from `listen-token` lasts.
@@ -521,11 +529,13 @@ pub(crate) const DASHBOARD_KEY: &str = "dashboard";
 
 /// A 30-s token with scope `listen` for the organization's `dashboard` system key, so a browser
 /// can open a stream on the gateway without a long-lived key in the page.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/listen-token", tag = "keys", security(("session" = []), ("session_cookie" = [])), params(("org_id" = OrgId, Path, description = "The organization's id")),
+    responses((status = 200, description = "A 30-s bearer token for the Speech API (scope listen)", body = ListenTokenView)))]
 pub(crate) async fn listen_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(org_id): Path<OrgId>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ListenTokenView>, ApiError> {
     caller.user()?;
     caller.org_role(&state, &org_id, false).await?;
     let secret = state.config.jwt_secret.as_ref().ok_or_else(|| {
@@ -543,10 +553,19 @@ pub(crate) async fn listen_token(
         rpm: key.limits.requests_per_minute,
     };
     let token = aldea_http::jwt::issue_jwt(&claims, secrecy::ExposeSecret::expose_secret(secret).as_bytes());
-    Ok(Json(json!({"access_token": token, "expires_in": LISTEN_TOKEN_SECONDS})))
+    Ok(Json(ListenTokenView { access_token: token, expires_in: LISTEN_TOKEN_SECONDS }))
+}
+
+/// Alive while the process serves.
+#[utoipa::path(get, path = "/live", tag = "probes", security(()),
+    responses((status = 200, description = "The process serves", body = String, content_type = "text/plain")))]
+pub(crate) async fn live() -> &'static str {
+    "ok"
 }
 
 /// Ready when the database answers.
+#[utoipa::path(get, path = "/ready", tag = "probes", security(()),
+    responses((status = 200, description = "The database answers", body = String, content_type = "text/plain")))]
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.deps.keys.org(&OrgId::from("readiness-probe")).await?;
     Ok("ok")

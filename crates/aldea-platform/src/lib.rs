@@ -23,10 +23,13 @@ mod auth;
 mod error;
 mod internal;
 mod metrics;
+mod openapi;
 mod usage;
+mod views;
 
 pub use admin::{issue_password_reset, set_admin, RESET_TTL_SECONDS};
 pub use error::ApiError;
+pub use openapi::document_json as openapi_json;
 
 /// What the platform is told by the binary.
 #[derive(Debug, Clone)]
@@ -126,7 +129,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org_id}/listen-token", post(api::listen_token))
         .route("/v1/orgs/{org_id}/credits", post(admin::add_credits))
         .route("/internal/v1/keys/verify", post(internal::verify_key))
-        .route("/live", get(|| async { "ok" }))
+        .route("/live", get(api::live))
+        .route("/openapi.json", get(openapi::document))
         .route("/ready", get(api::ready))
         .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })

@@ -1,17 +1,18 @@
 //! Usage reports (series by day, key, model or kind; as JSON or CSV) and the request log, read from
 //! the roll-ups the usage consumer keeps. Any member of an organization may read its usage.
 
-use aldea_store::{OrgId, RequestRecord, UsageGroup, UsageQuery, UsageRow};
+use aldea_store::{OrgId, UsageGroup, UsageQuery, UsageRow};
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::IntoParams;
 
 use crate::api::rfc3339;
 use crate::auth::Caller;
+use crate::views::{seconds, RequestView, RequestsPage, UsagePoint, UsageReport, UsageTotals};
 use crate::{ApiError, AppState};
 
 const DAY: i64 = 86_400;
@@ -20,11 +21,17 @@ const MAX_RANGE_DAYS: i64 = 3_700;
 /// Days of the default range, today included.
 const DEFAULT_DAYS: i64 = 30;
 
-#[derive(Deserialize)]
+/// The range and grouping of a usage report.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UsageParams {
+    /// An RFC 3339 time or a date (`YYYY-MM-DD`, UTC); default: 30 days before `end`.
     start: Option<String>,
+    /// An RFC 3339 time or a date (inclusive); default: the end of today (UTC).
     end: Option<String>,
+    /// `day` (default; every day of the range, zeros included), `key`, `model` or `kind`.
+    #[param(pattern = "^(day|key|model|kind)$")]
     group_by: Option<String>,
 }
 
@@ -49,12 +56,6 @@ fn parse_time(text: &str, edge: Edge, name: &str) -> Result<i64, ApiError> {
         Edge::Start => midnight,
         Edge::End => midnight + DAY,
     })
-}
-
-fn rfc3339_millis(millis: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(millis)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 impl UsageParams {
@@ -108,34 +109,34 @@ async fn report(
     Ok((query, series))
 }
 
-fn seconds(millis: i64) -> f64 {
-    millis as f64 / 1000.0
-}
-
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/usage", tag = "usage", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id"), UsageParams),
+    responses((status = 200, description = "Audio seconds, requests and streams over the range, grouped", body = UsageReport)))]
 pub(crate) async fn usage(
     State(state): State<AppState>,
     caller: Caller,
     Path(org_id): Path<OrgId>,
     Query(params): Query<UsageParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UsageReport>, ApiError> {
     let (query, series) = report(&state, &caller, &org_id, &params).await?;
     let totals = series
         .iter()
         .fold((0u64, 0u64, 0i64), |(r, s, a), row| (r + row.requests, s + row.streams, a + row.audio_millis));
-    let series: Vec<Value> = series
-        .iter()
-        .map(|row| {
-            json!({"group": row.group, "requests": row.requests, "streams": row.streams,
-                   "audio_seconds": seconds(row.audio_millis)})
+    let series = series
+        .into_iter()
+        .map(|row| UsagePoint {
+            group: row.group,
+            requests: row.requests,
+            streams: row.streams,
+            audio_seconds: seconds(row.audio_millis),
         })
         .collect();
-    Ok(Json(json!({
-        "start": rfc3339(query.start),
-        "end": rfc3339(query.end),
-        "group_by": query.group_by,
-        "totals": {"requests": totals.0, "streams": totals.1, "audio_seconds": seconds(totals.2)},
-        "series": series,
-    })))
+    Ok(Json(UsageReport {
+        start: rfc3339(query.start),
+        end: rfc3339(query.end),
+        group_by: query.group_by,
+        totals: UsageTotals { requests: totals.0, streams: totals.1, audio_seconds: seconds(totals.2) },
+        series,
+    }))
 }
 
 /// A CSV field: quoted when it must be, and never read as a formula by a spreadsheet.
@@ -148,6 +149,8 @@ fn csv_field(text: &str) -> String {
     }
 }
 
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/usage.csv", tag = "usage", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id"), UsageParams),
+    responses((status = 200, description = "The same report as CSV (`group,requests,streams,audio_seconds`)", body = String, content_type = "text/csv")))]
 pub(crate) async fn usage_csv(
     State(state): State<AppState>,
     caller: Caller,
@@ -171,37 +174,29 @@ pub(crate) async fn usage_csv(
     Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (CONTENT_DISPOSITION, filename)], csv).into_response())
 }
 
-#[derive(Deserialize)]
+/// A page of the request log.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RequestsParams {
+    /// At most this many (default 50).
     limit: Option<u32>,
+    /// The cursor of the previous page (`next_before`).
     before: Option<String>,
 }
 
-fn request_view(request: &RequestRecord) -> Value {
-    json!({
-        "request_id": request.request_id,
-        "key_id": request.key_id,
-        "model": request.model,
-        "kind": request.kind.as_str(),
-        "started_at": rfc3339_millis(request.started_at),
-        "ended_at": rfc3339_millis(request.ended_at),
-        "audio_seconds": seconds(request.audio_millis),
-        "status": request.status,
-        "complete": request.complete,
-    })
-}
-
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/requests", tag = "usage", security(("session" = []), ("session_cookie" = []), ("manage_key" = [])), params(("org_id" = OrgId, Path, description = "The organization's id"), RequestsParams),
+    responses((status = 200, description = "Uploads and streams, newest first", body = RequestsPage)))]
 pub(crate) async fn requests(
     State(state): State<AppState>,
     caller: Caller,
     Path(org_id): Path<OrgId>,
     Query(params): Query<RequestsParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequestsPage>, ApiError> {
     caller.org_role(&state, &org_id, false).await?;
     let page = state.deps.usage.requests(&org_id, params.limit.unwrap_or(50), params.before.as_deref()).await?;
-    let requests: Vec<Value> = page.items.iter().map(request_view).collect();
-    Ok(Json(json!({"requests": requests, "next_before": page.next})))
+    let requests = page.items.iter().map(RequestView::new).collect();
+    Ok(Json(RequestsPage { requests, next_before: page.next }))
 }
 
 #[cfg(test)]

@@ -700,3 +700,54 @@ async fn a_body_that_stalls_gets_408_with_the_error_body() {
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(body["err_code"], "REQUEST_TIMEOUT");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_public_route_and_no_internal_one() {
+    let platform = Platform::new();
+    let doc = platform.call("GET", "/openapi.json", &[], None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.headers["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    let paths = doc.body["paths"].as_object().unwrap();
+    let routes: &[(&str, &[&str])] = &[
+        ("/v1/auth/signup", &["post"]),
+        ("/v1/auth/login", &["post"]),
+        ("/v1/auth/logout", &["post"]),
+        ("/v1/auth/reset-password", &["post"]),
+        ("/v1/me", &["get"]),
+        ("/v1/orgs", &["get", "post"]),
+        ("/v1/orgs/{org_id}", &["get", "patch"]),
+        ("/v1/orgs/{org_id}/keys", &["get", "post"]),
+        ("/v1/orgs/{org_id}/keys/{key_id}", &["delete"]),
+        ("/v1/orgs/{org_id}/keys/{key_id}/rotate", &["post"]),
+        ("/v1/orgs/{org_id}/listen-token", &["post"]),
+        ("/v1/orgs/{org_id}/usage", &["get"]),
+        ("/v1/orgs/{org_id}/usage.csv", &["get"]),
+        ("/v1/orgs/{org_id}/requests", &["get"]),
+        ("/v1/orgs/{org_id}/members", &["get", "post"]),
+        ("/v1/orgs/{org_id}/members/{user_id}", &["delete"]),
+        ("/v1/orgs/{org_id}/balance", &["get"]),
+        ("/v1/orgs/{org_id}/credits", &["post"]),
+        ("/live", &["get"]),
+        ("/ready", &["get"]),
+        ("/metrics", &["get"]),
+    ];
+    assert_eq!(paths.len(), routes.len(), "{:?}", paths.keys().collect::<Vec<_>>());
+    for (path, methods) in routes {
+        for method in *methods {
+            let operation = &paths[*path][*method];
+            assert!(operation["responses"]["default"].is_object(), "{method} {path}: every error has the error body");
+            assert!(operation["responses"].as_object().unwrap().keys().any(|s| s.starts_with('2')), "{method} {path}");
+        }
+    }
+    // Every schema an operation refers to is in the document.
+    let text = doc.body.to_string();
+    let schemas = doc.body["components"]["schemas"].as_object().unwrap();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "{name} is referred to but missing");
+    }
+    // The signup answer shows the key's secret; the key list never does.
+    assert!(schemas["KeyView"]["properties"]["key"].is_object());
+    assert!(!paths.contains_key("/internal/v1/keys/verify"), "the internal API is not public");
+}

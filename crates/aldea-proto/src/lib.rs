@@ -38,6 +38,7 @@ pub mod codes {
 }
 
 /// The body of every non-2xx answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub err_code: String,

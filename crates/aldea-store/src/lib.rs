@@ -174,6 +174,7 @@ pub struct CreditEntry {
 }
 
 /// What a key may be used for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -217,6 +218,7 @@ impl Scope {
 }
 
 /// A key's own limits; each can only be stricter than the organization's.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyLimits {
     pub max_streams: Option<u32>,
@@ -446,6 +448,7 @@ pub struct SignedUp {
 }
 
 /// A member's role in an organization.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -680,6 +683,7 @@ pub trait UsageQueue: Send + Sync + 'static {
 pub const USAGE_BUCKET_SECONDS: i64 = 3600;
 
 /// How a usage query groups its series.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UsageGroup {
