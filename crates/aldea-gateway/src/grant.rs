@@ -12,10 +12,18 @@ use crate::auth::{self, Credential};
 use crate::error::ApiError;
 use crate::AppState;
 
-pub(crate) async fn grant(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+/// `POST /v1/auth/grant`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct GrantView {
+    /// An HS256 JWT for `Authorization: Bearer` or the `bearer` WebSocket subprotocol.
+    access_token: String,
+    /// Seconds it stays valid.
+    expires_in: u64,
+}
+
+#[utoipa::path(post, path = "/v1/auth/grant", tag = "auth", security(("token" = [])),
+    responses((status = 200, description = "A short-lived token scoped to listen, with the key's limits", body = GrantView)))]
+pub(crate) async fn grant(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<GrantView>, ApiError> {
     let (credential, _) = auth::credential(&headers)
         .ok_or_else(|| ApiError::Unauthorized("missing credentials: send Authorization: Token <key>".to_owned()))?;
     if !matches!(credential, Credential::Key(_)) {
@@ -23,5 +31,5 @@ pub(crate) async fn grant(
     }
     let grant = state.0.auth.authenticate(&credential).await?;
     let (token, expires_in) = state.0.auth.grant_jwt(&grant, state.config().jwt_ttl)?;
-    Ok(Json(serde_json::json!({ "access_token": token, "expires_in": expires_in })))
+    Ok(Json(GrantView { access_token: token, expires_in }))
 }

@@ -25,6 +25,7 @@ mod extract;
 mod grant;
 mod metrics;
 mod openai;
+mod openapi;
 mod pool;
 mod probes;
 mod relay;
@@ -34,6 +35,7 @@ mod upstream;
 mod usage;
 
 pub use error::ApiError;
+pub use openapi::document_json as openapi_json;
 pub use router::router;
 
 /// Everything the gateway is told; the binary fills it from flags, env and files.

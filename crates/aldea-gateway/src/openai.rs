@@ -64,6 +64,11 @@ struct Form {
     segment_timestamps: bool,
 }
 
+#[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "openai", security(("token" = []), ("bearer" = [])),
+    request_body(description = "OpenAI's form: `file` (the audio), `model`, `language`, `prompt`, `response_format` (json, text, srt, vtt, verbose_json), `timestamp_granularities[]` (word, segment)",
+        content((String = "multipart/form-data"))),
+    responses((status = 200, description = "`json`: `{\"text\"}`; `verbose_json`: text, language, duration, segments and words; `text`, `srt`, `vtt`: the plain text", content(
+        (serde_json::Value = "application/json"), (String = "text/plain"), (String = "application/x-subrip"), (String = "text/vtt")))))]
 pub(crate) async fn transcriptions(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,

@@ -11,10 +11,15 @@ use axum::response::{IntoResponse, Response};
 
 use crate::{metrics, AppState};
 
+#[utoipa::path(get, path = "/live", tag = "probes", security(()),
+    responses((status = 200, description = "The process serves", body = String, content_type = "text/plain")))]
 pub(crate) async fn live() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(get, path = "/ready", tag = "probes", security(()),
+    responses((status = 200, description = "An stt replica is ready and the key store answers", body = String, content_type = "text/plain"),
+        (status = 503, description = "Not ready (or shutting down)", body = String, content_type = "text/plain")))]
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     if state.is_ready().await {
         (StatusCode::OK, "ready").into_response()
@@ -23,6 +28,8 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
+    responses((status = 200, description = "OpenMetrics text exposition", body = String, content_type = "application/openmetrics-text")))]
 pub(crate) async fn metrics_text(State(state): State<AppState>) -> Response {
     let gauges = metrics::Gauges {
         pending_usage: state.pending_usage(),

@@ -43,6 +43,8 @@ use rewrite::{Outbound, Rewriter};
 /// CloseStream (they are needed only to meter the stream exactly).
 const ORPHAN_FLUSH: Duration = Duration::from_secs(30);
 
+#[utoipa::path(get, path = "/v1/listen", tag = "listen", operation_id = "listen_stream", security(("token" = []), ("bearer" = [])),
+    responses((status = 101, description = "The WebSocket. Client: binary audio frames (≤ 1 MiB), text `{\"type\": \"KeepAlive\" | \"Finalize\" | \"CloseStream\"}`. Server: JSON text frames `Metadata` (StreamMetadata), `Results` (StreamResults), `SpeechStarted`, `UtteranceEnd`; close 1000 normal, 1003 undecodable audio, 1008 policy, 1009 frame too large, 1011 internal or idle, 1012 restart")))]
 pub(crate) async fn listen_ws(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
@@ -53,6 +55,8 @@ pub(crate) async fn listen_ws(
     start(state, request_id, admitted, upgrade, query, "/v1/listen").await
 }
 
+#[utoipa::path(get, path = "/v1/listen/pcm", tag = "listen", operation_id = "listen_stream_pcm", security(("token" = []), ("bearer" = [])),
+    responses((status = 101, description = "The WebSocket of `/v1/listen` for raw s16le frames only")))]
 pub(crate) async fn listen_ws_pcm(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,

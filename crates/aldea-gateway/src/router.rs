@@ -17,7 +17,7 @@ use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::Refusal;
-use crate::{grant, openai, probes, relay, upload, AppState};
+use crate::{grant, openai, openapi, probes, relay, upload, AppState};
 
 /// The gateway's routes with their middleware.
 pub fn router(state: AppState) -> Router {
@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(state.config().max_body_bytes + openai::FORM_OVERHEAD_BYTES)),
         )
         .route("/v1/auth/grant", post(grant::grant))
+        .route("/openapi.json", get(openapi::document))
         .route("/live", get(probes::live))
         .route("/ready", get(probes::ready))
         .route("/metrics", get(probes::metrics_text))

@@ -34,6 +34,17 @@ const MAX_REDIRECTS: usize = 5;
 /// Largest JSON body (`{"url": …}`).
 const MAX_JSON_BYTES: usize = 64 * 1024;
 
+/// A JSON upload body: the audio is fetched from `url`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub(crate) struct UrlBody {
+    /// http or https; fetched by the server within the size and time limits.
+    url: String,
+}
+
+#[utoipa::path(post, path = "/v1/listen", tag = "listen", operation_id = "listen_upload", security(("token" = []), ("bearer" = [])),
+    request_body(description = "The audio's bytes (a container is detected; a headerless `encoding` is read as declared), or JSON `{\"url\"}`",
+        content((String = "application/octet-stream"), (UrlBody = "application/json"))),
+    responses((status = 200, description = "The transcript (Deepgram's pre-recorded form)", body = aldea_proto::PrerecordedResponse)))]
 pub(crate) async fn listen_upload(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
@@ -74,8 +85,8 @@ async fn read_audio(
         let json = spool(body.into_data_stream(), declared, &limits).await.map_err(|e| e.into_api(read_error))?;
         let url = json
             .as_bytes()
-            .and_then(|json| serde_json::from_slice::<serde_json::Value>(json).ok())
-            .and_then(|v| v.get("url").and_then(|u| u.as_str()).map(str::to_owned))
+            .and_then(|json| serde_json::from_slice::<UrlBody>(json).ok())
+            .map(|body| body.url)
             .ok_or_else(|| ApiError::BadRequest("a JSON body must be {\"url\": \"https://...\"}".to_owned()))?;
         fetch_url(state, &url).await
     } else {

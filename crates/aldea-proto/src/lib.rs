@@ -64,6 +64,7 @@ pub struct Capacity {
 }
 
 /// `model_info` entry: what the model is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub name: String,
@@ -72,12 +73,14 @@ pub struct ModelInfo {
 }
 
 /// `POST /v1/listen` response body (Deepgram pre-recorded form).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrerecordedResponse {
     pub metadata: PrerecordedMetadata,
     pub results: PrerecordedResults,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrerecordedMetadata {
     /// UUID string.
@@ -100,6 +103,7 @@ pub struct PrerecordedMetadata {
 }
 
 /// A parameter the server accepted but does not implement (never answered with invented output).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Warning {
     pub parameter: String,
@@ -108,11 +112,13 @@ pub struct Warning {
     pub message: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrerecordedResults {
     pub channels: Vec<Channel>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Channel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +126,7 @@ pub struct Channel {
     pub alternatives: Vec<Alternative>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alternative {
     pub transcript: String,
@@ -128,6 +135,7 @@ pub struct Alternative {
 }
 
 /// One recognized word. `word` is lower-case without punctuation; `punctuated_word` keeps both.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Word {
     pub word: String,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{ModelInfo, Warning, Word};
 
 /// `Metadata` at open (duration 0) and at close (total duration).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamMetadata {
     #[serde(rename = "type")]
@@ -22,6 +23,7 @@ pub struct StreamMetadata {
 }
 
 /// An interim or final result.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamResults {
     #[serde(rename = "type")]
@@ -39,11 +41,13 @@ pub struct StreamResults {
     pub no_speech_prob: Option<f64>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamChannel {
     pub alternatives: Vec<StreamAlternative>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamAlternative {
     pub transcript: String,
@@ -52,6 +56,7 @@ pub struct StreamAlternative {
 }
 
 /// Words as objects (Deepgram form) or as `["word", start_ms, end_ms]` (`word_format=tuple`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum StreamWords {
@@ -59,6 +64,7 @@ pub enum StreamWords {
     Tuples(Vec<(String, u64, u64)>),
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultsMetadata {
     pub request_id: String,
@@ -66,6 +72,7 @@ pub struct ResultsMetadata {
     pub model_info: ModelInfo,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpeechStarted {
     #[serde(rename = "type")]
@@ -74,6 +81,7 @@ pub struct SpeechStarted {
     pub timestamp: f64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UtteranceEnd {
     #[serde(rename = "type")]
