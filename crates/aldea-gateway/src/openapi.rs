@@ -48,15 +48,21 @@ struct SpeechApi;
 const UPLOAD_ALIASES: [&str; 3] =
     ["/v1/listen/media", "/v1/listen/media/transcribe", "/v1/listen/media/transcribe_file"];
 
-/// Query parameters of uploads and streams: (name, type, description).
+/// What a parameter this server accepts but does not implement yet says of itself.
+const NOT_YET: &str =
+    "Accepted, not implemented yet: named in `metadata.warnings[]`, never answered with invented output";
+
+/// Query parameters of uploads and streams: (name, type, description). Booleans also take 1 and 0.
 const COMMON_PARAMS: &[(&str, Type, &str)] = &[
     ("model", Type::String, "A model this server has; Deepgram and OpenAI model names are aliases of the default model"),
     ("language", Type::String, "BCP-47 (default `en`); `auto` detects it"),
+    ("lang", Type::String, "An alias of `language`"),
     ("punctuate", Type::Boolean, "Punctuation and case as the model gives them (default true)"),
     ("smart_format", Type::Boolean, "Also numbers (default true)"),
-    ("keywords", Type::String, "Repeatable: biases decoding towards these words"),
-    ("keyterm", Type::String, "Repeatable: as `keywords`"),
-    ("redact", Type::String, "Repeatable: `pii`, `pci`, `numbers` or `true`"),
+    ("keywords", Type::String, NOT_YET),
+    ("keyterm", Type::String, NOT_YET),
+    ("redact", Type::String, NOT_YET),
+    ("redact_mode", Type::String, NOT_YET),
     ("encoding", Type::String, "A headerless encoding read as declared (`linear16`, `mulaw`, `alaw`; streams also name containers); absent: detected"),
     ("sample_rate", Type::Integer, "Of a headerless encoding (default 16000)"),
     ("channels", Type::Integer, "Of a headerless encoding (default 1)"),
@@ -65,12 +71,14 @@ const COMMON_PARAMS: &[(&str, Type, &str)] = &[
 
 const UPLOAD_PARAMS: &[(&str, Type, &str)] = &[
     ("detect_language", Type::Boolean, "Detect the language"),
-    ("diarize", Type::Boolean, "`speaker` on each word"),
-    ("utterances", Type::Boolean, "`results.utterances`"),
-    ("utt_split", Type::Number, "Seconds of pause between utterances (default 0.8)"),
-    ("paragraphs", Type::Boolean, "`alternatives[].paragraphs`"),
-    ("multichannel", Type::Boolean, "One result channel per input channel"),
-    ("callback", Type::String, "Answer `{request_id}` at once and send the result to this URL"),
+    ("diarize", Type::Boolean, NOT_YET),
+    ("diarization", Type::Boolean, NOT_YET),
+    ("utterances", Type::Boolean, NOT_YET),
+    ("utt_split", Type::Number, NOT_YET),
+    ("paragraphs", Type::Boolean, NOT_YET),
+    ("multichannel", Type::Boolean, NOT_YET),
+    ("callback", Type::String, NOT_YET),
+    ("callback_method", Type::String, NOT_YET),
 ];
 
 const STREAM_PARAMS: &[(&str, Type, &str)] = &[
@@ -78,6 +86,8 @@ const STREAM_PARAMS: &[(&str, Type, &str)] = &[
     ("endpointing", Type::String, "Milliseconds of silence that end an utterance (default 300), or `false`"),
     ("utterance_end_ms", Type::Integer, "Enables UtteranceEnd messages after this gap"),
     ("vad_events", Type::Boolean, "Enables SpeechStarted messages"),
+    ("format", Type::String, "An alias of `encoding`"),
+    ("codec", Type::String, "An alias of `encoding`"),
     ("word_format", Type::String, "`tuple`: words as `[\"word\", start_ms, end_ms]`"),
     ("resume", Type::String, "A resume token from a Metadata message: continues that stream"),
 ];
@@ -208,13 +218,17 @@ fn openai_form() -> ObjectBuilder {
 }
 
 /// The document as JSON (built once).
-pub fn document_json() -> &'static str {
-    static DOCUMENT: OnceLock<String> = OnceLock::new();
-    DOCUMENT.get_or_init(|| SpeechApi::openapi().to_pretty_json().unwrap_or_default())
+pub fn document_json() -> Result<&'static str, String> {
+    static DOCUMENT: OnceLock<Result<String, String>> = OnceLock::new();
+    DOCUMENT
+        .get_or_init(|| SpeechApi::openapi().to_pretty_json().map_err(|e| e.to_string()))
+        .as_deref()
+        .map_err(Clone::clone)
 }
 
-pub(crate) async fn document() -> Response {
-    ([(CONTENT_TYPE, "application/json")], document_json()).into_response()
+pub(crate) async fn document() -> Result<Response, crate::ApiError> {
+    let json = document_json().map_err(|e| crate::ApiError::Internal(format!("the OpenAPI document: {e}")))?;
+    Ok(([(CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 #[cfg(test)]
@@ -223,7 +237,7 @@ mod tests {
 
     #[test]
     fn the_document_has_every_public_route_and_resolves_every_reference() {
-        let doc: Value = serde_json::from_str(super::document_json()).unwrap();
+        let doc: Value = serde_json::from_str(super::document_json().unwrap()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         let paths = doc["paths"].as_object().unwrap();
         let routes: &[(&str, &str)] = &[

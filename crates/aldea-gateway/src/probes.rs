@@ -29,7 +29,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
-    responses((status = 200, description = "OpenMetrics text exposition", body = String, content_type = "application/openmetrics-text")))]
+    responses((status = 200, description = "OpenMetrics text exposition", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub(crate) async fn metrics_text(State(state): State<AppState>) -> Response {
     let gauges = metrics::Gauges {
         pending_usage: state.pending_usage(),

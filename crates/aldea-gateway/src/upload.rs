@@ -85,7 +85,9 @@ async fn read_audio(
         let json = spool(body.into_data_stream(), declared, &limits).await.map_err(|e| e.into_api(read_error))?;
         let url = json
             .as_bytes()
-            .and_then(|json| serde_json::from_slice::<UrlBody>(json).ok())
+            // An object (duplicate keys: the last wins), whatever else it holds besides `url`.
+            .and_then(|json| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json).ok())
+            .and_then(|object| serde_json::from_value::<UrlBody>(serde_json::Value::Object(object)).ok())
             .map(|body| body.url)
             .ok_or_else(|| ApiError::BadRequest("a JSON body must be {\"url\": \"https://...\"}".to_owned()))?;
         fetch_url(state, &url).await

@@ -283,7 +283,7 @@ pub(crate) async fn rename_org(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
-    /// At most this many (1 to 100; default 100).
+    /// At most this many (default 100; a page holds 1 to 500, larger values are read as 500).
     limit: Option<u32>,
     /// The cursor of the previous page's end (`x-next-after` or `next_after`).
     after: Option<String>,

@@ -75,7 +75,7 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
-    responses((status = 200, description = "OpenMetrics text exposition", body = String, content_type = "application/openmetrics-text")))]
+    responses((status = 200, description = "OpenMetrics text exposition", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render()).into_response()
 }

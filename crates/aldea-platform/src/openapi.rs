@@ -77,7 +77,7 @@ impl Modify for Common {
             ))),
         );
         let error = ResponseBuilder::new()
-            .description("An error; the status says which (400 bad input, 401 not authenticated, 403 not allowed, 404 not found or not yours, 409 conflict, 413 body too large, 415 not JSON, 429 too many, 503 database unavailable)")
+            .description("An error; the status says which (400 bad input, 401 not authenticated, 403 not allowed, 404 not found or not yours, 408 body too slow, 409 conflict, 413 body too large, 415 not JSON, 429 too many, 503 database unavailable)")
             .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
             .build();
         for item in openapi.paths.paths.values_mut() {
@@ -91,11 +91,15 @@ impl Modify for Common {
 }
 
 /// The document as JSON (built once).
-pub fn document_json() -> &'static str {
-    static DOCUMENT: OnceLock<String> = OnceLock::new();
-    DOCUMENT.get_or_init(|| PlatformApi::openapi().to_pretty_json().unwrap_or_default())
+pub fn document_json() -> Result<&'static str, String> {
+    static DOCUMENT: OnceLock<Result<String, String>> = OnceLock::new();
+    DOCUMENT
+        .get_or_init(|| PlatformApi::openapi().to_pretty_json().map_err(|e| e.to_string()))
+        .as_deref()
+        .map_err(Clone::clone)
 }
 
-pub(crate) async fn document() -> Response {
-    ([(CONTENT_TYPE, "application/json")], document_json()).into_response()
+pub(crate) async fn document() -> Result<Response, crate::ApiError> {
+    let json = document_json().map_err(|e| crate::ApiError::Internal(format!("the OpenAPI document: {e}")))?;
+    Ok(([(CONTENT_TYPE, "application/json")], json).into_response())
 }

@@ -179,7 +179,7 @@ pub(crate) async fn usage_csv(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RequestsParams {
-    /// At most this many (default 50).
+    /// At most this many (default 50; a page holds 1 to 500, larger values are read as 500).
     limit: Option<u32>,
     /// The cursor of the previous page (`next_before`).
     before: Option<String>,

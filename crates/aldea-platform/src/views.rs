@@ -229,8 +229,7 @@ pub(crate) struct RequestView {
     request_id: String,
     key_id: KeyId,
     model: String,
-    /// `rest` or `stream`.
-    kind: String,
+    kind: aldea_store::UsageKind,
     #[schema(format = DateTime)]
     started_at: String,
     #[schema(format = DateTime)]
@@ -253,7 +252,7 @@ impl RequestView {
             request_id: request.request_id.clone(),
             key_id: request.key_id.clone(),
             model: request.model.clone(),
-            kind: request.kind.as_str().to_owned(),
+            kind: request.kind,
             started_at: millis(request.started_at),
             ended_at: millis(request.ended_at),
             audio_seconds: seconds(request.audio_millis),

@@ -1,6 +1,7 @@
 //! The platform API over its router (no socket), on the in-memory stores: every endpoint of this
 //! step, authorization included (another organization's resources are 404, a member cannot manage
-//! keys, a listen key gets 403, a manage key works without a session, cookies need the CSRF token).
+//! keys, a listen key gets 403, a manage key works without a session, cookies need the CSRF token);
+//! and the OpenAPI document against the platform served on a socket over SQLite (schemathesis).
 
 use std::sync::Arc;
 
@@ -750,4 +751,88 @@ async fn the_openapi_document_describes_every_public_route_and_no_internal_one()
     // The signup answer shows the key's secret; the key list never does.
     assert!(schemas["KeyView"]["properties"]["key"].is_object());
     assert!(!paths.contains_key("/internal/v1/keys/verify"), "the internal API is not public");
+}
+
+/// schemathesis (PyPI), beside `ALDEA_TEST_PYTHON` (scripts/test.sh's venv).
+fn schemathesis() -> std::path::PathBuf {
+    let python = std::env::var("ALDEA_TEST_PYTHON")
+        .unwrap_or_else(|_| panic!("ALDEA_TEST_PYTHON is not set: run the tests through scripts/test.sh"));
+    std::path::PathBuf::from(python).with_file_name("schemathesis")
+}
+
+/// schemathesis reads `/openapi.json` and sends generated requests, valid and invalid, to every
+/// operation, checking that none gets a 5xx and that every answer matches the document (status,
+/// content type, headers, schema). The platform serves on a socket over SQLite, as in `aldea all`;
+/// the requests carry a signed-up user's session, and `{org_id}` / `{key_id}` are that user's, so
+/// the answers with data are checked too, not only the 404s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(aldea_store_sql::SqlStore::open(&dir.path().join("platform.db")).await.unwrap());
+    let deps = Deps {
+        keys: store.clone(),
+        accounts: store.clone(),
+        usage: store.clone(),
+        limits: Arc::new(MemoryLimits::new()),
+        key_cache: Arc::new(MemoryKeyCache::new()),
+    };
+    let config = Config { jwt_secret: Some("a test secret of some length".to_owned().into()), ..Config::default() };
+    let app = router(AppState::new(config, deps));
+    let signup = json!({"email": "fuzz@example.com", "password": "a long password", "org_name": "Fuzzing"}).to_string();
+    let request = Request::post("/v1/auth/signup").header("content-type", "application/json").body(Body::from(signup));
+    let response = app.clone().oneshot(request.unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let signed: Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The user's own id is left to generation: removing the only owner would end the run's access.
+    let config = dir.path().join("schemathesis.toml");
+    let (org_id, key_id) = (signed["org"]["id"].as_str().unwrap(), signed["key"]["id"].as_str().unwrap());
+    std::fs::write(&config, format!("[parameters]\n\"path.org_id\" = \"{org_id}\"\n\"path.key_id\" = \"{key_id}\"\n"))
+        .unwrap();
+    let checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth";
+    let run = tokio::process::Command::new(schemathesis())
+        .arg("--config-file")
+        .arg(&config)
+        .args(["run", &format!("http://{addr}/openapi.json"), "--checks", checks])
+        .args(["--header", &format!("Authorization: Bearer {}", signed["token"].as_str().unwrap())])
+        // Logging out would end the session the run uses.
+        .args(["--exclude-path", "/v1/auth/logout"])
+        .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "12", "--seed", "7"])
+        .args(["--workers", "2", "--no-color", "--generation-database", "none", "--request-timeout", "30"])
+        .current_dir(dir.path())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(600), run)
+        .await
+        .expect("schemathesis ends within 10 minutes")
+        .expect("schemathesis runs (scripts/test.sh installs it into the test venv)");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    eprintln!("{text}");
+    assert!(output.status.success(), "schemathesis failed:\n{text}");
+    // It ran every operation, hundreds of cases, all passed ("Test cases:\n  N generated, N passed").
+    assert!(text.contains("24 selected / 25 total") && text.contains("Tested: 24"), "{text}");
+    let cases = text.split("Test cases:").nth(1).and_then(|rest| rest.lines().map(str::trim).find(|l| !l.is_empty()));
+    let counts: Vec<u64> =
+        cases.unwrap_or_default().split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    assert!(counts.len() == 2 && counts[0] >= 200 && counts[0] == counts[1], "{cases:?}");
+}
+
+#[tokio::test]
+async fn a_key_list_never_shows_a_secret_and_unlimited_credit_is_null() {
+    use aldea_store::{Credit, Keys, OrgId};
+    let platform = Platform::new();
+    let (owner, org, _) = platform.signup("views@example.com").await;
+    let keys = platform.get(&format!("/v1/orgs/{org}/keys"), &owner).await;
+    assert_eq!(keys.status, StatusCode::OK);
+    let listed = keys.body.as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].get("key").is_none(), "the secret is shown once, at creation: {}", keys.body);
+    assert_eq!(listed[0]["limits"], json!({"max_streams": null, "requests_per_minute": null}));
+    assert_eq!(listed[0]["revoked_at"], Value::Null);
+    platform.store.set_credit(&OrgId::from(org.as_str()), Credit::Unlimited, 0).await.unwrap();
+    let balance = platform.get(&format!("/v1/orgs/{org}/balance"), &owner).await;
+    assert_eq!(balance.body, json!({"plan": "unlimited", "credit_seconds_remaining": null, "max_streams": null}));
 }

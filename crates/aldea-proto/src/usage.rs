@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Whether the audio came as an upload or a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum UsageKind {
     Rest,
