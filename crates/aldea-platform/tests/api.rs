@@ -812,12 +812,12 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     eprintln!("{text}");
     assert!(output.status.success(), "schemathesis failed:\n{text}");
-    // It ran every operation, hundreds of cases, all passed ("Test cases:\n  N generated, N passed").
+    // It ran every operation, hundreds of cases, all passed ("Test cases:\n  N generated, N passed[, K skipped]").
     assert!(text.contains("24 selected / 25 total") && text.contains("Tested: 24"), "{text}");
     let cases = text.split("Test cases:").nth(1).and_then(|rest| rest.lines().map(str::trim).find(|l| !l.is_empty()));
     let counts: Vec<u64> =
         cases.unwrap_or_default().split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
-    assert!(counts.len() == 2 && counts[0] >= 200 && counts[0] == counts[1], "{cases:?}");
+    assert!(counts.len() >= 2 && counts[0] >= 200 && counts[0] == counts[1], "{cases:?}");
 }
 
 #[tokio::test]
