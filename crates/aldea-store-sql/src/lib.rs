@@ -31,6 +31,8 @@ mod sqlite_statements {
     sql_store!(SqlStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, "BEGIN IMMEDIATE");
 }
 
+mod pg_batch;
+
 mod pg_statements {
     use super::*;
     sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow, "BEGIN");

@@ -92,7 +92,7 @@ macro_rules! sql_store {
             }
 
             /// Records one event inside `tx`: `false` when its id was recorded already.
-            async fn record_in(tx: &mut sqlx::Transaction<'_, $db>, event: &UsageEvent) -> Result<bool> {
+            pub(crate) async fn record_in(tx: &mut sqlx::Transaction<'_, $db>, event: &UsageEvent) -> Result<bool> {
                 let kind = event.kind.as_str();
                 let millis = aldea_store::audio_millis(event.audio_seconds);
                 let inserted = sqlx::query(
@@ -648,10 +648,7 @@ macro_rules! sql_store {
                 }
                 let mut order: Vec<usize> = (0..events.len()).collect();
                 order.sort_by(|a, b| events[*a].event_id.cmp(&events[*b].event_id));
-                let mut new = vec![false; events.len()];
-                for i in order {
-                    new[i] = Self::record_in(&mut tx, &events[i]).await?;
-                }
+                let new = Self::record_ordered(&mut tx, events, &order).await?;
                 tx.commit().await.map_err(backend)?;
                 Ok(new)
             }

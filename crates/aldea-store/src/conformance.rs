@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::{
     hash_key, Accounts, CachedGrant, Credit, CreditKind, KeyCache, KeyGrant, KeyId, KeyLimits, Keys, Limits, NewKey,
-    OrgId, PageRequest, RateDecision, Role, Scope, StoreError, UsageEvent, UsageKind, UsageLedger, UsageQueue,
-    UsageTotals, UserId,
+    Org, OrgId, PageRequest, RateDecision, Role, Scope, StoreError, UsageEvent, UsageGroup, UsageKind, UsageLedger,
+    UsageQuery, UsageQueue, UsageTotals, UserId,
 };
 
 fn unique(what: &str) -> String {
@@ -469,7 +469,109 @@ pub async fn usage_ledger(keys: &dyn Keys, ledger: &dyn UsageLedger, reports: &d
     assert_eq!((totals.events, totals.audio_millis, totals.requests), (3, 3_500, 2));
     assert_eq!(keys.credit(&batched.id).await.unwrap(), Credit::Millis(6_500));
     assert!(ledger.record_batch(&[]).await.unwrap().is_empty());
+    batches_write_what_one_by_one_writes(keys, ledger, reports).await;
     usage_queries(keys, ledger, reports).await;
+}
+
+/// The same events into two organizations, one by one in event-id order into the first, in shuffled
+/// batches (with repeats, some already recorded) into the second: the same credit and ledger
+/// amounts, roll-ups, request log and keys' last use.
+async fn batches_write_what_one_by_one_writes(
+    keys: &dyn Keys,
+    ledger: &dyn UsageLedger,
+    reports: &dyn crate::UsageReports,
+) {
+    let now = crate::unix_now();
+    let mut sides = Vec::new();
+    for name in ["one-by-one", "batched"] {
+        let org = keys.create_org(&unique(name), Credit::Millis(20_000), now).await.unwrap();
+        let mut key_ids = Vec::new();
+        for k in 0..2 {
+            let (key, _) = keys.create_key(&org.id, NewKey::listen(&format!("k{k}")), now).await.unwrap();
+            key_ids.push(key.id);
+        }
+        sides.push((org, key_ids));
+    }
+    // 6 requests of 1 to 3 events over three hours, two keys, both kinds, some statuses changing.
+    let events = |org_id: &OrgId, key_ids: &[KeyId], tag: &str| -> Vec<UsageEvent> {
+        let mut all = Vec::new();
+        for r in 0..6u32 {
+            let count = r % 3 + 1;
+            for seq in 0..count {
+                let start = 3_600_000 * i64::from(r % 3) + 60_000 * i64::from(seq) + 1_000;
+                all.push(UsageEvent {
+                    event_id: UsageEvent::event_id(&format!("{tag}-{r}"), seq),
+                    request_id: format!("{tag}-{r}"),
+                    seq,
+                    org_id: org_id.to_string(),
+                    key_id: key_ids[(r % 2) as usize].to_string(),
+                    kind: if r % 2 == 0 { UsageKind::Rest } else { UsageKind::Stream },
+                    model: if r < 3 { "tiny.en" } else { "base" }.to_owned(),
+                    audio_seconds: 0.25 + f64::from(r * 3 + seq) * 0.5,
+                    started_at: start,
+                    ended_at: start + 30_000,
+                    is_final: seq + 1 == count,
+                    status: if seq + 1 == count { 1000 } else { 1011 + seq as u16 },
+                });
+            }
+        }
+        all
+    };
+    // Event ids are unique across organizations: the same requests under two tags of equal length.
+    let base = unique("same");
+    let tags = [format!("{base}-a"), format!("{base}-b")];
+    let (one, batched) = (&sides[0], &sides[1]);
+    let mut sequential = events(&one.0.id, &one.1, &tags[0]);
+    sequential.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    for event in &sequential {
+        assert!(ledger.record(event).await.unwrap());
+    }
+    let mut shuffled = events(&batched.0.id, &batched.1, &tags[1]);
+    shuffled.reverse();
+    assert!(ledger.record(&shuffled[4]).await.unwrap(), "one recorded before its batch");
+    let repeat = shuffled[2].clone();
+    shuffled.push(repeat);
+    for chunk in shuffled.chunks(5) {
+        ledger.record_batch(chunk).await.unwrap();
+    }
+    let charges = |org_id: OrgId| async move {
+        let entries = keys.credit_entries(&org_id, &PageRequest::first(100)).await.unwrap().items;
+        let mut amounts: Vec<i64> = entries.iter().filter(|e| e.kind == CreditKind::Charge).map(|e| e.millis).collect();
+        amounts.sort_unstable();
+        let last = entries.last().map(|e| e.balance_after);
+        (amounts, last)
+    };
+    assert_eq!(charges(one.0.id.clone()).await, charges(batched.0.id.clone()).await);
+    assert_eq!(keys.credit(&one.0.id).await.unwrap(), keys.credit(&batched.0.id).await.unwrap());
+    assert_eq!(ledger.totals(&one.0.id).await.unwrap(), ledger.totals(&batched.0.id).await.unwrap());
+    for group_by in [UsageGroup::Day, UsageGroup::Model, UsageGroup::Kind] {
+        let query = UsageQuery::new(0, 86_400, group_by).unwrap();
+        let (a, b) =
+            (reports.usage(&one.0.id, &query).await.unwrap(), reports.usage(&batched.0.id, &query).await.unwrap());
+        assert_eq!(a, b, "{group_by:?}");
+    }
+    let log = |org_id: OrgId, tag: String| async move {
+        let page = reports.requests(&org_id, 100, None).await.unwrap();
+        page.items
+            .into_iter()
+            .map(|r| {
+                let request = r.request_id.trim_start_matches(tag.as_str()).to_owned();
+                (request, r.model, r.kind, r.started_at, r.ended_at, r.audio_millis, r.status, r.complete)
+            })
+            .collect::<Vec<_>>()
+    };
+    let sequential_log = log(one.0.id.clone(), tags[0].clone()).await;
+    assert_eq!(sequential_log.len(), 6);
+    assert_eq!(sequential_log, log(batched.0.id.clone(), tags[1].clone()).await);
+    for k in 0..2 {
+        let used = |org: &Org, key_ids: &[KeyId]| {
+            let (org_id, key_id) = (org.id.clone(), key_ids[k].clone());
+            async move { keys.key(&org_id, &key_id).await.unwrap().unwrap().last_used_at }
+        };
+        let (a, b) = (used(&one.0, &one.1).await, used(&batched.0, &batched.1).await);
+        assert!(a.is_some());
+        assert_eq!(a, b, "key {k}");
+    }
 }
 
 /// The roll-ups the usage API reads: series by day, key, model and kind over a range of whole
