@@ -49,8 +49,11 @@ impl PgStore {
         events: &[UsageEvent],
         order: &[usize],
     ) -> Result<Vec<bool>> {
-        let column = |f: &dyn Fn(&UsageEvent) -> String| order.iter().map(|&i| f(&events[i])).collect::<Vec<String>>();
-        let number = |f: &dyn Fn(&UsageEvent) -> i64| order.iter().map(|&i| f(&events[i])).collect::<Vec<i64>>();
+        // Each id once (its first in `order`): the statement never sees a key twice.
+        let mut seen = HashSet::new();
+        let unique: Vec<usize> = order.iter().copied().filter(|&i| seen.insert(events[i].event_id.as_str())).collect();
+        let column = |f: &dyn Fn(&UsageEvent) -> String| unique.iter().map(|&i| f(&events[i])).collect::<Vec<String>>();
+        let number = |f: &dyn Fn(&UsageEvent) -> i64| unique.iter().map(|&i| f(&events[i])).collect::<Vec<i64>>();
         let millis = |e: &UsageEvent| aldea_store::audio_millis(e.audio_seconds);
         let inserted: Vec<String> = sqlx::query_scalar(
             "INSERT INTO usage_events (event_id, request_id, seq, org_id, key_id, kind, model, audio_seconds,
@@ -66,21 +69,21 @@ impl PgStore {
         .bind(column(&|e| e.key_id.clone()))
         .bind(column(&|e| e.kind.as_str().to_owned()))
         .bind(column(&|e| e.model.clone()))
-        .bind(order.iter().map(|&i| events[i].audio_seconds).collect::<Vec<f64>>())
+        .bind(unique.iter().map(|&i| events[i].audio_seconds).collect::<Vec<f64>>())
         .bind(number(&millis))
         .bind(number(&|e| e.started_at))
         .bind(number(&|e| e.ended_at))
-        .bind(order.iter().map(|&i| events[i].is_final).collect::<Vec<bool>>())
+        .bind(unique.iter().map(|&i| events[i].is_final).collect::<Vec<bool>>())
         .bind(number(&|e| i64::from(e.status)))
         .fetch_all(&mut **tx)
         .await
         .map_err(backend)?;
-        // New: inserted now, and the first of its id in the batch (a repeat within it is not).
-        let mut fresh: HashSet<&str> = inserted.iter().map(String::as_str).collect();
+        // New: inserted now (a repeat within the batch is not).
+        let fresh: HashSet<&str> = inserted.iter().map(String::as_str).collect();
         let mut new = vec![false; events.len()];
         let mut recorded: Vec<&UsageEvent> = Vec::with_capacity(inserted.len());
-        for &i in order {
-            if fresh.remove(events[i].event_id.as_str()) {
+        for &i in &unique {
+            if fresh.contains(events[i].event_id.as_str()) {
                 new[i] = true;
                 recorded.push(&events[i]);
             }
@@ -94,14 +97,17 @@ impl PgStore {
             let set: HashSet<&str> = recorded.iter().map(|e| e.org_id.as_str()).collect();
             set.into_iter().map(str::to_owned).collect()
         };
-        let rows: Vec<(String, i64, bool)> =
-            sqlx::query_as("SELECT id, credit_millis, credit_unlimited FROM orgs WHERE id = ANY($1::text[])")
-                .bind(&orgs)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(backend)?;
+        // The rows are locked already (`record_batch` locks its organizations first).
+        let rows: Vec<(String, i64, bool)> = sqlx::query_as(
+            "SELECT id, credit_millis, credit_unlimited FROM orgs WHERE id = ANY($1::text[]) FOR UPDATE",
+        )
+        .bind(&orgs)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(backend)?;
         let mut balances: HashMap<String, i64> =
             rows.into_iter().filter(|(_, _, unlimited)| !unlimited).map(|(id, millis, _)| (id, millis)).collect();
+        let mut charged: BTreeMap<String, i64> = BTreeMap::new();
         let (mut ids, mut ledger_orgs, mut amounts, mut references, mut ats, mut afters) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for event in &recorded {
@@ -111,6 +117,7 @@ impl PgStore {
                 continue;
             }
             *balance -= amount;
+            *charged.entry(event.org_id.clone()).or_default() -= amount;
             ids.push(uuid::Uuid::new_v4().to_string());
             ledger_orgs.push(event.org_id.clone());
             amounts.push(-amount);
@@ -123,7 +130,8 @@ impl PgStore {
                 "INSERT INTO credit_ledger (id, org_id, kind, millis, reference, at, balance_after)
                  SELECT id, org_id, 'charge', millis, reference, at, balance_after
                  FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[])
-                      AS t (id, org_id, millis, reference, at, balance_after)",
+                      WITH ORDINALITY AS t (id, org_id, millis, reference, at, balance_after, ord)
+                 ORDER BY ord",
             )
             .bind(&ids)
             .bind(&ledger_orgs)
@@ -134,13 +142,13 @@ impl PgStore {
             .execute(&mut **tx)
             .await
             .map_err(backend)?;
-            let (charged, finals): (Vec<String>, Vec<i64>) = balances.into_iter().unzip();
+            let (charged, deltas): (Vec<String>, Vec<i64>) = charged.into_iter().unzip();
             sqlx::query(
-                "UPDATE orgs SET credit_millis = t.millis
+                "UPDATE orgs SET credit_millis = orgs.credit_millis + t.millis
                  FROM UNNEST($1::text[], $2::bigint[]) AS t (id, millis) WHERE orgs.id = t.id",
             )
             .bind(&charged)
-            .bind(&finals)
+            .bind(&deltas)
             .execute(&mut **tx)
             .await
             .map_err(backend)?;

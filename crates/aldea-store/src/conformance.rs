@@ -515,6 +515,23 @@ async fn batches_write_what_one_by_one_writes(
                 });
             }
         }
+        // A request whose final event comes first: the later one keeps its status, widens its times.
+        for (seq, is_final) in [(0, true), (1, false)] {
+            all.push(UsageEvent {
+                event_id: UsageEvent::event_id(&format!("{tag}-6"), seq),
+                request_id: format!("{tag}-6"),
+                seq,
+                org_id: org_id.to_string(),
+                key_id: key_ids[0].to_string(),
+                kind: UsageKind::Stream,
+                model: "base".to_owned(),
+                audio_seconds: 1.25,
+                started_at: 10_000 - 5_000 * i64::from(seq),
+                ended_at: 20_000 + 5_000 * i64::from(seq),
+                is_final,
+                status: if is_final { 1000 } else { 1011 },
+            });
+        }
         all
     };
     // Event ids are unique across organizations: the same requests under two tags of equal length.
@@ -528,26 +545,48 @@ async fn batches_write_what_one_by_one_writes(
     }
     let mut shuffled = events(&batched.0.id, &batched.1, &tags[1]);
     shuffled.reverse();
-    assert!(ledger.record(&shuffled[4]).await.unwrap(), "one recorded before its batch");
-    let repeat = shuffled[2].clone();
-    shuffled.push(repeat);
-    for chunk in shuffled.chunks(5) {
-        ledger.record_batch(chunk).await.unwrap();
-    }
-    let charges = |org_id: OrgId| async move {
+    assert_eq!(shuffled.len(), 14);
+    assert!(ledger.record(&shuffled[6]).await.unwrap(), "one recorded before its batch");
+    // A repeat within a batch: only its first is new.
+    let first = [&shuffled[..4], &shuffled[1..2]].concat();
+    assert_eq!(ledger.record_batch(&first).await.unwrap(), [true, true, true, true, false]);
+    assert_eq!(ledger.record_batch(&shuffled[4..8]).await.unwrap(), [true, true, false, true]);
+    assert_eq!(ledger.record_batch(&shuffled[8..]).await.unwrap(), [true; 6]);
+    let again = [shuffled[0].clone(), shuffled[13].clone()];
+    assert_eq!(ledger.record_batch(&again).await.unwrap(), [false, false], "recorded before");
+    // The same charges (by event, amount and time), each entry's balance the one before plus it.
+    let charges = |org_id: OrgId, tag: String| async move {
         let entries = keys.credit_entries(&org_id, &PageRequest::first(100)).await.unwrap().items;
-        let mut amounts: Vec<i64> = entries.iter().filter(|e| e.kind == CreditKind::Charge).map(|e| e.millis).collect();
-        amounts.sort_unstable();
-        let last = entries.last().map(|e| e.balance_after);
-        (amounts, last)
+        let mut balance = 0;
+        for entry in &entries {
+            balance += entry.millis;
+            assert_eq!(entry.balance_after, balance, "{entry:?}");
+        }
+        let mut charges: Vec<(String, i64, i64)> = entries
+            .iter()
+            .filter(|e| e.kind == CreditKind::Charge)
+            .map(|e| (e.reference.clone().unwrap_or_default().replacen(&tag, "", 1), e.millis, e.at))
+            .collect();
+        charges.sort();
+        assert_eq!(charges.len(), 14);
+        charges
     };
-    assert_eq!(charges(one.0.id.clone()).await, charges(batched.0.id.clone()).await);
+    assert_eq!(charges(one.0.id.clone(), tags[0].clone()).await, charges(batched.0.id.clone(), tags[1].clone()).await);
     assert_eq!(keys.credit(&one.0.id).await.unwrap(), keys.credit(&batched.0.id).await.unwrap());
     assert_eq!(ledger.totals(&one.0.id).await.unwrap(), ledger.totals(&batched.0.id).await.unwrap());
-    for group_by in [UsageGroup::Day, UsageGroup::Model, UsageGroup::Kind] {
+    for group_by in [UsageGroup::Day, UsageGroup::Key, UsageGroup::Model, UsageGroup::Kind] {
         let query = UsageQuery::new(0, 86_400, group_by).unwrap();
-        let (a, b) =
-            (reports.usage(&one.0.id, &query).await.unwrap(), reports.usage(&batched.0.id, &query).await.unwrap());
+        let mut a = reports.usage(&one.0.id, &query).await.unwrap();
+        let mut b = reports.usage(&batched.0.id, &query).await.unwrap();
+        for row in &mut b {
+            // By key: the other organization's key of the same place.
+            if let Some(k) = batched.1.iter().position(|id| id.as_str() == row.group) {
+                row.group = one.1[k].to_string();
+            }
+        }
+        a.sort_by(|x, y| x.group.cmp(&y.group));
+        b.sort_by(|x, y| x.group.cmp(&y.group));
+        assert!(!a.is_empty());
         assert_eq!(a, b, "{group_by:?}");
     }
     let log = |org_id: OrgId, tag: String| async move {
@@ -561,7 +600,9 @@ async fn batches_write_what_one_by_one_writes(
             .collect::<Vec<_>>()
     };
     let sequential_log = log(one.0.id.clone(), tags[0].clone()).await;
-    assert_eq!(sequential_log.len(), 6);
+    assert_eq!(sequential_log.len(), 7);
+    let late = sequential_log.iter().find(|r| r.0 == "-6").unwrap();
+    assert_eq!((late.3, late.4, late.6, late.7), (5_000, 25_000, 1000, true), "{late:?}");
     assert_eq!(sequential_log, log(batched.0.id.clone(), tags[1].clone()).await);
     for k in 0..2 {
         let used = |org: &Org, key_ids: &[KeyId]| {
