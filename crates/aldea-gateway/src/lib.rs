@@ -35,7 +35,6 @@ mod upstream;
 mod usage;
 
 pub use error::ApiError;
-pub use openapi::document_json as openapi_json;
 pub use router::router;
 
 /// Everything the gateway is told; the binary fills it from flags, env and files.

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 use crate::{grant, openai, probes, relay, upload};
@@ -132,10 +132,6 @@ impl Modify for Common {
                     .build(),
             ),
         );
-        let error = ResponseBuilder::new()
-            .description("An error: 400 bad parameter, 401 bad or missing key, 402 out of credit, 403 key lacks scope, 413 too large, 415 unsupported or undecodable audio, 429 limit (Retry-After), 503 no capacity (Retry-After)")
-            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
-            .build();
         for (path, item) in openapi.paths.paths.iter_mut() {
             let (upload, stream) = (path == "/v1/listen", path.starts_with("/v1/listen"));
             if let (true, Some(post)) = (upload, item.post.as_mut()) {
@@ -156,10 +152,11 @@ impl Modify for Common {
                 get.parameters.get_or_insert_with(Vec::new).extend(query_params(COMMON_PARAMS));
                 get.parameters.get_or_insert_with(Vec::new).extend(query_params(STREAM_PARAMS));
             }
-            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
-                operation.responses.responses.entry("default".to_owned()).or_insert_with(|| RefOr::T(error.clone()));
-            }
         }
+        aldea_proto::openapi::default_error_responses(
+            openapi,
+            "An error: 400 bad parameter, 401 bad or missing key, 402 out of credit, 403 key lacks scope, 413 too large, 415 unsupported or undecodable audio, 429 limit (Retry-After), 503 no capacity (Retry-After)",
+        );
         if let Some(form) = openapi
             .paths
             .paths
@@ -218,12 +215,9 @@ fn openai_form() -> ObjectBuilder {
 }
 
 /// The document as JSON (built once).
-pub fn document_json() -> Result<&'static str, String> {
+fn document_json() -> Result<&'static str, String> {
     static DOCUMENT: OnceLock<Result<String, String>> = OnceLock::new();
-    DOCUMENT
-        .get_or_init(|| SpeechApi::openapi().to_pretty_json().map_err(|e| e.to_string()))
-        .as_deref()
-        .map_err(Clone::clone)
+    aldea_proto::openapi::json_once(&DOCUMENT, SpeechApi::openapi)
 }
 
 pub(crate) async fn document() -> Result<Response, crate::ApiError> {

@@ -654,9 +654,14 @@ async fn url_bodies_refuse_private_addresses_unless_allowed() {
         .unwrap();
     let (status, _, _) = error_code(r).await;
     assert_eq!(status, 400);
-    for bad in
-        [r#"{"url":"file:///etc/passwd"}"#, r#"{"url":"http://169.254.169.254/latest"}"#, r#"{"nope":1}"#, "not json"]
-    {
+    for bad in [
+        r#"{"url":"file:///etc/passwd"}"#,
+        r#"{"url":"http://169.254.169.254/latest"}"#,
+        r#"{"nope":1}"#,
+        "not json",
+        r#"["http://example.com/a.wav"]"#,
+        r#"{"url":7}"#,
+    ] {
         let r = reqwest::Client::new()
             .post(strict.url("/v1/listen"))
             .header("authorization", format!("Token {}", strict.key))

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aldea_platform::{router, AppState, Config, Deps};
-use aldea_store::{MemoryKeyCache, MemoryLimits, UsageEvent, UsageKind, UsageLedger};
+use aldea_store::{UsageEvent, UsageKind, UsageLedger};
 use aldea_store_sql::PgStore;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -68,13 +68,7 @@ async fn main() {
     sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.expect("a schema");
     let store =
         Arc::new(PgStore::connect_with(options.options([("search_path", schema.as_str())]), 8).await.expect("store"));
-    let deps = Deps {
-        keys: store.clone(),
-        accounts: store.clone(),
-        usage: store.clone(),
-        limits: Arc::new(MemoryLimits::new()),
-        key_cache: Arc::new(MemoryKeyCache::new()),
-    };
+    let deps = Deps::single_process(store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("its address");
     let app = router(AppState::new(Config::default(), deps));

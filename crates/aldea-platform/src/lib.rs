@@ -29,7 +29,6 @@ mod views;
 
 pub use admin::{issue_password_reset, set_admin, RESET_TTL_SECONDS};
 pub use error::ApiError;
-pub use openapi::document_json as openapi_json;
 
 /// What the platform is told by the binary.
 #[derive(Debug, Clone)]
@@ -82,6 +81,20 @@ pub struct Deps {
     /// The gateways' shared key cache: a revoked key's entry is dropped and the invalidation
     /// published, so every gateway refuses it at once.
     pub key_cache: Arc<dyn KeyCache>,
+}
+
+impl Deps {
+    /// One store for keys, accounts and usage, with login limits and a key cache of this process
+    /// only: a single platform with no gateway beside it (tests, tools).
+    pub fn single_process<S: Keys + Accounts + UsageReports + 'static>(store: Arc<S>) -> Deps {
+        Deps {
+            keys: store.clone(),
+            accounts: store.clone(),
+            usage: store,
+            limits: Arc::new(aldea_store::MemoryLimits::new()),
+            key_cache: Arc::new(aldea_store::MemoryKeyCache::new()),
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -8,7 +8,6 @@ use aldea_proto::ErrorBody;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::{admin, api, metrics, usage};
@@ -76,27 +75,17 @@ impl Modify for Common {
                 "`Token <key>`: an API key with the manage scope",
             ))),
         );
-        let error = ResponseBuilder::new()
-            .description("An error; the status says which (400 bad input, 401 not authenticated, 403 not allowed, 404 not found or not yours, 408 body too slow, 409 conflict, 413 body too large, 415 not JSON, 429 too many, 503 database unavailable)")
-            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
-            .build();
-        for item in openapi.paths.paths.values_mut() {
-            for operation in
-                [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete].into_iter().flatten()
-            {
-                operation.responses.responses.entry("default".to_owned()).or_insert_with(|| RefOr::T(error.clone()));
-            }
-        }
+        aldea_proto::openapi::default_error_responses(
+            openapi,
+            "An error; the status says which (400 bad input, 401 not authenticated, 403 not allowed, 404 not found or not yours, 408 body too slow, 409 conflict, 413 body too large, 415 not JSON, 429 too many, 503 database unavailable)",
+        );
     }
 }
 
 /// The document as JSON (built once).
-pub fn document_json() -> Result<&'static str, String> {
+fn document_json() -> Result<&'static str, String> {
     static DOCUMENT: OnceLock<Result<String, String>> = OnceLock::new();
-    DOCUMENT
-        .get_or_init(|| PlatformApi::openapi().to_pretty_json().map_err(|e| e.to_string()))
-        .as_deref()
-        .map_err(Clone::clone)
+    aldea_proto::openapi::json_once(&DOCUMENT, PlatformApi::openapi)
 }
 
 pub(crate) async fn document() -> Result<Response, crate::ApiError> {

@@ -769,13 +769,7 @@ fn schemathesis() -> std::path::PathBuf {
 async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(aldea_store_sql::SqlStore::open(&dir.path().join("platform.db")).await.unwrap());
-    let deps = Deps {
-        keys: store.clone(),
-        accounts: store.clone(),
-        usage: store.clone(),
-        limits: Arc::new(MemoryLimits::new()),
-        key_cache: Arc::new(MemoryKeyCache::new()),
-    };
+    let deps = Deps::single_process(store);
     let config = Config { jwt_secret: Some("a test secret of some length".to_owned().into()), ..Config::default() };
     let app = router(AppState::new(config, deps));
     let signup = json!({"email": "fuzz@example.com", "password": "a long password", "org_name": "Fuzzing"}).to_string();

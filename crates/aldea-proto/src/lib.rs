@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod stream;
 pub mod subtitles;
 pub mod usage;

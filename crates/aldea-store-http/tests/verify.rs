@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aldea_platform::{serve, AppState, Config, Deps};
-use aldea_store::{
-    hash_key, Credit, KeyId, KeyVerifier, Keys, MemoryKeyCache, MemoryKeys, MemoryLimits, NewKey, StoreError,
-};
+use aldea_store::{hash_key, Credit, KeyId, KeyVerifier, Keys, MemoryKeys, NewKey, StoreError};
 use aldea_store_http::PlatformKeys;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -17,13 +15,7 @@ const TOKEN: &str = "service-token-for-tests-0123456789";
 /// The platform on a free port; its store and base URL.
 async fn platform(service_token: Option<&str>) -> (Arc<MemoryKeys>, String, CancellationToken) {
     let store = Arc::new(MemoryKeys::new());
-    let deps = Deps {
-        keys: store.clone(),
-        accounts: store.clone(),
-        usage: store.clone(),
-        limits: Arc::new(MemoryLimits::new()),
-        key_cache: Arc::new(MemoryKeyCache::new()),
-    };
+    let deps = Deps::single_process(store.clone());
     let config = Config { service_token: service_token.map(|t| SecretString::from(t.to_owned())), ..Config::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
