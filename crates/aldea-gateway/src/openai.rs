@@ -24,11 +24,6 @@ use crate::error::{ApiError, IntoApi};
 use crate::extract::UploadSlot;
 use crate::{upstream, AppState};
 
-/// Longest cue or segment, seconds.
-const MAX_SEGMENT_S: f64 = 15.0;
-/// A pause this long between words starts a new segment.
-const SEGMENT_GAP_S: f64 = 1.0;
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Format {
     Json,
@@ -210,52 +205,24 @@ fn words_of(body: &PrerecordedResponse) -> Vec<Word> {
     words.iter().map(|w| Word { text: w.punctuated_word.clone(), start: w.start, end: w.end }).collect()
 }
 
-/// Words grouped into segments: a segment ends at a sentence end, before a pause of a second or
-/// more, or when it would pass 15 s.
+/// Words grouped into segments as subtitles' cues are ([`subtitles::sentences`]).
 fn segments(words: &[Word]) -> Vec<Segment> {
-    let mut out: Vec<Segment> = Vec::new();
-    let mut current: Vec<&Word> = Vec::new();
-    let close = |current: &mut Vec<&Word>, out: &mut Vec<Segment>| {
-        if let (Some(first), Some(last)) = (current.first(), current.last()) {
-            let text: String = current.iter().map(|w| format!(" {}", w.text)).collect();
-            out.push(Segment {
-                id: out.len(),
-                seek: 0,
-                start: first.start,
-                end: last.end,
-                text,
-                tokens: Vec::new(),
-                temperature: 0.0,
-                avg_logprob: 0.0,
-                compression_ratio: 0.0,
-                no_speech_prob: 0.0,
-            });
-        }
-        current.clear();
-    };
-    for word in words {
-        if let Some(last) = current.last() {
-            let gap = word.start - last.end;
-            let length = word.end - current[0].start;
-            if gap >= SEGMENT_GAP_S || length > MAX_SEGMENT_S {
-                close(&mut current, &mut out);
-            }
-        }
-        current.push(word);
-        if ends_sentence(&word.text) {
-            close(&mut current, &mut out);
-        }
-    }
-    close(&mut current, &mut out);
-    out
-}
-
-/// Whether a word ends a sentence: final punctuation that is not an abbreviation's period.
-fn ends_sentence(word: &str) -> bool {
-    const ABBREVIATIONS: &[&str] =
-        &["mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "jr.", "sr.", "vs.", "etc.", "e.g.", "i.e.", "mt.", "no."];
-    let lower = word.to_lowercase();
-    word.ends_with(['?', '!']) || (word.ends_with('.') && !ABBREVIATIONS.contains(&lower.as_str()))
+    subtitles::sentences(words.iter().map(|w| (w.start, w.end, w.text.as_str())))
+        .into_iter()
+        .enumerate()
+        .map(|(id, s)| Segment {
+            id,
+            seek: 0,
+            start: s.start,
+            end: s.end,
+            text: s.text,
+            tokens: Vec::new(),
+            temperature: 0.0,
+            avg_logprob: 0.0,
+            compression_ratio: 0.0,
+            no_speech_prob: 0.0,
+        })
+        .collect()
 }
 
 fn language_name(code: &str) -> String {
@@ -347,7 +314,7 @@ mod tests {
         assert_eq!(texts, [" Mr. Hello there.", " After a", " pause it goes"]);
         assert_eq!((s[2].id, s[2].start, s[2].end), (2, 3.0, 4.0));
         let long: Vec<Word> = (0..40).map(|i| word("w", f64::from(i) * 0.5, f64::from(i) * 0.5 + 0.4)).collect();
-        assert!(segments(&long).iter().all(|s| s.end - s.start <= MAX_SEGMENT_S));
+        assert!(segments(&long).iter().all(|s| s.end - s.start <= subtitles::MAX_CUE_S));
     }
 
     /// An stt answer of two sentences, as stt writes it.
