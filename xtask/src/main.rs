@@ -32,6 +32,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The gateway reaches stt only over the network.
     ("aldea-gateway", &["aldea-proto", "aldea-http", "aldea-store"]),
     ("aldea-platform", &["aldea-proto", "aldea-http", "aldea-store"]),
+    // The dashboard reaches the platform only over its HTTP API (the platform is a dev-dependency
+    // of its tests).
+    ("aldea-web", &["aldea-proto", "aldea-http"]),
     (
         "aldea",
         &[
@@ -44,6 +47,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "aldea-stt",
             "aldea-gateway",
             "aldea-platform",
+            "aldea-web",
             "aldea-store",
             "aldea-store-sql",
             "aldea-store-redis",
@@ -60,6 +64,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("redis", "aldea-store-redis"),
     ("clap", "aldea"),
     ("nvml-wrapper", "aldea"),
+    ("maud", "aldea-web"),
 ];
 
 fn main() -> ExitCode {
