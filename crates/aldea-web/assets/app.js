@@ -2,6 +2,8 @@
 'use strict';
 
 function announce(button, text) {
+  // The keys page renders its status element empty (so the change is announced); elsewhere one
+  // is added next to the button.
   let status = button.parentElement.querySelector('.copy-status');
   if (!status) {
     status = document.createElement('span');

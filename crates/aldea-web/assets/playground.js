@@ -7,7 +7,7 @@ const API = root.dataset.api;
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 
 async function listenToken() {
-  const response = await fetch('/playground/token', { method: 'POST', headers: { 'x-csrf-token': CSRF } });
+  const response = await fetch('/playground/token', { method: 'POST', headers: { 'x-csrf-token': CSRF }, redirect: 'error' });
   if (!response.ok) throw new Error(await errorText(response));
   return (await response.json()).access_token;
 }
@@ -46,6 +46,7 @@ function download(name, type, text) {
 async function subtitles(answer, format) {
   const response = await fetch(`/playground/subtitles?format=${format}`, {
     method: 'POST',
+    redirect: 'error',
     headers: { 'x-csrf-token': CSRF, 'Content-Type': 'application/json' },
     body: JSON.stringify(answer),
   });
@@ -134,41 +135,34 @@ async function startMic() {
   micStatus.textContent = 'Starting…';
   let finals = '';
   renderLive('', '');
+  const session = { stream: null, context: null, socket: null, source: null, tap: null, pending: [], pendingLength: 0 };
+  mic = session;
   try {
-    const token = await listenToken();
-    const stream = await navigator.mediaDevices.getUserMedia({
+    session.stream = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 },
     });
-    const context = new AudioContext();
-    await context.audioWorklet.addModule(root.dataset.worklet);
-    const source = context.createMediaStreamSource(stream);
-    const tap = new AudioWorkletNode(context, 'aldea-tap');
-    const wsBase = API.replace(/^http/, 'ws');
-    const query = `encoding=linear16&sample_rate=${context.sampleRate}&channels=1&interim_results=true&smart_format=true`;
-    const socket = new WebSocket(`${wsBase}/v1/listen?${query}`, ['bearer', token]);
-    socket.binaryType = 'arraybuffer';
-    const closed = new Promise((resolve) => socket.addEventListener('close', resolve));
-    mic = { stream, context, socket, closed };
-    let pending = [];
-    let pendingLength = 0;
-    const chunk = Math.round(context.sampleRate / 10); // 100 ms
-    tap.port.onmessage = (event) => {
-      pending.push(event.data);
-      pendingLength += event.data.length;
-      if (pendingLength < chunk || socket.readyState !== WebSocket.OPEN) return;
-      const pcm = new Int16Array(pendingLength);
-      let at = 0;
-      for (const block of pending) {
-        for (let i = 0; i < block.length; i += 1) {
-          const s = Math.max(-1, Math.min(1, block[i]));
-          pcm[at] = s < 0 ? s * 0x8000 : s * 0x7fff;
-          at += 1;
-        }
-      }
-      pending = [];
-      pendingLength = 0;
-      socket.send(pcm.buffer);
+    session.context = new AudioContext();
+    await session.context.audioWorklet.addModule(root.dataset.worklet);
+    await session.context.resume();
+    session.source = session.context.createMediaStreamSource(session.stream);
+    session.tap = new AudioWorkletNode(session.context, 'aldea-tap');
+    // Samples are kept from now on and sent once the socket is open: no word is lost to the
+    // handshake.
+    const chunk = Math.round(session.context.sampleRate / 10); // 100 ms
+    session.tap.port.onmessage = (event) => {
+      session.pending.push(event.data);
+      session.pendingLength += event.data.length;
+      if (session.pendingLength >= chunk) flush(session);
     };
+    session.source.connect(session.tap);
+    // The 30-s token is asked for last, right before it is used.
+    const token = await listenToken();
+    const wsBase = API.replace(/^http/, 'ws');
+    const query = `encoding=linear16&sample_rate=${session.context.sampleRate}&channels=1&interim_results=true&smart_format=true`;
+    const socket = new WebSocket(`${wsBase}/v1/listen?${query}`, ['bearer', token]);
+    session.socket = socket;
+    session.closed = new Promise((resolve) => socket.addEventListener('close', resolve));
+    socket.binaryType = 'arraybuffer';
     socket.addEventListener('message', (event) => {
       const message = JSON.parse(event.data);
       if (message.type !== 'Results') return;
@@ -181,39 +175,67 @@ async function startMic() {
       }
     });
     socket.addEventListener('open', () => {
-      source.connect(tap);
+      flush(session);
       micStatus.textContent = 'Listening… speak now.';
       stopButton.disabled = false;
     });
     socket.addEventListener('close', (event) => {
+      if (mic !== session) return; // an earlier stream's late close
       micStatus.textContent = event.code === 1000 ? 'Stopped.' : `The stream ended (${event.code}${event.reason ? `: ${event.reason}` : ''}).`;
-      stopMedia();
+      release(session);
     });
   } catch (e) {
     micStatus.textContent = `Could not start the microphone: ${e.message}`;
-    stopMedia();
+    release(session);
   }
 }
 
-function stopMedia() {
-  if (mic) {
-    mic.stream.getTracks().forEach((t) => t.stop());
-    mic.context.close().catch(() => {});
+/** The samples kept, as 16-bit PCM, to the socket once it is open. */
+function flush(session) {
+  const socket = session.socket;
+  if (!socket || socket.readyState !== WebSocket.OPEN || session.pendingLength === 0) return;
+  const pcm = new Int16Array(session.pendingLength);
+  let at = 0;
+  for (const block of session.pending) {
+    for (let i = 0; i < block.length; i += 1) {
+      const s = Math.max(-1, Math.min(1, block[i]));
+      pcm[at] = s < 0 ? s * 0x8000 : s * 0x7fff;
+      at += 1;
+    }
   }
-  startButton.disabled = false;
-  stopButton.disabled = true;
+  session.pending = [];
+  session.pendingLength = 0;
+  socket.send(pcm.buffer);
+}
+
+/** The microphone off and the audio graph gone (the socket closes on its own). */
+function release(session) {
+  if (session.tap) session.tap.port.onmessage = null;
+  if (session.source) session.source.disconnect();
+  if (session.stream) session.stream.getTracks().forEach((t) => t.stop());
+  if (session.context) session.context.close().catch(() => {});
+  if (mic === session) {
+    mic = null;
+    startButton.disabled = false;
+    stopButton.disabled = true;
+  }
 }
 
 async function stopMic() {
-  if (!mic) return;
+  const session = mic;
+  if (!session || !session.socket) return;
   stopButton.disabled = true;
   micStatus.textContent = 'Finishing…';
-  mic.stream.getTracks().forEach((t) => t.stop());
-  if (mic.socket.readyState === WebSocket.OPEN) mic.socket.send(JSON.stringify({ type: 'CloseStream' }));
-  await Promise.race([mic.closed, new Promise((r) => setTimeout(r, 15000))]);
-  if (mic.socket.readyState !== WebSocket.CLOSED) mic.socket.close();
-  stopMedia();
-  mic = null;
+  // What was heard goes out, then the stream is closed: the service sends its last finals.
+  if (session.source) session.source.disconnect();
+  if (session.tap) session.tap.port.onmessage = null;
+  session.stream.getTracks().forEach((t) => t.stop());
+  flush(session);
+  if (session.socket.readyState === WebSocket.OPEN) session.socket.send(JSON.stringify({ type: 'CloseStream' }));
+  await Promise.race([session.closed, new Promise((r) => setTimeout(r, 15000))]);
+  if (session.socket.readyState !== WebSocket.CLOSED) session.socket.close();
+  if (mic === session) micStatus.textContent = 'Stopped.';
+  release(session);
 }
 
 startButton.addEventListener('click', startMic);

@@ -20,6 +20,8 @@ use crate::AppState;
 const KEEP: Duration = Duration::from_secs(300);
 /// How long a failed fetch is shown as failed before it is tried again.
 const RETRY: Duration = Duration::from_secs(20);
+/// How long a page waits for a document.
+const FETCH: Duration = Duration::from_secs(4);
 
 /// The Speech API's and the platform's documents as last fetched (none where one did not answer).
 struct Fetched {
@@ -35,28 +37,36 @@ pub(crate) struct DocsCache {
 
 impl DocsCache {
     /// The Speech API's and the platform's documents (none where the service did not answer).
+    /// The lock is not held while fetching: a slow service delays the pages that wait for it only.
     async fn get(&self, state: &AppState) -> (Option<Value>, Option<Value>) {
-        let mut cached = self.documents.lock().await;
-        if let Some(f) = cached.as_ref() {
+        if let Some(f) = self.documents.lock().await.as_ref() {
             // A document that did not come is asked for again sooner, not on every page view.
             let keep = if f.speech.is_some() && f.platform.is_some() { KEEP } else { RETRY };
             if f.at.elapsed() < keep {
                 return (f.speech.clone(), f.platform.clone());
             }
         }
-        let speech_url = state.config().api_url.join("/openapi.json");
-        let speech = match speech_url {
-            Ok(url) => state.platform().fetch_json(url).await,
-            Err(e) => Err(crate::platform::PlatformError::Unavailable(e.to_string())),
-        };
-        let platform = state.platform().openapi().await;
-        for (name, result) in [("speech", &speech), ("platform", &platform)] {
-            if let Err(e) = result {
-                tracing::warn!(document = name, error = %e, "fetching an OpenAPI document");
+        let speech_url = format!("{}/openapi.json", state.api_base());
+        let (speech, platform) = tokio::join!(
+            tokio::time::timeout(FETCH, async {
+                match crate::Url::parse(&speech_url) {
+                    Ok(url) => state.platform().fetch_json(url).await,
+                    Err(e) => Err(crate::platform::PlatformError::Unavailable(e.to_string())),
+                }
+            }),
+            tokio::time::timeout(FETCH, state.platform().openapi()),
+        );
+        let mut documents = [("speech", None), ("platform", None)];
+        for ((name, slot), result) in documents.iter_mut().zip([speech, platform]) {
+            match result {
+                Ok(Ok(document)) => *slot = Some(document),
+                Ok(Err(e)) => tracing::warn!(document = *name, error = %e, "fetching an OpenAPI document"),
+                Err(_) => tracing::warn!(document = *name, "fetching an OpenAPI document timed out"),
             }
         }
-        let (speech, platform) = (speech.ok(), platform.ok());
-        *cached = Some(Fetched { at: Instant::now(), speech: speech.clone(), platform: platform.clone() });
+        let [(_, speech), (_, platform)] = documents;
+        *self.documents.lock().await =
+            Some(Fetched { at: Instant::now(), speech: speech.clone(), platform: platform.clone() });
         (speech, platform)
     }
 }
@@ -106,7 +116,7 @@ fn example(title: &str, code: &str) -> Markup {
             figcaption { (title) }
             div class="code-wrap" {
                 pre class="code" tabindex="0" { code { (code) } }
-                button type="button" class="secondary copy-code" { "Copy" }
+                button type="button" class="secondary copy-code" aria-label={ "Copy: " (title) } { "Copy" }
             }
         }
     }

@@ -7,7 +7,7 @@ use maud::html;
 
 use crate::pages::layout;
 use crate::platform::PlatformError;
-use crate::session::{set_cookie, ORG_COOKIE, SESSION_COOKIE};
+use crate::session::{set_cookie, SESSION_COOKIE};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PageError {
@@ -25,22 +25,41 @@ pub(crate) enum PageError {
     Platform(#[from] PlatformError),
 }
 
+impl PageError {
+    /// The answer to a script's `fetch` (the playground's): the status and the error body, never
+    /// a redirect to a page.
+    pub(crate) fn into_json(self) -> Response {
+        let (status, code, message) = match &self {
+            PageError::SignedOut => {
+                (StatusCode::UNAUTHORIZED, "SIGNED_OUT", "Your session ended: log in again.".to_owned())
+            }
+            PageError::Csrf => (StatusCode::FORBIDDEN, "CSRF", self.to_string()),
+            PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "BAD_REQUEST", m.clone()),
+            PageError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND", self.to_string()),
+            PageError::Platform(PlatformError::Refused { status: 401, .. }) => {
+                (StatusCode::UNAUTHORIZED, "SIGNED_OUT", "Your session ended: log in again.".to_owned())
+            }
+            PageError::Platform(PlatformError::Refused { status, code, message }) => {
+                (StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY), code.as_str(), message.clone())
+            }
+            PageError::Platform(e @ PlatformError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "the platform API did not answer");
+                (StatusCode::BAD_GATEWAY, "PLATFORM_UNAVAILABLE", "The platform is unavailable right now.".to_owned())
+            }
+        };
+        (status, axum::Json(serde_json::json!({ "err_code": code, "err_msg": message }))).into_response()
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, message) = match &self {
             PageError::SignedOut => return signed_out(),
             PageError::Platform(e) if e.status() == Some(401) => return signed_out(),
-            PageError::Platform(PlatformError::Refused { status: 404, .. }) => {
-                // The organization picked is gone (or never was the person's): forget it.
-                let page = layout::bare(
-                    "Not found",
-                    html! { p { "That does not exist, or belongs to an organization you are not in." } a href="/keys" { "Back to the dashboard" } },
-                );
-                let mut response = (StatusCode::NOT_FOUND, crate::pages::html(page)).into_response();
-                let (name, value) = set_cookie(ORG_COOKIE, None, false);
-                response.headers_mut().append(name, value);
-                return response;
-            }
+            PageError::Platform(PlatformError::Refused { status: 404, .. }) => (
+                StatusCode::NOT_FOUND,
+                "That does not exist (any more), or belongs to an organization you are not in.".to_owned(),
+            ),
             PageError::Csrf => (
                 StatusCode::FORBIDDEN,
                 "This form expired or was sent from another site. Go back, reload the page and try again.".to_owned(),

@@ -67,7 +67,12 @@ pub(crate) fn same_origin(parts: &Parts) -> Result<(), PageError> {
     if parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD {
         return Ok(());
     }
-    let (Some(origin), Some(host)) = (parts.headers.get(ORIGIN), parts.headers.get(HOST)) else { return Ok(()) };
+    same_origin_headers(&parts.headers)
+}
+
+/// [`same_origin`] for a POST's headers.
+pub(crate) fn same_origin_headers(headers: &HeaderMap) -> Result<(), PageError> {
+    let (Some(origin), Some(host)) = (headers.get(ORIGIN), headers.get(HOST)) else { return Ok(()) };
     let origin = origin.to_str().unwrap_or_default();
     let host = host.to_str().unwrap_or_default();
     let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);

@@ -213,6 +213,9 @@ async fn every_page_renders_with_the_security_headers() {
     let bad = site.get("/usage?start=yesterday", &cookie).await;
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("is not a date"));
+    for odd in ["/usage?end=-262143-01-01", "/usage?start=2000-01-01&end=2026-01-01", "/usage?start=2026-02-01&end=2026-01-01"] {
+        assert_eq!(site.get(odd, &cookie).await.status(), 400, "{odd}");
+    }
     // The docs page names the Speech API URL in its examples and says when a document is unreachable.
     let docs = site.get("/docs", &cookie).await.text().await.unwrap();
     assert!(
@@ -240,6 +243,11 @@ async fn the_playground_gets_short_tokens_and_subtitles_and_logout_ends_the_sess
     let url = format!("{}/playground/token", site.url);
     let refused = site.http.post(&url).header(COOKIE, &cookie).send().await.unwrap();
     assert_eq!(refused.status(), 403, "no CSRF header");
+    // A script's call without a session: 401 with the error body, not a redirect to a page.
+    let signed_out = site.http.post(&url).header("x-csrf-token", &token).send().await.unwrap();
+    assert_eq!(signed_out.status(), 401);
+    let body: serde_json::Value = signed_out.json().await.unwrap();
+    assert_eq!(body["err_code"], "SIGNED_OUT");
     let granted = site.http.post(&url).header(COOKIE, &cookie).header("x-csrf-token", &token).send().await.unwrap();
     assert_eq!(granted.status(), 200);
     let granted: serde_json::Value = granted.json().await.unwrap();

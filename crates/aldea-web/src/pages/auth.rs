@@ -39,12 +39,15 @@ pub(crate) async fn home(headers: HeaderMap) -> Response {
 
 /// The double-submit token of the logged-out forms: the cookie's when there is one, else a new
 /// one (set with the page).
-fn form_token(headers: &HeaderMap) -> (String, Option<(axum::http::HeaderName, axum::http::HeaderValue)>) {
+fn form_token(
+    headers: &HeaderMap,
+    secure: bool,
+) -> (String, Option<(axum::http::HeaderName, axum::http::HeaderValue)>) {
     match cookie(headers, CSRF_COOKIE).filter(|t| t.len() >= 32) {
         Some(token) => (token, None),
         None => {
             let token = session::random_token();
-            let header = set_cookie(CSRF_COOKIE, Some(&token), false);
+            let header = set_cookie(CSRF_COOKIE, Some(&token), secure);
             (token, Some(header))
         }
     }
@@ -95,8 +98,8 @@ fn signup_page(token: &str, form: &SignupForm, error: Option<&str>) -> Markup {
     )
 }
 
-pub(crate) async fn signup_form(headers: HeaderMap) -> Response {
-    let (token, cookie) = form_token(&headers);
+pub(crate) async fn signup_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (token, cookie) = form_token(&headers, state.config().secure_cookies);
     with_cookie(StatusCode::OK, signup_page(&token, &SignupForm::default(), None), cookie)
 }
 
@@ -108,7 +111,9 @@ pub(crate) async fn signup(
     let Ok(Form(form)) = form else {
         return PageError::BadRequest("The form was incomplete.".to_owned()).into_response();
     };
-    if let Err(e) = session::check_double_submit(&headers, &form.csrf) {
+    if let Err(e) =
+        session::same_origin_headers(&headers).and_then(|()| session::check_double_submit(&headers, &form.csrf))
+    {
         return e.into_response();
     }
     match state.platform().signup(form.email.trim(), &form.password, form.org_name.trim()).await {
@@ -174,8 +179,8 @@ fn login_page(token: &str, email: &str, error: Option<&str>) -> Markup {
     )
 }
 
-pub(crate) async fn login_form(headers: HeaderMap) -> Response {
-    let (token, cookie) = form_token(&headers);
+pub(crate) async fn login_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (token, cookie) = form_token(&headers, state.config().secure_cookies);
     with_cookie(StatusCode::OK, login_page(&token, "", None), cookie)
 }
 
@@ -187,7 +192,9 @@ pub(crate) async fn login(
     let Ok(Form(form)) = form else {
         return PageError::BadRequest("The form was incomplete.".to_owned()).into_response();
     };
-    if let Err(e) = session::check_double_submit(&headers, &form.csrf) {
+    if let Err(e) =
+        session::same_origin_headers(&headers).and_then(|()| session::check_double_submit(&headers, &form.csrf))
+    {
         return e.into_response();
     }
     match state.platform().login(form.email.trim(), &form.password).await {

@@ -65,6 +65,7 @@ pub(crate) async fn render(
                             label for="new-key" class="visually-hidden" { "New API key" }
                             input id="new-key" type="text" readonly value=(secret) class="mono" spellcheck="false" autocomplete="off";
                             button type="button" data-copy="new-key" { "Copy" }
+                            span class="copy-status" role="status" {}
                         }
                         p class="hint" { "Try it:" }
                         pre class="code" tabindex="0" { code { "curl -X POST '" (api) "/v1/listen' \\\n  -H 'Authorization: Token " (secret) "' \\\n  -H 'Content-Type: audio/wav' --data-binary @audio.wav" } }

@@ -77,10 +77,10 @@ pub(crate) fn when(rfc3339: &str) -> String {
     }
 }
 
-/// A redirect target from a form: a path on this site, else `/keys`.
+/// A redirect target from a form: one of the navigation's pages, else `/keys`.
 pub(crate) fn local_path(back: Option<&str>) -> String {
     match back {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path.to_owned(),
+        Some(path) if layout::NAV.iter().any(|(p, _)| *p == path) => path.to_owned(),
         _ => "/keys".to_owned(),
     }
 }
@@ -95,7 +95,8 @@ mod tests {
 
     #[test]
     fn only_local_paths_are_followed() {
-        assert_eq!(super::local_path(Some("/usage?group_by=key")), "/usage?group_by=key");
+        assert_eq!(super::local_path(Some("/usage")), "/usage");
+        assert_eq!(super::local_path(Some("/\t/evil.example")), "/keys");
         assert_eq!(super::local_path(Some("//evil.example")), "/keys");
         assert_eq!(super::local_path(Some("https://evil.example")), "/keys");
         assert_eq!(super::local_path(None), "/keys");

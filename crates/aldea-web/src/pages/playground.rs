@@ -63,15 +63,24 @@ pub(crate) async fn page(State(state): State<AppState>, session: Session) -> Res
 /// 30-s Speech API token of the organization picked.
 pub(crate) async fn token(
     State(state): State<AppState>,
-    session: Session,
+    session: Result<Session, PageError>,
     headers: HeaderMap,
-) -> Result<Response, PageError> {
-    let given = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    session.check_csrf(given)?;
-    let ctx = Ctx::load(&state, session).await?;
-    let org = ctx.org()?;
-    let token = state.platform().listen_token(ctx.token(), &org.id).await?;
-    Ok(Json(token).into_response())
+) -> Response {
+    let answer = async {
+        let session = session?;
+        session.check_csrf(csrf_header(&headers))?;
+        let ctx = Ctx::load(&state, session).await?;
+        let org = ctx.org()?;
+        Ok::<_, PageError>(state.platform().listen_token(ctx.token(), &org.id).await?)
+    };
+    match answer.await {
+        Ok(token) => Json(token).into_response(),
+        Err(e) => e.into_json(),
+    }
+}
+
+fn csrf_header(headers: &HeaderMap) -> &str {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -82,14 +91,22 @@ pub(crate) struct SubtitleQuery {
 /// `POST /playground/subtitles?format=srt|vtt` with a transcript (the Speech API's answer): the
 /// subtitle file of its first channel's words.
 pub(crate) async fn subtitles(
-    session: Session,
+    session: Result<Session, PageError>,
     headers: HeaderMap,
     Query(query): Query<SubtitleQuery>,
     body: axum::body::Bytes,
+) -> Response {
+    subtitle_file(session, &headers, &query, &body).unwrap_or_else(PageError::into_json)
+}
+
+fn subtitle_file(
+    session: Result<Session, PageError>,
+    headers: &HeaderMap,
+    query: &SubtitleQuery,
+    body: &[u8],
 ) -> Result<Response, PageError> {
-    let given = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    session.check_csrf(given)?;
-    let answer: aldea_proto::PrerecordedResponse = serde_json::from_slice(&body)
+    session?.check_csrf(csrf_header(headers))?;
+    let answer: aldea_proto::PrerecordedResponse = serde_json::from_slice(body)
         .map_err(|e| PageError::BadRequest(format!("That is not a transcript of the Speech API: {e}")))?;
     let words = answer
         .results

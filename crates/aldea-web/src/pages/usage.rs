@@ -3,7 +3,7 @@
 
 use axum::extract::{Query, State};
 use axum::response::Response;
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Datelike, Days, NaiveDate, Utc};
 use maud::html;
 use serde::Deserialize;
 
@@ -13,6 +13,9 @@ use crate::error::PageError;
 use crate::session::Session;
 use crate::AppState;
 
+/// The longest range a page shows (a chart of more days is unreadable).
+const MAX_DAYS: i64 = 400;
+
 #[derive(Deserialize, Default)]
 pub(crate) struct UsageQuery {
     start: Option<String>,
@@ -20,13 +23,15 @@ pub(crate) struct UsageQuery {
     group_by: Option<String>,
 }
 
+/// A `YYYY-MM-DD` date from 1970 to 9999.
 fn date(text: Option<&str>) -> Result<Option<NaiveDate>, PageError> {
-    match text.map(str::trim).filter(|t| !t.is_empty()) {
-        None => Ok(None),
-        Some(t) => NaiveDate::parse_from_str(t, "%Y-%m-%d")
-            .map(Some)
-            .map_err(|_| PageError::BadRequest(format!("{t:?} is not a date (YYYY-MM-DD)."))),
+    let Some(t) = text.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
+    let bad = || PageError::BadRequest(format!("{t:?} is not a date (YYYY-MM-DD, 1970 to 9999)."));
+    let parsed = NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| bad())?;
+    if !(1970..=9999).contains(&parsed.year()) {
+        return Err(bad());
     }
+    Ok(Some(parsed))
 }
 
 pub(crate) async fn page(
@@ -38,9 +43,15 @@ pub(crate) async fn page(
     let org = ctx.org()?;
     let today = Utc::now().date_naive();
     let end = date(query.end.as_deref())?.unwrap_or(today);
-    let start = date(query.start.as_deref())?.unwrap_or(end - Duration::days(29));
+    let start = match date(query.start.as_deref())? {
+        Some(start) => start,
+        None => end.checked_sub_days(Days::new(29)).unwrap_or(end),
+    };
     if start > end {
         return Err(PageError::BadRequest("The range starts after it ends.".to_owned()));
+    }
+    if (end - start).num_days() > MAX_DAYS {
+        return Err(PageError::BadRequest(format!("A range covers at most {MAX_DAYS} days.")));
     }
     let group_by = match query.group_by.as_deref() {
         Some("key") => "key",
