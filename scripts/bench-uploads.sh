@@ -25,7 +25,7 @@ for i, seconds in enumerate([10, 13, 16, 19, 22, 25, 28, 30]):
 EOF
 
 key="$(ALDEA_HOME="$home" "$ALDEA_BIN" keys create --org bench --rpm 100000 | tail -n 1)"
-ALDEA_HOME="$home" ALDEA_MODELS="$ALDEA_TEST_MODELS" "$ALDEA_BIN" all --gateway-listen 127.0.0.1:0 --stt-listen 127.0.0.1:0 --platform-listen 127.0.0.1:0 \
+ALDEA_HOME="$home" ALDEA_MODELS="$ALDEA_TEST_MODELS" "$ALDEA_BIN" all --gateway-listen 127.0.0.1:0 --stt-listen 127.0.0.1:0 --platform-listen 127.0.0.1:0 --web-listen 127.0.0.1:0 \
   --org-max-uploads 1000 --key-rpm 100000 "$@" 2> "$home/all.err" &
 until grep -q "Speech API:" "$home/all.err" 2>/dev/null; do sleep 0.2; done
 addr="$(sed -n 's/.*Speech API: *http:\/\/\([^/]*\)\/.*/\1/p' "$home/all.err")"

