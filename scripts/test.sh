@@ -5,6 +5,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ALDEA_REPO"
 aldea_ensure_system_packages
 aldea_ensure_venv
+aldea_ensure_node_tools
+# Where the dashboard's browser test writes its screenshots (it prints the folder).
+export ALDEA_TEST_SHOTS="${ALDEA_TEST_SHOTS:-$HOME/.cache/aldea/web-shots}"
 
 # Servers the tests may use; started when they are not up.
 export ALDEA_TEST_POSTGRES_URL="${ALDEA_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
@@ -30,6 +33,10 @@ aldea_log "tests"
 test_log="$(mktemp)"
 trap 'rm -f "$test_log"' EXIT
 cargo test --release --locked --workspace --no-fail-fast 2>&1 | tee "$test_log"
+aldea_log "the Helm chart, workflows and Dockerfiles"
+bash "$ALDEA_REPO/scripts/check-deploy.sh"
+aldea_log "the container image"
+bash "$ALDEA_REPO/scripts/check-image.sh"
 aldea_log "xtask tidy"
 cargo run -q --release --locked -p xtask -- tidy
 # Fuzz targets on a fresh corpus (the seeds): a fixed number of inputs from a fixed seed, at most 30 s
