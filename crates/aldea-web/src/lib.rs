@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/{key_id}/rotate", get(pages::keys::confirm_rotate).post(pages::keys::rotate))
         .route("/keys/{key_id}/revoke", get(pages::keys::confirm_revoke).post(pages::keys::revoke))
         .route("/usage", get(pages::usage::page))
+        .route("/usage.csv", get(pages::usage::csv))
         .route("/playground", get(pages::playground::page))
         .route("/playground/token", post(pages::playground::token))
         .route("/playground/subtitles", post(pages::playground::subtitles))

@@ -278,6 +278,40 @@ impl Platform {
         self.call(Method::GET, &path, Some(token), None).await
     }
 
+    /// The usage report as the platform's CSV: the body and its `Content-Disposition`.
+    pub(crate) async fn usage_csv(
+        &self,
+        token: &str,
+        org: &str,
+        start: &str,
+        end: &str,
+        group_by: &str,
+    ) -> Result<(String, Option<String>), PlatformError> {
+        let path = format!(
+            "/v1/orgs/{}/usage.csv?start={}&end={}&group_by={}",
+            segment(org),
+            segment(start),
+            segment(end),
+            segment(group_by)
+        );
+        let url = self.base.join(&path).map_err(|e| PlatformError::Unavailable(e.to_string()))?;
+        let unavailable = |e: reqwest::Error| PlatformError::Unavailable(e.without_url().to_string());
+        let response = self.http.get(url).bearer_auth(token).send().await.map_err(unavailable)?;
+        let status = response.status();
+        let disposition =
+            response.headers().get("content-disposition").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = response.bytes().await.map_err(unavailable)?;
+        if status.is_success() {
+            return Ok((String::from_utf8_lossy(&bytes).into_owned(), disposition));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => {
+                Err(PlatformError::Refused { status: status.as_u16(), code: body.err_code, message: body.err_msg })
+            }
+            Err(_) => Err(PlatformError::Unavailable(format!("status {status} without the error body"))),
+        }
+    }
+
     pub(crate) async fn requests(&self, token: &str, org: &str, limit: u32) -> Result<Requests, PlatformError> {
         self.call(Method::GET, &format!("/v1/orgs/{}/requests?limit={limit}", segment(org)), Some(token), None).await
     }

@@ -218,6 +218,16 @@ async fn every_page_renders_with_the_security_headers() {
     {
         assert_eq!(site.get(odd, &cookie).await.status(), 400, "{odd}");
     }
+    // The report as CSV, the platform's, as a download.
+    let csv = site.get("/usage.csv?start=2026-01-01&end=2026-01-03&group_by=day", &cookie).await;
+    assert_eq!(csv.status(), 200);
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(csv.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    let csv = csv.text().await.unwrap();
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        ["day,requests,streams,audio_seconds", "2026-01-01,0,0,0.000", "2026-01-02,0,0,0.000", "2026-01-03,0,0,0.000"]
+    );
     // The docs page names the Speech API URL in its examples and says when a document is unreachable.
     let docs = site.get("/docs", &cookie).await.text().await.unwrap();
     assert!(

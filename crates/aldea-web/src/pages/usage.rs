@@ -2,7 +2,9 @@
 //! with the table under them, and the latest requests.
 
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use chrono::{Datelike, Days, NaiveDate, Utc};
 use maud::html;
 use serde::Deserialize;
@@ -34,13 +36,8 @@ fn date(text: Option<&str>) -> Result<Option<NaiveDate>, PageError> {
     Ok(Some(parsed))
 }
 
-pub(crate) async fn page(
-    State(state): State<AppState>,
-    session: Session,
-    Query(query): Query<UsageQuery>,
-) -> Result<Response, PageError> {
-    let ctx = Ctx::load(&state, session).await?;
-    let org = ctx.org()?;
+/// The range and grouping asked for: `(start, end, group_by)`, dates as `YYYY-MM-DD`.
+fn range(query: &UsageQuery) -> Result<(String, String, &'static str), PageError> {
     let today = Utc::now().date_naive();
     let end = date(query.end.as_deref())?.unwrap_or(today);
     let start = match date(query.start.as_deref())? {
@@ -58,7 +55,37 @@ pub(crate) async fn page(
         Some("model") => "model",
         _ => "day",
     };
-    let (start_s, end_s) = (start.format("%Y-%m-%d").to_string(), end.format("%Y-%m-%d").to_string());
+    Ok((start.format("%Y-%m-%d").to_string(), end.format("%Y-%m-%d").to_string(), group_by))
+}
+
+/// `GET /usage.csv`: the same report as the platform's CSV, as a download.
+pub(crate) async fn csv(
+    State(state): State<AppState>,
+    session: Session,
+    Query(query): Query<UsageQuery>,
+) -> Result<Response, PageError> {
+    let ctx = Ctx::load(&state, session).await?;
+    let org = ctx.org()?;
+    let (start, end, group_by) = range(&query)?;
+    let (body, disposition) = state.platform().usage_csv(ctx.token(), &org.id, &start, &end, group_by).await?;
+    let disposition = disposition.unwrap_or_else(|| "attachment; filename=\"usage.csv\"".to_owned());
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    session: Session,
+    Query(query): Query<UsageQuery>,
+) -> Result<Response, PageError> {
+    let ctx = Ctx::load(&state, session).await?;
+    let org = ctx.org()?;
+    let (start_s, end_s, group_by) = range(&query)?;
     let platform = state.platform();
     let (report, requests) = tokio::join!(
         platform.usage(ctx.token(), &org.id, &start_s, &end_s, group_by),
@@ -101,6 +128,7 @@ pub(crate) async fn page(
                     option value="model" selected[group_by == "model"] { "model" }
                 }
                 button type="submit" { "Show" }
+                a class="button secondary" href={ "/usage.csv?start=" (start_s) "&end=" (end_s) "&group_by=" (group_by) } download { "Download CSV" }
             }
             dl class="totals" {
                 div { dt { "Audio minutes" } dd { (number(report.totals.audio_seconds / 60.0)) } }
