@@ -268,14 +268,7 @@ impl Platform {
         end: &str,
         group_by: &str,
     ) -> Result<Usage, PlatformError> {
-        let path = format!(
-            "/v1/orgs/{}/usage?start={}&end={}&group_by={}",
-            segment(org),
-            segment(start),
-            segment(end),
-            segment(group_by)
-        );
-        self.call(Method::GET, &path, Some(token), None).await
+        self.call(Method::GET, &usage_path("usage", org, start, end, group_by), Some(token), None).await
     }
 
     /// The usage report as the platform's CSV: the body and its `Content-Disposition`.
@@ -287,14 +280,10 @@ impl Platform {
         end: &str,
         group_by: &str,
     ) -> Result<(String, Option<String>), PlatformError> {
-        let path = format!(
-            "/v1/orgs/{}/usage.csv?start={}&end={}&group_by={}",
-            segment(org),
-            segment(start),
-            segment(end),
-            segment(group_by)
-        );
-        let url = self.base.join(&path).map_err(|e| PlatformError::Unavailable(e.to_string()))?;
+        let url = self
+            .base
+            .join(&usage_path("usage.csv", org, start, end, group_by))
+            .map_err(|e| PlatformError::Unavailable(e.to_string()))?;
         let unavailable = |e: reqwest::Error| PlatformError::Unavailable(e.without_url().to_string());
         let response = self.http.get(url).bearer_auth(token).send().await.map_err(unavailable)?;
         let status = response.status();
@@ -366,6 +355,17 @@ impl Platform {
         }
         response.json().await.map_err(|e| PlatformError::Unavailable(e.without_url().to_string()))
     }
+}
+
+/// `/v1/orgs/{org}/{report}?start=&end=&group_by=` (`report`: `usage` or `usage.csv`).
+fn usage_path(report: &str, org: &str, start: &str, end: &str, group_by: &str) -> String {
+    format!(
+        "/v1/orgs/{}/{report}?start={}&end={}&group_by={}",
+        segment(org),
+        segment(start),
+        segment(end),
+        segment(group_by)
+    )
 }
 
 /// A value put in a URL path or query, percent-encoded.

@@ -22,6 +22,13 @@ pub(crate) const CSRF_COOKIE: &str = "aldea_csrf";
 /// How long the browser keeps the session cookie (the platform's session may end sooner).
 const SESSION_MAX_AGE_S: u64 = 7 * 24 * 3600;
 
+/// A form that carries nothing but its CSRF token (logout, revoke, remove).
+#[derive(serde::Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    pub(crate) csrf: String,
+}
+
 /// A signed-in person: the platform session token and the organization picked (if any).
 pub(crate) struct Session {
     pub(crate) token: String,

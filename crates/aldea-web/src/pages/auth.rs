@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{html, layout, local_path, Ctx};
 use crate::error::PageError;
 use crate::platform::PlatformError;
-use crate::session::{self, cookie, set_cookie, Session, CSRF_COOKIE, ORG_COOKIE, SESSION_COOKIE};
+use crate::session::{self, cookie, set_cookie, CsrfForm, Session, CSRF_COOKIE, ORG_COOKIE, SESSION_COOKIE};
 use crate::AppState;
 
 pub(crate) async fn home(headers: HeaderMap) -> Response {
@@ -210,12 +210,6 @@ pub(crate) async fn login(
         }
         Err(e) => PageError::Platform(e).into_response(),
     }
-}
-
-#[derive(Deserialize)]
-pub(crate) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 pub(crate) async fn logout(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{html, layout, when, Ctx};
 use crate::error::PageError;
 use crate::platform::Key;
-use crate::session::Session;
+use crate::session::{CsrfForm, Session};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -172,26 +172,14 @@ pub(crate) async fn confirm_revoke(
 ) -> Result<Response, PageError> {
     let ctx = Ctx::load(&state, session).await?;
     let key = find(&state, &ctx, &key_id).await?;
-    Ok(html(layout::page(
+    Ok(html(layout::confirm(
         &ctx,
         "/keys",
         "Revoke a key",
-        &[],
-        html! {
-            p { "Revoke “" strong { (key.name) } "” (" span class="mono" { (key.prefix) "…" } ")? Requests with it are refused within a second, and its open streams close. This cannot be undone." }
-            form method="post" action={ "/keys/" (key.id) "/revoke" } class="inline" {
-                input type="hidden" name="csrf" value=(ctx.csrf);
-                button type="submit" class="danger" { "Revoke" }
-                a class="button secondary" href="/keys" { "Cancel" }
-            }
-        },
+        html! { "Revoke “" strong { (key.name) } "” (" span class="mono" { (key.prefix) "…" } ")? Requests with it are refused within a second, and its open streams close. This cannot be undone." },
+        &format!("/keys/{}/revoke", key.id),
+        "Revoke",
     )))
-}
-
-#[derive(Deserialize)]
-pub(crate) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 pub(crate) async fn revoke(

@@ -118,3 +118,22 @@ pub(crate) fn notice(text: Option<&str>) -> Markup {
 pub(crate) fn alert(text: Option<&str>) -> Markup {
     html! { @if let Some(text) = text { p class="alert" role="alert" { (text) } } }
 }
+
+/// A confirmation page: the question, then a form that POSTs to `action` with the CSRF token, its
+/// (danger) button named `button`, and a Cancel link back to `active`.
+pub(crate) fn confirm(ctx: &Ctx, active: &str, title: &str, question: Markup, action: &str, button: &str) -> Markup {
+    page(
+        ctx,
+        active,
+        title,
+        &[],
+        html! {
+            p { (question) }
+            form method="post" action=(action) class="inline" {
+                input type="hidden" name="csrf" value=(ctx.csrf);
+                button type="submit" class="danger" { (button) }
+                a class="button secondary" href=(active) { "Cancel" }
+            }
+        },
+    )
+}

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{html, layout, when, Ctx};
 use crate::error::PageError;
-use crate::session::Session;
+use crate::session::{CsrfForm, Session};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -129,26 +129,14 @@ pub(crate) async fn confirm_remove(
     let org = ctx.org()?;
     let members = state.platform().members(ctx.token(), &org.id).await?.members;
     let member = members.iter().find(|m| m.user.id == user_id).ok_or(PageError::NotFound)?;
-    Ok(html(layout::page(
+    Ok(html(layout::confirm(
         &ctx,
         "/members",
         "Remove a member",
-        &[],
-        html! {
-            p { "Remove " strong { (member.user.email) } " (" (member.role) ") from " (org.name) "? They lose access to its keys, usage and playground at once." }
-            form method="post" action={ "/members/" (member.user.id) "/remove" } class="inline" {
-                input type="hidden" name="csrf" value=(ctx.csrf);
-                button type="submit" class="danger" { "Remove" }
-                a class="button secondary" href="/members" { "Cancel" }
-            }
-        },
+        html! { "Remove " strong { (member.user.email) } " (" (member.role) ") from " (org.name) "? They lose access to its keys, usage and playground at once." },
+        &format!("/members/{}/remove", member.user.id),
+        "Remove",
     )))
-}
-
-#[derive(Deserialize)]
-pub(crate) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 pub(crate) async fn remove(
