@@ -141,6 +141,12 @@ fn reference(document: Option<&Value>, source: &str) -> Markup {
                             h3 { span class={ "method " (method) } { (method.to_uppercase()) } " " code { (path) } }
                             @if let Some(summary) = op["summary"].as_str() { p { (summary) } }
                             @if let Some(description) = op["description"].as_str() { @if Some(description) != op["summary"].as_str() { p class="hint" { (description) } } }
+                            @if let Some(types) = op["requestBody"]["content"].as_object() {
+                                p class="hint" { "Body: " @for (i, t) in types.keys().enumerate() { @if i > 0 { ", " } code { (t) } } }
+                            }
+                            @if let Some((code, answer)) = op["responses"].as_object().and_then(|r| r.iter().find(|(c, _)| c.starts_with('2'))) {
+                                p class="hint" { "Answers " (code) ": " (answer["description"].as_str().unwrap_or("")) }
+                            }
                             (parameters(op))
                         }
                     }
