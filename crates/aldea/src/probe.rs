@@ -39,11 +39,20 @@ fn status(url: &str) -> Result<u16, String> {
         .set_read_timeout(Some(TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
         .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("{url}: {e}"))?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).map_err(|e| format!("{url}: {e}"))?;
-    let line = String::from_utf8_lossy(&head[..n]);
+    // The request in one write.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| format!("{url}: {e}"))?;
+    // The status line, however it arrives (at most 64 bytes are looked at).
+    let mut head = Vec::new();
+    let mut buf = [0u8; 64];
+    while !head.contains(&b'\n') && head.len() < 64 {
+        let n = stream.read(&mut buf).map_err(|e| format!("{url}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
     line.split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
@@ -86,9 +95,15 @@ mod tests {
         let server = std::thread::spawn(move || {
             use std::io::{Read, Write};
             let (mut socket, _) = listener.accept().unwrap();
-            let mut request = [0u8; 256];
-            let n = socket.read(&mut request).unwrap();
-            assert!(String::from_utf8_lossy(&request[..n]).starts_with("GET /live HTTP/1.0"));
+            // The whole head, however it arrives.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 256];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = socket.read(&mut buf).unwrap();
+                assert!(n > 0, "the request ended early: {:?}", String::from_utf8_lossy(&request));
+                request.extend_from_slice(&buf[..n]);
+            }
+            assert!(String::from_utf8_lossy(&request).starts_with("GET /live HTTP/1.0\r\nHost: 127.0.0.1:"));
             socket.write_all(b"HTTP/1.1 503 Service Unavailable\r\n\r\n").unwrap();
         });
         assert_eq!(super::status(&url), Ok(503));
