@@ -32,6 +32,10 @@ pub(crate) struct AllArgs {
     /// Where the web dashboard listens (the place a new user starts).
     #[arg(long, default_value = "127.0.0.1:3000", env = "ALDEA_WEB_LISTEN")]
     web_listen: SocketAddr,
+    /// The Speech API as browsers reach it, for the dashboard's playground and docs (default: the
+    /// gateway's address; behind a proxy or an ingress, its public URL).
+    #[arg(long, env = "ALDEA_API_URL")]
+    api_url: Option<String>,
     /// Where the platform API (accounts, organizations, keys) listens.
     #[arg(long, default_value = "127.0.0.1:8080", env = "ALDEA_PLATFORM_LISTEN")]
     platform_listen: SocketAddr,
@@ -99,7 +103,12 @@ pub(crate) fn run(settings: &Settings, args: &AllArgs) -> anyhow::Result<ExitCod
                 "--platform-listen",
                 &format!("http://{}", browser_address(platform_address)),
             )?,
-            api_url: crate::web::base_url("--gateway-listen", &format!("http://{}", browser_address(gateway_address)))?,
+            api_url: match args.api_url.as_deref().filter(|u| !u.is_empty()) {
+                Some(url) => crate::web::base_url("--api-url", url)?,
+                None => {
+                    crate::web::base_url("--gateway-listen", &format!("http://{}", browser_address(gateway_address)))?
+                }
+            },
             secure_cookies: !web_address.ip().is_loopback() && !args.platform.insecure_cookies(),
         };
         gateway_config.validate()?;

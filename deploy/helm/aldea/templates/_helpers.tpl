@@ -156,7 +156,7 @@ metadata:
   labels:
     {{- include "aldea.labels" . | nindent 4 }}
 spec:
-  minAvailable: {{ .root.Values.podDisruptionBudget.minAvailable }}
+  maxUnavailable: {{ .root.Values.podDisruptionBudget.maxUnavailable }}
   selector:
     matchLabels:
       {{- include "aldea.selectorLabels" . | nindent 6 }}
