@@ -112,26 +112,11 @@ fn real_dev_stream() -> (Vec<f32>, String, Vec<(f64, f64)>) {
 }
 
 fn pcm_bytes(samples: &[f32]) -> Vec<u8> {
-    samples.iter().flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes()).collect()
+    aldea_testkit::wav::pcm16(samples)
 }
 
 fn wav_bytes(samples: &[f32]) -> Vec<u8> {
-    let data = pcm_bytes(samples);
-    let mut bytes = Vec::with_capacity(44 + data.len());
-    bytes.extend_from_slice(b"RIFF");
-    bytes.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(b"WAVEfmt ");
-    bytes.extend_from_slice(&16u32.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&16_000u32.to_le_bytes());
-    bytes.extend_from_slice(&32_000u32.to_le_bytes());
-    bytes.extend_from_slice(&2u16.to_le_bytes());
-    bytes.extend_from_slice(&16u16.to_le_bytes());
-    bytes.extend_from_slice(b"data");
-    bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(&data);
-    bytes
+    aldea_testkit::wav::wav_mono16(samples, 16_000)
 }
 
 /// A minimal HTTP/1.1 client over a TCP stream (the tests need nothing more). Reads the head, then

@@ -1,5 +1,5 @@
 //! Test support shared by the workspace's tests, examples and benchmarks: the speech fixtures the
-//! repository carries or makes (`fixtures/`), children that are killed however a test ends, and
+//! repository carries or makes (`fixtures/`), WAV files of samples (`wav`), children that are killed however a test ends, and
 //! polling instead of sleeping.
 //!
 //! Invariant: a dev-dependency only (xtask tidy); never reads a path outside the repository except
@@ -10,6 +10,7 @@
 pub mod fixtures;
 pub mod noise;
 mod process;
+pub mod wav;
 
 pub use process::{ChildGuard, Children};
 

@@ -178,13 +178,15 @@ impl Platform {
         Platform { http, base }
     }
 
-    async fn call<T: DeserializeOwned>(
+    /// One request to the platform: a success's headers and body, or the platform's refusal.
+    async fn send(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
         body: Option<Value>,
-    ) -> Result<T, PlatformError> {
+    ) -> Result<(reqwest::header::HeaderMap, axum::body::Bytes), PlatformError> {
+        let unavailable = |e: reqwest::Error| PlatformError::Unavailable(e.without_url().to_string());
         let url = self.base.join(path).map_err(|e| PlatformError::Unavailable(e.to_string()))?;
         let mut request = self.http.request(method, url).header("accept", "application/json");
         if let Some(token) = token {
@@ -193,14 +195,11 @@ impl Platform {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| PlatformError::Unavailable(e.without_url().to_string()))?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| PlatformError::Unavailable(e.without_url().to_string()))?;
+        let response = request.send().await.map_err(unavailable)?;
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = response.bytes().await.map_err(unavailable)?;
         if status.is_success() {
-            // A 204 has no body: read it as JSON null.
-            let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
-            return serde_json::from_slice(bytes)
-                .map_err(|e| PlatformError::Unavailable(format!("an answer the dashboard cannot read ({e})")));
+            return Ok((headers, bytes));
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => {
@@ -208,6 +207,21 @@ impl Platform {
             }
             Err(_) => Err(PlatformError::Unavailable(format!("status {status} without the error body"))),
         }
+    }
+
+    /// [`send`](Self::send), the answer read as JSON.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<T, PlatformError> {
+        let (_, bytes) = self.send(method, path, token, body).await?;
+        // A 204 has no body: read it as JSON null.
+        let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
+        serde_json::from_slice(bytes)
+            .map_err(|e| PlatformError::Unavailable(format!("an answer the dashboard cannot read ({e})")))
     }
 
     pub(crate) async fn signup(&self, email: &str, password: &str, org_name: &str) -> Result<Signup, PlatformError> {
@@ -280,25 +294,10 @@ impl Platform {
         end: &str,
         group_by: &str,
     ) -> Result<(String, Option<String>), PlatformError> {
-        let url = self
-            .base
-            .join(&usage_path("usage.csv", org, start, end, group_by))
-            .map_err(|e| PlatformError::Unavailable(e.to_string()))?;
-        let unavailable = |e: reqwest::Error| PlatformError::Unavailable(e.without_url().to_string());
-        let response = self.http.get(url).bearer_auth(token).send().await.map_err(unavailable)?;
-        let status = response.status();
-        let disposition =
-            response.headers().get("content-disposition").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let bytes = response.bytes().await.map_err(unavailable)?;
-        if status.is_success() {
-            return Ok((String::from_utf8_lossy(&bytes).into_owned(), disposition));
-        }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => {
-                Err(PlatformError::Refused { status: status.as_u16(), code: body.err_code, message: body.err_msg })
-            }
-            Err(_) => Err(PlatformError::Unavailable(format!("status {status} without the error body"))),
-        }
+        let (headers, bytes) =
+            self.send(Method::GET, &usage_path("usage.csv", org, start, end, group_by), Some(token), None).await?;
+        let disposition = headers.get("content-disposition").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok((String::from_utf8_lossy(&bytes).into_owned(), disposition))
     }
 
     pub(crate) async fn requests(&self, token: &str, org: &str, limit: u32) -> Result<Requests, PlatformError> {

@@ -14,23 +14,7 @@ mod common;
 use common::{env_path, real_dev, real_dev_refs};
 
 fn write_wav(path: &Path, samples: &[f32], rate: u32) {
-    let data: Vec<u8> =
-        samples.iter().flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes()).collect();
-    let mut bytes = Vec::with_capacity(44 + data.len());
-    bytes.extend_from_slice(b"RIFF");
-    bytes.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(b"WAVEfmt ");
-    bytes.extend_from_slice(&16u32.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&rate.to_le_bytes());
-    bytes.extend_from_slice(&(rate * 2).to_le_bytes());
-    bytes.extend_from_slice(&2u16.to_le_bytes());
-    bytes.extend_from_slice(&16u16.to_le_bytes());
-    bytes.extend_from_slice(b"data");
-    bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(&data);
-    std::fs::write(path, bytes).unwrap();
+    std::fs::write(path, aldea_testkit::wav::wav_mono16(samples, rate)).unwrap();
 }
 
 /// The real-dev recordings in four groups (each at least 10 s), every clip followed by 0.5 s of

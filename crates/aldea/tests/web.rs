@@ -25,29 +25,12 @@ fn recording(path: &Path) -> (String, f64) {
         reference.push(text.as_str());
     }
     assert!(reference.len() == 5, "the five LibriVox clips");
-    let mut bytes = Vec::with_capacity(44 + samples.len() * 2);
-    let data_len = (samples.len() * 2) as u32;
-    bytes.extend_from_slice(b"RIFF");
-    bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
-    bytes.extend_from_slice(b"WAVEfmt ");
-    bytes.extend_from_slice(&16u32.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&16_000u32.to_le_bytes());
-    bytes.extend_from_slice(&32_000u32.to_le_bytes());
-    bytes.extend_from_slice(&2u16.to_le_bytes());
-    bytes.extend_from_slice(&16u16.to_le_bytes());
-    bytes.extend_from_slice(b"data");
-    bytes.extend_from_slice(&data_len.to_le_bytes());
-    for s in &samples {
-        bytes.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
+    std::fs::write(path, aldea_testkit::wav::wav_mono16(&samples, 16_000)).unwrap();
     (aldea_eval::joined_reference(reference), samples.len() as f64 / 16_000.0)
 }
 
 fn wer(reference: &str, hypothesis: &str) -> f64 {
-    aldea_eval::word_errors(reference, &aldea_eval::normalize_english(hypothesis)).wer_percent()
+    aldea_eval::english_word_errors(reference, hypothesis).wer_percent()
 }
 
 fn shots_dir() -> PathBuf {
