@@ -95,3 +95,28 @@ aldea_prepare_test_models() {
   ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull tiny.en >/dev/null
   ALDEA_HOME="$ALDEA_TEST_HOME" "$ALDEA_BIN" models pull silero-vad >/dev/null
 }
+
+# podman as this machine can run it (no systemd, no registry): the command in P, the limits in U, and
+# the base image the Dockerfiles name, made once with debootstrap from the apt mirror. Installs podman,
+# runc and debootstrap when missing.
+aldea_podman_setup() {
+  local missing=()
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  if [ ${#missing[@]} -gt 0 ]; then
+    aldea_log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  P=(podman --cgroup-manager=cgroupfs --events-backend=file --runtime runc)
+  U=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
+  if ! "${P[@]}" image exists localhost/debian:bookworm-slim; then
+    aldea_log "making the base image debian:bookworm-slim with debootstrap"
+    local mirror rootfs
+    mirror="$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
+    rootfs="$(mktemp -d)"
+    debootstrap --variant=minbase bookworm "$rootfs" ${mirror:+"$mirror"} >/dev/null
+    tar -C "$rootfs" -c . | "${P[@]}" import - localhost/debian:bookworm-slim >/dev/null
+    rm -rf "$rootfs"
+  fi
+}
