@@ -1,6 +1,7 @@
 //! The `aldea` binary: command-line parsing, configuration, and the wiring of every crate. Subcommands
 //! `models`, `transcribe`, `eval`, the services `stt` and `gateway`, `all` (every service in one
-//! process), `platform` (the platform API), `web` (the dashboard), `migrate`, and `keys`/`credit` on
+//! process), `cluster` (every service as processes of its own, as the Helm chart deploys them),
+//! `platform` (the platform API), `web` (the dashboard), `migrate`, and `keys`/`credit` on
 //! the system of record.
 //!
 //! Invariant: the only crate that reads environment variables or knows `clap`, and the only place that
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod all;
 mod bench;
+mod cluster;
 mod eval;
 mod gateway;
 mod gpu;
@@ -73,6 +75,12 @@ enum Command {
     UsageWorker(usage_worker::UsageWorkerArgs),
     /// Run everything in one process: dashboard, gateway, stt and platform, SQLite under $ALDEA_HOME.
     All(all::AllArgs),
+    /// The Helm chart's topology as processes on this machine (2 gateways, 2 stt, 2 platforms, the
+    /// dashboard, the usage worker, a 3-node Redis Cluster, PostgreSQL) behind one host-routing port.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
     /// Manage API keys (in $ALDEA_HOME's database, or --database).
     Keys {
         #[command(flatten)]
@@ -115,6 +123,7 @@ pub fn main() -> ExitCode {
         Command::BenchStreams(args) => bench::run(&settings, &args),
         Command::Gateway(args) => gateway::run(&settings, &args),
         Command::All(args) => all::run(&settings, &args),
+        Command::Cluster { command } => cluster::run(&settings, command),
         Command::Platform(args) => platform::run(&settings, &args),
         Command::UsageWorker(args) => usage_worker::run(&settings, &args),
         Command::Web(args) => web::run(&args),

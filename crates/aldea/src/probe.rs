@@ -26,7 +26,7 @@ pub(crate) struct ProbeArgs {
 }
 
 /// The status line's code of a plain-http GET, or why there is none.
-fn status(url: &str) -> Result<u16, String> {
+pub(crate) fn status(url: &str) -> Result<u16, String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs"))?;
     let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
     let address: SocketAddr = authority

@@ -5,84 +5,30 @@
 //! under the system's temporary directory), printed by the test.
 //! Needs the environment `scripts/test.sh` sets (Chromium, the browser test's node_modules).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
 mod common;
-use common::{env_path, http, poll_until, real_dev, real_dev_refs, spawn_printing};
-
-/// The five consecutive LibriVox clips, each followed by 0.5 s of silence, as one 16-kHz WAV,
-/// and its reference (each clip normalized on its own).
-fn recording(path: &Path) -> (String, f64) {
-    let rows = real_dev_refs();
-    let mut samples = Vec::new();
-    let mut reference = Vec::new();
-    for (file, text) in rows.iter().filter(|(f, _)| f.starts_with("ps_librivox_")) {
-        samples.extend(aldea_audio::load_mono_16k(&real_dev(file)).unwrap());
-        samples.extend(std::iter::repeat_n(0.0f32, 8_000));
-        reference.push(text.as_str());
-    }
-    assert!(reference.len() == 5, "the five LibriVox clips");
-    std::fs::write(path, aldea_testkit::wav::wav_mono16(&samples, 16_000)).unwrap();
-    (aldea_eval::joined_reference(reference), samples.len() as f64 / 16_000.0)
-}
+use common::{http, poll_until, spawn_printing, Dashboard};
 
 fn wer(reference: &str, hypothesis: &str) -> f64 {
     aldea_eval::english_word_errors(reference, hypothesis).wer_percent()
 }
 
-fn shots_dir() -> PathBuf {
-    std::env::var_os("ALDEA_TEST_SHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("aldea-web-shots-{}", std::process::id())))
-}
-
 #[test]
 fn the_dashboard_works_in_chromium_from_sign_up_to_the_microphone() {
-    let node_dir = env_path("ALDEA_TEST_NODE_DIR");
-    let chromium = env_path("ALDEA_TEST_CHROMIUM");
     let home = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let upload = work.path().join("librivox.wav");
-    let (reference, seconds) = recording(&upload);
-    // The fake microphone plays a 48-kHz copy (what a capture device gives), once.
-    let mic = work.path().join("mic.wav");
-    let converted = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
-        .arg(&upload)
-        .args(["-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le"])
-        .arg(&mic)
-        .status()
-        .unwrap();
-    assert!(converted.success());
-
     let (_server, addrs) = spawn_printing(home.path(), common::ALL_ON_FREE_PORTS, &["dashboard:", "Speech API:"]);
     let (web, api) = (addrs[0].clone(), addrs[1].clone());
     poll_until("the gateway's readiness", || http(&api, "GET", "/ready", &[], b"").0 == 200);
     poll_until("the dashboard's readiness", || http(&web, "GET", "/ready", &[], b"").0 == 200);
-
-    let shots = shots_dir();
+    let shots = std::env::var_os("ALDEA_TEST_SHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("aldea-web-shots-{}", std::process::id())));
     eprintln!("screenshots: {}", shots.display());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
-    let output = Command::new("node")
-        .arg(&script)
-        .env("WEB_URL", format!("http://{web}"))
-        .env("API_URL", format!("http://{api}"))
-        .env("NODE_DIR", &node_dir)
-        .env("CHROMIUM", &chromium)
-        .env("UPLOAD_WAV", &upload)
-        .env("MIC_WAV", &mic)
-        .env("MIC_SECONDS", format!("{seconds:.1}"))
-        .env("SHOTS", &shots)
-        .output()
-        .expect("running node");
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("the script's JSON");
-    eprintln!("{}", serde_json::to_string_pretty(&result).unwrap());
-    assert!(output.status.success() && result.get("error").is_none(), "the browser run: {}", result["error"]);
+    let Dashboard { result, reference, seconds } =
+        common::dashboard_in_chromium(&format!("http://{web}"), &format!("http://{api}"), Some(&shots));
 
     // Sign up → create key → copy → curl → usage within 5 s → revoke → refused.
     assert_eq!(result["key_copied"], true, "the Copy button puts the key on the clipboard");

@@ -6,7 +6,8 @@
 // prints on its last line.
 //
 // Environment: WEB_URL, API_URL, NODE_DIR (holds node_modules), CHROMIUM, UPLOAD_WAV, MIC_WAV,
-// MIC_SECONDS, SHOTS (a folder).
+// MIC_SECONDS, SHOTS (a folder); INSPECT=0 skips the screenshots and axe (the flow alone, as the
+// cluster test runs it through its front door).
 import { createRequire } from 'node:module';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
@@ -50,6 +51,7 @@ const SIZES = [[1280, 800], [390, 844]];
 /** Screenshots at both sizes, the page's JS+CSS bytes, and axe-core's serious/critical findings. */
 async function inspect(name) {
   await page.waitForLoadState('load');
+  if (process.env.INSPECT === '0') return;
   const shots = [];
   const overflow = {};
   for (const [width, height] of SIZES) {

@@ -138,9 +138,21 @@ fn spawn_command(
 /// One HTTP/1.1 request over a fresh connection: the status and the body; status 0 when the
 /// server cannot be reached or answers nothing.
 pub(crate) fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    http_to(addr, addr, method, path, headers, body)
+}
+
+/// [`http`] to `addr` with `host` as the Host header (a host-routing front door's name).
+pub(crate) fn http_to(
+    addr: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return (0, Vec::new()) };
     let mut head =
-        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+        format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -303,4 +315,73 @@ impl Drop for Schema {
             }
         });
     }
+}
+
+/// What `tests/browser/dashboard.mjs` reported, and the recording its playground transcribed.
+pub(crate) struct Dashboard {
+    /// The script's JSON (its last line).
+    pub(crate) result: serde_json::Value,
+    /// The recording's reference text.
+    pub(crate) reference: String,
+    /// The recording's length in seconds.
+    pub(crate) seconds: f64,
+}
+
+/// The five consecutive LibriVox clips, each followed by 0.5 s of silence, as one 16-kHz WAV,
+/// and its reference (each clip normalized on its own).
+fn librivox_recording(path: &Path) -> (String, f64) {
+    let rows = real_dev_refs();
+    let mut samples = Vec::new();
+    let mut reference = Vec::new();
+    for (file, text) in rows.iter().filter(|(f, _)| f.starts_with("ps_librivox_")) {
+        samples.extend(aldea_audio::load_mono_16k(&real_dev(file)).unwrap());
+        samples.extend(std::iter::repeat_n(0.0f32, 8_000));
+        reference.push(text.as_str());
+    }
+    assert!(reference.len() == 5, "the five LibriVox clips");
+    std::fs::write(path, aldea_testkit::wav::wav_mono16(&samples, 16_000)).unwrap();
+    (aldea_eval::joined_reference(reference), samples.len() as f64 / 16_000.0)
+}
+
+/// The dashboard at `web` (calling the Speech API at `api`) in Debian's Chromium, as a person uses
+/// it, by `tests/browser/dashboard.mjs`: sign up, create and copy a key, curl, usage, revoke, the
+/// playground's file and (fake) microphone. `shots`: screenshots and axe there; without it the
+/// flow alone. Panics when the script fails.
+pub(crate) fn dashboard_in_chromium(web: &str, api: &str, shots: Option<&Path>) -> Dashboard {
+    let node_dir = env_path("ALDEA_TEST_NODE_DIR");
+    let chromium = env_path("ALDEA_TEST_CHROMIUM");
+    let work = tempfile::tempdir().unwrap();
+    let upload = work.path().join("librivox.wav");
+    let (reference, seconds) = librivox_recording(&upload);
+    // The fake microphone plays a 48-kHz copy (what a capture device gives), once.
+    let mic = work.path().join("mic.wav");
+    let converted = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(&upload)
+        .args(["-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le"])
+        .arg(&mic)
+        .status()
+        .unwrap();
+    assert!(converted.success());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
+    let output = Command::new("node")
+        .arg(&script)
+        .env("WEB_URL", web)
+        .env("API_URL", api)
+        .env("NODE_DIR", &node_dir)
+        .env("CHROMIUM", &chromium)
+        .env("UPLOAD_WAV", &upload)
+        .env("MIC_WAV", &mic)
+        .env("MIC_SECONDS", format!("{seconds:.1}"))
+        .env("SHOTS", shots.unwrap_or(&work.path().join("shots")))
+        .env("INSPECT", if shots.is_some() { "1" } else { "0" })
+        .output()
+        .expect("running node");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("the script's JSON");
+    eprintln!("{}", serde_json::to_string_pretty(&result).unwrap());
+    assert!(output.status.success() && result.get("error").is_none(), "the browser run: {}", result["error"]);
+    Dashboard { result, reference, seconds }
 }
