@@ -1,9 +1,11 @@
 """The official SDKs against a running gateway: deepgram-sdk (file and live stream, pointed at the
 gateway through its `environment` option), the OpenAI SDK (`base_url`, model whisper-1, all five
 response formats), and a raw `websockets` client with the `token, <key>` subprotocol whose every
-message is validated strictly against the Deepgram SDK's own message models.
+message is validated strictly against the Deepgram SDK's own message models. With a second
+recording (speech with pauses), the Deepgram SDK also reads `utterances` and `paragraphs`, and
+every field of theirs the SDK models must hold what the raw JSON holds.
 
-Usage: sdk_check.py BASE_URL KEY WAV_16K_MONO
+Usage: sdk_check.py BASE_URL KEY WAV_16K_MONO [WAV_WITH_PAUSES]
 Prints one JSON line per check on stdout; exits non-zero on the first failure.
 """
 
@@ -15,6 +17,7 @@ import threading
 import wave
 
 BASE, KEY, WAV = sys.argv[1], sys.argv[2], sys.argv[3]
+PAUSED_WAV = sys.argv[4] if len(sys.argv) > 4 else None
 WS_BASE = BASE.replace("http://", "ws://").replace("https://", "wss://")
 
 
@@ -80,6 +83,57 @@ def deepgram_checks(pcm, audio_file):
     assert kinds[0] == "Metadata" and kinds[-1] == "Metadata", kinds
     assert "Results" in kinds
     report("deepgram_live", transcript=" ".join(t for t in finals if t), kinds=sorted(set(k for k in kinds if k)))
+
+
+def deepgram_structure_check(audio_file):
+    """utterances and paragraphs: typed access through the SDK, and the SDK's models hold every
+    field the raw answer has (nothing it models is dropped)."""
+    import urllib.request
+
+    from deepgram import DeepgramClient
+    from deepgram.environment import DeepgramClientEnvironment
+
+    environment = DeepgramClientEnvironment(base=BASE, production=WS_BASE, agent=WS_BASE, agent_rest=BASE)
+    client = DeepgramClient(api_key=KEY, environment=environment)
+    response = client.listen.v1.media.transcribe_file(
+        request=audio_file, model="nova-3", utterances=True, utt_split=0.8, paragraphs=True
+    )
+    request = urllib.request.Request(
+        f"{BASE}/v1/listen?model=nova-3&utterances=true&utt_split=0.8&paragraphs=true",
+        data=audio_file,
+        headers={"Authorization": f"Token {KEY}", "Content-Type": "audio/wav"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        raw = json.load(answer)
+    utterances = response.results.utterances
+    alternative = response.results.channels[0].alternatives[0]
+    paragraphs = alternative.paragraphs
+    # Typed access to every field.
+    for utterance in utterances:
+        assert utterance.id and utterance.channel == 0 and utterance.end >= utterance.start
+        assert 0 <= utterance.confidence <= 1 and utterance.transcript
+        assert all(w.punctuated_word and w.end >= w.start for w in utterance.words)
+    for paragraph in paragraphs.paragraphs:
+        assert paragraph.num_words > 0 and paragraph.end >= paragraph.start
+        assert all(s.text and s.end >= s.start for s in paragraph.sentences)
+    assert sum(p.num_words for p in paragraphs.paragraphs) == len(alternative.words), "every word in a paragraph"
+    # The same fields, the same values, as the raw JSON of the same audio (another request: its
+    # utterance ids are its own).
+    dumped = [u.model_dump(exclude_none=True) for u in utterances]
+    expected = raw["results"]["utterances"]
+    assert all(len(u.pop("id")) == 36 for u in dumped + expected), "utterance ids are UUIDs"
+    assert dumped == expected, f"the SDK's utterances differ from the answer's: {dumped} vs {expected}"
+    dumped = paragraphs.model_dump(exclude_none=True)
+    assert dumped == raw["results"]["channels"][0]["alternatives"][0]["paragraphs"], "paragraphs differ"
+    words = [w.punctuated_word for u in utterances for w in u.words]
+    assert words == [w.punctuated_word for w in alternative.words], "every word in one utterance"
+    report(
+        "deepgram_structure",
+        transcript=" ".join(u.transcript for u in utterances),
+        utterances=[[round(u.start, 3), round(u.end, 3)] for u in utterances],
+        paragraphs=[len(p.sentences) for p in paragraphs.paragraphs],
+        paragraphs_transcript=paragraphs.transcript,
+    )
 
 
 def openai_checks(audio_file):
@@ -150,6 +204,9 @@ def main():
     with open(WAV, "rb") as f:
         audio_file = f.read()
     deepgram_checks(pcm, audio_file)
+    if PAUSED_WAV:
+        with open(PAUSED_WAV, "rb") as f:
+            deepgram_structure_check(f.read())
     openai_checks(audio_file)
     asyncio.run(raw_websocket_check(pcm))
 

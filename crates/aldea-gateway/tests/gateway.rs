@@ -202,7 +202,7 @@ fn prerecorded(duration: f64) -> PrerecordedResponse {
             tags: Vec::new(),
             warnings: Vec::new(),
         },
-        results: PrerecordedResults { channels: Vec::new() },
+        results: PrerecordedResults { channels: Vec::new(), utterances: None },
     }
 }
 

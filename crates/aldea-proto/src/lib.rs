@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod stream;
+pub mod structure;
 pub mod subtitles;
 pub mod usage;
 
@@ -118,6 +119,9 @@ pub struct Warning {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrerecordedResults {
     pub channels: Vec<Channel>,
+    /// With `utterances=true`: every channel's words split at pauses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utterances: Option<Vec<structure::Utterance>>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -134,6 +138,9 @@ pub struct Alternative {
     pub transcript: String,
     pub confidence: f64,
     pub words: Vec<Word>,
+    /// With `paragraphs=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paragraphs: Option<structure::Paragraphs>,
 }
 
 /// One recognized word. `word` is lower-case without punctuation; `punctuated_word` keeps both.
@@ -215,8 +222,10 @@ mod tests {
                         transcript: "Hello.".into(),
                         confidence: 0.9,
                         words: vec![Word::from_punctuated(" Hello.", 0.0, 0.5, 0.9)],
+                        paragraphs: None,
                     }],
                 }],
+                utterances: None,
             },
         };
         expect![[r#"{"metadata":{"request_id":"00000000-0000-0000-0000-000000000001","created":"2026-11-25T21:00:00Z","duration":1.5,"channels":1,"models":["6b28e919-8427-5f1a-a5e6-4b1bd2ad6b57"],"model_info":{"6b28e919-8427-5f1a-a5e6-4b1bd2ad6b57":{"name":"tiny.en","version":"1","arch":"whisper"}},"sha256":"ab"},"results":{"channels":[{"alternatives":[{"transcript":"Hello.","confidence":0.9,"words":[{"word":"hello","punctuated_word":"Hello.","start":0.0,"end":0.5,"confidence":0.9}]}]}]}}"#]]

@@ -56,7 +56,7 @@ pub fn sentences<'a>(words: impl IntoIterator<Item = (f64, f64, &'a str)>) -> Ve
 }
 
 /// Whether a word ends a sentence: final punctuation that is not an abbreviation's period.
-fn ends_sentence(word: &str) -> bool {
+pub(crate) fn ends_sentence(word: &str) -> bool {
     const ABBREVIATIONS: &[&str] =
         &["mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "jr.", "sr.", "vs.", "etc.", "e.g.", "i.e.", "mt.", "no."];
     let lower = word.to_lowercase();

@@ -195,6 +195,7 @@ async fn upload(
         request_id,
         params.tags.clone(),
         params.warnings.clone(),
+        response::Structure { utterances: params.utterances, paragraphs: params.paragraphs },
     );
     tracing::info!(
         request_id,
@@ -242,10 +243,11 @@ async fn start_stream(
         }
     };
     let resume = parts.headers.get(aldea_proto::stream::RESUME_HEADER).map(|v| v.to_str().unwrap_or(""));
-    let mut params = match parse_params(&state, &pairs).and_then(|p| p.with_resume_header(resume)) {
-        Ok(params) => params,
-        Err(error) => return Failure { request_id, error }.into_response(),
-    };
+    let mut params =
+        match parse_params(&state, &pairs).and_then(|p| p.with_resume_header(resume)).map(ListenParams::for_stream) {
+            Ok(params) => params,
+            Err(error) => return Failure { request_id, error }.into_response(),
+        };
     if pcm_only {
         params.audio.encoding = Some(aldea_audio::Encoding::Linear16);
     }

@@ -27,9 +27,6 @@ const MODEL_ALIASES: &[&str] = &[
 const UNSUPPORTED: &[&str] = &[
     "diarize",
     "diarization",
-    "utterances",
-    "utt_split",
-    "paragraphs",
     "keywords",
     "keyterm",
     "redact",
@@ -77,6 +74,10 @@ pub struct ListenParams {
     pub utterance_end_ms: Option<u32>,
     pub vad_events: bool,
     pub word_format_tuple: bool,
+    /// `utterances=true`: `utt_split`'s seconds (default 0.8); uploads only.
+    pub utterances: Option<f64>,
+    /// `paragraphs=true`; uploads only.
+    pub paragraphs: bool,
     pub tags: Vec<String>,
     pub warnings: Vec<Warning>,
     pub resume: Option<Resume>,
@@ -107,10 +108,14 @@ impl ListenParams {
             utterance_end_ms: None,
             vad_events: false,
             word_format_tuple: false,
+            utterances: None,
+            paragraphs: false,
             tags: Vec::new(),
             warnings: Vec::new(),
             resume: None,
         };
+        // `utt_split` may come before or after `utterances`.
+        let (mut utt_split, mut utterances_on) = (aldea_proto::structure::DEFAULT_UTT_SPLIT_S, false);
         for (name, value) in pairs {
             match name.as_str() {
                 "model" => {
@@ -197,6 +202,18 @@ impl ListenParams {
                     parse_bool(name, value)?;
                 }
                 "word_format" => params.word_format_tuple = value == "tuple",
+                "utterances" => {
+                    let on = parse_bool(name, value)?;
+                    utterances_on = on;
+                }
+                "utt_split" => {
+                    let seconds: f64 = parse_number(name, value)?;
+                    if !seconds.is_finite() || !(0.0..=60.0).contains(&seconds) {
+                        return Err(ApiError::BadRequest(format!("utt_split {value} is out of range (0–60 s)")));
+                    }
+                    utt_split = seconds;
+                }
+                "paragraphs" => params.paragraphs = parse_bool(name, value)?,
                 "tag" => params.tags.push(value.clone()),
                 // `false` asks for nothing; anything else is a feature we do not have yet.
                 other
@@ -213,7 +230,26 @@ impl ListenParams {
                 _ => {}
             }
         }
+        params.utterances = utterances_on.then_some(utt_split);
         Ok(params)
+    }
+
+    /// A stream's parameters: what only uploads have (`utterances`, `paragraphs`) becomes a warning
+    /// in the stream's Metadata (a stream's utterances end with `speech_final` and `UtteranceEnd`).
+    pub fn for_stream(mut self) -> ListenParams {
+        for (asked, parameter) in [(self.utterances.is_some(), "utterances"), (self.paragraphs, "paragraphs")] {
+            if asked {
+                self.warnings.push(Warning {
+                    parameter: parameter.to_owned(),
+                    kind: "unsupported".to_owned(),
+                    message: format!(
+                        "{parameter} is for pre-recorded audio; a stream's utterances end with speech_final and UtteranceEnd"
+                    ),
+                });
+            }
+        }
+        (self.utterances, self.paragraphs) = (None, false);
+        self
     }
 
     /// The resume handshake of the gateway's [`aldea_proto::stream::RESUME_HEADER`] (absent: a
@@ -265,6 +301,25 @@ mod tests {
         let names: Vec<&str> = params.warnings.iter().map(|w| w.parameter.as_str()).collect();
         assert_eq!(names, vec!["diarize", "redact"]);
         assert!(params.warnings.iter().all(|w| w.kind == "unsupported"));
+    }
+
+    #[test]
+    fn utterances_and_paragraphs_are_asked_for_with_utt_split_in_any_order() {
+        let params = parse(&[]).unwrap();
+        assert_eq!((params.utterances, params.paragraphs), (None, false));
+        let params = parse(&[("utt_split", "1.5"), ("utterances", "true"), ("paragraphs", "1")]).unwrap();
+        assert_eq!((params.utterances, params.paragraphs), (Some(1.5), true));
+        assert!(params.warnings.is_empty(), "{:?}", params.warnings);
+        assert_eq!(parse(&[("utterances", "true")]).unwrap().utterances, Some(0.8));
+        assert_eq!(parse(&[("utt_split", "2")]).unwrap().utterances, None, "utt_split alone asks for nothing");
+        for bad in [("utt_split", "-1"), ("utt_split", "soon"), ("utt_split", "NaN"), ("utterances", "yes")] {
+            assert!(matches!(parse(&[bad]), Err(ApiError::BadRequest(_))), "{bad:?}");
+        }
+        // On a stream they are warnings, not output.
+        let stream = parse(&[("utterances", "true"), ("paragraphs", "true")]).unwrap().for_stream();
+        assert_eq!((stream.utterances, stream.paragraphs), (None, false));
+        let names: Vec<&str> = stream.warnings.iter().map(|w| w.parameter.as_str()).collect();
+        assert_eq!(names, ["utterances", "paragraphs"]);
     }
 
     #[test]

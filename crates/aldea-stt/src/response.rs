@@ -27,7 +27,15 @@ pub fn now_rfc3339() -> String {
 /// The pre-recorded response with a fresh request id (the CLI).
 pub fn prerecorded(transcript: &Transcript, model_name: &str, audio: &[u8]) -> proto::PrerecordedResponse {
     let sha256 = hex::encode(Sha256::digest(audio));
-    prerecorded_for(transcript, model_name, &sha256, &uuid::Uuid::new_v4().to_string(), Vec::new(), Vec::new())
+    prerecorded_for(
+        transcript,
+        model_name,
+        &sha256,
+        &uuid::Uuid::new_v4().to_string(),
+        Vec::new(),
+        Vec::new(),
+        Structure::default(),
+    )
 }
 
 /// The SHA-256 of what `reader` holds, in hex (the metadata's `sha256`), read in chunks.
@@ -35,6 +43,14 @@ pub fn sha256_hex(mut reader: impl std::io::Read) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     std::io::copy(&mut reader, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// What a request asked of the transcript's structure (`utterances`, `paragraphs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Structure {
+    /// `utterances=true`: split at pauses of this many seconds (`utt_split`).
+    pub utterances: Option<f64>,
+    pub paragraphs: bool,
 }
 
 /// The pre-recorded response of a request.
@@ -45,6 +61,7 @@ pub fn prerecorded_for(
     request_id: &str,
     tags: Vec<String>,
     warnings: Vec<proto::Warning>,
+    structure: Structure,
 ) -> proto::PrerecordedResponse {
     let model_id = model_uuid(model_name);
     let mut model_info = BTreeMap::new();
@@ -56,6 +73,13 @@ pub fn prerecorded_for(
         .collect();
     let confidence =
         if words.is_empty() { 0.0 } else { words.iter().map(|w| w.confidence).sum::<f64>() / words.len() as f64 };
+    // An utterance's id: a UUID of the request's and its place in it (the same request, the same ids).
+    let utterances = structure.utterances.map(|split| {
+        proto::structure::utterances(&words, 0, split, |n| {
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{request_id}/utterance/{n}").as_bytes()).to_string()
+        })
+    });
+    let paragraphs = structure.paragraphs.then(|| proto::structure::paragraphs(&words));
     proto::PrerecordedResponse {
         metadata: proto::PrerecordedMetadata {
             request_id: request_id.to_owned(),
@@ -71,8 +95,9 @@ pub fn prerecorded_for(
         results: proto::PrerecordedResults {
             channels: vec![proto::Channel {
                 detected_language: Some(transcript.language.clone()),
-                alternatives: vec![proto::Alternative { transcript: transcript.text(), confidence, words }],
+                alternatives: vec![proto::Alternative { transcript: transcript.text(), confidence, words, paragraphs }],
             }],
+            utterances,
         },
     }
 }

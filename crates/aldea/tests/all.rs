@@ -112,12 +112,30 @@ fn the_official_sdks_work_unchanged_against_the_gateway() {
     assert!(created.status.success());
     let key = last_line(&created);
     let server = Server::start(home.path());
+    // Speech with pauses for utterances and paragraphs: the five LibriVox clips, 1 s apart.
+    let paused = home.path().join("paused.wav");
+    let mut samples = Vec::new();
+    let clips = [
+        "ps_librivox_0870.wav",
+        "ps_librivox_0880.wav",
+        "ps_librivox_0890.wav",
+        "ps_librivox_0920.wav",
+        "ps_librivox_0930.wav",
+    ];
+    let mut clip_starts = Vec::new();
+    for clip in clips {
+        clip_starts.push(samples.len() as f64 / 16_000.0);
+        samples.extend(aldea_audio::load_mono_16k(&real_dev(clip)).unwrap());
+        samples.extend(std::iter::repeat_n(0.0f32, 16_000));
+    }
+    std::fs::write(&paused, aldea_testkit::wav::wav_mono16(&samples, 16_000)).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/sdk/sdk_check.py");
     let output = Command::new(env_path("ALDEA_TEST_PYTHON"))
         .arg(script)
         .arg(format!("http://{}", server.addr))
         .arg(&key)
         .arg(real_dev("ps_librivox_0870.wav"))
+        .arg(&paused)
         .output()
         .expect("running the SDK checks");
     eprintln!("stderr: {}", String::from_utf8_lossy(&output.stderr));
@@ -132,6 +150,7 @@ fn the_official_sdks_work_unchanged_against_the_gateway() {
         [
             "deepgram_file",
             "deepgram_live",
+            "deepgram_structure",
             "openai_json",
             "openai_verbose_json",
             "openai_text",
@@ -144,6 +163,21 @@ fn the_official_sdks_work_unchanged_against_the_gateway() {
         let transcript = check["transcript"].as_str().unwrap().to_lowercase();
         assert!(transcript.contains("dashwood") && transcript.contains("leisure"), "{check}");
     }
+    // Each clip begins an utterance and a paragraph (a second of silence before it; within a clip
+    // the reader pauses less than the split).
+    let structure = &checks[2];
+    eprintln!("utterances and paragraphs: {structure}");
+    let utterances = structure["utterances"].as_array().unwrap();
+    for start in &clip_starts[1..] {
+        assert!(
+            utterances.iter().any(|u| (u[0].as_f64().unwrap() - start).abs() < 0.6),
+            "an utterance starts near {start} s: {utterances:?}"
+        );
+    }
+    let paragraphs = structure["paragraphs"].as_array().unwrap();
+    assert!(paragraphs.len() >= clips.len(), "a paragraph per clip at least: {paragraphs:?}");
+    let text = structure["paragraphs_transcript"].as_str().unwrap();
+    assert!(text.starts_with('\n') && text.matches("\n\n").count() == paragraphs.len() - 1, "{text:?}");
     server.stop();
 }
 
