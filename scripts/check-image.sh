@@ -8,7 +8,9 @@
 # checks an image built otherwise (scripts/build-image.sh's full build) instead.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ALDEA_REPO"
-: "${ALDEA_TEST_MODELS:?the test models}"
+# The models the tests pulled (scripts/test.sh, or aldea_prepare_test_models in env.sh).
+ALDEA_TEST_MODELS="${ALDEA_TEST_MODELS:-$HOME/.cache/aldea/test-home/models}"
+[ -d "$ALDEA_TEST_MODELS/tiny.en" ] || { aldea_log "no test models in $ALDEA_TEST_MODELS: run scripts/test.sh first"; exit 1; }
 [ -n "${ALDEA_CHECK_IMAGE:-}" ] || : "${ALDEA_BIN:?the aldea binary to put in the image}"
 aldea_podman_setup
 context="$(mktemp -d)" work="$(mktemp -d)"

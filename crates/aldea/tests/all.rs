@@ -163,8 +163,8 @@ fn the_official_sdks_work_unchanged_against_the_gateway() {
         let transcript = check["transcript"].as_str().unwrap().to_lowercase();
         assert!(transcript.contains("dashwood") && transcript.contains("leisure"), "{check}");
     }
-    // Each clip begins an utterance and a paragraph (a second of silence before it; within a clip
-    // the reader pauses less than the split).
+    // Each clip begins an utterance (a second of silence before it; within a clip the reader
+    // pauses less than the split), and at least one paragraph.
     let structure = &checks[2];
     eprintln!("utterances and paragraphs: {structure}");
     let utterances = structure["utterances"].as_array().unwrap();
@@ -173,6 +173,14 @@ fn the_official_sdks_work_unchanged_against_the_gateway() {
             utterances.iter().any(|u| (u[0].as_f64().unwrap() - start).abs() < 0.6),
             "an utterance starts near {start} s: {utterances:?}"
         );
+    }
+    // No utterance spans the second of silence between two clips.
+    for start in &clip_starts[1..] {
+        let crossing: Vec<&serde_json::Value> = utterances
+            .iter()
+            .filter(|u| u[0].as_f64().unwrap() < start - 1.0 && u[1].as_f64().unwrap() > *start)
+            .collect();
+        assert!(crossing.is_empty(), "utterances across the pause before {start} s: {crossing:?}");
     }
     let paragraphs = structure["paragraphs"].as_array().unwrap();
     assert!(paragraphs.len() >= clips.len(), "a paragraph per clip at least: {paragraphs:?}");

@@ -314,6 +314,22 @@ fn a_local_cluster_routes_hosts_survives_a_rolling_restart_and_meters_exactly() 
     assert_eq!(totals["requests"].as_u64(), Some(requests), "each request once");
     assert!((metered - sent_seconds).abs() < 0.001 * requests as f64, "{metered} s metered, {sent_seconds} s sent");
 
+    // A replica that dies is started again and comes back ready.
+    let web_pid = |cluster: &Cluster| {
+        let status = String::from_utf8_lossy(&cluster.command(&["status"]).stdout).into_owned();
+        let line = status.lines().find(|l| l.starts_with("web ")).unwrap().to_owned();
+        let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        (fields[2].clone(), fields[3] == "yes", fields[4].parse::<u32>().unwrap())
+    };
+    let (pid, _, restarts) = web_pid(&cluster);
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    common::poll_until("the dashboard restarted", || {
+        let (now, ready, count) = web_pid(&cluster);
+        now != pid && ready && count == restarts + 1
+    });
+    let (status, _) = http_to(&door, &format!("platform.localhost:{port}"), "GET", "/login", &[], b"");
+    assert_eq!(status, 200, "the restarted dashboard serves through the front door");
+
     // Down: the supervisor and every process it started are gone.
     let pids = cluster.pids();
     let down = cluster.command(&["down"]);
@@ -322,4 +338,22 @@ fn a_local_cluster_routes_hosts_survives_a_rolling_restart_and_meters_exactly() 
     assert!(left.is_empty(), "processes left after down: {left:?}");
     assert!(!cluster.dir.join("cluster.json").exists());
     assert!(!cluster.command(&["status"]).status.success(), "no cluster to report on");
+
+    // Up again on the same folder (the Redis Cluster from its own files), then the supervisor is
+    // killed outright: `down` stops what it left.
+    let again = run(aldea_on(home.path())
+        .args(["cluster", "up", "--port", "0", "--stt-threads", "1", "--dir"])
+        .arg(&cluster.dir)
+        .env("ALDEA_DATABASE_URL", &database));
+    assert!(again.status.success(), "up again");
+    let pids = cluster.pids();
+    let supervisor = pids.last().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-KILL", &supervisor]).status().unwrap().success());
+    common::poll_until("the supervisor gone", || !alive(pids[pids.len() - 1]));
+    assert!(pids[..pids.len() - 1].iter().all(|&p| alive(p)), "its replicas outlive it");
+    let down = cluster.command(&["down"]);
+    assert!(down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("stopped 11 processes the supervisor left"));
+    let left: Vec<u32> = pids.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "processes left after down: {left:?}");
 }

@@ -106,19 +106,24 @@ impl Routes {
 }
 
 /// The `Host` header of a request head (what was read may go on into the body), if it has one.
+/// Lines are read as bytes: another header's odd bytes do not hide it.
 fn host_of(read: &[u8]) -> Option<String> {
     let end = read.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(read.len());
-    let text = std::str::from_utf8(&read[..end]).ok()?;
-    text.split("\r\n").skip(1).find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("host").then(|| value.trim().to_owned())
+    read[..end].split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if !name.trim_ascii().eq_ignore_ascii_case(b"host") {
+            return None;
+        }
+        std::str::from_utf8(value.trim_ascii()).ok().map(str::to_owned)
     })
 }
 
-/// A short plain-text answer, then the connection is closed.
-async fn answer(client: &mut TcpStream, status: &str, message: &str) {
+/// A short plain-text answer with `headers`, then the connection is closed.
+async fn answer(client: &mut TcpStream, status: &str, headers: &[(&str, &str)], message: &str) {
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{message}",
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{message}",
         message.len()
     );
     let _ = client.write_all(response.as_bytes()).await;
@@ -147,8 +152,17 @@ async fn splice(mut client: TcpStream, mut upstream: TcpStream, already_read: &[
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 
+/// Why no request head was read.
+#[derive(Debug, PartialEq)]
+enum HeadError {
+    /// The client closed the connection or it failed: nobody to answer.
+    Gone,
+    /// An HTTP status to answer with.
+    Answer(&'static str),
+}
+
 /// Reads until the end of the request head (or `MAX_HEAD` bytes, or the timeout).
-async fn read_head(client: &mut TcpStream) -> Result<Vec<u8>, &'static str> {
+async fn read_head(client: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
     let read = async {
@@ -157,39 +171,41 @@ async fn read_head(client: &mut TcpStream) -> Result<Vec<u8>, &'static str> {
                 return Ok(());
             }
             if head.len() >= MAX_HEAD {
-                return Err("431 Request Header Fields Too Large");
+                return Err(HeadError::Answer("431 Request Header Fields Too Large"));
             }
             match client.read(&mut buf).await {
-                Ok(0) | Err(_) => return Err(""),
+                Ok(0) | Err(_) => return Err(HeadError::Gone),
                 Ok(n) => head.extend_from_slice(&buf[..n]),
             }
         }
     };
     match tokio::time::timeout(HEAD_TIMEOUT, read).await {
         Ok(Ok(())) => Ok(head),
-        Ok(Err(status)) => Err(status),
-        Err(_) => Err("408 Request Timeout"),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(HeadError::Answer("408 Request Timeout")),
     }
 }
 
 async fn route(mut client: TcpStream, routes: Arc<Routes>) {
     let head = match read_head(&mut client).await {
         Ok(head) => head,
-        Err("") => return,
-        Err(status) => return answer(&mut client, status, "the request head was not read\n").await,
+        Err(HeadError::Gone) => return,
+        Err(HeadError::Answer(status)) => {
+            return answer(&mut client, status, &[], "the request head was not read\n").await;
+        }
     };
     let Some(host) = host_of(&head) else {
-        return answer(&mut client, "400 Bad Request", "a Host header is required\n").await;
+        return answer(&mut client, "400 Bad Request", &[], "a Host header is required\n").await;
     };
     let Some(pool) = routes.pool_for(&host) else {
         let message = format!("no service answers to {host}; this front door routes {}\n", routes.names());
-        return answer(&mut client, "404 Not Found", &message).await;
+        return answer(&mut client, "404 Not Found", &[], &message).await;
     };
     match connect(pool).await {
         Some(upstream) => splice(client, upstream, &head).await,
         None => {
             let message = format!("no {} replica is ready; try again shortly\n", pool.name());
-            answer(&mut client, "503 Service Unavailable\r\nretry-after: 1", &message).await;
+            answer(&mut client, "503 Service Unavailable", &[("retry-after", "1")], &message).await;
         }
     }
 }
@@ -252,6 +268,8 @@ mod tests {
         upload.extend_from_slice(&[0xff, 0xfe, 0x00, 0x80]);
         assert_eq!(host_of(&upload).as_deref(), Some("api.localhost"));
         assert_eq!(host_of(b"POST / HTTP/1.1\r\n\r\nhost: x\r\n\r\n"), None);
+        // Another header's bytes that are not UTF-8 do not hide it.
+        assert_eq!(host_of(b"GET / HTTP/1.1\r\nx-odd: \xff\xfe\r\nHost: api.x\r\n\r\n").as_deref(), Some("api.x"));
     }
 
     #[test]

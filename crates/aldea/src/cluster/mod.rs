@@ -100,6 +100,9 @@ pub(crate) struct StateFile {
     pub(crate) urls: Urls,
     /// Every process it started, for `down` when the supervisor itself is gone.
     pub(crate) pids: Vec<u32>,
+    /// The replicas' drain, which bounds how long stopping takes.
+    #[serde(default)]
+    pub(crate) drain_seconds: u64,
     pub(crate) ready: bool,
 }
 
@@ -128,9 +131,17 @@ fn read_state(dir: &Path) -> Option<StateFile> {
     serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
 }
 
-/// Whether a process with this id is alive (signal 0).
+/// Whether a process with this id is alive (signal 0); one that has exited but was not reaped yet
+/// (a zombie, its parent gone or busy) is not.
 pub(crate) fn alive(pid: u32) -> bool {
-    rustix::process::Pid::from_raw(pid as i32).is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
+    let exists =
+        rustix::process::Pid::from_raw(pid as i32).is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+    // `/proc/PID/stat`: "PID (COMMAND) STATE …"; the command may hold spaces and parentheses.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false);
+    exists && !zombie
 }
 
 /// Sends a signal to a process (gone already is not an error).
@@ -205,11 +216,14 @@ fn up(settings: &Settings, args: &UpArgs) -> anyhow::Result<ExitCode> {
             }
             anyhow::bail!("the cluster did not start ({exit}); the supervisor's log is {}", log_path.display());
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the cluster was not ready within 15 minutes; see {}",
-            log_path.display()
-        );
+        if Instant::now() >= deadline {
+            signal(supervisor.id(), rustix::process::Signal::TERM);
+            anyhow::bail!(
+                "the cluster was not ready within 15 minutes; it is being stopped (see {}; `aldea cluster down --dir {}` waits for it)",
+                log_path.display(),
+                dir.display()
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -237,20 +251,36 @@ fn down(dir: &Path) -> anyhow::Result<ExitCode> {
         output::info(&format!("no cluster in {}", dir.display()));
         return Ok(ExitCode::SUCCESS);
     };
+    // Each of the five tiers (dashboard and gateways, usage worker, platforms, stt, Redis) drains
+    // and may take its grace before a kill.
+    let per_tier = Duration::from_secs(state.drain_seconds.max(30) + 15);
     if alive(state.supervisor_pid) {
         output::info("stopping the cluster (each service drains first)…");
         if control(&state, "POST", "/shutdown", Duration::from_secs(5)).is_err() {
             signal(state.supervisor_pid, rustix::process::Signal::TERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(600);
+        let deadline = Instant::now() + per_tier * 5 + Duration::from_secs(30);
         while alive(state.supervisor_pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
+        anyhow::ensure!(
+            !alive(state.supervisor_pid),
+            "the supervisor ({}) is still stopping the cluster; see {}",
+            state.supervisor_pid,
+            dir.join("logs/supervisor.log").display()
+        );
     }
-    // A supervisor that was killed leaves its children: they go too.
+    // A supervisor that was killed leaves its children: they go too, SIGTERM then SIGKILL.
     let left: Vec<u32> = state.pids.iter().copied().filter(|&pid| alive(pid)).collect();
     for &pid in &left {
         signal(pid, rustix::process::Signal::TERM);
+    }
+    let deadline = Instant::now() + per_tier;
+    while left.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for &pid in left.iter().filter(|&&pid| alive(pid)) {
+        signal(pid, rustix::process::Signal::KILL);
     }
     if !left.is_empty() {
         output::info(&format!("stopped {} processes the supervisor left", left.len()));

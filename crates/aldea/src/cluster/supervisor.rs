@@ -78,15 +78,25 @@ impl Service {
     }
 }
 
-/// A running (or stopped) process of a replica.
+/// A running (or stopped) process of a replica; one task at a time holds it.
 #[derive(Default)]
 struct Proc {
     child: Option<Child>,
-    restarts: u32,
     started_at: Option<Instant>,
+    /// Crashes in a row within 10 s of a start (the backoff's exponent).
+    quick_crashes: u32,
     /// When the health loop may start it again after a crash (backoff).
     retry_at: Option<Instant>,
+    /// Stopped by the shutdown: never started again.
+    retired: bool,
+}
+
+/// What `status` and `cluster.json` show of a replica, readable while a task holds its process.
+#[derive(Debug, Clone, Copy, Default)]
+struct Info {
+    pid: Option<u32>,
     ready: bool,
+    restarts: u32,
 }
 
 /// One replica: how to start it, and its process.
@@ -101,9 +111,26 @@ struct Replica {
     /// The pools that route to it (the front door's, an internal Service's).
     pools: Vec<Arc<Pool>>,
     proc: Mutex<Proc>,
+    info: std::sync::Mutex<Info>,
 }
 
 impl Replica {
+    fn info(&self) -> Info {
+        *self.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Info)) {
+        change(&mut self.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
+    /// Its readiness, in its snapshot and in every pool that routes to it.
+    fn set_ready(&self, ready: bool) {
+        self.update(|info| info.ready = ready);
+        for pool in &self.pools {
+            pool.set_ready(&self.name, ready);
+        }
+    }
+
     fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
@@ -117,6 +144,8 @@ impl Replica {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
+            // The database's URL (a password, perhaps) only where `env` gives it.
+            .env_remove("ALDEA_DATABASE_URL")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -139,11 +168,19 @@ impl Replica {
             .unwrap_or(false)
     }
 
-    /// Starts the process (the caller holds `proc`).
+    /// Starts the process (the caller holds `proc`), back in its pools' rotation: it gets
+    /// connections once its probe answers.
     fn start(&self, proc: &mut Proc) -> anyhow::Result<()> {
-        proc.child = Some(self.spawn()?);
+        anyhow::ensure!(!proc.retired, "{} was stopped with the cluster", self.name);
+        let child = self.spawn()?;
+        let pid = child.id();
+        proc.child = Some(child);
         proc.started_at = Some(Instant::now());
-        proc.ready = false;
+        self.set_ready(false);
+        self.update(|info| info.pid = pid);
+        for pool in &self.pools {
+            pool.set_in_rotation(&self.name, true);
+        }
         tracing::info!(replica = %self.name, port = self.port, "started");
         Ok(())
     }
@@ -153,15 +190,13 @@ impl Replica {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if self.probe().await {
-                proc.ready = true;
-                for pool in &self.pools {
-                    pool.set_ready(&self.name, true);
-                }
+                self.set_ready(true);
                 return Ok(());
             }
             if let Some(child) = proc.child.as_mut() {
                 if let Some(exit) = child.try_wait()? {
                     proc.child = None;
+                    self.update(|info| info.pid = None);
                     anyhow::bail!("{} exited ({exit}) before it was ready; see {}", self.name, self.log.display());
                 }
             }
@@ -176,13 +211,14 @@ impl Replica {
         }
     }
 
-    /// SIGTERM, then its exit within `drain` + grace (SIGKILL after that).
+    /// Out of its pools' rotation, SIGTERM, then its exit within `drain` + grace (SIGKILL after
+    /// that). The process stays in `proc` until it has exited.
     async fn stop(&self, proc: &mut Proc, drain: Duration) {
         for pool in &self.pools {
             pool.set_in_rotation(&self.name, false);
         }
-        proc.ready = false;
-        let Some(mut child) = proc.child.take() else { return };
+        self.set_ready(false);
+        let Some(child) = proc.child.as_mut() else { return };
         if let Some(pid) = child.id() {
             super::signal(pid, rustix::process::Signal::TERM);
         }
@@ -193,6 +229,8 @@ impl Replica {
                 let _ = child.kill().await;
             }
         }
+        proc.child = None;
+        self.update(|info| info.pid = None);
     }
 }
 
@@ -203,7 +241,10 @@ struct Cluster {
     dir: PathBuf,
     urls: Urls,
     control: SocketAddr,
-    rollout: Mutex<()>,
+    /// Held by the rolling restart that runs (one at a time).
+    rollout: Arc<Mutex<()>>,
+    /// Held while `cluster.json` is written.
+    state_file: std::sync::Mutex<()>,
     shutdown: CancellationToken,
     /// Set once the shutdown begins: the health loop no longer restarts anything.
     stopping: CancellationToken,
@@ -214,18 +255,16 @@ impl Cluster {
         self.replicas.iter().filter(move |r| r.service == service)
     }
 
-    async fn write_state(&self, ready: bool) -> anyhow::Result<()> {
-        let mut pids = Vec::new();
-        for replica in &self.replicas {
-            if let Ok(proc) = replica.proc.try_lock() {
-                pids.extend(proc.child.as_ref().and_then(Child::id));
-            }
-        }
+    /// Writes `cluster.json`: every process running now.
+    fn write_state(&self, ready: bool) -> anyhow::Result<()> {
+        let _one = self.state_file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pids = self.replicas.iter().filter_map(|r| r.info().pid).collect();
         let state = StateFile {
             supervisor_pid: std::process::id(),
             control: self.control.to_string(),
             urls: self.urls.clone(),
             pids,
+            drain_seconds: self.drain.as_secs(),
             ready,
         };
         // Whole or not at all: written aside, then renamed.
@@ -259,6 +298,10 @@ impl Cluster {
             let mut changed = false;
             for replica in &self.replicas {
                 let Ok(mut proc) = replica.proc.try_lock() else { continue };
+                // The shutdown may have stopped this one since the loop woke.
+                if proc.retired || self.stopping.is_cancelled() {
+                    return;
+                }
                 let exited = match proc.child.as_mut() {
                     Some(child) => match child.try_wait() {
                         Ok(Some(exit)) => Some(exit.to_string()),
@@ -270,21 +313,20 @@ impl Cluster {
                 if let Some(exit) = exited {
                     if proc.child.take().is_some() {
                         tracing::warn!(replica = %replica.name, %exit, "exited: restarting");
-                        // Quick crashes back off: 1 s doubling to 30 s.
+                        // Quick crashes in a row back off: 2 s doubling to 30 s.
                         let quick = proc.started_at.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+                        proc.quick_crashes = if quick { proc.quick_crashes + 1 } else { 0 };
                         let wait = if quick {
-                            Duration::from_secs(1 << proc.restarts.min(5)).min(Duration::from_secs(30))
+                            Duration::from_secs(1 << proc.quick_crashes.min(5)).min(Duration::from_secs(30))
                         } else {
                             Duration::ZERO
                         };
                         proc.retry_at = Some(Instant::now() + wait);
-                        proc.ready = false;
-                        for pool in &replica.pools {
-                            pool.set_ready(&replica.name, false);
-                        }
+                        replica.set_ready(false);
+                        replica.update(|info| info.pid = None);
                     }
                     if proc.retry_at.is_none_or(|t| Instant::now() >= t) {
-                        proc.restarts += 1;
+                        replica.update(|info| info.restarts += 1);
                         proc.retry_at = None;
                         if let Err(e) = replica.start(&mut proc) {
                             tracing::error!(replica = %replica.name, error = %e, "cannot restart");
@@ -295,16 +337,13 @@ impl Cluster {
                     continue;
                 }
                 let ready = replica.probe().await;
-                if ready != proc.ready {
+                if ready != replica.info().ready {
                     tracing::info!(replica = %replica.name, ready, "readiness changed");
                 }
-                proc.ready = ready;
-                for pool in &replica.pools {
-                    pool.set_ready(&replica.name, ready);
-                }
+                replica.set_ready(ready);
             }
             if changed {
-                let _ = self.write_state(true).await;
+                let _ = self.write_state(true);
             }
         }
     }
@@ -314,15 +353,12 @@ impl Cluster {
         let mut steps = Vec::new();
         for &service in services {
             for replica in self.of(service) {
-                anyhow::ensure!(!self.stopping.is_cancelled(), "the cluster is stopping");
                 let mut proc = replica.proc.lock().await;
+                anyhow::ensure!(!proc.retired && !self.stopping.is_cancelled(), "the cluster is stopping");
                 let began = Instant::now();
                 replica.stop(&mut proc, self.drain).await;
                 let stopped = began.elapsed();
                 replica.start(&mut proc)?;
-                for pool in &replica.pools {
-                    pool.set_in_rotation(&replica.name, true);
-                }
                 replica.wait_ready(&mut proc).await?;
                 let ready = began.elapsed();
                 tracing::info!(replica = %replica.name, stopped_ms = stopped.as_millis() as u64, ready_ms = ready.as_millis() as u64, "rolled");
@@ -332,7 +368,7 @@ impl Cluster {
                     "ready_ms": ready.as_millis() as u64,
                 }));
                 drop(proc);
-                let _ = self.write_state(true).await;
+                let _ = self.write_state(true);
                 tokio::time::sleep(MIN_READY).await;
             }
         }
@@ -353,6 +389,7 @@ impl Cluster {
             let stops = self.replicas.iter().filter(|r| services.contains(&r.service)).map(|replica| async move {
                 let mut proc = replica.proc.lock().await;
                 replica.stop(&mut proc, self.drain).await;
+                proc.retired = true;
             });
             futures_util::future::join_all(stops).await;
         }
@@ -363,11 +400,7 @@ impl Cluster {
             .replicas
             .iter()
             .map(|replica| {
-                let (pid, ready, restarts) = match replica.proc.try_lock() {
-                    Ok(proc) => (proc.child.as_ref().and_then(Child::id), proc.ready, proc.restarts),
-                    // Held by a start or a restart: in transition.
-                    Err(_) => (None, false, 0),
-                };
+                let Info { pid, ready, restarts } = replica.info();
                 serde_json::json!({
                     "name": replica.name,
                     "service": replica.service.name(),
@@ -410,15 +443,21 @@ async fn rollout_handler(State(cluster): State<Arc<Cluster>>, uri: Uri) -> impl 
         Ok(services) => services,
         Err(message) => return json_answer(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": message })),
     };
-    let Ok(_one) = cluster.rollout.try_lock() else {
+    let Ok(one) = cluster.rollout.clone().try_lock_owned() else {
         return json_answer(
             StatusCode::CONFLICT,
             &serde_json::json!({ "error": "a rolling restart is already running" }),
         );
     };
-    match cluster.rollout(&services).await {
-        Ok(steps) => json_answer(StatusCode::OK, &serde_json::json!({ "steps": steps })),
-        Err(e) => json_answer(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": format!("{e:#}") })),
+    // Its own task: a client that goes away does not stop it half-way.
+    let rolling = tokio::spawn(async move {
+        let _one = one;
+        cluster.rollout(&services).await
+    });
+    match rolling.await {
+        Ok(Ok(steps)) => json_answer(StatusCode::OK, &serde_json::json!({ "steps": steps })),
+        Ok(Err(e)) => json_answer(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": format!("{e:#}") })),
+        Err(e) => json_answer(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": e.to_string() })),
     }
 }
 
@@ -634,6 +673,7 @@ async fn supervise(settings: &Settings, args: &UpArgs) -> anyhow::Result<ExitCod
             log: dir.join(format!("logs/redis-{}.log", index + 1)),
             pools: Vec::new(),
             proc: Mutex::default(),
+            info: std::sync::Mutex::default(),
         });
     }
     let mut stt_ports = stt_ports.into_iter();
@@ -672,6 +712,7 @@ async fn supervise(settings: &Settings, args: &UpArgs) -> anyhow::Result<ExitCod
                 log: dir.join(format!("logs/{name}.log")),
                 pools,
                 proc: Mutex::default(),
+                info: std::sync::Mutex::default(),
             });
         }
     }
@@ -681,12 +722,13 @@ async fn supervise(settings: &Settings, args: &UpArgs) -> anyhow::Result<ExitCod
         dir: dir.clone(),
         urls: urls.clone(),
         control: control.local_addr()?,
-        rollout: Mutex::new(()),
+        rollout: Arc::new(Mutex::new(())),
+        state_file: std::sync::Mutex::new(()),
         shutdown: CancellationToken::new(),
         stopping: CancellationToken::new(),
     });
     tokio::spawn(crate::stt::stop_on_signal(cluster.shutdown.clone()));
-    cluster.write_state(false).await?;
+    cluster.write_state(false)?;
 
     // The platform is also reached from inside (gateways and the dashboard): its Service, open
     // from the start (a gateway is ready only once it reaches the platform) until the supervisor
@@ -716,7 +758,7 @@ async fn supervise(settings: &Settings, args: &UpArgs) -> anyhow::Result<ExitCod
     let control_server = tokio::spawn(async move {
         let _ = axum::serve(control, app).with_graceful_shutdown(control_stop.cancelled_owned()).await;
     });
-    cluster.write_state(true).await?;
+    cluster.write_state(true)?;
     output::info("the cluster is ready");
     super::print_urls(&urls, &dir);
 
@@ -754,7 +796,7 @@ async fn start_everything(
     );
     for service in ROLL_ORDER {
         cluster.start_service(service).await?;
-        cluster.write_state(false).await?;
+        cluster.write_state(false)?;
     }
     Ok(())
 }
