@@ -14,9 +14,10 @@ aldea_podman_setup
 sysroot="$(rustc --print sysroot)"
 version="$(rustc --version | awk '{print $2}')"
 builder="localhost/rust:${version%.*}-bookworm"
+context="$(mktemp -d)"
+trap 'rm -rf "$context"' EXIT
 if ! "${P[@]}" image exists "$builder"; then
   aldea_log "making the builder image $builder from $sysroot"
-  context="$(mktemp -d)"
   mkdir -p "$context/rust"
   # The compiler, cargo and the standard library; not the documentation.
   cp -a "$sysroot/bin" "$sysroot/lib" "$context/rust/"
@@ -38,11 +39,9 @@ RUN apt-get update \
     && cargo --version && rustc --version
 CONTAINERFILE
   "${P[@]}" build --isolation=chroot --pull=never --network=host --format docker -t "$builder" "$context"
-  rm -rf "$context"
+  rm -rf "${context:?}"/*
 fi
 # The build context: the committed tree only (no local build outputs or secrets).
-context="$(mktemp -d)"
-trap 'rm -rf "$context"' EXIT
 git archive HEAD | tar -x -C "$context"
 aldea_log "building $tag from $(git rev-parse --short HEAD) with $builder (the binary is compiled inside)"
 started=$(date +%s)
