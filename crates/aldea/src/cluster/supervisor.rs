@@ -29,6 +29,9 @@ use crate::{output, Settings};
 /// How long a replica may take to answer `/ready` after it starts (a first model load included).
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Probes that must fail in a row before a running replica leaves its pools (a readiness probe's
+/// `failureThreshold`): one slow answer does not take it out.
+const FAILURE_THRESHOLD: u32 = 3;
 /// Beyond its drain, how long a stopping process gets before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long a restarted replica serves before the next one goes down (a Deployment's
@@ -89,6 +92,8 @@ struct Proc {
     retry_at: Option<Instant>,
     /// Stopped by the shutdown: never started again.
     retired: bool,
+    /// Probes failed in a row while the process runs.
+    failed_probes: u32,
 }
 
 /// What `status` and `cluster.json` show of a replica, readable while a task holds its process.
@@ -176,6 +181,7 @@ impl Replica {
         let pid = child.id();
         proc.child = Some(child);
         proc.started_at = Some(Instant::now());
+        proc.failed_probes = 0;
         self.set_ready(false);
         self.update(|info| info.pid = pid);
         for pool in &self.pools {
@@ -336,8 +342,11 @@ impl Cluster {
                     }
                     continue;
                 }
-                let ready = replica.probe().await;
-                if ready != replica.info().ready {
+                let answered = replica.probe().await;
+                proc.failed_probes = if answered { 0 } else { proc.failed_probes + 1 };
+                let was_ready = replica.info().ready;
+                let ready = answered || (was_ready && proc.failed_probes < FAILURE_THRESHOLD);
+                if ready != was_ready {
                     tracing::info!(replica = %replica.name, ready, "readiness changed");
                 }
                 replica.set_ready(ready);
