@@ -142,14 +142,42 @@ async fn connect(pool: &Pool) -> Option<TcpStream> {
     None
 }
 
-/// Joins the client to a replica until either side closes.
-async fn splice(mut client: TcpStream, mut upstream: TcpStream, already_read: &[u8]) {
+/// How long a client may go on sending after the replica has answered and closed (its request
+/// body, unread: a 401 before an upload's body) while the answer reaches it.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Joins the client to a replica until both sides are done. A replica that answers and closes
+/// before it read the whole request still has its answer delivered: the client's remaining bytes
+/// are read and dropped (for at most [`LINGER`]), so closing never resets the connection under an
+/// answer the client has not read yet.
+async fn splice(client: TcpStream, upstream: TcpStream, already_read: &[u8]) {
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    if upstream.write_all(already_read).await.is_err() {
-        return;
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let mut forwarding = upstream_write.write_all(already_read).await.is_ok();
+    let up = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if forwarding && upstream_write.write_all(&buf[..n]).await.is_err() {
+                forwarding = false;
+            }
+        }
+        let _ = upstream_write.shutdown().await;
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut upstream_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut up => down.await,
+        _ = &mut down => { let _ = tokio::time::timeout(LINGER, up).await; }
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 
 /// Why no request head was read.
