@@ -513,19 +513,15 @@ fn redis_ports(dir: &Path) -> anyhow::Result<Vec<u16>> {
 
 /// `redis-cli` against one node; its output.
 async fn redis_cli(port: u16, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running redis-cli (it ships with redis-server)")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "redis-cli {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = Command::new("redis-cli");
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args);
+    run_to_end(&mut command, &format!("redis-cli {}", args.join(" "))).await
+}
+
+/// Runs a helper command to its end (stdin closed): its stdout, or an error with its stderr.
+async fn run_to_end(command: &mut Command, what: &str) -> anyhow::Result<String> {
+    let output = command.stdin(Stdio::null()).output().await.with_context(|| format!("running {what}"))?;
+    anyhow::ensure!(output.status.success(), "{what} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
@@ -791,18 +787,8 @@ async fn start_everything(
     cluster.start_service(Service::Redis).await?;
     form_redis_cluster(redis_ports).await?;
     output::info("redis: a 3-node cluster");
-    let migrate = Command::new(program)
-        .arg("migrate")
-        .env("ALDEA_DATABASE_URL", database)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running aldea migrate")?;
-    anyhow::ensure!(
-        migrate.status.success(),
-        "migrating the database failed: {}",
-        String::from_utf8_lossy(&migrate.stderr).trim()
-    );
+    run_to_end(Command::new(program).arg("migrate").env("ALDEA_DATABASE_URL", database), "migrating the database")
+        .await?;
     for service in ROLL_ORDER {
         cluster.start_service(service).await?;
         cluster.write_state(false)?;
